@@ -1,0 +1,123 @@
+"""Hook names: resolve short forms, check that a hook point exists *and fires*, check ranges.
+
+A ``HookedTransformer`` lists hook points that never fire unless a config flag is set
+(``attn.hook_result`` needs ``use_attn_result``, ``hook_v_input`` needs ``use_split_qkv_input``,
+...), and a ``TransformerBridge`` lists HookedTransformer-style aliases next to its canonical
+``hook_in`` / ``hook_out`` names. A hook on a point that never fires silently does nothing, so
+:func:`active_hook_names` runs one 1-token forward pass, records which hook points fire, and
+every tool only accepts those names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import weakref
+from typing import Union
+
+import torch
+from torch import nn
+
+HookName = Union[str, tuple]
+
+_ACTIVE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, frozenset[str]]]" = weakref.WeakKeyDictionary()
+
+_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_tokens")
+
+
+def _flags_key(model: nn.Module) -> tuple:
+    cfg = model.cfg
+    return tuple(getattr(cfg, f, None) for f in _FLAGS) + (len(model.hook_dict),)
+
+
+def active_hook_names(model: nn.Module) -> frozenset[str]:
+    """Names in ``model.hook_dict`` whose hook point fires in a forward pass (cached per model)."""
+    key = _flags_key(model)
+    cached = _ACTIVE_CACHE.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    from hooks.state import preserved_state  # local import: state imports nothing from here
+
+    fired: set[int] = set()
+    hook_points = {}
+    for name, hp in model.hook_dict.items():
+        hook_points.setdefault(id(hp), hp)
+    device = next(model.parameters()).device
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        for hp in hook_points.values():
+            hp.register_forward_hook(lambda mod, inp, out, _id=id(hp): fired.add(_id))
+        model(torch.zeros((1, 1), dtype=torch.long, device=device))
+    names = frozenset(n for n, hp in model.hook_dict.items() if id(hp) in fired)
+    if getattr(model.cfg, "attn_only", False):
+        names = frozenset(n for n in names if not n.endswith(("hook_mlp_out", "hook_resid_mid", "hook_mlp_in")))
+    _ACTIVE_CACHE[model] = (key, names)
+    return names
+
+
+def resolve_hook_name(model: nn.Module, name: HookName, layer: int | None = None) -> str:
+    """Full hook name from a full name, a short name + layer, or a ``(short, layer)`` tuple.
+
+    ``"blocks.0.attn.hook_z"``, ``("z", 0)``, ``resolve_hook_name(m, "z", 0)`` and ``"z0"`` all give
+    ``"blocks.0.attn.hook_z"``. Unknown or inactive names raise a ``ValueError`` listing the
+    closest valid names.
+    """
+    from transformer_lens.utils import get_act_name
+
+    if isinstance(name, tuple):
+        if len(name) != 2 or not isinstance(name[0], str):
+            raise ValueError(f"a hook given as a tuple must be (short_name, layer), got {name!r}")
+        name, layer = name
+    if not isinstance(name, str):
+        raise TypeError(f"a hook name must be a str or a (str, layer) tuple, got {type(name).__name__}")
+    active = active_hook_names(model)
+    if layer is not None:
+        check_layer(model, layer)
+    if name in active and layer is None:
+        return name
+    try:
+        full = get_act_name(name, layer) if layer is not None or "." not in name else name
+    except Exception:
+        full = name
+    if full in active:
+        return full
+    close = difflib.get_close_matches(full, sorted(active), n=6, cutoff=0.5)
+    if not close:
+        close = difflib.get_close_matches(name, sorted(active), n=6, cutoff=0.3)
+    hint = ""
+    if full in model.hook_dict:
+        hint = " (this hook point exists but never fires with this model's config)"
+    raise ValueError(f"unknown hook name {full!r}{hint}; closest valid names: {close}")
+
+
+def hook_layer(name: str) -> int | None:
+    """The layer index in a full hook name (``blocks.3.attn.hook_z`` -> 3), else None."""
+    parts = name.split(".")
+    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def check_layer(model: nn.Module, layer: int) -> int:
+    n = model.cfg.n_layers
+    if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < n:
+        raise ValueError(f"layer must be an int in [0, {n - 1}], got {layer!r}")
+    return layer
+
+
+def check_head(model: nn.Module, head: int) -> int:
+    n = model.cfg.n_heads
+    if not isinstance(head, int) or isinstance(head, bool) or not 0 <= head < n:
+        raise ValueError(f"head must be an int in [0, {n - 1}], got {head!r}")
+    return head
+
+
+def check_positions(positions, seq_len: int, what: str = "position") -> list[int]:
+    """Positions as a list of ints in [0, seq_len); negative ints count from the end."""
+    if isinstance(positions, int):
+        positions = [positions]
+    out = []
+    for p in positions:
+        if not isinstance(p, int) or isinstance(p, bool) or not -seq_len <= p < seq_len:
+            raise ValueError(f"{what} must be an int in [0, {seq_len - 1}] (sequence length {seq_len}), got {p!r}")
+        out.append(p % seq_len)
+    return out

@@ -1,0 +1,220 @@
+"""Address a model's weights by TransformerLens names, on both model kinds.
+
+A ``HookedTransformer`` keeps each weight as one ``nn.Parameter`` in TransformerLens layout
+(``blocks.0.attn.W_V`` is ``[n_heads, d_model, d_head]``). A ``TransformerBridge.boot_native``
+model keeps the same weights in ``nn.Linear`` layout (``attn.v.weight`` is
+``[n_heads * d_head, d_model]``). Model-level properties such as ``model.W_V`` are *stacked
+copies* on both: writing into them changes nothing.
+
+This module hides the difference. Every weight has one name and one shape, HookedTransformer's:
+
+- ``W_E`` [d_vocab, d_model], ``W_pos`` [n_ctx, d_model], ``W_U`` [d_model, d_vocab_out], ``b_U``
+- ``blocks.{l}.attn.W_Q|W_K|W_V`` [n_heads, d_model, d_head], ``W_O`` [n_heads, d_head, d_model],
+  ``b_Q|b_K|b_V`` [n_heads, d_head], ``b_O`` [d_model]
+- ``blocks.{l}.mlp.W_in`` [d_model, d_mlp], ``W_out`` [d_mlp, d_model], ``b_in``, ``b_out``
+- ``blocks.{l}.ln1.w|b``, ``blocks.{l}.ln2.w|b``, ``ln_final.w|b`` (only with a learned LayerNorm)
+
+``get_weight`` reads a detached copy, ``set_weight_`` writes the real parameter, and
+``weight_parameters`` returns the real ``nn.Parameter`` (to freeze it, or to hand it to an optimiser).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+_ATTN = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
+_MLP = ("W_in", "W_out", "b_in", "b_out")
+
+
+@dataclass(frozen=True)
+class WeightSlot:
+    """Where a named weight really lives, and how to convert to/from TransformerLens layout."""
+
+    name: str
+    parameter: nn.Parameter
+    to_tl: Callable[[Tensor], Tensor]
+    from_tl: Callable[[Tensor], Tensor]
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+def is_bridge(model: nn.Module) -> bool:
+    """True for a ``TransformerBridge`` (checked by name, so the bridge module is never imported)."""
+    return any(cls.__name__ == "TransformerBridge" for cls in type(model).__mro__)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The real torch module behind a bridge wrapper (``LinearBridge`` -> ``nn.Linear``)."""
+    while "_original_component" in module._modules:
+        module = module._modules["_original_component"]
+    return module
+
+
+def _hooked_slots(model: nn.Module) -> dict[str, WeightSlot]:
+    slots: dict[str, WeightSlot] = {}
+
+    def add(name: str, owner: nn.Module, attr: str) -> None:
+        param = getattr(owner, attr, None)
+        if isinstance(param, nn.Parameter):
+            slots[name] = WeightSlot(name, param, _identity, _identity)
+
+    add("W_E", model.embed, "W_E")
+    if hasattr(model, "pos_embed"):
+        add("W_pos", model.pos_embed, "W_pos")
+    add("W_U", model.unembed, "W_U")
+    add("b_U", model.unembed, "b_U")
+    for layer, block in enumerate(model.blocks):
+        for attr in _ATTN:
+            # grouped-query attention stores K and V as `_W_K`, `_W_V`
+            real = attr if isinstance(getattr(block.attn, attr, None), nn.Parameter) else f"_{attr}"
+            add(f"blocks.{layer}.attn.{attr}", block.attn, real)
+        if getattr(block, "mlp", None) is not None:
+            for attr in _MLP:
+                add(f"blocks.{layer}.mlp.{attr}", block.mlp, attr)
+        for ln in ("ln1", "ln2"):
+            if hasattr(block, ln):
+                add(f"blocks.{layer}.{ln}.w", getattr(block, ln), "w")
+                add(f"blocks.{layer}.{ln}.b", getattr(block, ln), "b")
+    if hasattr(model, "ln_final"):
+        add("ln_final.w", model.ln_final, "w")
+        add("ln_final.b", model.ln_final, "b")
+    return slots
+
+
+def _linear_slots(prefix: str, linear: nn.Linear, n_heads: int, d_head: int, kind: str) -> list[WeightSlot]:
+    """Slots for one attention projection of the bridge (kind: Q, K, V or O)."""
+    d_model = linear.in_features if kind != "O" else linear.out_features
+    n = linear.weight.shape[0] // d_head if kind != "O" else n_heads
+    if kind == "O":
+        to_w = lambda w: w.T.reshape(n, d_head, d_model)  # noqa: E731
+        from_w = lambda t: t.reshape(n * d_head, d_model).T  # noqa: E731
+        to_b, from_b = _identity, _identity
+    else:
+        to_w = lambda w: w.reshape(n, d_head, d_model).transpose(1, 2)  # noqa: E731
+        from_w = lambda t: t.transpose(1, 2).reshape(n * d_head, d_model)  # noqa: E731
+        to_b = lambda b: b.reshape(n, d_head)  # noqa: E731
+        from_b = lambda t: t.reshape(n * d_head)  # noqa: E731
+    slots = [WeightSlot(f"{prefix}.W_{kind}", linear.weight, to_w, from_w)]
+    if linear.bias is not None:
+        slots.append(WeightSlot(f"{prefix}.b_{kind}", linear.bias, to_b, from_b))
+    return slots
+
+
+def _transposed(name: str, param: nn.Parameter) -> WeightSlot:
+    return WeightSlot(name, param, lambda w: w.T, lambda t: t.T)
+
+
+def _bridge_slots(model: nn.Module) -> dict[str, WeightSlot]:
+    native = model.original_model
+    if not all(hasattr(native, a) for a in ("tok_embed", "layers", "head")):
+        raise TypeError(
+            "weights can only be addressed on HookedTransformer and TransformerBridge.boot_native "
+            f"models; this bridge wraps {type(native).__name__}"
+        )
+    cfg = model.cfg
+    slots = [WeightSlot("W_E", _unwrap(native.tok_embed).weight, _identity, _identity)]
+    if getattr(native, "pos", None) is not None:
+        slots.append(WeightSlot("W_pos", _unwrap(native.pos).weight, _identity, _identity))
+    head = _unwrap(native.head)
+    slots.append(_transposed("W_U", head.weight))
+    if head.bias is not None:
+        slots.append(WeightSlot("b_U", head.bias, _identity, _identity))
+    for layer, wrapped in enumerate(native.layers):
+        block = _unwrap(wrapped)
+        attn = _unwrap(block.attn)
+        for kind in ("Q", "K", "V", "O"):
+            linear = _unwrap(getattr(attn, kind.lower()))
+            slots += _linear_slots(f"blocks.{layer}.attn", linear, cfg.n_heads, cfg.d_head, kind)
+        if hasattr(block, "mlp"):
+            mlp = _unwrap(block.mlp)
+            fc_in, fc_out = _unwrap(mlp.fc_in), _unwrap(mlp.fc_out)
+            slots.append(_transposed(f"blocks.{layer}.mlp.W_in", fc_in.weight))
+            slots.append(_transposed(f"blocks.{layer}.mlp.W_out", fc_out.weight))
+            for bname, lin in (("b_in", fc_in), ("b_out", fc_out)):
+                if lin.bias is not None:
+                    slots.append(WeightSlot(f"blocks.{layer}.mlp.{bname}", lin.bias, _identity, _identity))
+        for ln in ("ln1", "ln2"):
+            slots += _norm_slots(f"blocks.{layer}.{ln}", getattr(block, ln, None))
+    slots += _norm_slots("ln_final", getattr(native, "ln_out", None))
+    return {slot.name: slot for slot in slots}
+
+
+def _norm_slots(prefix: str, wrapped: nn.Module | None) -> list[WeightSlot]:
+    if wrapped is None:
+        return []
+    norm = _unwrap(wrapped)
+    out = []
+    for short, attr in (("w", "weight"), ("b", "bias")):
+        param = getattr(norm, attr, None)
+        if isinstance(param, nn.Parameter):
+            out.append(WeightSlot(f"{prefix}.{short}", param, _identity, _identity))
+    return out
+
+
+def weight_slots(model: nn.Module) -> dict[str, WeightSlot]:
+    """Every addressable weight of ``model``, by TransformerLens name."""
+    if is_bridge(model):
+        return _bridge_slots(model)
+    if hasattr(model, "blocks") and hasattr(model, "embed") and hasattr(model, "unembed"):
+        return _hooked_slots(model)
+    raise TypeError(
+        f"expected a HookedTransformer or a TransformerBridge, got {type(model).__name__}"
+    )
+
+
+def weight_names(model: nn.Module) -> list[str]:
+    """All weight names of ``model`` (e.g. ``['W_E', 'W_pos', 'W_U', 'blocks.0.attn.W_Q', ...]``)."""
+    return list(weight_slots(model))
+
+
+def slot(model: nn.Module, name: str) -> WeightSlot:
+    """The slot of one weight; an unknown name raises a ``KeyError`` listing the closest names."""
+    slots = weight_slots(model)
+    if name not in slots:
+        close = difflib.get_close_matches(name, list(slots), n=5, cutoff=0.4)
+        raise KeyError(
+            f"unknown weight name {name!r}; closest valid names: {close or sorted(slots)[:8]}"
+        )
+    return slots[name]
+
+
+def get_weight(model: nn.Module, name: str) -> Tensor:
+    """A detached copy of the weight ``name`` in TransformerLens layout."""
+    s = slot(model, name)
+    return s.to_tl(s.parameter.detach()).clone()
+
+
+def weight_parameters(model: nn.Module, name: str) -> nn.Parameter:
+    """The real ``nn.Parameter`` holding ``name`` (in the model's own layout)."""
+    return slot(model, name).parameter
+
+
+def check_replacement(model: nn.Module, name: str, value: Tensor) -> WeightSlot:
+    """Validate a replacement for ``name`` (type, shape, dtype, device) without changing anything."""
+    s = slot(model, name)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"replacement for {name!r} must be a torch.Tensor, got {type(value).__name__}")
+    expected = tuple(s.to_tl(s.parameter.detach()).shape)
+    if tuple(value.shape) != expected:
+        raise ValueError(f"replacement for {name!r} has shape {tuple(value.shape)}, expected {expected}")
+    if value.dtype != s.parameter.dtype:
+        raise TypeError(f"replacement for {name!r} has dtype {value.dtype}, expected {s.parameter.dtype}")
+    if value.device != s.parameter.device:
+        raise ValueError(
+            f"replacement for {name!r} is on {value.device}, the model's weight is on {s.parameter.device}"
+        )
+    return s
+
+
+def set_weight_(model: nn.Module, name: str, value: Tensor) -> None:
+    """Write ``value`` (TransformerLens layout) into the real parameter behind ``name``, in place."""
+    s = check_replacement(model, name, value)
+    with torch.no_grad():
+        s.parameter.copy_(s.from_tl(value))

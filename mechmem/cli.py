@@ -1,0 +1,154 @@
+"""The ``mechmem`` command: list, train, reproduce (and the commands paper packages add).
+
+Heavy imports (torch, TransformerLens) happen inside the commands, so ``mechmem --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_RUNS = Path("runs")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mechmem",
+        description="Transformers as associative memories: toy models, training and hook experiments.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list tasks, experiments and reproducible papers")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("train", help="train a model on a task and save a run directory")
+    p.add_argument("task", help="task name (see `mechmem list`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
+                        "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01")
+    p.add_argument("--name", help="run name (default: the task name)")
+    p.add_argument("--out", type=Path, default=DEFAULT_RUNS, help="folder holding run directories (default: runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reproduce", help="reproduce a paper's claims (writes results.json with `claims`)")
+    p.add_argument("paper", help="paper name: lca, birth, scaling or factual")
+    p.add_argument("--quick", action="store_true", help="small settings that finish in minutes on a CPU")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>[-quick])")
+    p.set_defaults(func=cmd_reproduce)
+
+    from mechmem.registry import available_papers
+
+    for module in available_papers().values():
+        if hasattr(module, "add_cli"):
+            module.add_cli(sub)
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from mechmem.registry import available_papers, experiments, tasks
+
+    print("tasks:")
+    for name, cls in sorted(tasks().items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"  {name:<16} {doc[0] if doc else ''}")
+    print("experiments:")
+    for paper, exps in experiments().items():
+        print(f"  {paper}: {', '.join(sorted(exps)) or '(none)'}")
+    print("reproduce:", ", ".join(sorted(available_papers())) or "(no paper packages installed)")
+    return 0
+
+
+def build_configs(task_name: str, overrides: list[str]):
+    """Task, model and training configs for ``task_name`` with ``--set`` overrides applied."""
+    from mechmem.config import apply_overrides, split_overrides
+    from mechmem.registry import tasks
+
+    known = tasks()
+    if task_name not in known:
+        raise ValueError(f"unknown task {task_name!r}; available tasks: {sorted(known)}")
+    task = known[task_name]()
+    sections = split_overrides(overrides, {"task": task, "model": task.model_config(), "train": task.train_config()})
+    task = apply_overrides(task, sections["task"], "task")
+    model_cfg = apply_overrides(task.model_config(), sections["model"], "model")
+    train_cfg = apply_overrides(task.train_config(), sections["train"], "train")
+    return task, model_cfg, train_cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mechmem.runs import Run
+    from mechmem.training import train
+
+    path = args.out / (args.name or args.task)
+    if args.resume:
+        run = Run(path)
+        task, model_cfg, train_cfg = build_configs(args.task, run.config.get("overrides", []))
+    else:
+        task, model_cfg, train_cfg = build_configs(args.task, args.overrides)
+        task.check_fits(model_cfg.n_ctx, model_cfg.d_vocab, model_cfg.d_out)
+        config = {"task": {"name": task.name, **task.to_dict()}, "model": model_cfg.to_dict(),
+                  "train": train_cfg.to_dict(), "overrides": args.overrides}
+        run = Run.create(path, config, overwrite=args.overwrite)
+    if args.quiet:
+        train_cfg.progress = False
+    from mechmem.models import build_model
+
+    model = build_model(model_cfg)
+    result = train(model, task, train_cfg, run=run, resume=args.resume)
+    _save_training_summary(run, result)
+    print(f"final: loss={result.final['loss']:.4f} accuracy={result.final['accuracy']:.4f}")
+    print(f"run saved to {run.path}  (results.json, metrics.jsonl, model.safetensors, figures/training.png)")
+    return 0
+
+
+def _save_training_summary(run, result) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in result.history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_loss.plot(steps, [r["loss"] for r in result.history], marker=".")
+    ax_loss.set(xlabel="step", ylabel="eval loss", yscale="log", title="loss")
+    ax_acc.plot(steps, [r["accuracy"] for r in result.history], marker=".")
+    ax_acc.set(xlabel="step", ylabel="eval accuracy", ylim=(0, 1.02), title="accuracy")
+    fig.suptitle(run.path.name)
+    run.save_figure(fig, "training")
+    run.save_results({"final": result.final, "steps": steps[-1], "figures": ["figures/training.png"]})
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mechmem.registry import paper_module
+
+    module = paper_module(args.paper)
+    out = args.out or DEFAULT_RUNS / (f"{args.paper}-quick" if args.quick else args.paper)
+    results = module.reproduce(out=Path(out), quick=args.quick, seed=args.seed)
+    claims = results.get("claims", {})
+    held = sum(bool(c.get("holds")) for c in claims.values())
+    print(f"{args.paper}: {held}/{len(claims)} claims hold")
+    for name, claim in claims.items():
+        print(f"  [{'x' if claim.get('holds') else ' '}] {name}: measured {claim.get('measured')}")
+    print(f"results saved to {Path(out) / 'results.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args) or 0
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
+        print(f"mechmem {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

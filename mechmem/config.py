@@ -1,0 +1,245 @@
+"""Typed configs for toy models, and ``key=value`` overrides checked against them.
+
+``ModelConfig`` is everything ``mechmem.models.build_model`` needs to build a toy
+``HookedTransformer`` for one of the papers: sizes, structure, which weights are frozen, how
+embeddings are initialised, and a seed. It is validated on construction, so a bad config
+fails with a ``ValueError`` naming the field before any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
+NORMALIZATIONS = (None, "LN", "LNPre")
+INITS = ("normal", "unit", "standard", "default")
+DTYPES = ("float32", "float64")
+
+#: Weight names that can be frozen; ``{l}`` is a layer index (or ``*`` for every layer).
+GLOBAL_WEIGHTS = ("W_E", "W_pos", "W_U", "b_U")
+LAYER_WEIGHTS = (
+    "attn.W_Q", "attn.W_K", "attn.W_V", "attn.W_O", "attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O",
+)
+MLP_WEIGHTS = ("mlp.W_in", "mlp.W_out", "mlp.b_in", "mlp.b_out")
+
+
+@dataclass
+class ModelConfig:
+    """A toy transformer, as the papers describe it.
+
+    Sizes: ``n_layers``, ``n_heads``, ``d_model``, ``d_head`` (``None`` -> ``d_model // n_heads``),
+    ``d_vocab`` (input tokens), ``d_vocab_out`` (output classes; ``None`` -> ``d_vocab``), ``n_ctx``.
+
+    Structure: ``attn_only`` (no MLPs), ``d_mlp`` (``None`` -> ``4 * d_model``), ``act_fn``,
+    ``normalization`` (``None``, ``"LN"`` or ``"LNPre"``), ``positional`` (``False``: ``W_pos`` is
+    zero and frozen, since TransformerLens has no "no positions" option), ``use_bias`` (``False``:
+    every bias is zero and frozen, as in the papers).
+
+    Frozen weights: ``freeze`` lists weight names kept at their initial value, e.g.
+    ``("W_E", "W_U", "blocks.0.attn.W_V", "blocks.*.attn.W_O")``; ``identity_W_Q`` sets every
+    layer's ``W_Q`` to the identity and freezes it (needs ``n_heads * d_head == d_model``).
+
+    Initialisation: ``embed_init`` (``W_E``), ``unembed_init`` (columns of ``W_U``) and
+    ``pos_init`` (``W_pos``) are one of ``"normal"`` (N(0, 1/d_model) entries), ``"unit"``
+    (unit-norm vectors), ``"standard"`` (N(0, 1) entries) or ``"default"`` (TransformerLens's
+    init). Other weights use TransformerLens's init. ``seed`` makes the build reproducible
+    without touching the caller's global RNG.
+    """
+
+    n_layers: int = 1
+    n_heads: int = 1
+    d_model: int = 64
+    d_vocab: int = 64
+    n_ctx: int = 64
+    d_head: Optional[int] = None
+    d_vocab_out: Optional[int] = None
+    attn_only: bool = True
+    d_mlp: Optional[int] = None
+    act_fn: str = "relu"
+    normalization: Optional[str] = None
+    positional: bool = True
+    use_bias: bool = False
+    freeze: tuple[str, ...] = ()
+    identity_W_Q: bool = False
+    embed_init: str = "normal"
+    unembed_init: str = "normal"
+    pos_init: str = "normal"
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.freeze = tuple(self.freeze)
+        for name in ("n_layers", "n_heads", "d_model", "d_vocab", "n_ctx"):
+            _check_positive(name, getattr(self, name))
+        for name in ("d_head", "d_vocab_out", "d_mlp"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        if self.d_head is None and self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible into n_heads={self.n_heads} heads; "
+                "choose n_heads dividing d_model or set d_head explicitly"
+            )
+        _check_choice("act_fn", self.act_fn, ACTIVATIONS)
+        _check_choice("normalization", self.normalization, NORMALIZATIONS)
+        for name in ("embed_init", "unembed_init", "pos_init"):
+            _check_choice(name, getattr(self, name), INITS)
+        _check_choice("dtype", self.dtype, DTYPES)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if self.identity_W_Q and self.n_heads * self.head_dim != self.d_model:
+            raise ValueError(
+                "identity_W_Q needs n_heads * d_head == d_model, got "
+                f"{self.n_heads} * {self.head_dim} != {self.d_model}"
+            )
+        for name in self.freeze:
+            self.expand_weight_name(name)
+
+    @property
+    def head_dim(self) -> int:
+        """``d_head``, or ``d_model // n_heads`` when ``d_head`` is ``None``."""
+        return self.d_head if self.d_head is not None else self.d_model // self.n_heads
+
+    @property
+    def d_out(self) -> int:
+        """The number of output classes (``d_vocab_out`` or ``d_vocab``)."""
+        return self.d_vocab_out if self.d_vocab_out is not None else self.d_vocab
+
+    @property
+    def has_mlp(self) -> bool:
+        return not self.attn_only
+
+    def weight_names(self) -> list[str]:
+        """Every weight name this config's model has (the names ``freeze`` accepts)."""
+        names = list(GLOBAL_WEIGHTS)
+        per_layer = LAYER_WEIGHTS + (MLP_WEIGHTS if self.has_mlp else ())
+        for layer in range(self.n_layers):
+            names += [f"blocks.{layer}.{w}" for w in per_layer]
+        return names
+
+    def expand_weight_name(self, name: str) -> list[str]:
+        """``"blocks.*.attn.W_V"`` -> one name per layer; unknown names raise ``ValueError``."""
+        valid = self.weight_names()
+        if "*" in name:
+            pattern = re.compile("^" + re.escape(name).replace(r"\*", r"\d+") + "$")
+            matches = [n for n in valid if pattern.match(n)]
+        else:
+            matches = [name] if name in valid else []
+        if not matches:
+            raise ValueError(
+                f"freeze: {name!r} is not a weight of this model; valid names are {valid} "
+                "(use blocks.*.<weight> for every layer)"
+            )
+        return matches
+
+    def frozen_weights(self) -> list[str]:
+        """The expanded list of frozen weight names (including identity W_Q and disabled parts)."""
+        names = [n for pattern in self.freeze for n in self.expand_weight_name(pattern)]
+        if self.identity_W_Q:
+            names += [f"blocks.{layer}.attn.W_Q" for layer in range(self.n_layers)]
+        if not self.positional:
+            names.append("W_pos")
+        if not self.use_bias:
+            names += [n for n in self.weight_names() if n.split(".")[-1].startswith("b_")]
+        return list(dict.fromkeys(names))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; allowed values: {list(allowed)}")
+
+
+# --- typed key=value overrides -------------------------------------------------------------
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    """Convert the text of ``--set key=text`` to the field's declared type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union:  # Optional[X]
+        if text.lower() in ("none", "null"):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _parse_value(text, inner[0], key)
+    if origin in (tuple, list):
+        items = [t for t in text.split(",") if t.strip()] if text.strip() else []
+        item_type = args[0] if args else str
+        return tuple(_parse_value(t.strip(), item_type, key) for t in items)
+    if origin is dict:
+        out = {}
+        for item in filter(None, text.split(",")):
+            k, _, v = item.partition(":")
+            out[k.strip()] = _parse_value(v.strip(), args[1] if args else str, key)
+        return out
+    if annotation is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"--set {key}: expected true/false, got {text!r}")
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ValueError(f"--set {key}: expected {annotation.__name__}, got {text!r}") from None
+    return text
+
+
+def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") -> Any:
+    """Return a copy of dataclass ``obj`` with ``{field: text}`` assignments parsed to field types.
+
+    An unknown field raises ``ValueError`` listing the valid ones; the new object is validated
+    by its own ``__post_init__``.
+    """
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name for f in dataclasses.fields(obj) if f.init}
+    changes = {}
+    for key, text in assignments.items():
+        if key not in fields:
+            where = f"{section}." if section else ""
+            raise ValueError(
+                f"unknown config key {where}{key!r}; valid keys: "
+                + ", ".join(f"{where}{f}" for f in sorted(fields))
+            )
+        changes[key] = _parse_value(text, hints[key], f"{section}.{key}" if section else key)
+    return dataclasses.replace(obj, **changes)
+
+
+def split_overrides(pairs: list[str], sections: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Sort ``["model.d_model=32", "lr=0.1", ...]`` into ``{section: {field: text}}``.
+
+    A key without a section prefix goes to the one section that has such a field; an unknown or
+    ambiguous key raises ``ValueError`` listing the valid keys.
+    """
+    out: dict[str, dict[str, str]] = {name: {} for name in sections}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        section, dot, field_name = key.partition(".")
+        if dot and section in sections:
+            out[section][field_name] = text
+            continue
+        owners = [s for s, obj in sections.items() if key in {f.name for f in dataclasses.fields(obj)}]
+        if len(owners) != 1:
+            valid = [
+                f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj) if f.init
+            ]
+            problem = "is ambiguous" if owners else "is not a config key"
+            raise ValueError(f"--set {key!r} {problem}; valid keys: {', '.join(valid)}")
+        out[owners[0]][key] = text
+    return out

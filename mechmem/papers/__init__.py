@@ -1,0 +1,1 @@
+"""One sub-package per paper; see docs/ARCHITECTURE.md."""

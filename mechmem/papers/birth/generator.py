@@ -1,0 +1,191 @@
+"""Vectorised, seeded generator of the bigram task of "Birth of a Transformer" (spec section 2.2).
+
+A sequence starts with z_1 ~ pi_u. Each of K triggers q_k is always followed by its output o_k; any other
+token z_t is followed by z_{t+1} ~ pi_b(. | z_t). All sequences of a batch are stepped at once (one
+``searchsorted`` per position instead of one Python draw per token), from one ``torch.Generator``.
+
+Per-position label c_t (on input position t): the running count of trigger z_t's occurrences (1 at the first
+occurrence) if z_t is a trigger, else 0. So c >= 2 marks an in-context-predictable target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from .tables import CharTables, shakespeare_tables
+
+TRIGGER_MODES = ("fixed", "random")
+OUTPUT_MODES = ("uniform", "bigram")
+OUTPUT_SPLITS = (None, "train", "test")
+TRAIN_OUTPUT_FRACTION = 0.75  # training outputs: ids 0..47 of 65 (the first 75 %), test outputs: ids 48..64
+
+
+@dataclass(frozen=True)
+class BigramSample:
+    """One generated batch: inputs z_1..z_T, targets z_2..z_{T+1}, per-position counts c_t, triggers, outputs."""
+
+    tokens: Int[Tensor, "batch pos"]
+    targets: Int[Tensor, "batch pos"]
+    counts: Int[Tensor, "batch pos"]
+    triggers: Int[Tensor, "batch K"]
+    outputs: Int[Tensor, "batch K"]
+
+
+@dataclass
+class BigramOptions:
+    """Options of the bigram task (names follow the authors' flags where one exists).
+
+    seq_len: T, the number of input positions (T + 1 tokens are drawn).
+    n_triggers: K (0 means a pure global-bigram stream).
+    trigger_mode: "fixed" = the K most frequent tokens under pi_u after skipping ``trigger_offset`` of them
+        (``fixed_special_toks`` / ``special_toks_offset``); "random" = K tokens per sequence from pi_u without
+        replacement.
+    output_mode: "uniform" over the allowed outputs, or "bigram" = o_k ~ pi_b(. | q_k) (``bigram_outs``).
+    no_repeat: force o_k != q_k.
+    output_split: None (all tokens), "train" (ids below 75 % of N) or "test" (the rest): held-out outputs.
+    output_counter: False gives c_t = 1 at every trigger occurrence (no running count).
+    """
+
+    seq_len: int = 256
+    n_triggers: int = 5
+    trigger_mode: str = "fixed"
+    trigger_offset: int = 0
+    output_mode: str = "uniform"
+    no_repeat: bool = False
+    output_split: Optional[str] = None
+    output_counter: bool = True
+
+    def validate_options(self, n_vocab: int) -> None:
+        """Raise ValueError naming the field and its allowed values, before any generation work."""
+        if not isinstance(self.seq_len, int) or self.seq_len < 1:
+            raise ValueError(f"seq_len must be a positive integer, got {self.seq_len!r}")
+        if not isinstance(self.n_triggers, int) or not 0 <= self.n_triggers <= n_vocab:
+            raise ValueError(f"n_triggers (K) must be an integer in [0, {n_vocab}] (the vocabulary size), "
+                             f"got {self.n_triggers!r}")
+        if self.trigger_mode not in TRIGGER_MODES:
+            raise ValueError(f"trigger_mode must be one of {TRIGGER_MODES}, got {self.trigger_mode!r}")
+        if not isinstance(self.trigger_offset, int) or self.trigger_offset < 0:
+            raise ValueError(f"trigger_offset must be a non-negative integer, got {self.trigger_offset!r}")
+        if self.trigger_mode == "fixed" and self.trigger_offset + self.n_triggers > n_vocab:
+            raise ValueError(f"trigger_offset={self.trigger_offset} leaves {n_vocab - self.trigger_offset} tokens, "
+                             f"too few for n_triggers={self.n_triggers} (need offset + K <= {n_vocab})")
+        if self.trigger_mode == "random" and self.trigger_offset:
+            raise ValueError("trigger_offset applies only to trigger_mode='fixed'")
+        if self.output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {self.output_mode!r}")
+        if self.output_split not in OUTPUT_SPLITS:
+            raise ValueError(f"output_split must be one of {OUTPUT_SPLITS}, got {self.output_split!r}")
+        n_allowed = len(allowed_outputs(self.output_split, n_vocab))
+        if n_allowed < (2 if self.no_repeat else 1):
+            raise ValueError(f"output_split={self.output_split!r} leaves {n_allowed} output tokens; "
+                             f"no_repeat={self.no_repeat} needs at least {2 if self.no_repeat else 1}")
+
+    def options(self) -> "BigramOptions":
+        """A plain BigramOptions copy of these options (subclasses such as the Task carry extra fields)."""
+        return BigramOptions(**{f.name: getattr(self, f.name) for f in fields(BigramOptions)})
+
+
+def allowed_outputs(output_split: Optional[str], n_vocab: int) -> list[int]:
+    """Output ids allowed by the train/test split (None: all ids)."""
+    cut = int(round(TRAIN_OUTPUT_FRACTION * n_vocab)) - 1  # 65 -> 48: train ids 0..47
+    if output_split is None:
+        return list(range(n_vocab))
+    return list(range(cut)) if output_split == "train" else list(range(cut, n_vocab))
+
+
+def fixed_triggers(tables: CharTables, n_triggers: int, offset: int = 0) -> list[int]:
+    """The K most frequent tokens under pi_u after skipping ``offset`` (ties broken by the lower id)."""
+    order = sorted(range(tables.n), key=lambda i: (-int(tables.unigram_counts[i]), i))
+    return order[offset:offset + n_triggers]
+
+
+def _inverse_cdf(probs: Float[Tensor, "... N"]) -> Float[Tensor, "... N"]:
+    """Cumulative distribution whose last entry is exactly 1.0, so searchsorted(right=True) of u in [0, 1)
+    always lands on a token with positive probability."""
+    cdf = probs.cumsum(-1)
+    return cdf / cdf[..., -1:]
+
+
+def draw_triggers(opts: BigramOptions, tables: CharTables, batch_size: int,
+                  generator: torch.Generator) -> Int[Tensor, "batch K"]:
+    if opts.trigger_mode == "fixed":
+        q = torch.tensor(fixed_triggers(tables, opts.n_triggers, opts.trigger_offset), dtype=torch.long)
+        return q.expand(batch_size, -1).clone()
+    if opts.n_triggers == 0:
+        return torch.zeros(batch_size, 0, dtype=torch.long)
+    return torch.multinomial(tables.pi_u.expand(batch_size, -1), opts.n_triggers, replacement=False,
+                             generator=generator)
+
+
+def draw_outputs(opts: BigramOptions, tables: CharTables, triggers: Int[Tensor, "batch K"],
+                 generator: torch.Generator) -> Int[Tensor, "batch K"]:
+    """o_k for every (sequence, trigger): uniform or pi_b(. | q_k), restricted to the allowed outputs."""
+    b, k = triggers.shape
+    if k == 0:
+        return triggers.clone()
+    allowed = torch.zeros(tables.n, dtype=torch.float64)
+    allowed[allowed_outputs(opts.output_split, tables.n)] = 1.0
+    if opts.output_mode == "bigram":
+        probs = tables.pi_b[triggers] * allowed
+        empty = probs.sum(-1, keepdim=True) == 0  # a trigger whose successors are all held out: uniform
+        probs = torch.where(empty, allowed.expand_as(probs), probs)
+    else:
+        probs = allowed.expand(b, k, -1).clone()
+    if opts.no_repeat:
+        probs.scatter_(-1, triggers.unsqueeze(-1), 0.0)
+        empty = probs.sum(-1, keepdim=True) == 0
+        uniform_other = allowed.expand_as(probs).scatter(-1, triggers.unsqueeze(-1), 0.0)
+        probs = torch.where(empty, uniform_other, probs)
+    return torch.multinomial(probs.reshape(b * k, -1), 1, generator=generator).reshape(b, k)
+
+
+def generate(opts: BigramOptions, batch_size: int, generator: torch.Generator,
+             tables: Optional[CharTables] = None, chunk: int = 64) -> BigramSample:
+    """Draw ``batch_size`` sequences of the bigram task, all stepped together.
+
+    For each block of ``chunk`` positions, a successor table ``nxt[b, t, i]`` is drawn for every possible current
+    token i at once (inverse-CDF with one uniform per (b, t); the forced output o_k where i = q_k), so the
+    sequential part is one ``gather`` per position: z_{t+1} = nxt[b, t, z_t]. Each z_{t+1} is still an exact draw
+    from pi_b(. | z_t) (or the forced output), independent of the past given z_t.
+    """
+    tables = tables if tables is not None else shakespeare_tables()
+    opts.validate_options(tables.n)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    T, N = opts.seq_len, tables.n
+    triggers = draw_triggers(opts, tables, batch_size, generator)
+    outputs = draw_outputs(opts, tables, triggers, generator)
+    forced = torch.full((batch_size, N), -1, dtype=torch.long)  # forced[b, i] = o_k if i = q_k else -1
+    forced.scatter_(1, triggers, outputs)
+    is_trigger = (forced >= 0).unsqueeze(1)
+    cdf_u, cdf_b = _inverse_cdf(tables.pi_u), _inverse_cdf(tables.pi_b)
+    u = torch.rand(batch_size, T + 1, generator=generator, dtype=torch.float64)
+    z = torch.empty(batch_size, T + 1, dtype=torch.long)
+    z[:, 0] = torch.searchsorted(cdf_u, u[:, 0].contiguous(), right=True)
+    for t0 in range(0, T, chunk):
+        t1 = min(t0 + chunk, T)
+        uu = u[:, t0 + 1:t1 + 1].reshape(1, -1).expand(N, -1).contiguous()  # [N, B * chunk]
+        nxt = torch.searchsorted(cdf_b, uu, right=True).T.reshape(batch_size, t1 - t0, N)
+        nxt = torch.where(is_trigger, forced.unsqueeze(1), nxt)
+        for t in range(t0, t1):
+            z[:, t + 1] = nxt[:, t - t0].gather(1, z[:, t:t + 1]).squeeze(1)
+    tokens = z[:, :T]
+    hit = tokens.unsqueeze(-1) == triggers.unsqueeze(1)  # [B, T, K]
+    counts = (hit.long().cumsum(1) * hit).sum(-1) if opts.output_counter else hit.any(-1).long()
+    return BigramSample(tokens=tokens, targets=z[:, 1:], counts=counts, triggers=triggers, outputs=outputs)
+
+
+def bigram_floor(sample: BigramSample, tables: Optional[CharTables] = None) -> float:
+    """Best achievable cross-entropy (nats) at the global-bigram positions (c = 0) of a sample: the mean
+    conditional entropy H(pi_b(. | z_t)) over those positions."""
+    tables = tables if tables is not None else shakespeare_tables()
+    pb = tables.pi_b
+    h = -(pb * torch.where(pb > 0, pb.log(), torch.zeros_like(pb))).sum(-1)
+    glob = sample.counts == 0
+    return float(h[sample.tokens][glob].mean())

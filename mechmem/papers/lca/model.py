@@ -1,0 +1,115 @@
+"""The one-layer transformer of spec lca.md §3, built with ``mechmem.build_model``.
+
+One attention head, no MLP, no layer norm, no positional embedding, no biases, logits read at
+the query (last) position. ``d_head = d_model`` and ``W_O`` is fixed to the identity, so the
+head's ``W_V`` *is* the paper's d x d value matrix (TransformerLens row convention: the paper's
+matrix transposed). Switches:
+
+- ``train_W_V``: trained, or fixed to the identity (Fig. 3a ablation);
+- ``train_embed``: trained, or frozen at the Gaussian initialisation N(0, 1/d);
+- ``tied``: the unembedding is the (first V rows of the) embedding, ``W_U = W_E[:V]^T``.
+
+Tying choice: ``torch.nn.utils.parametrize`` turns ``unembed.W_U`` into a function of
+``embed.W_E`` while training (gradients from the read-out flow into ``W_E``). :func:`untie_`
+then freezes the tie into an ordinary ``W_U`` parameter holding the same values, so the trained
+model is a plain ``HookedTransformer`` for the ``hooks`` tools and for safetensors checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from hooks.weights import set_weight_
+from mechmem.config import ModelConfig
+from mechmem.models import build_model
+
+from .task import LatentConceptTask
+
+W_V_NAME = "blocks.0.attn.W_V"
+W_O_NAME = "blocks.0.attn.W_O"
+
+
+@dataclass(frozen=True)
+class LCAModelSpec:
+    """Which variant of the one-layer model to build (see module docstring)."""
+
+    d_model: int = 16
+    train_W_V: bool = True
+    train_embed: bool = True
+    tied: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.d_model, bool) or not isinstance(self.d_model, int) or self.d_model < 1:
+            raise ValueError(f"d_model must be a positive int, got {self.d_model!r}")
+        for name in ("train_W_V", "train_embed", "tied"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lca_model_config(task: LatentConceptTask, spec: LCAModelSpec) -> ModelConfig:
+    """The ``ModelConfig`` of the variant: frozen W_O (identity), optionally frozen W_V / W_E."""
+    freeze = [W_O_NAME]
+    if not spec.train_W_V:
+        freeze.append(W_V_NAME)
+    if not spec.train_embed:
+        freeze.append("W_E")
+    return ModelConfig(
+        n_layers=1, n_heads=1, d_model=spec.d_model, d_head=spec.d_model, d_vocab=task.d_vocab,
+        d_vocab_out=task.d_vocab_out, n_ctx=task.seq_len, attn_only=True, normalization=None,
+        positional=False, use_bias=False, freeze=tuple(freeze), embed_init="normal",
+        unembed_init="normal", seed=spec.seed,
+    )
+
+
+class _TiedToEmbedding(nn.Module):
+    """Parametrization ``W_U := W_E[:n_out]^T``; holds the embedding without registering it."""
+
+    def __init__(self, embed: nn.Module, n_out: int) -> None:
+        super().__init__()
+        self.__dict__["_embed"] = embed  # not a submodule: no duplicate weights in state_dict
+        self.n_out = n_out
+
+    def forward(self, original: Tensor) -> Tensor:
+        return self._embed.W_E[: self.n_out].T
+
+
+def tie_unembedding_(model: nn.Module, n_out: int) -> None:
+    """Make ``model.unembed.W_U`` equal ``W_E[:n_out]^T`` (gradients go to ``W_E``)."""
+    parametrize.register_parametrization(model.unembed, "W_U", _TiedToEmbedding(model.embed, n_out))
+    model.unembed.parametrizations.W_U.original.requires_grad_(False)
+
+
+def is_tied(model: nn.Module) -> bool:
+    return parametrize.is_parametrized(model.unembed, "W_U")
+
+
+def untie_(model: nn.Module) -> nn.Module:
+    """Replace the tie by a plain ``W_U`` parameter with the same values (no-op if untied)."""
+    if is_tied(model):
+        requires_grad = model.embed.W_E.requires_grad
+        parametrize.remove_parametrizations(model.unembed, "W_U", leave_parametrized=True)
+        model.unembed.W_U.requires_grad_(requires_grad)
+    return model
+
+
+def build_lca_model(task: LatentConceptTask, spec: LCAModelSpec) -> nn.Module:
+    """A seeded ``HookedTransformer`` for ``task`` in the variant ``spec`` (tied models stay tied)."""
+    if not isinstance(task, LatentConceptTask):
+        raise TypeError(f"task must be a LatentConceptTask, got {type(task).__name__}")
+    model = build_model(lca_model_config(task, spec))
+    eye = torch.eye(spec.d_model)[None]
+    set_weight_(model, W_O_NAME, eye)
+    if not spec.train_W_V:
+        set_weight_(model, W_V_NAME, eye)
+    if spec.tied:
+        tie_unembedding_(model, task.V)
+    model.lca_spec = spec
+    return model

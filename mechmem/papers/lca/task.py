@@ -1,0 +1,131 @@
+"""The latent concept association task (spec lca.md §2) as a mechmem ``Task``.
+
+One sequence is ``[x_1, ..., x_L, Q]``: ``L`` context tokens drawn i.i.d. from q(. | y) (mixed
+with noise), then a dedicated query token ``Q = V`` at the last position, where the model reads
+out the V-way prediction of the target ``y``. The query token gives the paper's attention a
+fixed query; its own embedding adds a constant (per-class) logit bias through the residual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechmem.tasks.base import Batch, Task
+
+from .generator import (
+    Neighbourhood,
+    check_context_len,
+    check_epsilon,
+    check_m,
+    cluster_of,
+    parse_neighbourhood,
+    sample_context,
+    sample_targets,
+)
+
+if TYPE_CHECKING:
+    from mechmem.config import ModelConfig
+    from mechmem.training import TrainConfig
+
+
+@dataclass
+class LatentConceptTask(Task):
+    """Predict the latent concept ``y`` from L context tokens near it in Hamming distance.
+
+    Fields: ``m`` latent bits (V = 2^m tokens), ``context_len`` L, ``neighbourhood`` one of
+    ``N1``, ``ball(r)``, ``bitflip(p)``, ``cluster2``, ``epsilon`` the noise rate, and
+    ``d_model`` the default model width used by :meth:`model_config`.
+    """
+
+    name: ClassVar[str] = "lca"
+    m: int = 5
+    context_len: int = 64
+    neighbourhood: str = "N1"
+    epsilon: float = 0.0
+    d_model: int = 16
+    seq_len: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        check_m(self.m)
+        check_context_len(self.context_len)
+        check_epsilon(self.epsilon)
+        self.epsilon = float(self.epsilon)
+        self.parsed = parse_neighbourhood(self.neighbourhood, self.m)
+        if isinstance(self.d_model, bool) or not isinstance(self.d_model, int) or self.d_model < 1:
+            raise ValueError(f"d_model must be a positive int, got {self.d_model!r}")
+        self.seq_len = self.context_len + 1
+
+    @property
+    def V(self) -> int:
+        """Number of latent tokens (= output classes), 2^m."""
+        return 2**self.m
+
+    @property
+    def query_token(self) -> int:
+        return self.V
+
+    @property
+    def d_vocab(self) -> int:
+        return self.V + 1
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.V
+
+    def sample_with_target(
+        self, batch_size: int, generator: torch.Generator, neighbourhood: Neighbourhood | None = None
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"], Tensor]:
+        """``(tokens [B, L+1], y [B], is_noise [B, L])`` drawn from ``generator`` only."""
+        y = sample_targets(batch_size, self.m, generator)
+        context, is_noise = sample_context(
+            y, self.context_len, self.m, neighbourhood or self.parsed, self.epsilon, generator
+        )
+        query = torch.full((batch_size, 1), self.query_token, dtype=torch.long)
+        return torch.cat([context, query], dim=1), y, is_noise
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        tokens, y, is_noise = self.sample_with_target(batch_size, generator)
+        return self.to_batch(tokens, y, is_noise)
+
+    def to_batch(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"], is_noise: Tensor | None = None) -> Batch:
+        """Targets and loss mask at the query (last) position only."""
+        targets = torch.zeros_like(tokens)
+        targets[:, -1] = y
+        mask = torch.zeros_like(tokens, dtype=torch.bool)
+        mask[:, -1] = True
+        labels = {"y": y}
+        if is_noise is not None:
+            labels["is_noise"] = is_noise
+        return Batch(tokens, targets, mask, labels)
+
+    def same_cluster(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"]) -> Tensor:
+        """Which context positions hold a token of the target's cluster (first two latent bits)."""
+        return cluster_of(tokens[:, :-1], self.m) == cluster_of(y, self.m)[:, None]
+
+    def model_config(self) -> "ModelConfig":
+        from mechmem.config import ModelConfig
+
+        return ModelConfig(
+            n_layers=1, n_heads=1, d_model=self.d_model, d_vocab=self.d_vocab, d_vocab_out=self.d_vocab_out,
+            n_ctx=self.seq_len, attn_only=True, normalization=None, positional=False, use_bias=False,
+            embed_init="normal", unembed_init="normal",
+        )
+
+    def train_config(self) -> "TrainConfig":
+        from mechmem.training import TrainConfig
+
+        return TrainConfig(steps=1500, batch_size=128, lr=1e-2, optimizer="adam", eval_every=500, eval_batch_size=1024)
+
+    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
+        """Accuracy at the query position (the task's one metric)."""
+        pred = logits[:, -1].argmax(dim=-1)
+        return {"query_acc": (pred == batch.targets[:, -1]).float().mean().item()}
+
+    def to_dict(self) -> dict:
+        return {"m": self.m, "context_len": self.context_len, "neighbourhood": self.neighbourhood,
+                "epsilon": self.epsilon, "d_model": self.d_model}

@@ -1,0 +1,83 @@
+"""Train one LCA model variant with mechmem's one training loop (``mechmem.training.train``).
+
+The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the query-position logits (:func:`fast.query_logits`, exact, O(L)) and
+leaves the other positions' logits at zero, which the task's loss mask never reads.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from mechmem.training import TrainConfig, TrainResult, train
+
+from .fast import query_logits
+from .model import LCAModelSpec, build_lca_model, untie_
+from .task import LatentConceptTask
+
+
+@contextmanager
+def query_readout(model: nn.Module) -> Iterator[nn.Module]:
+    """While active, ``model(tokens)`` returns logits ``[B, P, V]`` that are zero except at ``P - 1``,
+    where they equal the HookedTransformer's (computed by :func:`fast.query_logits`). Implemented as an
+    instance-level ``forward`` override (``mechmem.train`` needs the HookedTransformer itself for its
+    weight checks); the class ``forward`` is back on exit, also after an exception."""
+
+    def forward(tokens: Tensor, *args, **kwargs) -> Tensor:
+        last = query_logits(model, tokens)
+        logits = last.new_zeros(tokens.shape[0], tokens.shape[1], last.shape[-1])
+        logits[:, -1] = last
+        return logits
+
+    model.forward = forward
+    try:
+        yield model
+    finally:
+        del model.forward
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Training length and optimiser settings of one LCA model (Adam, constant lr)."""
+
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 1e-2
+    eval_batch_size: int = 1024
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_lca(
+    task: LatentConceptTask, spec: LCAModelSpec, schedule: Schedule, seed: int = 0, progress: bool = False
+) -> tuple[nn.Module, TrainResult]:
+    """Build the variant ``spec`` (seeded by ``spec.seed``), train it on ``task`` with data seed ``seed``.
+
+    Returns the trained HookedTransformer (tie frozen into a plain ``W_U``, eval mode) and the
+    training history.
+    """
+    model = build_lca_model(task, spec)
+    cfg = TrainConfig(
+        steps=schedule.steps, batch_size=schedule.batch_size, lr=schedule.lr, optimizer="adam",
+        eval_every=schedule.steps, eval_batch_size=schedule.eval_batch_size, seed=seed, progress=progress,
+    )
+    with query_readout(model):
+        result = train(model, task, cfg)
+    untie_(model)
+    model.eval()
+    return model, result
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512) -> float:
+    """Query-position accuracy of the HookedTransformer forward (hooks and replacements apply)."""
+    hits = 0
+    for start in range(0, tokens.shape[0], batch_size):
+        logits = model(tokens[start : start + batch_size])[:, -1]
+        hits += (logits.argmax(-1) == y[start : start + batch_size]).sum().item()
+    return hits / tokens.shape[0]

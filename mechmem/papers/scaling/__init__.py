@@ -1,0 +1,1 @@
+"""Scaling Laws for Associative Memories (Cabannes, Dohmatob, Bietti, ICLR 2024)."""

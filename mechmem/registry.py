@@ -1,0 +1,49 @@
+"""Find the tasks, experiments and reproductions that the paper packages provide.
+
+Each paper package ``mechmem.papers.<paper>`` exposes ``TASKS`` (name -> Task class),
+``EXPERIMENTS`` (name -> callable), ``reproduce(out, quick, seed)`` and optionally
+``add_cli(subparsers)``. A paper package that is not there (or fails to import) is skipped, so
+the core never depends on the papers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from typing import Callable
+
+from mechmem.tasks import RecallTask, Task
+
+PAPERS = ("lca", "birth", "scaling", "factual")
+
+
+def paper_module(paper: str) -> types.ModuleType:
+    """Import ``mechmem.papers.<paper>``; unknown papers raise ``ValueError``."""
+    if paper not in PAPERS:
+        raise ValueError(f"unknown paper {paper!r}; available papers: {list(PAPERS)}")
+    return importlib.import_module(f"mechmem.papers.{paper}")
+
+
+def available_papers() -> dict[str, types.ModuleType]:
+    found = {}
+    for paper in PAPERS:
+        try:
+            found[paper] = paper_module(paper)
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith(f"mechmem.papers.{paper}"):
+                continue
+            raise
+    return found
+
+
+def tasks() -> dict[str, type[Task]]:
+    """Every task by name: the built-in ones and the papers'."""
+    out: dict[str, type[Task]] = {RecallTask.name: RecallTask}
+    for module in available_papers().values():
+        out.update(getattr(module, "TASKS", {}))
+    return out
+
+
+def experiments() -> dict[str, dict[str, Callable]]:
+    """Experiments by paper."""
+    return {paper: dict(getattr(m, "EXPERIMENTS", {})) for paper, m in available_papers().items()}

@@ -1,0 +1,86 @@
+"""What a task is: a seeded generator of (tokens, targets, loss mask) batches.
+
+Every task of mechmem, from the tiny built-in one to the papers', is a dataclass subclass of
+``Task``. Its fields are its config (the CLI's ``--set task.<field>=...`` overrides them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Optional
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from mechmem.config import ModelConfig
+    from mechmem.training import TrainConfig
+
+
+class Batch(NamedTuple):
+    """One batch. Loss and accuracy are computed where ``mask`` is True.
+
+    ``labels`` holds optional per-position annotations a task uses in ``extra_metrics``
+    (e.g. which positions are in-context-predictable).
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    targets: Int[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]
+    labels: Optional[dict[str, Tensor]] = None
+
+    def to(self, device: str | torch.device) -> "Batch":
+        labels = None if self.labels is None else {k: v.to(device) for k, v in self.labels.items()}
+        return Batch(self.tokens.to(device), self.targets.to(device), self.mask.to(device), labels)
+
+
+@dataclass
+class Task:
+    """Base class of every task; subclasses are dataclasses whose fields are their config."""
+
+    name: ClassVar[str] = "task"
+    seq_len: int = 16
+
+    @property
+    def d_vocab(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.d_vocab
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """Draw ``batch_size`` fresh sequences using only ``generator`` for randomness."""
+        raise NotImplementedError
+
+    def model_config(self) -> "ModelConfig":
+        """A sensible default model for this task."""
+        raise NotImplementedError
+
+    def train_config(self) -> "TrainConfig":
+        """Sensible default training settings for this task."""
+        from mechmem.training import TrainConfig
+
+        return TrainConfig()
+
+    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
+        """Task-specific metrics computed at evaluation time (default: none)."""
+        return {}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def check_fits(self, n_ctx: int, d_vocab: int, d_vocab_out: int) -> None:
+        """Raise ``ValueError`` if this task's sequences or vocabularies do not fit a model."""
+        if self.seq_len > n_ctx:
+            raise ValueError(
+                f"task {self.name}: seq_len={self.seq_len} exceeds the model's n_ctx={n_ctx}"
+            )
+        if self.d_vocab > d_vocab:
+            raise ValueError(f"task {self.name}: needs d_vocab >= {self.d_vocab}, the model has {d_vocab}")
+        if self.d_vocab_out > d_vocab_out:
+            raise ValueError(
+                f"task {self.name}: needs d_vocab_out >= {self.d_vocab_out}, the model has {d_vocab_out}"
+            )

@@ -1,0 +1,77 @@
+"""The tiny built-in task: recall a key's value from a noisy context.
+
+Each sequence holds noise tokens, one *key* token at a random position, and a final *query*
+token. The target at the query position is ``value[key]``, where ``value`` is a fixed random
+table (the facts). A one-layer model solves it the way the papers describe: attention
+*gathers* the key into the query position, and the OV circuit (``W_V W_O``, read out by
+``W_U``) acts as the *associative memory* key -> value. It trains to ~100% in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from mechmem.config import ModelConfig
+from mechmem.tasks.base import Batch, Task
+
+
+@dataclass
+class RecallTask(Task):
+    """Token ids: keys ``0..n_keys-1``, noise ``n_keys..n_keys+n_noise-1``, query last."""
+
+    name: ClassVar[str] = "recall"
+    seq_len: int = 12
+    n_keys: int = 24
+    n_values: int = 8
+    n_noise: int = 16
+    table_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for field in ("seq_len", "n_keys", "n_values", "n_noise"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"recall task: {field} must be a positive integer, got {value!r}")
+        if self.seq_len < 2:
+            raise ValueError(f"recall task: seq_len must be >= 2 (a key and the query), got {self.seq_len}")
+        gen = torch.Generator().manual_seed(self.table_seed)
+        self.values = torch.randint(self.n_values, (self.n_keys,), generator=gen)
+
+    @property
+    def query_token(self) -> int:
+        return self.n_keys + self.n_noise
+
+    @property
+    def d_vocab(self) -> int:
+        return self.n_keys + self.n_noise + 1
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.n_values
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        b, t = batch_size, self.seq_len
+        tokens = self.n_keys + torch.randint(self.n_noise, (b, t), generator=generator)
+        keys = torch.randint(self.n_keys, (b,), generator=generator)
+        where = torch.randint(t - 1, (b,), generator=generator)
+        rows = torch.arange(b)
+        tokens[rows, where] = keys
+        tokens[:, -1] = self.query_token
+        targets = torch.zeros(b, t, dtype=torch.long)
+        targets[:, -1] = self.values[keys]
+        mask = torch.zeros(b, t, dtype=torch.bool)
+        mask[:, -1] = True
+        return Batch(tokens, targets, mask, labels={"key": keys, "key_position": where})
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            n_layers=1, n_heads=1, d_model=32, d_vocab=self.d_vocab, d_vocab_out=self.d_vocab_out,
+            n_ctx=self.seq_len, attn_only=True, positional=False,
+        )
+
+    def train_config(self):
+        from mechmem.training import TrainConfig
+
+        return TrainConfig(steps=150, batch_size=128, lr=1e-2, optimizer="adam", eval_every=25)

@@ -23,7 +23,7 @@ Entries of :func:`replace_weights`:
     using the head's attention pattern and value input *from the same forward pass*. Exact for any
     rank; the head's own ``hook_z`` no longer carries its output (patch ``hook_attn_out`` instead).
   * ``method="factor"``: only when ``rank(M) <= d_head``: ``W_V[head] W_O[head] = M`` from an SVD
-    (exact up to float32 rounding of the factorisation).
+    (exact up to float32 rounding of the factorisation); the head's value-bias term moves to ``b_O``.
 """
 
 from __future__ import annotations
@@ -194,8 +194,12 @@ def _plan_ov(model, key: OV, value, full, plan: _Plan) -> None:
         bias_term = b_V[h] @ W_O[h]
         if method == "weights":
             new_b[: cfg.d_model] = bias_term
-        else:  # solve new_b @ B = bias_term in the least-squares sense (exact when bias_term is in B's row space)
-            new_b = torch.linalg.lstsq(B.T, bias_term.unsqueeze(-1)).solution.squeeze(-1)
+        elif _has(model, f"{prefix}.b_O"):  # the value-bias term is constant over positions: move it to b_O
+            b_O = full(f"{prefix}.b_O")
+            b_O += bias_term
+            plan.writes.append((f"{prefix}.b_O", b_O))
+        else:
+            raise ValueError("OV method 'factor' with a value bias needs an output bias b_O; use 'hook'")
         b_V[h] = new_b
         plan.writes.append((f"{prefix}.b_V", b_V))
     W_V[h], W_O[h] = A, B
@@ -234,37 +238,45 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
     seen: dict[str, Tensor] = {}
     handles: list = []
 
-    def keep_pattern(pattern, hook):
-        seen["pattern"] = pattern[:, head]  # [batch, q_pos, k_pos]
-
-    def keep_input(x):
-        seen["x"] = x[:, :, head] if x.dim() == 4 else x  # split-qkv inputs are per head
+    def keep(key):
+        def hook(tensor, hook=None):
+            seen[key] = tensor[:, :, head] if tensor.dim() == 4 else tensor  # per-head tensors: this head
+        return hook
 
     def add_head(attn_out, hook):
-        x, pattern = seen.pop("x"), seen.pop("pattern")
+        x = seen.pop("x")
+        pattern = seen.pop("pattern") if "pattern" in seen else _pattern_from_qk(model, seen.pop("q"), seen.pop("k"))
         return attn_out + pattern @ (x @ M) + bias_term
 
-    handles += add_tracked_hook(model, f"blocks.{layer}.attn.hook_pattern", keep_pattern)
+    prefix = f"blocks.{layer}.attn"
     if is_bridge(model):
-        handles += add_tracked_hook(model, f"blocks.{layer}.attn.v.hook_in", lambda x, hook: keep_input(x))
+        # the bridge fires hook_pattern only after hook_attn_out: recompute the pattern from q and k
+        if getattr(model.cfg, "positional_embedding_type", "standard") != "standard":
+            raise ValueError("OV method 'hook' on a TransformerBridge needs standard positional embeddings; use 'factor'")
+        handles += add_tracked_hook(model, f"{prefix}.q.hook_out", keep("q"))
+        handles += add_tracked_hook(model, f"{prefix}.k.hook_out", keep("k"))
+        handles += add_tracked_hook(model, f"{prefix}.v.hook_in", keep("x"))
     else:
+        handles += add_tracked_hook(model, f"{prefix}.hook_pattern", lambda t, hook: seen.__setitem__("pattern", t[:, head]))
         ln1 = model.blocks[layer].ln1  # nn.Identity without normalisation: its output is the value input
-        handle = ln1.register_forward_hook(lambda mod, inp, out: keep_input(out))
+        handle = ln1.register_forward_hook(lambda mod, inp, out: keep("x")(out))
         handles.append((None, handle))
-    handles += add_tracked_hook(model, _ov_target(model, layer), add_head)
+    handles += add_tracked_hook(model, f"blocks.{layer}.hook_attn_out", add_head)
     return handles
 
 
-def _ov_target(model: nn.Module, layer: int) -> str:
-    """Where the hook-method OV contribution is added. A bridge fires ``hook_pattern`` only after
-    ``hook_attn_out``, so there the head's term is added at ``hook_resid_mid`` (or ``hook_resid_post``
-    in attention-only models) instead: same function, but ``hook_attn_out`` then lacks the term."""
-    if not is_bridge(model):
-        return f"blocks.{layer}.hook_attn_out"
-    from hooks.names import active_hook_names
-
-    mid = f"blocks.{layer}.hook_resid_mid"
-    return mid if mid in active_hook_names(model) else f"blocks.{layer}.hook_resid_post"
+def _pattern_from_qk(model: nn.Module, q: Tensor, k: Tensor) -> Tensor:
+    """Causal softmax attention pattern ``[batch, q_pos, k_pos]`` of one head from its q and k."""
+    cfg = model.cfg
+    scale = 1.0
+    if getattr(cfg, "use_attn_scale", True):
+        scale = cfg.attn_scale if getattr(cfg, "attn_scale", -1) > 0 else cfg.d_head**0.5
+    scores = q @ k.transpose(-1, -2) / scale
+    if getattr(cfg, "attention_dir", "causal") == "causal":
+        n_q, n_k = scores.shape[-2:]
+        mask = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril(n_k - n_q)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
 
 
 def _remove(handles: list) -> None:

@@ -43,8 +43,8 @@ class ModelState:
 
     training: dict[int, tuple[nn.Module, bool]]
     requires_grad: dict[int, tuple[nn.Parameter, bool]]
-    lens_handles: dict[int, tuple[nn.Module, list[int], list[int]]]
-    torch_hooks: dict[int, tuple[nn.Module, dict[str, list[int]]]]
+    lens_handles: dict[int, tuple[nn.Module, set[int], set[int]]]
+    torch_hooks: dict[int, tuple[nn.Module, dict[str, set[int]]]]
     tensors: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
@@ -57,10 +57,10 @@ def snapshot_state(model: nn.Module, weights: bool = False) -> ModelState:
         training={id(m): (m, m.training) for m in modules},
         requires_grad={id(p): (p, p.requires_grad) for p in model.parameters()},
         lens_handles={
-            id(hp): (hp, [id(h) for h in hp.fwd_hooks], [id(h) for h in hp.bwd_hooks]) for hp in hook_points
+            id(hp): (hp, {id(h) for h in hp.fwd_hooks}, {id(h) for h in hp.bwd_hooks}) for hp in hook_points
         },
         torch_hooks={
-            id(m): (m, {d: list(getattr(m, d, {}).keys()) for d in _TORCH_HOOK_DICTS})
+            id(m): (m, {d: set(getattr(m, d, {}).keys()) for d in _TORCH_HOOK_DICTS})
             for m in modules + hook_points
         },
     )
@@ -74,6 +74,8 @@ def _remove_new_lens_handles(state: ModelState) -> None:
     for hp, fwd_ids, bwd_ids in state.lens_handles.values():
         for attr, keep in (("fwd_hooks", fwd_ids), ("bwd_hooks", bwd_ids)):
             handles = getattr(hp, attr)
+            if len(handles) == len(keep) and all(id(h) in keep for h in handles):
+                continue  # nothing added here (the common case: skip the slow nn.Module.__setattr__)
             kept = []
             for handle in handles:
                 if id(handle) in keep:
@@ -106,9 +108,11 @@ def restore_state(state: ModelState) -> None:
     _remove_new_lens_handles(state)
     _remove_new_torch_hooks(state)
     for module, was_training in state.training.values():
-        module.training = was_training
+        if module.training != was_training:
+            module.training = was_training
     for param, flag in state.requires_grad.values():
-        param.requires_grad_(flag)
+        if param.requires_grad != flag:
+            param.requires_grad_(flag)
     with torch.no_grad():
         for live, saved in state.tensors.values():
             if not torch.equal(live, saved) or live.dtype != saved.dtype:

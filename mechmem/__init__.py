@@ -7,17 +7,42 @@ Build a toy model, train it on a task, save the run::
     model = build_model(task.model_config())
     result = train(model, task, task.train_config())
 
-See ``docs/ARCHITECTURE.md`` for how the pieces fit together.
+See ``docs/ARCHITECTURE.md`` for how the pieces fit together. The names below are imported
+lazily, so ``import mechmem.<module>`` (and every sweep worker process) does not pay for
+TransformerLens unless it uses it.
 """
 
-from mechmem.config import ModelConfig
-from mechmem.models import build_bridge, build_model
-from mechmem.runs import Run, load_run, load_weights, save_weights
-from mechmem.tasks import Batch, RecallTask, Task
-from mechmem.training import TrainConfig, TrainResult, evaluate, train
+from __future__ import annotations
 
-__all__ = [
-    "Batch", "ModelConfig", "RecallTask", "Run", "Task", "TrainConfig", "TrainResult",
-    "build_bridge", "build_model", "evaluate", "load_run", "load_weights", "save_weights", "train",
-]
+import importlib
+
+_EXPORTS = {
+    "ModelConfig": "mechmem.config",
+    "build_model": "mechmem.models",
+    "build_bridge": "mechmem.models",
+    "Run": "mechmem.runs",
+    "load_run": "mechmem.runs",
+    "load_weights": "mechmem.runs",
+    "save_weights": "mechmem.runs",
+    "Batch": "mechmem.tasks",
+    "RecallTask": "mechmem.tasks",
+    "Task": "mechmem.tasks",
+    "TrainConfig": "mechmem.training",
+    "TrainResult": "mechmem.training",
+    "evaluate": "mechmem.training",
+    "train": "mechmem.training",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mechmem' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

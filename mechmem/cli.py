@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from mechmem.registry import available_papers
 
-    for module in available_papers().values():
+    for module in available_papers(warn=True).values():
         if hasattr(module, "add_cli"):
             module.add_cli(sub)
     return parser
@@ -80,24 +80,24 @@ def build_configs(task_name: str, overrides: list[str]):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mechmem.models import build_model
     from mechmem.runs import Run
-    from mechmem.training import train
+    from mechmem.training import train, validate_training
 
     path = args.out / (args.name or args.task)
+    if args.resume and args.overrides:
+        raise ValueError("--resume continues a run with its recorded config; --set cannot be combined with it")
+    overrides = Run(path).config.get("overrides", []) if args.resume else args.overrides
+    task, model_cfg, train_cfg = build_configs(args.task, overrides)
+    train_cfg.progress = not args.quiet
+    model = build_model(model_cfg)
+    validate_training(model, task, train_cfg)  # every config error before a run directory exists
     if args.resume:
         run = Run(path)
-        task, model_cfg, train_cfg = build_configs(args.task, run.config.get("overrides", []))
     else:
-        task, model_cfg, train_cfg = build_configs(args.task, args.overrides)
-        task.check_fits(model_cfg.n_ctx, model_cfg.d_vocab, model_cfg.d_out)
         config = {"task": {"name": task.name, **task.to_dict()}, "model": model_cfg.to_dict(),
                   "train": train_cfg.to_dict(), "overrides": args.overrides}
         run = Run.create(path, config, overwrite=args.overwrite)
-    if args.quiet:
-        train_cfg.progress = False
-    from mechmem.models import build_model
-
-    model = build_model(model_cfg)
     result = train(model, task, train_cfg, run=run, resume=args.resume)
     _save_training_summary(run, result)
     print(f"final: loss={result.final['loss']:.4f} accuracy={result.final['accuracy']:.4f}")

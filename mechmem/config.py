@@ -37,7 +37,7 @@ class ModelConfig:
     Structure: ``attn_only`` (no MLPs), ``d_mlp`` (``None`` -> ``4 * d_model``), ``act_fn``,
     ``normalization`` (``None``, ``"LN"`` or ``"LNPre"``), ``positional`` (``False``: ``W_pos`` is
     zero and frozen, since TransformerLens has no "no positions" option), ``use_bias`` (``False``:
-    every bias is zero and frozen, as in the papers).
+    every attention, MLP and unembedding bias is zero and frozen, as in the papers; LayerNorm keeps its own).
 
     Frozen weights: ``freeze`` lists weight names kept at their initial value, e.g.
     ``("W_E", "W_U", "blocks.0.attn.W_V", "blocks.*.attn.W_O")``; ``identity_W_Q`` sets every
@@ -117,8 +117,12 @@ class ModelConfig:
         """Every weight name this config's model has (the names ``freeze`` accepts)."""
         names = list(GLOBAL_WEIGHTS)
         per_layer = LAYER_WEIGHTS + (MLP_WEIGHTS if self.has_mlp else ())
+        if self.normalization == "LN":  # LNPre has no weights
+            per_layer += ("ln1.w", "ln1.b") + (("ln2.w", "ln2.b") if self.has_mlp else ())
         for layer in range(self.n_layers):
             names += [f"blocks.{layer}.{w}" for w in per_layer]
+        if self.normalization == "LN":
+            names += ["ln_final.w", "ln_final.b"]
         return names
 
     def expand_weight_name(self, name: str) -> list[str]:
@@ -212,7 +216,7 @@ def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") ->
         if key not in fields:
             where = f"{section}." if section else ""
             raise ValueError(
-                f"unknown config key {where}{key!r}; valid keys: "
+                f"unknown config key {where + key!r}; valid keys: "
                 + ", ".join(f"{where}{f}" for f in sorted(fields))
             )
         changes[key] = _parse_value(text, hints[key], f"{section}.{key}" if section else key)

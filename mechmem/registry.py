@@ -9,6 +9,7 @@ the core never depends on the papers.
 from __future__ import annotations
 
 import importlib
+import sys
 import types
 from typing import Callable
 
@@ -24,15 +25,23 @@ def paper_module(paper: str) -> types.ModuleType:
     return importlib.import_module(f"mechmem.papers.{paper}")
 
 
-def available_papers() -> dict[str, types.ModuleType]:
+def available_papers(warn: bool = False) -> dict[str, types.ModuleType]:
+    """The paper packages that import; with ``warn``, a broken one is reported on stderr and
+    skipped (so one broken paper never takes the whole CLI down), otherwise its error is raised."""
     found = {}
     for paper in PAPERS:
         try:
             found[paper] = paper_module(paper)
         except ModuleNotFoundError as err:
-            if err.name and err.name.startswith(f"mechmem.papers.{paper}"):
+            if err.name == f"mechmem.papers.{paper}":
                 continue
-            raise
+            if not warn:
+                raise
+            print(f"mechmem: warning: paper package {paper!r} failed to import: {err}", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - reported, not swallowed
+            if not warn:
+                raise
+            print(f"mechmem: warning: paper package {paper!r} failed to import: {err!r}", file=sys.stderr)
     return found
 
 

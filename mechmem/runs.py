@@ -46,6 +46,8 @@ class Run:
         """
         path = Path(path)
         if path.exists():
+            if overwrite and path.is_dir() and not (path / "config.json").is_file() and any(path.iterdir()):
+                raise FileExistsError(f"{path} exists and is not a run directory (no config.json); refusing to delete it")
             if not overwrite:
                 raise FileExistsError(
                     f"run directory {path} already exists; pass overwrite=True (CLI: --overwrite) "

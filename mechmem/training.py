@@ -58,14 +58,15 @@ class TrainConfig:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         for name in ("momentum", "weight_decay", "eps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         self.freeze_until = dict(self.freeze_until)
         for name, step in self.freeze_until.items():
-            if not isinstance(step, int) or step < 0:
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
                 raise ValueError(f"freeze_until[{name!r}] must be a step >= 0, got {step!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +107,8 @@ def evaluate(model: nn.Module, task: Task, batch: Batch, probes: dict[str, Probe
     return metrics
 
 
-def _validate(model: nn.Module, task: Task, cfg: TrainConfig) -> None:
+def validate_training(model: nn.Module, task: Task, cfg: TrainConfig) -> None:
+    """Check that ``task`` fits ``model`` and ``cfg`` names real weights (``ValueError`` if not)."""
     if not isinstance(task, Task):
         raise TypeError(f"task must be a mechmem Task, got {type(task).__name__}")
     if not isinstance(cfg, TrainConfig):
@@ -120,14 +122,16 @@ def _validate(model: nn.Module, task: Task, cfg: TrainConfig) -> None:
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig, step: int) -> list[list[nn.Parameter]]:
-    """The optimiser's parameter groups at ``step``: the always-trained parameters first, then
-    one group per delayed weight whose start step has passed (in start order)."""
+    """The optimiser's parameter groups just before optimiser step ``step`` runs (i.e. after
+    ``step`` steps are done): the always-trained parameters first, then one group per delayed
+    weight whose start step is earlier than ``step`` (in start order). A weight whose start is
+    exactly ``step`` is added by ``_unfreeze_due`` inside the loop, so it is not listed here."""
     delayed = sorted(cfg.freeze_until.items(), key=lambda kv: (kv[1], kv[0]))
     delayed_ids = {id(weight_parameters(model, name)) for name, _ in delayed}
     groups = [[p for p in trainable_parameters(model) if id(p) not in delayed_ids]]
     for name, start in delayed:
         param = weight_parameters(model, name)
-        if start <= step and param.requires_grad:
+        if start < step and param.requires_grad:
             groups.append([param])
     return groups
 
@@ -163,7 +167,7 @@ def train(
     ``model.safetensors``. With ``resume=True`` training continues from the run's checkpoint and
     ends with the same weights as an uninterrupted run with the same seed.
     """
-    _validate(model, task, cfg)
+    validate_training(model, task, cfg)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     eval_batch = task.sample(cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1))
     device = next(model.parameters()).device
@@ -175,6 +179,9 @@ def train(
             model, data_gen, lambda step: make_optimizer(param_groups(model, cfg, step), cfg)
         )
     if start == 0:
+        if resume and run is not None and (run.path / "metrics.jsonl").exists():
+            # killed before the first checkpoint: start the log afresh instead of appending to it
+            (run.path / "metrics.jsonl").unlink()
         history = [_log(run, {"step": 0, **evaluate(model, task, eval_batch, probes)})]
 
     model.train()

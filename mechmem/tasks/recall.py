@@ -32,7 +32,7 @@ class RecallTask(Task):
     def __post_init__(self) -> None:
         for field in ("seq_len", "n_keys", "n_values", "n_noise"):
             value = getattr(self, field)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"recall task: {field} must be a positive integer, got {value!r}")
         if self.seq_len < 2:
             raise ValueError(f"recall task: seq_len must be >= 2 (a key and the query), got {self.seq_len}")

@@ -143,14 +143,33 @@ def draw_outputs(opts: BigramOptions, tables: CharTables, triggers: Int[Tensor, 
     return torch.multinomial(probs.reshape(b * k, -1), 1, generator=generator).reshape(b, k)
 
 
+def alias_tables(probs: Float[Tensor, "R N"]) -> tuple[Float[Tensor, "R N"], Int[Tensor, "R N"]]:
+    """Walker's alias tables of each row of ``probs``: draw column m uniformly, keep it with probability
+    ``keep[r, m]``, else take ``alias[r, m]``. Exact (up to float64 rounding) and O(1) per draw."""
+    R, N = probs.shape
+    keep = torch.ones(R, N, dtype=torch.float64)
+    alias = torch.arange(N).repeat(R, 1)
+    for r in range(R):
+        scaled = (probs[r].double() / probs[r].sum() * N).tolist()
+        small = [i for i, p in enumerate(scaled) if p < 1.0]
+        large = [i for i, p in enumerate(scaled) if p >= 1.0]
+        while small and large:
+            s, g = small.pop(), large.pop()
+            keep[r, s], alias[r, s] = scaled[s], g
+            scaled[g] -= 1.0 - scaled[s]
+            (small if scaled[g] < 1.0 else large).append(g)
+        for i in small + large:  # leftovers are 1 up to rounding
+            keep[r, i] = 1.0
+    return keep, alias
+
+
 def generate(opts: BigramOptions, batch_size: int, generator: torch.Generator,
-             tables: Optional[CharTables] = None, chunk: int = 64) -> BigramSample:
+             tables: Optional[CharTables] = None) -> BigramSample:
     """Draw ``batch_size`` sequences of the bigram task, all stepped together.
 
-    For each block of ``chunk`` positions, a successor table ``nxt[b, t, i]`` is drawn for every possible current
-    token i at once (inverse-CDF with one uniform per (b, t); the forced output o_k where i = q_k), so the
-    sequential part is one ``gather`` per position: z_{t+1} = nxt[b, t, z_t]. Each z_{t+1} is still an exact draw
-    from pi_b(. | z_t) (or the forced output), independent of the past given z_t.
+    The sequential part is a handful of batched tensor ops per position: an alias-method draw from
+    pi_b(. | z_t) for every sequence at once (uniforms drawn up front), replaced by the forced output o_k where
+    z_t = q_k. Counts c_t are computed afterwards with one cumulative sum.
     """
     tables = tables if tables is not None else shakespeare_tables()
     opts.validate_options(tables.n)
@@ -163,22 +182,33 @@ def generate(opts: BigramOptions, batch_size: int, generator: torch.Generator,
     outputs = draw_outputs(opts, tables, triggers, generator)
     forced = torch.full((batch_size, N), -1, dtype=torch.long)  # forced[b, i] = o_k if i = q_k else -1
     forced.scatter_(1, triggers, outputs)
-    is_trigger = (forced >= 0).unsqueeze(1)
-    cdf_u, cdf_b = _inverse_cdf(tables.pi_u), _inverse_cdf(tables.pi_b)
-    u = torch.rand(batch_size, T + 1, generator=generator, dtype=torch.float64)
-    z = torch.empty(batch_size, T + 1, dtype=torch.long)
-    z[:, 0] = torch.searchsorted(cdf_u, u[:, 0].contiguous(), right=True)
-    for t0 in range(0, T, chunk):
-        t1 = min(t0 + chunk, T)
-        uu = u[:, t0 + 1:t1 + 1].reshape(1, -1).expand(N, -1).contiguous()  # [N, B * chunk]
-        nxt = torch.searchsorted(cdf_b, uu, right=True).T.reshape(batch_size, t1 - t0, N)
-        nxt = torch.where(is_trigger, forced.unsqueeze(1), nxt)
-        for t in range(t0, t1):
-            z[:, t + 1] = nxt[:, t - t0].gather(1, z[:, t:t + 1]).squeeze(1)
+    keep, alias = _alias_cache(tables)
+    keep, alias = keep.flatten(), alias.flatten()
+    column = torch.randint(N, (T + 1, batch_size), generator=generator)
+    u = torch.rand(T + 1, batch_size, generator=generator, dtype=torch.float64)
+    z = torch.empty(T + 1, batch_size, dtype=torch.long)
+    z[0] = torch.searchsorted(_inverse_cdf(tables.pi_u), u[0].contiguous(), right=True)
+    rows = torch.arange(batch_size) * N
+    for t in range(T):
+        cell = z[t] * N + column[t + 1]
+        draw = torch.where(u[t + 1] < keep[cell], column[t + 1], alias[cell])
+        out = forced.view(-1)[rows + z[t]]
+        z[t + 1] = torch.where(out >= 0, out, draw)
+    z = z.T.contiguous()
     tokens = z[:, :T]
     hit = tokens.unsqueeze(-1) == triggers.unsqueeze(1)  # [B, T, K]
     counts = (hit.long().cumsum(1) * hit).sum(-1) if opts.output_counter else hit.any(-1).long()
     return BigramSample(tokens=tokens, targets=z[:, 1:], counts=counts, triggers=triggers, outputs=outputs)
+
+
+_ALIAS: dict[int, tuple[Tensor, Tensor]] = {}
+
+
+def _alias_cache(tables: CharTables) -> tuple[Tensor, Tensor]:
+    key = id(tables)
+    if key not in _ALIAS or _ALIAS[key][0] is not tables:
+        _ALIAS[key] = (tables, alias_tables(tables.pi_b))
+    return _ALIAS[key][1]
 
 
 def bigram_floor(sample: BigramSample, tables: Optional[CharTables] = None) -> float:

@@ -62,14 +62,8 @@ def ff_kl(W_E: Float[Tensor, "N d"], ffn: Callable[[Tensor], Tensor], W_U: Float
 
 def _circuits(model):
     """(OV^1, QK^1, OV^2, QK^2) of head 0 in layers 0 and 1, dense [d_model, d_model] (TransformerLens layout)."""
-    try:
-        from hooks.replace import ov_circuit, qk_circuit
-    except ImportError:  # hooks.replace not available: TransformerLens's own FactoredMatrix readers
-        def ov_circuit(m, layer, head):
-            return m.OV[layer, head]
+    from hooks.replace import ov_circuit, qk_circuit
 
-        def qk_circuit(m, layer, head):
-            return m.QK[layer, head]
     return tuple(circuit(model, layer, 0).AB.detach() for layer in (0, 1) for circuit in (ov_circuit, qk_circuit))
 
 

@@ -159,11 +159,11 @@ def stores(kind: Kind, N: int, d: int, m: int | None = None, M: int | None = Non
 
 
 def binary_search(succeeds: Callable[[int], bool], lo: int, hi: int) -> int:
-    """Largest ``N`` in ``[lo, hi]`` with ``succeeds(N)`` (assuming monotonicity), as in the authors' ``run.py``.
+    """Largest ``N`` in ``[lo, hi]`` with ``succeeds(N)``, assuming monotonicity, as the authors' ``run.py``.
 
-    Stops when ``hi / lo <= 1.01`` or ``hi - lo <= 1``; returns ``lo`` (``lo`` is taken as a success
-    without checking, as the authors' search does, unless ``lo`` itself fails, in which case ``lo - 1`` is
-    not explored and ``lo`` is still returned with the caller expected to check it).
+    ``lo`` is taken as a success without being tried (as the authors' search); the search stops when
+    ``hi / lo <= 1.01`` or ``hi - lo <= 1``. ``hi`` is tried first, so a range that is too small shows up
+    as ``N == hi`` (callers report it).
     """
     if lo < 1 or hi < lo:
         raise ValueError(f"need 1 <= lo <= hi, got lo={lo}, hi={hi}")

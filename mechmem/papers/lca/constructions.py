@@ -24,7 +24,7 @@ def neighbour_adjacency(nb: Neighbourhood | str, m: int) -> Float[Tensor, "V V"]
 def constructed_W_V(W_E: Float[Tensor, "V d"], adjacency: Float[Tensor, "V V"]) -> Float[Tensor, "d d"]:
     """W̄_V = Σ_i W_E(i) (Σ_{j ∈ N(i)} W_E(j))^T (paper layout), returned transposed for TransformerLens.
 
-    Only the first V rows of ``W_E`` (the latent tokens) enter; a trailing query-token row is ignored.
+    Only the first V rows of ``W_E`` (the latent tokens) enter.
     """
     V = adjacency.shape[0]
     E = W_E[:V].float()

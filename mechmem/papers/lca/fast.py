@@ -1,4 +1,4 @@
-"""The query-position logits of the one-layer LCA model, computed from the model's own parameters.
+"""The read-out-position logits of the one-layer LCA model, computed from the model's own parameters.
 
 A one-layer, attention-only model's output at the last position depends only on that
 position's attention over the embeddings, so the other L positions' attention rows (an
@@ -24,10 +24,14 @@ def query_logits(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Te
     P = tokens.shape[1]
     resid = model.embed.W_E[tokens] + model.pos_embed.W_pos[:P]  # [B, P, d_model]
     q = torch.einsum("bd,hde->bhe", resid[:, -1], attn.W_Q) + attn.b_Q  # [B, H, d_head]
-    k = torch.einsum("bpd,hde->bphe", resid, attn.W_K) + attn.b_K  # [B, P, H, d_head]
-    v = torch.einsum("bpd,hde->bphe", resid, attn.W_V) + attn.b_V
-    scores = torch.einsum("bhe,bphe->bhp", q, k) / attn.attn_scale
-    pattern = scores.softmax(dim=-1)  # the query sees every position (causal mask is a no-op here)
-    z = torch.einsum("bhp,bphe->bhe", pattern, v)
+    # score_p = (x_p W_K + b_K) . q = x_p . (W_K q) + b_K . q: no per-position keys needed
+    u = torch.einsum("hde,bhe->bhd", attn.W_K, q)
+    scores = (torch.einsum("bpd,bhd->bhp", resid, u) + (attn.b_K * q).sum(-1)[..., None]) / attn.attn_scale
+    pattern = scores.softmax(dim=-1)  # the last position sees every position (causal mask is a no-op)
+    # sum_p a_p (x_p W_V + b_V) = (sum_p a_p x_p) W_V + b_V, since the pattern sums to 1
+    mixed = torch.einsum("bhp,bpd->bhd", pattern, resid)
+    z = torch.einsum("bhd,hde->bhe", mixed, attn.W_V) + attn.b_V
     out = torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O
-    return (resid[:, -1] + out) @ model.unembed.W_U + model.unembed.b_U
+    if getattr(model, "lca_residual", True):  # False after model.remove_residual_
+        out = out + resid[:, -1]
+    return out @ model.unembed.W_U + model.unembed.b_U

@@ -7,7 +7,7 @@ matrix transposed). Switches:
 
 - ``train_W_V``: trained, or fixed to the identity (Fig. 3a ablation);
 - ``train_embed``: trained, or frozen at the Gaussian initialisation N(0, 1/d);
-- ``tied``: the unembedding is the (first V rows of the) embedding, ``W_U = W_E[:V]^T``.
+- ``tied``: the unembedding is the (first V rows of the) embedding, ``W_U = W_E^T``.
 
 Tying choice: ``torch.nn.utils.parametrize`` turns ``unembed.W_U`` into a function of
 ``embed.W_E`` while training (gradients from the read-out flow into ``W_E``). :func:`untie_`
@@ -111,5 +111,29 @@ def build_lca_model(task: LatentConceptTask, spec: LCAModelSpec) -> nn.Module:
         set_weight_(model, W_V_NAME, eye)
     if spec.tied:
         tie_unembedding_(model, task.V)
+    remove_residual_(model)
     model.lca_spec = spec
     return model
+
+
+def remove_residual_(model: nn.Module) -> None:
+    """Make ``blocks.0.hook_resid_post`` carry the attention output only (``resid_post - resid_pre``).
+
+    TransformerLens always adds the residual; the paper's read-out has none. A permanent hook on
+    ``hook_resid_post`` subtracts the block's *final* ``resid_pre`` (after any user hook on it),
+    captured as the attention module's ``query_input`` (``ln1`` is the identity here). User hooks
+    on ``hook_attn_out``, ``hook_z`` or ``hook_pattern`` therefore act on the logits as usual.
+    ``hooks.state.preserved_state`` keeps these pre-existing hooks.
+    """
+    block = model.blocks[0]
+    store: dict[str, Tensor] = {}
+
+    def keep_resid_pre(module, args, kwargs):
+        store["resid_pre"] = kwargs["query_input"]
+
+    def drop_residual(resid_post, hook):
+        return resid_post - store.pop("resid_pre")
+
+    block.attn.register_forward_pre_hook(keep_resid_pre, with_kwargs=True)
+    block.hook_resid_post.add_perma_hook(drop_residual)
+    model.lca_residual = False

@@ -1,9 +1,12 @@
 """The latent concept association task (spec lca.md §2) as a mechmem ``Task``.
 
-One sequence is ``[x_1, ..., x_L, Q]``: ``L`` context tokens drawn i.i.d. from q(. | y) (mixed
-with noise), then a dedicated query token ``Q = V`` at the last position, where the model reads
-out the V-way prediction of the target ``y``. The query token gives the paper's attention a
-fixed query; its own embedding adds a constant (per-class) logit bias through the residual.
+One sequence is ``[x_1, ..., x_L]``: ``L`` context tokens drawn i.i.d. from q(. | y) (mixed with
+noise). The model reads out the V-way prediction of the target ``y`` at the last position, so the
+attention query is the last context token ``x_L``. That is what lets attention select (spec §5
+(3)): the score of ``x_l`` depends on the pair ``(x_L, x_l)``, and ``x_L`` itself is (mostly) near
+``y``, so a block- or Hamming-structured QK form concentrates on informative tokens. (A dedicated
+query token would give every key a score that depends on the key alone.) The residual adds
+``W_E(x_L)`` to the read-out: a logit bias ``<W_E(k), W_E(x_L)>`` (accepted, spec §3).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from mechmem.tasks.base import Batch, Task
@@ -58,7 +61,7 @@ class LatentConceptTask(Task):
         self.parsed = parse_neighbourhood(self.neighbourhood, self.m)
         if isinstance(self.d_model, bool) or not isinstance(self.d_model, int) or self.d_model < 1:
             raise ValueError(f"d_model must be a positive int, got {self.d_model!r}")
-        self.seq_len = self.context_len + 1
+        self.seq_len = self.context_len
 
     @property
     def V(self) -> int:
@@ -66,12 +69,8 @@ class LatentConceptTask(Task):
         return 2**self.m
 
     @property
-    def query_token(self) -> int:
-        return self.V
-
-    @property
     def d_vocab(self) -> int:
-        return self.V + 1
+        return self.V
 
     @property
     def d_vocab_out(self) -> int:
@@ -80,20 +79,19 @@ class LatentConceptTask(Task):
     def sample_with_target(
         self, batch_size: int, generator: torch.Generator, neighbourhood: Neighbourhood | None = None
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"], Tensor]:
-        """``(tokens [B, L+1], y [B], is_noise [B, L])`` drawn from ``generator`` only."""
+        """``(tokens [B, L], y [B], is_noise [B, L])`` drawn from ``generator`` only."""
         y = sample_targets(batch_size, self.m, generator)
         context, is_noise = sample_context(
             y, self.context_len, self.m, neighbourhood or self.parsed, self.epsilon, generator
         )
-        query = torch.full((batch_size, 1), self.query_token, dtype=torch.long)
-        return torch.cat([context, query], dim=1), y, is_noise
+        return context, y, is_noise
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         tokens, y, is_noise = self.sample_with_target(batch_size, generator)
         return self.to_batch(tokens, y, is_noise)
 
     def to_batch(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"], is_noise: Tensor | None = None) -> Batch:
-        """Targets and loss mask at the query (last) position only."""
+        """Targets and loss mask at the read-out (last) position only."""
         targets = torch.zeros_like(tokens)
         targets[:, -1] = y
         mask = torch.zeros_like(tokens, dtype=torch.bool)
@@ -105,7 +103,7 @@ class LatentConceptTask(Task):
 
     def same_cluster(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"]) -> Tensor:
         """Which context positions hold a token of the target's cluster (first two latent bits)."""
-        return cluster_of(tokens[:, :-1], self.m) == cluster_of(y, self.m)[:, None]
+        return cluster_of(tokens, self.m) == cluster_of(y, self.m)[:, None]
 
     def model_config(self) -> "ModelConfig":
         from mechmem.config import ModelConfig
@@ -120,11 +118,6 @@ class LatentConceptTask(Task):
         from mechmem.training import TrainConfig
 
         return TrainConfig(steps=1500, batch_size=128, lr=1e-2, optimizer="adam", eval_every=500, eval_batch_size=1024)
-
-    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
-        """Accuracy at the query position (the task's one metric)."""
-        pred = logits[:, -1].argmax(dim=-1)
-        return {"query_acc": (pred == batch.targets[:, -1]).float().mean().item()}
 
     def to_dict(self) -> dict:
         return {"m": self.m, "context_len": self.context_len, "neighbourhood": self.neighbourhood,

@@ -1,6 +1,6 @@
 """Train one LCA model variant with mechmem's one training loop (``mechmem.training.train``).
 
-The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the query-position logits (:func:`fast.query_logits`, exact, O(L)) and
+The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the read-out-position logits (:func:`fast.query_logits`, exact, O(L)) and
 leaves the other positions' logits at zero, which the task's loss mask never reads.
 """
 

@@ -1,0 +1,129 @@
+"""Benchmark: hooks.patching (batched engine) against transformer_lens.patching, same inputs, same run.
+
+Sweeps timed on each model: the full ``resid_pre`` (layer x position) sweep and the head-output
+by position (``z``: layer x position x head) sweep. On the GPT-2-shaped model the head sweep is
+timed on the layer subset ``--gpt2-head-layers`` (default 3 and 8, whose mean remaining depth,
+13/24 of the model, equals the full sweep's 78/144) for *both* tools, so the transformer_lens
+baseline finishes in a few minutes on 2 CPU cores. Both tools run under ``torch.no_grad()`` (the
+stronger baseline) in eval mode, in float32.
+
+Prints, per model, ``<model> speedup=<ratio> max_abs_diff=<value>``: the median over repetitions
+of (baseline time / engine time) for the two sweeps together, and the largest difference between
+the two tools' results.
+
+    python benchmarks/patching.py                 # toy (5 reps) + gpt2-shaped (1 rep)
+    python benchmarks/patching.py --only toy --reps-toy 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import pandas as pd
+import torch
+import transformer_lens.patching as tlp
+
+from hooks.patching import PatchingEngine
+from hooks.testing import hooked_model
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+MODELS = {
+    "toy": dict(n_layers=2, d_model=64, d_head=16, n_heads=4, n_ctx=32, d_vocab=64, attn_only=True,
+                normalization_type=None, act_fn="relu"),
+    "gpt2-shaped": dict(n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, n_ctx=1024, d_vocab=50257,
+                        act_fn="gelu_new", normalization_type="LN", attn_only=False),
+}
+
+
+def inputs(d_vocab: int, batch: int = 4, pos: int = 16, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, d_vocab, (batch, pos), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, pos // 4] = torch.randint(0, d_vocab, (batch,), generator=gen)
+    answers = torch.randint(0, d_vocab, (2,), generator=gen)
+
+    def metric(logits):
+        return (logits[:, -1, answers[0]] - logits[:, -1, answers[1]]).mean()
+
+    return clean, corrupted, metric
+
+
+def baseline(model, clean, corrupted, metric, resid_layers, head_layers):
+    """transformer_lens.patching: resid_pre on ``resid_layers`` (all: the ready-made partial) and the
+    z-by-pos sweep on ``head_layers`` (``generic_activation_patch`` with an ``index_df``)."""
+    _, cache = model.run_with_cache(clean)
+    P, H = clean.shape[1], model.cfg.n_heads
+    if resid_layers == list(range(model.cfg.n_layers)):
+        resid = tlp.get_act_patch_resid_pre(model, corrupted, cache, metric)
+    else:
+        index_df = pd.DataFrame([(l, p) for l in resid_layers for p in range(P)], columns=["layer", "pos"])
+        resid = tlp.generic_activation_patch(model, corrupted, cache, metric, tlp.layer_pos_patch_setter,
+                                             "resid_pre", index_df=index_df).reshape(len(resid_layers), P)
+    if not head_layers:
+        return resid, torch.zeros(0)
+    rows = [(l, p, h) for l in head_layers for p in range(P) for h in range(H)]
+    index_df = pd.DataFrame(rows, columns=["layer", "pos", "head"])
+    heads = tlp.generic_activation_patch(model, corrupted, cache, metric, tlp.layer_pos_head_vector_patch_setter,
+                                         "z", index_df=index_df)
+    return resid, heads.reshape(len(head_layers), P, H)
+
+
+def engine(model, clean, corrupted, metric, resid_layers, head_layers):
+    eng = PatchingEngine(model, clean, corrupted, metric, progress=False)
+    resid = eng.sweep("resid_pre", layers=resid_layers)
+    return resid, (eng.sweep("attn_head_out_by_pos", layers=head_layers) if head_layers else torch.zeros(0))
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def bench(name: str, reps: int, resid_layers, head_layers) -> tuple[float, float, list]:
+    model = hooked_model(MODELS[name], seed=0)
+    clean, corrupted, metric = inputs(model.cfg.d_vocab)
+    all_layers = list(range(model.cfg.n_layers))
+    resid_layers = all_layers if resid_layers is None else resid_layers
+    head_layers = all_layers if head_layers is None else head_layers
+    ratios, diffs, times = [], [], []
+    for _ in range(reps):
+        t_base, (r0, h0) = timed(baseline, model, clean, corrupted, metric, resid_layers, head_layers)
+        t_eng, (r1, h1) = timed(engine, model, clean, corrupted, metric, resid_layers, head_layers)
+        ratios.append(t_base / t_eng)
+        diffs.append(max((r0 - r1).abs().max().item(), (h0 - h1).abs().max().item() if h0.numel() else 0.0))
+        times.append((round(t_base, 3), round(t_eng, 3)))
+    return statistics.median(ratios), max(diffs), times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(MODELS), default=None)
+    parser.add_argument("--reps-toy", type=int, default=5)
+    parser.add_argument("--reps-gpt2", type=int, default=1)
+    parser.add_argument("--gpt2-head-layers", type=int, nargs="*", default=[3, 8],
+                        help="layers of the head-by-position sweep on gpt2-shaped (none: skip that sweep)")
+    parser.add_argument("--gpt2-resid-layers", type=int, nargs="+", default=None,
+                        help="layers of the resid_pre sweep on gpt2-shaped (default: all 12)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
+    parser.add_argument("--verbose", action="store_true", help="also print the (baseline, engine) seconds per rep")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    plan = [("toy", args.reps_toy, None, None),
+            ("gpt2-shaped", args.reps_gpt2, args.gpt2_resid_layers, args.gpt2_head_layers)]
+    for name, reps, resid_layers, head_layers in plan:
+        if args.only not in (None, name):
+            continue
+        ratio, diff, times = bench(name, reps, resid_layers, head_layers)
+        print(f"{name} speedup={ratio:.2f} max_abs_diff={diff:.2e}", flush=True)
+        if args.verbose:
+            print(f"  {name} (baseline s, engine s) per rep: {times}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The synthetic factual-recall task of Nichani, Lee & Bietti (ICLR 2025), as in the authors' ``task.py``.
+
+Tokens (ids): subjects ``0..S-1``; relations ``S..S+R-1``; noise ``S+R..S+R+n_noise-1`` (``n_noise = S+R``
+by default); EOS ``= S+R+n_noise``. Answers (output ids): ``R*D``, relation ``r`` owning the block
+``A_r = {D r, ..., D r + D - 1}``. A fact table ``a*(s, r) in A_r`` holds ``S R`` facts.
+
+A sequence of length ``T = seq_len`` holds i.i.d. noise at positions ``0..T-2``, the subject and the relation at
+two distinct uniform positions among them, and EOS at ``T-1``; the label ``a*(s, r)`` is read at EOS only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechmem.tasks.base import Batch, Task
+
+TABLES = ("random", "structured")
+
+
+def token_counts(tokens: Int[Tensor, "batch pos"], d_vocab: int) -> Float[Tensor, "batch d_vocab"]:
+    """How often each token occurs in each sequence."""
+    counts = torch.zeros(tokens.shape[0], d_vocab)
+    return counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=counts.dtype))
+
+
+def random_fact_table(S: int, R: int, D: int, seed: int) -> Int[Tensor, "S R"]:
+    """``a*(s, r)`` uniform with replacement in ``A_r`` (seeded), as the authors' generator."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(D, (S, R), generator=g) + D * torch.arange(R)
+
+
+def structured_fact_table(S: int, R: int, D: int) -> Int[Tensor, "S R"]:
+    """The Fig. 5 table ``a*(s, r) = D r + floor(s D / S)`` (``= 8 r + floor(s / 2)`` at S=16, D=8)."""
+    return D * torch.arange(R)[None, :] + (torch.arange(S) * D // S)[:, None]
+
+
+def check_fact_table(table: Tensor, S: int, R: int, D: int) -> None:
+    """Raise ``ValueError`` unless ``table`` is an ``[S, R]`` integer table with ``a*(s, r) in A_r``."""
+    if tuple(table.shape) != (S, R):
+        raise ValueError(f"facts: the fact table must have shape (S, R) = ({S}, {R}), got {tuple(table.shape)}")
+    if table.is_floating_point() or table.dtype == torch.bool:
+        raise ValueError(f"facts: the fact table must hold integer answer ids, got dtype {table.dtype}")
+    block = table - D * torch.arange(R)[None, :]
+    bad = (block < 0) | (block >= D)
+    if bad.any():
+        s, r = [int(i) for i in bad.nonzero()[0]]
+        raise ValueError(
+            f"facts: a*(s={s}, r={r}) = {int(table[s, r])} lies outside relation {r}'s answer block "
+            f"[{D * r}, {D * r + D - 1}] (answers of relation r must be in D*r .. D*r + D - 1)"
+        )
+
+
+@dataclass
+class FactualRecallTask(Task):
+    """Subjects ``S``, relations ``R``, ``D`` answers per relation, ``n_noise`` noise tokens (None: S + R).
+
+    ``table`` is ``"random"`` (seeded by ``table_seed``) or ``"structured"`` (Fig. 5); ``facts`` (an ``S x R``
+    nested list) overrides both with an explicit table.
+    """
+
+    name: ClassVar[str] = "factual"
+    seq_len: int = 32
+    S: int = 16
+    R: int = 16
+    D: int = 8
+    n_noise: Optional[int] = None
+    table: str = "random"
+    table_seed: int = 0
+    facts: Optional[list] = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("S", "R", "D", "seq_len", "table_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        for name in ("S", "R", "D"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 to place a subject, a relation and an answer, "
+                                 f"got {getattr(self, name)}")
+        if self.seq_len < 3:
+            raise ValueError(f"seq_len must be >= 3 (subject, relation and EOS at distinct positions), "
+                             f"got {self.seq_len}")
+        if self.n_noise is not None and (not isinstance(self.n_noise, int) or self.n_noise < 1):
+            raise ValueError(f"n_noise must be None (= S + R) or >= 1 (the noise vocabulary cannot be empty), "
+                             f"got {self.n_noise!r}")
+        if self.table not in TABLES:
+            raise ValueError(f"table={self.table!r} is not supported; allowed values: {list(TABLES)}")
+        if self.facts is not None:
+            table = torch.as_tensor(self.facts)
+            check_fact_table(table, self.S, self.R, self.D)
+            self._table = table.long()
+        elif self.table == "structured":
+            self._table = structured_fact_table(self.S, self.R, self.D)
+        else:
+            self._table = random_fact_table(self.S, self.R, self.D, self.table_seed)
+
+    # --- vocabulary -------------------------------------------------------------------------------
+    @property
+    def noise_size(self) -> int:
+        return self.S + self.R if self.n_noise is None else self.n_noise
+
+    @property
+    def eos(self) -> int:
+        return self.S + self.R + self.noise_size
+
+    @property
+    def d_vocab(self) -> int:
+        return self.eos + 1
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.R * self.D
+
+    @property
+    def fact_table(self) -> Int[Tensor, "S R"]:
+        """``a*(s, r)`` as an ``[S, R]`` tensor of answer ids (a copy)."""
+        return self._table.clone()
+
+    @property
+    def n_facts(self) -> int:
+        return self.S * self.R
+
+    def answer(self, s: Tensor, r: Tensor) -> Tensor:
+        return self._table[s, r]
+
+    # --- sampling ---------------------------------------------------------------------------------
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """``batch_size`` sequences; ``labels`` hold subject, relation and their positions."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        B, T = batch_size, self.seq_len
+        s = torch.randint(self.S, (B,), generator=generator)
+        r = torch.randint(self.R, (B,), generator=generator)
+        subject_pos = torch.randint(T - 1, (B,), generator=generator)
+        relation_pos = torch.randint(T - 2, (B,), generator=generator)
+        relation_pos = relation_pos + (relation_pos >= subject_pos).long()  # uniform over the other T-2 slots
+        tokens = self.S + self.R + torch.randint(self.noise_size, (B, T), generator=generator)
+        rows = torch.arange(B)
+        tokens[rows, subject_pos] = s
+        tokens[rows, relation_pos] = self.S + r
+        tokens[:, -1] = self.eos
+        targets = torch.zeros(B, T, dtype=torch.long)
+        targets[:, -1] = self.answer(s, r)
+        mask = torch.zeros(B, T, dtype=torch.bool)
+        mask[:, -1] = True
+        labels = {"subject": s, "relation": r, "subject_pos": subject_pos, "relation_pos": relation_pos}
+        return Batch(tokens, targets, mask, labels)
+
+    def sample_counts(self, batch_size: int, generator: torch.Generator):
+        """Token counts of ``batch_size`` fresh sequences, their answers and ``(subject, relation)``.
+
+        For models without positional information a sequence enters only through its counts: one subject, one
+        relation, ``T - 3`` i.i.d. noise tokens, one EOS -- the distribution of ``sample``, without placing tokens.
+        """
+        B = batch_size
+        s = torch.randint(self.S, (B,), generator=generator)
+        r = torch.randint(self.R, (B,), generator=generator)
+        noise = self.S + self.R + torch.randint(self.noise_size, (B, self.seq_len - 3), generator=generator)
+        counts = token_counts(noise, self.d_vocab)
+        rows = torch.arange(B)
+        counts[rows, s] += 1
+        counts[rows, self.S + r] += 1
+        counts[:, self.eos] += 1
+        return counts, self.answer(s, r), (s, r)
+
+    def all_facts(self, generator: torch.Generator) -> Batch:
+        """One sequence per fact ``(s, r)`` (fresh noise and positions), subject-major order."""
+        batch = self.sample(self.n_facts, generator)
+        s = torch.arange(self.S).repeat_interleave(self.R)
+        r = torch.arange(self.R).repeat(self.S)
+        tokens, rows = batch.tokens.clone(), torch.arange(self.n_facts)
+        tokens[rows, batch.labels["subject_pos"]] = s
+        tokens[rows, batch.labels["relation_pos"]] = self.S + r
+        targets = batch.targets.clone()
+        targets[:, -1] = self.answer(s, r)
+        labels = {**batch.labels, "subject": s, "relation": r}
+        return Batch(tokens, targets, batch.mask, labels)
+
+    # --- defaults and metrics ---------------------------------------------------------------------
+    def model_config(self):
+        """The spec's CPU configuration (d=32, H=8, d_h=8, m=64); see ``model.factual_model_config``."""
+        from mechmem.papers.factual.model import factual_model_config
+
+        return factual_model_config(self)
+
+    def train_config(self):
+        from mechmem.training import TrainConfig
+
+        return TrainConfig(steps=3000, batch_size=1024, lr=1e-2, optimizer="adam", eval_every=128,
+                           eval_batch_size=1024)
+
+    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
+        """Relation-only and subject-only losses at EOS (Fig. 5's decomposition of the loss)."""
+        from mechmem.papers.factual.dynamics import decomposed_losses
+
+        losses = decomposed_losses(logits[:, -1], batch.targets[:, -1], self.D)
+        return {"relation_loss": losses["relation"], "subject_loss": losses["subject"]}

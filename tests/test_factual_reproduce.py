@@ -1,0 +1,88 @@
+"""The claims of results.json (schema and honesty of ``holds``), capacity search helpers, and a slow smoke run."""
+import json
+import math
+
+import pytest
+
+from mechmem.papers.factual import CLAIM_KEYS, EXPERIMENTS, TASKS, reproduce
+from mechmem.papers.factual.capacity import binary_search, capacity_constant, max_stored
+from mechmem.papers.factual.reproduce import claims
+
+EXPECTED_KEYS = {
+    "linear_capacity_constant", "linear_capacity_slope", "outer_product_capacity_constant", "mlp_capacity_constant",
+    "mlp_fixed_output_constant", "facts_vs_params_slope", "facts_per_param", "attention_only_accuracy",
+    "mlp_heavy_accuracy", "few_heads_accuracy", "plateau_loss", "hallucination_loss", "hallucination_relation_loss",
+    "final_loss", "stage1_end_step", "stage2_end_step", "distractor_flip_rate",
+}
+
+
+def fake_results(paper_like: bool):
+    """Experiment summaries shaped like the real ones; ``paper_like`` picks values inside or outside the targets."""
+    good = paper_like
+    cap = {"linear_constant": 0.8 if good else 3.0, "linear_slope": 1.0 if good else 0.5,
+           "outer_constant": 0.13 if good else 0.5, "mlp_constant": 2.9 if good else 10.0,
+           "mlp32_constant": 0.83 if good else 3.0}
+    mix = {"slope": 1.0 if good else 0.3, "facts_per_param": 0.15 if good else 0.001}
+    grid = {"attention_only_accuracy": 1.0 if good else 0.5, "mlp_heavy_accuracy": 1.0 if good else 0.5,
+            "few_heads_accuracy": 0.8 if good else 1.0,
+            "corners": {"attention_only": [16, 1], "mlp_heavy": [8, 128]}}
+    dyn = {"plateau_loss": math.log(32) if good else 2.0, "hallucination_loss": math.log(8) if good else 1.0,
+           "hallucination_steps": 2000 if good else 0, "hallucination_relation_loss": 0.01 if good else 1.0,
+           "final_loss": 0.01 if good else 1.0, "last_step": 8192, "stage1_end_step": 1900 if good else 100,
+           "stage2_end_step": 5000 if good else None}
+    mech = {"distractor_flip_rate": 0.45 if good else 0.0, "distractor_flip_share": 0.5 if good else 0.0}
+    return cap, mix, grid, dyn, mech
+
+
+def test_claims_have_exactly_the_issue_keys_with_measured_expected_holds():
+    assert set(CLAIM_KEYS) == EXPECTED_KEYS
+    out = claims(*fake_results(True))
+    assert set(out) == EXPECTED_KEYS, f"claim keys differ: {set(out) ^ EXPECTED_KEYS}"
+    for key, c in out.items():
+        assert set(c) == {"measured", "expected", "holds"}, f"{key}: {set(c)}"
+        assert isinstance(c["holds"], bool) and isinstance(c["expected"], str)
+    json.dumps(out)
+
+
+def test_paper_like_values_hold_and_off_values_do_not():
+    assert all(c["holds"] for c in claims(*fake_results(True)).values()), \
+        [k for k, c in claims(*fake_results(True)).items() if not c["holds"]]
+    bad = claims(*fake_results(False))
+    assert not any(c["holds"] for c in bad.values()), [k for k, c in bad.items() if c["holds"]]
+
+
+def test_package_exposes_tasks_experiments_and_reproduce():
+    assert "factual" in TASKS and callable(reproduce)
+    assert {"capacity", "facts_vs_params", "tradeoff", "dynamics", "mechanism"} <= set(EXPERIMENTS)
+
+
+def test_binary_search_finds_the_largest_success():
+    assert binary_search(lambda n: n <= 37, 2, 1000) == 37
+    assert binary_search(lambda n: True, 2, 50) == 50
+    with pytest.raises(ValueError, match="lo"):
+        binary_search(lambda n: True, 0, 5)
+
+
+def test_trained_linear_memory_stores_more_than_the_outer_product():
+    d = 11
+    trained = max_stored("linear", d, seed=0, max_steps=1024)
+    outer = max_stored("outer", d, seed=0)
+    assert trained > 2 * outer, f"training stored {trained}, outer product {outer} at d={d}"
+    assert 0.3 < capacity_constant(trained, d) < 2.0
+
+
+def test_bad_capacity_inputs_raise():
+    with pytest.raises(ValueError, match="kind"):
+        max_stored("quadratic", 8)
+    with pytest.raises(ValueError, match="m"):
+        max_stored("mlp", 8)
+
+
+@pytest.mark.slow
+def test_smoke_reproduce_writes_results_json_with_every_claim(tmp_path):
+    results = reproduce(tmp_path, quick=True, seed=0, smoke=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["claims"]) == EXPECTED_KEYS
+    for name in ("capacity", "facts_vs_params", "tradeoff", "dynamics", "mechanism"):
+        assert (tmp_path / f"{name}.json").exists() and (tmp_path / f"{name}.png").exists(), name
+    assert results["mode"] == "smoke"

@@ -1,0 +1,113 @@
+"""The batched patching engine returns transformer_lens.patching's numbers, on both model kinds."""
+
+import pytest
+import torch
+import transformer_lens.patching as tlp
+
+from hooks.patching import SWEEPS, PatchingEngine, patch_sweep
+from hooks.state import same_state, state_fingerprint
+from hooks.testing import twin_models
+
+KINDS = ["hooked", "bridge"]
+GEN = torch.Generator().manual_seed(0)
+CLEAN = torch.randint(0, 24, (3, 7), generator=GEN)
+CORRUPTED = CLEAN.clone()
+CORRUPTED[:, 2] = (CLEAN[:, 2] + 1 + torch.randint(0, 22, (3,), generator=GEN)) % 24
+
+
+def metric(logits):
+    return (logits[:, -1, 3] - logits[:, -1, 5]).mean()
+
+
+@pytest.fixture(scope="module")
+def models():
+    ht, br = twin_models(seed=6)
+    return {"hooked": ht, "bridge": br}
+
+
+def _reference(model, sweep):
+    _, cache = model.run_with_cache(CLEAN)
+    if sweep == "resid_post":  # transformer_lens has no ready-made partial for it
+        fn = lambda *a: tlp.generic_activation_patch(  # noqa: E731
+            *a, patch_setter=tlp.layer_pos_patch_setter, activation_name="resid_post", index_axis_names=("layer", "pos"))
+    else:
+        fn = getattr(tlp, f"get_act_patch_{sweep}")
+    with torch.no_grad():
+        return fn(model, CORRUPTED, cache, metric)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sweep", sorted(SWEEPS))
+def test_sweep_matches_transformer_lens_patching(models, kind, sweep):
+    model = models[kind]
+    want = _reference(model, sweep)
+    got = patch_sweep(model, CLEAN, CORRUPTED, metric, sweep, progress=False)
+    assert got.shape == want.shape, f"shape {tuple(got.shape)} != transformer_lens {tuple(want.shape)}"
+    diff = (got - want).abs().max().item()
+    assert diff <= 1e-5, f"{sweep} on {kind}: max abs diff {diff:.2e} vs transformer_lens.patching"
+    assert want.std() > 0, "degenerate test: every patch gives the same metric"
+
+
+@pytest.mark.parametrize("budget", [1e-9, 1e-4, 10.0])
+def test_chunking_and_shortcuts_do_not_change_the_numbers(models, budget):
+    model = models["hooked"]
+    slow = PatchingEngine(model, CLEAN, CORRUPTED, metric, start_at_layer=False, skip_positions=False,
+                          memory_budget_gb=1e-9, progress=False).sweep("attn_head_out_by_pos")
+    fast = PatchingEngine(model, CLEAN, CORRUPTED, metric, memory_budget_gb=budget, progress=False).sweep("attn_head_out_by_pos")
+    assert (slow - fast).abs().max() <= 1e-5
+
+
+def test_sweep_on_a_layer_subset_and_per_example_metric(models):
+    model = models["hooked"]
+    full = patch_sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", progress=False)
+    sub = patch_sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", layers=[1], progress=False)
+    assert torch.allclose(sub[0], full[1], atol=1e-6)
+    per = patch_sweep(model, CLEAN, CORRUPTED, lambda lg: lg[:, -1, 3] - lg[:, -1, 5], "resid_pre",
+                      per_example=True, progress=False)
+    assert per.shape == (2, 7, 3) and torch.allclose(per.mean(-1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_patching_input_raises_before_any_work(models, kind):
+    model = models[kind]
+    fp = state_fingerprint(model)
+    with pytest.raises(ValueError, match="same shape"):
+        patch_sweep(model, CLEAN, CORRUPTED[:, :5], metric, progress=False)
+    with pytest.raises(ValueError, match="unknown sweep"):
+        patch_sweep(model, CLEAN, CORRUPTED, metric, "resid_pree", progress=False)
+    with pytest.raises(ValueError, match="scalar"):
+        patch_sweep(model, CLEAN, CORRUPTED, lambda lg: lg[:, -1, 0], progress=False)
+    with pytest.raises(ValueError, match=r"\[batch\]"):
+        patch_sweep(model, CLEAN, CORRUPTED, metric, per_example=True, progress=False)
+    with pytest.raises(ValueError, match="layer"):
+        patch_sweep(model, CLEAN, CORRUPTED, metric, layers=[5], progress=False)
+    with pytest.raises(TypeError, match="integer tensor"):
+        patch_sweep(model, CLEAN.float(), CORRUPTED, metric, progress=False)
+    assert not same_state(fp, state_fingerprint(model))
+
+
+def test_mlp_sweep_on_an_attention_only_model_is_refused():
+    ht, br = twin_models(seed=0, attn_only=True, normalization_type=None)
+    for model in (ht, br):
+        with pytest.raises(ValueError, match="does not fire"):
+            patch_sweep(model, CLEAN, CORRUPTED, metric, "mlp_out", progress=False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_metric_failing_mid_sweep_leaves_no_trace(models, kind):
+    model = models[kind]
+    model.train()
+    fp = state_fingerprint(model)
+    calls = []
+
+    def flaky(logits):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("metric failed on purpose")
+        return metric(logits)
+
+    with pytest.raises(RuntimeError, match="on purpose"):
+        patch_sweep(model, CLEAN, CORRUPTED, flaky, "attn_head_out_by_pos", progress=False)
+    problems = same_state(fp, state_fingerprint(model))
+    model.eval()
+    assert not problems, f"state not restored: {problems}"

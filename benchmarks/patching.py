@@ -72,8 +72,11 @@ def baseline(model, clean, corrupted, metric, resid_layers, head_layers):
     return resid, heads.reshape(len(head_layers), P, H)
 
 
-def engine(model, clean, corrupted, metric, resid_layers, head_layers):
-    eng = PatchingEngine(model, clean, corrupted, metric, progress=False)
+def engine(model, clean, corrupted, metric, resid_layers, head_layers, logit_positions=(-1,)):
+    """hooks.patching. ``logit_positions=(-1,)``: the metric reads only the last position, so the
+    engine unembeds only there (the metric receives ``logits[:, [-1]]``, and ``logits[:, -1]`` is the
+    same slice as in the baseline); ``None``: all positions, like the baseline."""
+    eng = PatchingEngine(model, clean, corrupted, metric, progress=False, logit_positions=logit_positions)
     resid = eng.sweep("resid_pre", layers=resid_layers)
     return resid, (eng.sweep("attn_head_out_by_pos", layers=head_layers) if head_layers else torch.zeros(0))
 
@@ -85,20 +88,34 @@ def timed(fn, *args):
     return time.perf_counter() - start, out
 
 
-def bench(name: str, reps: int, resid_layers, head_layers) -> tuple[float, float, list]:
+def _diff(a, b) -> float:
+    (r0, h0), (r1, h1) = a, b
+    return max((r0 - r1).abs().max().item(), (h0 - h1).abs().max().item() if h0.numel() else 0.0)
+
+
+def bench(name: str, reps: int, resid_layers, head_layers, all_logits: bool) -> dict:
+    """Per repetition: the baseline, the engine (last-position logits) and, with ``all_logits``,
+    the engine computing logits at every position; all on the same inputs, in turn."""
     model = hooked_model(MODELS[name], seed=0)
     clean, corrupted, metric = inputs(model.cfg.d_vocab)
     all_layers = list(range(model.cfg.n_layers))
     resid_layers = all_layers if resid_layers is None else resid_layers
     head_layers = all_layers if head_layers is None else head_layers
-    ratios, diffs, times = [], [], []
+    args = (model, clean, corrupted, metric, resid_layers, head_layers)
+    ratios, ratios_all, diffs, times = [], [], [], []
     for _ in range(reps):
-        t_base, (r0, h0) = timed(baseline, model, clean, corrupted, metric, resid_layers, head_layers)
-        t_eng, (r1, h1) = timed(engine, model, clean, corrupted, metric, resid_layers, head_layers)
+        t_base, want = timed(baseline, *args)
+        t_eng, got = timed(engine, *args)
         ratios.append(t_base / t_eng)
-        diffs.append(max((r0 - r1).abs().max().item(), (h0 - h1).abs().max().item() if h0.numel() else 0.0))
+        diffs.append(_diff(want, got))
         times.append((round(t_base, 3), round(t_eng, 3)))
-    return statistics.median(ratios), max(diffs), times
+        if all_logits:
+            t_all, got = timed(engine, *args, None)
+            ratios_all.append(t_base / t_all)
+            diffs.append(_diff(want, got))
+            times[-1] += (round(t_all, 3),)
+    return dict(ratio=statistics.median(ratios), diff=max(diffs), times=times,
+                ratio_all=statistics.median(ratios_all) if ratios_all else None)
 
 
 def main() -> None:
@@ -111,7 +128,9 @@ def main() -> None:
     parser.add_argument("--gpt2-resid-layers", type=int, nargs="+", default=None,
                         help="layers of the resid_pre sweep on gpt2-shaped (default: all 12)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
-    parser.add_argument("--verbose", action="store_true", help="also print the (baseline, engine) seconds per rep")
+    parser.add_argument("--all-logits", choices=("toy", "both", "none"), default="toy",
+                        help="also time the engine computing logits at every position (like the baseline)")
+    parser.add_argument("--verbose", action="store_true", help="also print the seconds per rep")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plan = [("toy", args.reps_toy, None, None),
@@ -119,10 +138,14 @@ def main() -> None:
     for name, reps, resid_layers, head_layers in plan:
         if args.only not in (None, name):
             continue
-        ratio, diff, times = bench(name, reps, resid_layers, head_layers)
-        print(f"{name} speedup={ratio:.2f} max_abs_diff={diff:.2e}", flush=True)
+        all_logits = args.all_logits == "both" or (args.all_logits == "toy" and name == "toy")
+        out = bench(name, reps, resid_layers, head_layers, all_logits)
+        print(f"{name} speedup={out['ratio']:.2f} max_abs_diff={out['diff']:.2e}", flush=True)
+        if out["ratio_all"] is not None:
+            print(f"  {name} speedup with logits at all positions (no logit_positions): {out['ratio_all']:.2f}", flush=True)
         if args.verbose:
-            print(f"  {name} (baseline s, engine s) per rep: {times}", flush=True)
+            cols = "baseline s, engine s" + (", engine all-logits s" if all_logits else "")
+            print(f"  {name} ({cols}) per rep: {out['times']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,31 @@ the same shape as TransformerLens's (``[layer, pos]``, ``[layer, pos, head]``, `
 
 1. **Many patched variants in one forward pass**: ``K`` variants are stacked along the batch
    dimension (``[K * batch, pos]``), each with its own patch, in chunks whose estimated activation
-   memory stays under ``memory_budget_gb``; the metric is then applied to each variant's slice.
-2. **Start at the patched layer** (``HookedTransformer``: ``forward(start_at_layer=l)``) from the
-   corrupted run's cached ``resid_pre`` — layers before the patch cannot change.
+   memory stays under ``memory_budget_gb``. The metric is applied to each variant's slice (in one
+   ``torch.func.vmap`` call per pass when that gives the same numbers as calling it per variant).
+2. **Start at the patched layer** (``HookedTransformer``): the engine runs the model's own blocks
+   from the corrupted run's cached ``resid_pre`` of the patched layer; layers before the patch
+   cannot change.
 3. **Skip positions before the patch** (``HookedTransformer``, causal attention): a patch at
    position ``p`` cannot change anything at positions ``< p``, so only positions ``>= p`` are
    recomputed, attending to the corrupted run's cached keys and values (TransformerLens's
    ``past_kv_cache``); the logits at ``< p`` are the corrupted run's.
+4. **Recompute only the patched position in the patched layer** when the patch is local to it
+   (``z``, ``q``, a pattern row, ``attn_out``, ``mlp_out``, ``resid_mid``, ``resid_post`` at one
+   position): the patched layer's output changes only at ``p``; later positions of that layer come
+   from the corrupted cache, and the later layers recompute positions ``>= p``.
+5. **Logits only where the metric reads them** (optional ``logit_positions=``): the metric then
+   receives ``logits[:, logit_positions]`` instead of all positions, and the unembedding (the
+   largest matrix of a language model) runs only at those positions.
+
+On small models a forward pass costs more in Python overhead than in arithmetic, so patches with
+nearby start positions share a pass (a small dynamic programme over start positions trades
+recomputed positions against per-pass overhead, :attr:`PatchingEngine.PASS_OVERHEAD_FLOPS`).
 
 A ``TransformerBridge`` supports neither ``start_at_layer`` nor a KV cache in TransformerLens 3.9,
-so there it runs full forward passes (still batched). Everything runs under ``torch.no_grad()``
-in eval mode, and the model comes back with its hooks, mode and flags as before.
+and a model with hooks already attached could depend on positions, so there the engine runs full
+forward passes (still batched). Everything runs under ``torch.no_grad()`` in eval mode, and the
+model comes back with its hooks, mode and flags as before.
 """
 
 from __future__ import annotations
@@ -30,8 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from hooks.ablation import metric_value
-from hooks.names import active_hook_names, check_layer
-from hooks.state import preserved_state
+from hooks.names import active_hook_names, check_layer, check_positions
+from hooks.state import count_hooks, preserved_state
 from hooks.weights import is_bridge
 
 # sweep -> (activation, index axes): the partials of transformer_lens.patching
@@ -57,6 +71,10 @@ _SUFFIX = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_
            "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "z": "attn.hook_z", "q": "attn.hook_q",
            "k": "attn.hook_k", "v": "attn.hook_v", "pattern": "attn.hook_pattern"}
 
+# a patch of these at position p changes the patched layer's output at p only (k / v / resid_pre
+# change every later position of the patched layer through attention)
+_LOCAL = frozenset({"z", "q", "pattern", "attn_out", "mlp_out", "resid_mid", "resid_post"})
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -66,6 +84,17 @@ class Variant:
     layer: int
     pos: Optional[int]  # position (dest position for patterns); None = all positions
     head: Optional[int]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One batched forward pass: ``variants`` patched at ``layer``, recomputing positions
+    ``start..end`` of the patched layer and ``start..`` of the later layers."""
+
+    layer: int
+    start: int
+    end: int
+    variants: tuple[Variant, ...]
 
 
 def _hook_name(act: str, layer: int) -> str:
@@ -114,21 +143,62 @@ def _metric_values(metric: Callable, logits: Tensor, per_example: bool, batch: i
     return value.detach().float().cpu()
 
 
+def _setter(act_name: str, clean: Tensor, start: int, chunk: Sequence[Variant], batch: int) -> Callable:
+    """A hook writing each variant's clean activation into its rows, in place (vectorised).
+
+    In place like transformer_lens.patching's setters: on a bridge, ``hook_resid_mid`` is an alias
+    of ``ln2.hook_in`` whose tensor *is* the residual stream, so only an in-place write reaches the
+    residual. ``start`` is the first position the hooked activation holds (a KV-cached pass)."""
+    K = len(chunk)
+    rows = torch.arange(K * batch, device=clean.device)
+    ex = torch.arange(batch, device=clean.device).repeat(K)
+    head = pos = None
+    if chunk[0].head is not None:
+        head = torch.tensor([v.head for v in chunk], device=clean.device).repeat_interleave(batch)
+    if chunk[0].pos is not None:
+        pos = torch.tensor([v.pos for v in chunk], device=clean.device).repeat_interleave(batch)
+    is_pattern = act_name == "pattern"
+
+    def hook(act: Tensor) -> Tensor:
+        n = act.shape[1] if not is_pattern else act.shape[2]  # positions held (queries for patterns)
+        if is_pattern:
+            keys = act.shape[-1]
+            if pos is None:
+                act[rows, head] = clean[ex, head, start : start + n, :keys]
+            else:
+                act[rows, head, pos - start] = clean[ex, head, pos, :keys]
+        elif head is None:
+            act[rows, pos - start] = clean[ex, pos]
+        elif pos is None:
+            act[rows, :, head] = clean[ex, start : start + n, head]
+        else:
+            act[rows, pos - start, head] = clean[ex, pos, head]
+        return act
+
+    return hook
+
+
 class PatchingEngine:
     """Runs patching sweeps for one (clean, corrupted, metric) triple, reusing the cached runs.
 
-    ``MIN_FLOPS``: forward passes with less work than this are merged (per-pass overhead dominates).
+    ``logit_positions``: positions whose logits the metric reads (ints, negative from the end). The
+    metric then receives ``logits[:, logit_positions]`` (``[batch, len(logit_positions), d_vocab]``)
+    and the engine unembeds only there. Default ``None``: all positions, as TransformerLens.
+
+    ``PASS_OVERHEAD_FLOPS``: the Python cost of one block call, in floating-point operations;
+    patches whose start positions are close share a pass when that is cheaper overall.
 
     >>> engine = PatchingEngine(model, clean_tokens, corrupted_tokens, metric)
     >>> resid = engine.sweep("resid_pre")                # [n_layers, pos], as get_act_patch_resid_pre
     >>> heads = engine.sweep("attn_head_out_by_pos")     # [n_layers, pos, n_heads]
     """
 
-    MIN_FLOPS = 2e9
+    PASS_OVERHEAD_FLOPS = 1.5e7
 
     def __init__(self, model: nn.Module, clean_tokens: Tensor, corrupted_tokens: Tensor, metric: Callable,
                  per_example: bool = False, memory_budget_gb: float = 2.0, start_at_layer: bool = True,
-                 skip_positions: bool = True, progress: bool = True):
+                 skip_positions: bool = True, progress: bool = True,
+                 logit_positions: Optional[Sequence[int]] = None):
         _check_inputs(clean_tokens, corrupted_tokens)
         if not callable(metric):
             raise TypeError(f"metric must be callable (logits -> scalar), got {type(metric).__name__}")
@@ -136,131 +206,231 @@ class PatchingEngine:
             raise ValueError(f"memory_budget_gb must be > 0, got {memory_budget_gb!r}")
         self.model, self.metric, self.per_example = model, metric, per_example
         self.clean_tokens, self.corrupted_tokens = clean_tokens, corrupted_tokens
+        self.batch, self.seq = corrupted_tokens.shape
+        self.logit_positions = self._check_logit_positions(logit_positions)
         self.budget = memory_budget_gb * 2**30
         self.progress = progress
         cfg = model.cfg
-        self.can_start = start_at_layer and not is_bridge(model) and getattr(cfg, "positional_embedding_type", "standard") != "shortformer"
+        self.can_start = (
+            start_at_layer and not is_bridge(model)
+            and getattr(cfg, "positional_embedding_type", "standard") not in ("shortformer", "relative_positional_bias")
+            and not (getattr(cfg, "output_logits_soft_cap", None) or -1) > 0 and count_hooks(model) == 0
+        )
         self.can_skip = self.can_start and skip_positions and getattr(cfg, "attention_dir", "causal") == "causal"
-        self._clean_cache = None
-        self._corrupted = None
+        self._clean_cache: dict[str, Tensor] = {}
+        self._corrupted: Optional[tuple[Tensor, dict[str, Tensor]]] = None
+        self._vmap_ok: Optional[bool] = None
+        self._bytes_per_token: Optional[tuple[int, int]] = None
+
+    def _check_logit_positions(self, positions) -> list[int]:
+        if positions is None:
+            return list(range(self.seq))
+        if isinstance(positions, int) or not len(positions):
+            raise ValueError(f"logit_positions must be a non-empty sequence of ints or None, got {positions!r}")
+        return check_positions(list(positions), self.seq, what="logit_positions entry")
 
     # ------------------------------------------------------------------ caches
 
+    def _capture(self, tokens: Tensor, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and the activations at ``names`` of one plain forward pass."""
+        if not self.can_start:  # bridge: TransformerLens's own cache semantics
+            logits, cache = self.model.run_with_cache(tokens, names_filter=names)
+            return logits, {n: cache[n] for n in names}
+        store: dict[str, Tensor] = {}
+        handles = []
+        try:
+            for n in names:
+                handles.append(self.model.hook_dict[n].register_forward_hook(
+                    lambda mod, inp, out, n=n: store.__setitem__(n, out.detach())))
+            logits = self.model(tokens)
+        finally:
+            for h in handles:
+                h.remove()
+        return logits, store
+
     def _caches(self, names: list[str]):
-        """Clean activations for ``names``; corrupted resid_pre / k / v of every layer and logits."""
-        model = self.model
-        L = model.cfg.n_layers
-        corr_names = [f"blocks.{l}.hook_resid_pre" for l in range(L)]
-        if self.can_skip:
-            corr_names += [f"blocks.{l}.attn.hook_{x}" for l in range(L) for x in ("k", "v")]
-        need_clean = [n for n in names if self._clean_cache is None or n not in self._clean_cache]
-        if need_clean:
-            _, cache = model.run_with_cache(self.clean_tokens, names_filter=need_clean)
-            self._clean_cache = {**(self._clean_cache or {}), **{n: cache[n] for n in need_clean}}
+        """Clean activations for ``names``; corrupted logits and resid_pre / k / v of every layer."""
+        L = self.model.cfg.n_layers
+        need = [n for n in names if n not in self._clean_cache]
+        if need:
+            self._clean_cache.update(self._capture(self.clean_tokens, need)[1])
         if self._corrupted is None:
-            logits, cache = model.run_with_cache(self.corrupted_tokens, names_filter=corr_names if self.can_start else [])
-            self._corrupted = (logits, {n: cache[n] for n in (corr_names if self.can_start else [])})
-            _metric_values(self.metric, logits, self.per_example, self.corrupted_tokens.shape[0])  # check it early
+            corr = []
+            if self.can_start:
+                corr = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+            if self.can_skip:
+                corr += [f"blocks.{l}.attn.hook_{x}" for l in range(L) for x in ("k", "v")]
+            logits, cache = self._capture(self.corrupted_tokens, corr)
+            logits = logits[:, self.logit_positions]
+            _metric_values(self.metric, logits, self.per_example, self.batch)  # check it early
+            self._corrupted = (logits, cache)
         return self._clean_cache, self._corrupted
 
     # ------------------------------------------------------------------ planning
 
-    def _chunk_size(self, n_pos: int) -> int:
+    def _d_vocab_out(self) -> int:
         cfg = self.model.cfg
-        d_mlp = getattr(cfg, "d_mlp", None) or 0
-        d_vocab_out = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
-        per_token = 4 * (3 * d_vocab_out + 3 * d_mlp + 12 * cfg.d_model + 4 * cfg.n_heads * self.corrupted_tokens.shape[1])
-        per_variant = self.corrupted_tokens.shape[0] * n_pos * per_token
+        return cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
+
+    def _chunk_size(self, n_pos: int, n_logits: int) -> int:
+        """How many variants fit the memory budget in a pass over ``n_pos`` positions (float32
+        activations of one block at a time, plus the logits)."""
+        if self._bytes_per_token is None:
+            cfg = self.model.cfg
+            d_mlp = getattr(cfg, "d_mlp", None) or 0
+            self._bytes_per_token = (4 * (3 * d_mlp + 12 * cfg.d_model + 4 * cfg.n_heads * self.seq),
+                                     4 * 3 * self._d_vocab_out())
+        per_token, per_logit = self._bytes_per_token
+        per_variant = self.batch * (n_pos * per_token + n_logits * per_logit)
         return max(1, int(self.budget // per_variant))
 
-    def _flops_per_token(self) -> float:
+    def _layer_flops(self) -> float:
+        """Floating-point operations of one block at one token (attention over the full length)."""
         cfg = self.model.cfg
         d_mlp = 0 if cfg.attn_only else (getattr(cfg, "d_mlp", None) or 0)
-        d_vocab_out = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
-        per_layer = 4 * cfg.d_model * cfg.n_heads * cfg.d_head + 2 * cfg.d_model * d_mlp
-        return 2.0 * (cfg.n_layers * per_layer + cfg.d_model * d_vocab_out)
+        return 2.0 * (4 * cfg.d_model * cfg.n_heads * cfg.d_head + 2 * cfg.d_model * d_mlp
+                      + 2 * cfg.n_heads * cfg.d_head * self.seq)
 
-    def _groups(self, variants: list[Variant]) -> list[tuple[int, int, list[Variant]]]:
-        """(layer, first recomputed position, variants) chunks, each fitting the memory budget.
+    def _span(self, act: str, v: Variant) -> tuple[int, int]:
+        """(first, last) position of the patched layer that a patch changes."""
+        if not self.can_skip or v.pos is None:
+            return 0, self.seq - 1
+        return v.pos, (v.pos if act in _LOCAL else self.seq - 1)
 
-        Skipping positions before the patch means one forward pass per start position. On small
-        models the per-pass overhead outweighs the saved compute, so consecutive start positions
-        are merged (starting at the smallest) while a pass stays under ``MIN_FLOPS`` of work."""
+    def _n_logits(self, layer: int, start: int, end: int) -> int:
+        """How many logit positions a pass recomputes (the others are the corrupted run's)."""
+        top = end + 1 if layer == self.model.cfg.n_layers - 1 else self.seq
+        below = self._logits_below
+        return below[top] - below[start]
+
+    def _pass_cost(self, layer: int, start: int, end: int, n_variants: int, flops: tuple[float, float]) -> float:
+        """Estimated cost (floating-point operations plus per-call overhead) of patching
+        ``n_variants`` in passes from ``start`` (``flops``: one block and one unembedding per token)."""
+        L, P = self.model.cfg.n_layers, self.seq
+        n_logits = self._n_logits(layer, start, end)
+        n_passes = -(-n_variants // self._chunk_size(P - start, n_logits))
+        tokens = end - start + 1 + (L - layer - 1) * (P - start)
+        work = n_variants * self.batch * (tokens * flops[0] + n_logits * flops[1])
+        return work + n_passes * (L - layer + 1) * self.PASS_OVERHEAD_FLOPS
+
+    def _plan(self, act: str, variants: list[Variant]) -> list[Pass]:
+        """Passes covering ``variants``, each fitting the memory budget, of least estimated cost.
+
+        Per layer, the patches are grouped by the span they change; consecutive start positions
+        are merged into one pass (starting at the smallest) when the saved per-pass overhead
+        outweighs the recomputed positions (dynamic programme over the sorted start positions)."""
         by_layer: dict[int, dict[int, list[Variant]]] = {}
+        ends: dict[tuple[int, int], int] = {}
         for v in variants:
-            start = v.pos if (self.can_skip and v.pos is not None) else 0
+            start, end = self._span(act, v)
             by_layer.setdefault(v.layer, {}).setdefault(start, []).append(v)
-        seq, batch = self.corrupted_tokens.shape[1], self.corrupted_tokens.shape[0]
-        flops = self._flops_per_token() * batch
-        chunks = []
+            ends[v.layer, start] = max(end, ends.get((v.layer, start), end))
+        below = [0] * (self.seq + 1)  # below[x]: logit positions < x
+        for q in self.logit_positions:
+            for x in range(q + 1, self.seq + 1):
+                below[x] += 1
+        self._logits_below = below
+        flops = (self._layer_flops(), 2.0 * self.model.cfg.d_model * self._d_vocab_out())
+        passes = []
         for layer in sorted(by_layer):
-            merged: list[tuple[int, list[Variant]]] = []
-            for start in sorted(by_layer[layer]):
-                vs = by_layer[layer][start]
-                if merged:
-                    first, group = merged[-1]
-                    if (len(group) + len(vs)) * (seq - first) * flops < self.MIN_FLOPS:
-                        merged[-1] = (first, group + vs)
-                        continue
-                merged.append((start, list(vs)))
-            for start, vs in merged:
-                k = self._chunk_size(seq - start)
-                chunks += [(layer, start, vs[i : i + k]) for i in range(0, len(vs), k)]
-        return chunks
+            starts = sorted(by_layer[layer])
+            best = [0.0] + [float("inf")] * len(starts)  # best[j]: cost of starts[:j]
+            cut = [0] * (len(starts) + 1)
+            for j in range(1, len(starts) + 1):
+                n, end = 0, -1
+                for i in range(j, 0, -1):  # group starts[i-1 : j]
+                    n += len(by_layer[layer][starts[i - 1]])
+                    end = max(end, ends[layer, starts[i - 1]])
+                    cost = best[i - 1] + self._pass_cost(layer, starts[i - 1], end, n, flops)
+                    if cost < best[j]:
+                        best[j], cut[j] = cost, i - 1
+            j, groups = len(starts), []
+            while j > 0:
+                groups.append(starts[cut[j] : j])
+                j = cut[j]
+            for group in reversed(groups):
+                vs = [v for s in group for v in by_layer[layer][s]]
+                start, end = group[0], max(ends[layer, s] for s in group)
+                k = self._chunk_size(self.seq - start, self._n_logits(layer, start, end))
+                passes += [Pass(layer, start, end, tuple(vs[i : i + k])) for i in range(0, len(vs), k)]
+        return passes
 
     # ------------------------------------------------------------------ running
 
-    def _setter(self, act_name: str, clean: Tensor, start: int, chunk: list[Variant], batch: int):
-        is_pattern = act_name == "pattern"
-
-        def hook(act: Tensor, hook=None) -> Tensor:
-            # in place, like transformer_lens.patching's setters: on a bridge, hook_resid_mid is an
-            # alias of ln2.hook_in whose tensor *is* the residual stream, so only an in-place write
-            # reaches the residual (and matches TransformerLens's numbers)
-            for k, v in enumerate(chunk):
-                rows = slice(k * batch, (k + 1) * batch)
-                if is_pattern:
-                    if v.pos is None:
-                        act[rows, v.head] = clean[:, v.head, start:]
-                    else:
-                        act[rows, v.head, v.pos - start] = clean[:, v.head, v.pos]
-                elif v.head is None:
-                    act[rows, v.pos - start] = clean[:, v.pos]
-                elif v.pos is None:
-                    act[rows, :, v.head] = clean[:, start:, v.head]
-                else:
-                    act[rows, v.pos - start, v.head] = clean[:, v.pos, v.head]
-            return act
-
-        return hook
-
-    def _run_chunk(self, act: str, layer: int, start: int, chunk: list[Variant]) -> Tensor:
-        model, B, K = self.model, self.corrupted_tokens.shape[0], len(chunk)
-        name = _hook_name(act, layer)
-        clean_cache, (corr_logits, corr_cache) = self._caches([name])
-        hook = self._setter(act, clean_cache[name], start, chunk, B)
-        fwd_hooks = [(name, hook)]
+    def _run_pass(self, act: str, p: Pass) -> Tensor:
+        """Patched logits ``[K * batch, len(logit_positions), d_vocab]`` of one pass."""
+        K, B = len(p.variants), self.batch
+        name = _hook_name(act, p.layer)
+        clean_cache, (corr_logits, corr) = self._caches([name])
+        hook = _setter(act, clean_cache[name], p.start, p.variants, B)
         if not self.can_start:
-            logits = model.run_with_hooks(self.corrupted_tokens.repeat(K, 1), fwd_hooks=fwd_hooks)
-        else:
-            resid = corr_cache[f"blocks.{layer}.hook_resid_pre"][:, start:].repeat(K, 1, 1)
-            kv = self._kv_cache(layer, start, K, corr_cache)
-            logits = model.run_with_hooks(resid, fwd_hooks=fwd_hooks, start_at_layer=layer, past_kv_cache=kv)
-        if start > 0:
-            logits = torch.cat([corr_logits[:, :start].repeat(K, 1, 1), logits], dim=1)
-        return torch.stack([_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)])
+            return self._full_forward(name, hook, K)[:, self.logit_positions]
+        handle = self.model.hook_dict[name].register_forward_hook(lambda mod, inp, out: hook(out))
+        try:
+            return self._partial_forward(p, corr_logits, corr, K)
+        finally:
+            handle.remove()
 
-    def _kv_cache(self, layer: int, start: int, K: int, corr_cache: dict) -> Optional[list]:
+    def _full_forward(self, name: str, setter: Callable, K: int) -> Tensor:
+        fwd_hooks = [(name, lambda act, hook=None: setter(act))]
+        return self.model.run_with_hooks(self.corrupted_tokens.repeat(K, 1), fwd_hooks=fwd_hooks)
+
+    def _partial_forward(self, p: Pass, corr_logits: Tensor, corr: dict[str, Tensor], K: int) -> Tensor:
+        """Run the model's own blocks from ``p.layer`` on positions ``p.start..`` (KV-cached below),
+        then the final norm and unembedding at the logit positions the pass can change."""
+        model, P, L = self.model, self.seq, self.model.cfg.n_layers
+        s, e, layer = p.start, p.end, p.layer
+        resid = corr[f"blocks.{layer}.hook_resid_pre"][:, s : e + 1].repeat(K, 1, 1)
+        resid = model.blocks[layer](resid, past_kv_cache_entry=self._kv_entry(layer, s, K, corr))
+        if e < P - 1 and layer < L - 1:  # the rest of the patched layer is unchanged
+            after = corr[f"blocks.{layer + 1}.hook_resid_pre"][:, e + 1 :].repeat(K, 1, 1)
+            resid = torch.cat([resid, after], dim=1)
+        for l in range(layer + 1, L):
+            resid = model.blocks[l](resid, past_kv_cache_entry=self._kv_entry(l, s, K, corr))
+        top = s + resid.shape[1]  # positions s..top-1 recomputed
+        logits = corr_logits.repeat(K, 1, 1)
+        where = [i for i, q in enumerate(self.logit_positions) if s <= q < top]
+        if where:
+            at = torch.tensor([self.logit_positions[i] - s for i in where])
+            x = resid[:, at]
+            if model.cfg.normalization_type is not None:
+                x = model.ln_final(x)
+            logits[:, where] = model.unembed(x)
+        return logits
+
+    def _kv_entry(self, layer: int, start: int, K: int, corr: dict[str, Tensor]):
         if start == 0:
             return None
         from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
 
-        entries: list = [None] * self.model.cfg.n_layers
-        for l in range(layer, self.model.cfg.n_layers):
-            keys = corr_cache[f"blocks.{l}.attn.hook_k"][:, :start].repeat(K, 1, 1, 1)
-            values = corr_cache[f"blocks.{l}.attn.hook_v"][:, :start].repeat(K, 1, 1, 1)
-            entries[l] = Entry(past_keys=keys, past_values=values, frozen=True)
-        return entries
+        keys = corr[f"blocks.{layer}.attn.hook_k"][:, :start].repeat(K, 1, 1, 1)
+        values = corr[f"blocks.{layer}.attn.hook_v"][:, :start].repeat(K, 1, 1, 1)
+        return Entry(past_keys=keys, past_values=values, frozen=True)
+
+    def _metric_per_variant(self, logits: Tensor, K: int) -> Tensor:
+        """``metric`` of each variant's ``[batch, ...]`` slice: one ``vmap`` call when that works and
+        agrees with calling the metric per variant (checked on the first pass), else a loop."""
+        B = self.batch
+        want = (K, B) if self.per_example else (K,)
+        if self._vmap_ok is not False and K > 1:
+            try:
+                out = torch.func.vmap(self.metric)(logits.reshape(K, B, *logits.shape[1:]))
+                ok = isinstance(out, Tensor) and out.numel() == K * (B if self.per_example else 1)
+            except Exception:  # vmap cannot batch this metric (.item(), Python control flow, ...)
+                out, ok = None, False
+            if ok and self._vmap_ok:
+                return out.reshape(want).detach().float().cpu()
+            if not ok:
+                self._vmap_ok = False
+            else:
+                loop = self._metric_loop(logits, K)
+                self._vmap_ok = bool(torch.allclose(out.reshape(want).detach().float().cpu(), loop, rtol=1e-6, atol=1e-6))
+                return loop
+        return self._metric_loop(logits, K)
+
+    def _metric_loop(self, logits: Tensor, K: int) -> Tensor:
+        B = self.batch
+        return torch.stack([_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)])
 
     def sweep(self, sweep: str, layers: Optional[Sequence[int]] = None) -> Tensor:
         """Patch every index of ``sweep`` (a key of :data:`SWEEPS`); ``layers`` restricts the layers
@@ -274,22 +444,22 @@ class PatchingEngine:
         missing = [_hook_name(act, l) for l in layers if _hook_name(act, l) not in active]
         if missing:
             raise ValueError(f"sweep {sweep!r} needs hook points this model does not fire: {missing}")
-        seq, B = self.corrupted_tokens.shape[1], self.corrupted_tokens.shape[0]
-        variants = _variants(model, sweep, layers, seq)
-        shape = _result_shape(model, sweep, len(layers), seq) + ((B,) if self.per_example else ())
+        variants = _variants(model, sweep, layers, self.seq)
+        shape = _result_shape(model, sweep, len(layers), self.seq) + ((self.batch,) if self.per_example else ())
         result = torch.zeros(shape)
         from tqdm.auto import tqdm
 
         with preserved_state(model), torch.no_grad():
             model.eval()
-            chunks = self._groups(variants)
-            bar = tqdm(total=len(variants), desc=f"patching {sweep}", disable=not self.progress or len(chunks) < 8)
+            self._caches([_hook_name(act, l) for l in layers])
+            passes = self._plan(act, variants)
+            bar = tqdm(total=len(variants), desc=f"patching {sweep}", disable=not self.progress or len(passes) < 8)
             with bar:
-                for layer, start, chunk in chunks:
-                    values = self._run_chunk(act, layer, start, chunk)
-                    for v, value in zip(chunk, values):
+                for p in passes:
+                    values = self._metric_per_variant(self._run_pass(act, p), len(p.variants))
+                    for v, value in zip(p.variants, values):
                         result[v.index] = value
-                    bar.update(len(chunk))
+                    bar.update(len(p.variants))
         return result
 
 
@@ -297,6 +467,6 @@ def patch_sweep(model: nn.Module, clean_tokens: Tensor, corrupted_tokens: Tensor
                 sweep: str = "resid_pre", layers: Optional[Sequence[int]] = None, **options) -> Tensor:
     """One patching sweep; same numbers as ``transformer_lens.patching.get_act_patch_<sweep>``
     (run on ``corrupted_tokens`` with the clean cache of ``clean_tokens``). ``options``:
-    ``per_example``, ``memory_budget_gb``, ``start_at_layer``, ``skip_positions``, ``progress``
-    (see :class:`PatchingEngine`)."""
+    ``per_example``, ``memory_budget_gb``, ``start_at_layer``, ``skip_positions``, ``progress``,
+    ``logit_positions`` (see :class:`PatchingEngine`)."""
     return PatchingEngine(model, clean_tokens, corrupted_tokens, metric, **options).sweep(sweep, layers)

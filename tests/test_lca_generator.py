@@ -169,3 +169,31 @@ def test_spearman_and_affine_fit_statistics():
     assert spearman([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(0.894427, abs=1e-5)  # scipy's value with ties
     a, b, r2 = affine_fit([0, 1, 2, 3], [1, 3, 5, 7])
     assert (a, b, r2) == pytest.approx((1.0, 2.0, 1.0))
+
+
+def hamming_embedding(m: int, c0: float = 0.5, c1: float = 1.0, pad: int = 3) -> torch.Tensor:
+    """Spec §5 (2): W_E(i) = [c0, c1 (2 z(i) - 1)], padded with zeros."""
+    ids = torch.arange(2**m)
+    z = torch.stack([(ids >> (m - 1 - k)) & 1 for k in range(m)], dim=1).float()
+    return torch.cat([torch.full((2**m, 1), c0), c1 * (2 * z - 1), torch.zeros(2**m, pad)], dim=1)
+
+
+def test_explicit_hamming_embedding_has_affine_inner_products_and_rank_m_spectrum():
+    from mechmem.papers.lca.constructions import centred_gram_spectrum, inner_by_hamming, top_energy
+
+    m = 5
+    E = hamming_embedding(m)
+    means = inner_by_hamming(E, m)
+    expected = torch.tensor([0.25 + (m - 2 * d) for d in range(m + 1)])
+    assert torch.allclose(means, expected, atol=1e-5), f"<W_E(i), W_E(j)> must be c0^2 + c1^2 (m - 2 D_H): {means}"
+    eig = centred_gram_spectrum(E, 2**m)
+    assert top_energy(eig, m) == pytest.approx(1.0, abs=1e-6) and eig[m] < 1e-4, "centred Gram must have rank m"
+
+
+def test_principal_cosines_of_equal_and_orthogonal_subspaces():
+    from mechmem.papers.lca.constructions import principal_cosines
+
+    A = torch.diag(torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0]))
+    B = torch.diag(torch.tensor([0.0, 0.0, 0.0, 2.0, 1.0]))
+    assert torch.allclose(principal_cosines(A, 5 * A, 3), torch.ones(3))
+    assert torch.allclose(principal_cosines(A, B, 2), torch.zeros(2), atol=1e-6)

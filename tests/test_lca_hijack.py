@@ -10,7 +10,6 @@ import torch
 import mechmem.papers.lca
 
 from mechmem.papers.lca.hijack import (
-    HijackResult,
     _next_token_logprobs,
     hijacked_prompt,
     is_monotone,

@@ -59,13 +59,11 @@ def load_language_model(model: str | None = None, run: Path | None = None):
 
 
 def cmd_hijack(args: argparse.Namespace) -> int:
-    from .hijack import is_monotone, run_hijack
+    from .hijack import check_options, is_monotone, run_hijack
     from .records import load_records
 
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-    bad = [s for s in schemes if s not in SCHEMES]
-    if bad or not schemes:
-        raise ValueError(f"--schemes: {bad or schemes} not allowed; choose from {list(SCHEMES)}")
+    check_options(schemes, args.max_k, args.score, args.batch_size)
     records = load_records(args.records, limit=args.limit)
     lm, codec, name = load_language_model(args.model, args.run)
     result = run_hijack(lm, records, codec, schemes=schemes, max_k=args.max_k, score=args.score,

@@ -109,15 +109,18 @@ def wv_bar(lab: Lab) -> ExperimentResult:
 # --------------------------------------------------------------------------- wv_replace
 
 
-def constructed_for(trained: Trained) -> Tensor:
-    """W̄_V built from the trained W_E with the generator's own neighbourhood, scaled by the
-    least-squares factor ``c = <W_V, W̄_V> / |W̄_V|^2`` (the construction fixes W̄_V up to scale)."""
-    task = trained.task
-    W_E = trained.model.embed.W_E.detach()
-    W_bar = constructed_W_V(W_E, neighbour_adjacency(task.parsed, task.m))
-    W_V = trained.model.blocks[0].attn.W_V.detach()[0]
+def constructed_value_matrix(model: nn.Module, task) -> Tensor:
+    """W̄_V (TransformerLens layout) built from ``model``'s W_E with ``task``'s own neighbourhood, scaled by
+    the least-squares factor ``c = <W_V, W̄_V> / |W̄_V|^2`` (the construction fixes W̄_V only up to scale)."""
+    W_bar = constructed_W_V(model.embed.W_E.detach(), neighbour_adjacency(task.parsed, task.m))
+    W_V = model.blocks[0].attn.W_V.detach()[0]
     scale = (W_V * W_bar).sum() / (W_bar * W_bar).sum().clamp_min(1e-12)
     return scale * W_bar
+
+
+def constructed_for(trained: Trained) -> Tensor:
+    """:func:`constructed_value_matrix` of a trained variant."""
+    return constructed_value_matrix(trained.model, trained.task)
 
 
 def wv_replace(lab: Lab) -> ExperimentResult:
@@ -172,13 +175,27 @@ def hamming_inner(lab: Lab) -> ExperimentResult:
         dist = list(range(1, m + 1))
         a, b, r2 = affine_fit(dist, means[1:])
         data[label] = {"distance": list(range(m + 1)), "mean_inner": means.tolist(), "intercept": a, "slope": b,
-                       "r2": r2, "spearman": spearman(dist, means[1:]), "model": _model_info(trained)}
+                       "r2": r2, "spearman": spearman(dist, means[1:]),
+                       "memory_by_distance": memory_by_hamming(trained.model, m).tolist(), "model": _model_info(trained)}
         ax.plot(dist, means[1:].tolist(), "o", label=f"{label} (R²={r2:.2f})")
         ax.plot(dist, [a + b * x for x in dist], "-", color=ax.lines[-1].get_color(), lw=0.8)
     ax.set_xlabel("Hamming distance $D_H(i, j)$")
     ax.set_ylabel(r"mean $\langle W_E(i), W_E(j)\rangle$")
     ax.legend()
     return ExperimentResult("hamming_inner", data, fig)
+
+
+def memory_by_hamming(model: nn.Module, m: int) -> Tensor:
+    """Mean of the value-memory form ``W_E(j) W_V W_U[:, k]`` (context token j -> logit of k) at each D_H(j, k).
+
+    This is what the read-out does with one attended token; for an N1 memory it should peak at D_H = 1.
+    """
+    V = 2**m
+    E = model.embed.W_E.detach()[:V]
+    form = E @ model.blocks[0].attn.W_V.detach()[0] @ model.blocks[0].attn.W_O.detach()[0] @ model.unembed.W_U.detach()
+    ids = torch.arange(V)
+    dist = hamming(ids[:, None], ids[None, :])
+    return torch.stack([form[dist == k].mean() for k in range(m + 1)])
 
 
 def spectrum(lab: Lab) -> ExperimentResult:

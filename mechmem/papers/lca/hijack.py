@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -174,6 +174,21 @@ def _sequence_logprobs(model: nn.Module, prompts: list[list[int]], continuations
     return torch.stack(scores)
 
 
+def check_options(schemes: Sequence[str], max_k: int, score: str, batch_size: int) -> None:
+    """Validate the runner's options (before any model is loaded or run)."""
+    if not schemes:
+        raise ValueError(f"schemes: give at least one of {list(SCHEMES)}")
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme {scheme!r} does not exist; allowed schemes: {list(SCHEMES)}")
+    if score not in SCORES:
+        raise ValueError(f"score {score!r} does not exist; allowed: {list(SCORES)}")
+    if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 0:
+        raise ValueError(f"max_k must be an int >= 0, got {max_k!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
 def run_hijack(
     model: nn.Module,
     records: Sequence[CounterFactRecord],
@@ -194,15 +209,7 @@ def run_hijack(
     forward pass.
     """
     schemes = list(schemes)
-    for scheme in schemes:
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme {scheme!r} does not exist; allowed schemes: {list(SCHEMES)}")
-    if score not in SCORES:
-        raise ValueError(f"score {score!r} does not exist; allowed: {list(SCORES)}")
-    if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 0:
-        raise ValueError(f"max_k must be an int >= 0, got {max_k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_options(schemes, max_k, score, batch_size)
     if not records:
         raise ValueError("no records")
     codec = codec or codec_for(model)

@@ -8,7 +8,7 @@ variant once per reproduction and hands out fixed, seeded evaluation sets.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -116,6 +116,3 @@ class Lab:
     @property
     def n_models(self) -> int:
         return len(self._models)
-
-    def with_settings(self, **changes) -> "Lab":
-        return Lab(replace(self.settings, **changes), self.seed, self.progress)

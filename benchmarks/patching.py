@@ -4,15 +4,23 @@ Sweeps timed on each model: the full ``resid_pre`` (layer x position) sweep and 
 by position (``z``: layer x position x head) sweep. On the GPT-2-shaped model the head sweep is
 timed on the layer subset ``--gpt2-head-layers`` (default 3 and 8, whose mean remaining depth,
 13/24 of the model, equals the full sweep's 78/144) for *both* tools, so the transformer_lens
-baseline finishes in a few minutes on 2 CPU cores. Both tools run under ``torch.no_grad()`` (the
-stronger baseline) in eval mode, in float32.
+baseline finishes in minutes on 2 CPU cores. Both tools run under ``torch.no_grad()`` (the
+stronger baseline) in eval mode, in float32, on the same tokens with the same metric (the logit
+difference of two answer tokens at the last position, averaged over the batch).
+
+The engine is called with ``logit_positions=[-1]`` (the metric reads only the last position, so
+it unembeds only there; the metric receives ``logits[:, [-1]]`` and reads the same ``[:, -1]``
+slice as in the baseline), while transformer_lens.patching always computes the logits at every
+position. On the toy model (and on gpt2-shaped with ``--all-logits both``) the engine is also
+timed *without* ``logit_positions``, printed on a second, indented line.
 
 Prints, per model, ``<model> speedup=<ratio> max_abs_diff=<value>``: the median over repetitions
 of (baseline time / engine time) for the two sweeps together, and the largest difference between
-the two tools' results.
+the two tools' results (over every timed engine run).
 
     python benchmarks/patching.py                 # toy (5 reps) + gpt2-shaped (1 rep)
-    python benchmarks/patching.py --only toy --reps-toy 9
+    python benchmarks/patching.py --only toy --reps-toy 9 --verbose
+    python benchmarks/patching.py --only gpt2-shaped --all-logits both --verbose
 """
 
 from __future__ import annotations

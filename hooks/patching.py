@@ -12,7 +12,8 @@ the same shape as TransformerLens's (``[layer, pos]``, ``[layer, pos, head]``, `
    ``torch.func.vmap`` call per pass when that gives the same numbers as calling it per variant).
 2. **Start at the patched layer** (``HookedTransformer``): the engine runs the model's own blocks
    from the corrupted run's cached ``resid_pre`` of the patched layer; layers before the patch
-   cannot change.
+   cannot change. Patches of different layers with the same start position share a pass: each
+   joins the batch at its own layer, so the later blocks run on one large batch.
 3. **Skip positions before the patch** (``HookedTransformer``, causal attention): a patch at
    position ``p`` cannot change anything at positions ``< p``, so only positions ``>= p`` are
    recomputed, attending to the corrupted run's cached keys and values (TransformerLens's
@@ -88,12 +89,12 @@ class Variant:
 
 @dataclass(frozen=True)
 class Pass:
-    """One batched forward pass: ``variants`` patched at ``layer``, recomputing positions
-    ``start..end`` of the patched layer and ``start..`` of the later layers."""
+    """One batched forward pass from position ``start``: ``variants`` (sorted by layer) join the
+    batch at their patched layer; ``ends[layer]`` is the last position the patched layer must
+    recompute for them (the later layers recompute ``start..`` to the end)."""
 
-    layer: int
     start: int
-    end: int
+    ends: tuple[tuple[int, int], ...]  # (layer, end)
     variants: tuple[Variant, ...]
 
 
@@ -143,14 +144,16 @@ def _metric_values(metric: Callable, logits: Tensor, per_example: bool, batch: i
     return value.detach().float().cpu()
 
 
-def _setter(act_name: str, clean: Tensor, start: int, chunk: Sequence[Variant], batch: int) -> Callable:
+def _setter(act_name: str, clean: Tensor, start: int, chunk: Sequence[Variant], batch: int,
+            row0: int = 0) -> Callable:
     """A hook writing each variant's clean activation into its rows, in place (vectorised).
 
     In place like transformer_lens.patching's setters: on a bridge, ``hook_resid_mid`` is an alias
     of ``ln2.hook_in`` whose tensor *is* the residual stream, so only an in-place write reaches the
-    residual. ``start`` is the first position the hooked activation holds (a KV-cached pass)."""
+    residual. ``start`` is the first position the hooked activation holds (a KV-cached pass);
+    ``row0`` the first row of ``chunk`` in the hooked batch."""
     K = len(chunk)
-    rows = torch.arange(K * batch, device=clean.device)
+    rows = torch.arange(row0, row0 + K * batch, device=clean.device)
     ex = torch.arange(batch, device=clean.device).repeat(K)
     head = pos = None
     if chunk[0].head is not None:
@@ -253,7 +256,7 @@ class PatchingEngine:
         L = self.model.cfg.n_layers
         need = [n for n in names if n not in self._clean_cache]
         if need:
-            self._clean_cache.update(self._capture(self.clean_tokens, need)[1])
+            self._clean_cache.update(self._capture(self.clean_tokens, need + self._spare_names(need))[1])
         if self._corrupted is None:
             corr = []
             if self.can_start:
@@ -265,6 +268,20 @@ class PatchingEngine:
             _metric_values(self.metric, logits, self.per_example, self.batch)  # check it early
             self._corrupted = (logits, cache)
         return self._clean_cache, self._corrupted
+
+    def _spare_names(self, need: list[str]) -> list[str]:
+        """Every other patchable activation of the clean run, when all of them together take under
+        5% of the memory budget: a later sweep then needs no clean forward pass of its own."""
+        if self._clean_cache:
+            return []
+        cfg = self.model.cfg
+        H, d_head, P = cfg.n_heads, cfg.d_head, self.seq
+        size = 4 * cfg.n_layers * self.batch * P * (5 * cfg.d_model + 4 * H * d_head + H * P)
+        if size > 0.05 * self.budget:
+            return []
+        active = active_hook_names(self.model)
+        names = [_hook_name(a, l) for l in range(cfg.n_layers) for a in _SUFFIX]
+        return [n for n in names if n in active and n not in need]
 
     # ------------------------------------------------------------------ planning
 
@@ -281,7 +298,8 @@ class PatchingEngine:
             self._bytes_per_token = (4 * (3 * d_mlp + 12 * cfg.d_model + 4 * cfg.n_heads * self.seq),
                                      4 * 3 * self._d_vocab_out())
         per_token, per_logit = self._bytes_per_token
-        per_variant = self.batch * (n_pos * per_token + n_logits * per_logit)
+        # the pass returns logits at every logit position (the corrupted run's below the start)
+        per_variant = self.batch * (n_pos * per_token + max(n_logits, len(self.logit_positions)) * per_logit)
         return max(1, int(self.budget // per_variant))
 
     def _layer_flops(self) -> float:
@@ -297,102 +315,143 @@ class PatchingEngine:
             return 0, self.seq - 1
         return v.pos, (v.pos if act in _LOCAL else self.seq - 1)
 
-    def _n_logits(self, layer: int, start: int, end: int) -> int:
-        """How many logit positions a pass recomputes (the others are the corrupted run's)."""
-        top = end + 1 if layer == self.model.cfg.n_layers - 1 else self.seq
-        below = self._logits_below
-        return below[top] - below[start]
+    def _n_logits(self, start: int) -> int:
+        """How many logit positions a pass from ``start`` recomputes (the others are the corrupted run's)."""
+        return self._logits_from[start]
 
-    def _pass_cost(self, layer: int, start: int, end: int, n_variants: int, flops: tuple[float, float]) -> float:
-        """Estimated cost (floating-point operations plus per-call overhead) of patching
-        ``n_variants`` in passes from ``start`` (``flops``: one block and one unembedding per token)."""
+    def _pass_cost(self, start: int, group: dict[int, list[int]], flops: tuple[float, float], chunk: int) -> float:
+        """Estimated cost (floating-point operations plus per-call overhead) of passes from
+        ``start`` over ``group`` (layer -> [last recomputed position of that layer, variants]), at
+        most ``chunk`` variants a pass."""
         L, P = self.model.cfg.n_layers, self.seq
-        n_logits = self._n_logits(layer, start, end)
-        n_passes = -(-n_variants // self._chunk_size(P - start, n_logits))
-        tokens = end - start + 1 + (L - layer - 1) * (P - start)
-        work = n_variants * self.batch * (tokens * flops[0] + n_logits * flops[1])
-        return work + n_passes * (L - layer + 1) * self.PASS_OVERHEAD_FLOPS
+        per_variant_logits = self._n_logits(start) * flops[1]
+        work, calls, n = 0.0, L - min(group) + 1, 0
+        for layer, (end, k) in group.items():
+            tokens = end - start + 1 + (L - layer - 1) * (P - start)
+            work += k * (tokens * flops[0] + per_variant_logits)
+            calls += end < P - 1
+            n += k
+        return self.batch * work + -(-n // chunk) * calls * self.PASS_OVERHEAD_FLOPS
 
     def _plan(self, act: str, variants: list[Variant]) -> list[Pass]:
         """Passes covering ``variants``, each fitting the memory budget, of least estimated cost.
 
-        Per layer, the patches are grouped by the span they change; consecutive start positions
-        are merged into one pass (starting at the smallest) when the saved per-pass overhead
-        outweighs the recomputed positions (dynamic programme over the sorted start positions)."""
-        by_layer: dict[int, dict[int, list[Variant]]] = {}
+        Patches with the same start position share a pass, whatever their layer: each joins the
+        batch at its patched layer, so the later blocks run on large batches. Consecutive start
+        positions are merged into one pass (from the smallest) when the saved per-pass overhead
+        outweighs the recomputed positions (a dynamic programme over the sorted start positions)."""
+        by_start: dict[int, list[Variant]] = {}
         ends: dict[tuple[int, int], int] = {}
+        counts: dict[int, dict[int, int]] = {}  # start -> layer -> variants
         for v in variants:
             start, end = self._span(act, v)
-            by_layer.setdefault(v.layer, {}).setdefault(start, []).append(v)
-            ends[v.layer, start] = max(end, ends.get((v.layer, start), end))
-        below = [0] * (self.seq + 1)  # below[x]: logit positions < x
-        for q in self.logit_positions:
-            for x in range(q + 1, self.seq + 1):
-                below[x] += 1
-        self._logits_below = below
+            by_start.setdefault(start, []).append(v)
+            ends[start, v.layer] = max(end, ends.get((start, v.layer), end))
+            layers = counts.setdefault(start, {})
+            layers[v.layer] = layers.get(v.layer, 0) + 1
+        self._logits_from = [sum(1 for q in self.logit_positions if q >= x) for x in range(self.seq + 1)]
         flops = (self._layer_flops(), 2.0 * self.model.cfg.d_model * self._d_vocab_out())
+        starts = sorted(by_start)
+        chunk = {s0: self._chunk_size(self.seq - s0, self._n_logits(s0)) for s0 in starts}
+        best = [0.0] + [float("inf")] * len(starts)  # best[j]: cost of starts[:j]
+        cut = [0] * (len(starts) + 1)
+        for j in range(1, len(starts) + 1):
+            group: dict[int, list[int]] = {}  # layer -> [end, count]
+            for i in range(j, 0, -1):  # one pass for starts[i-1 : j]
+                s0 = starts[i - 1]
+                for layer, k in counts[s0].items():
+                    entry = group.setdefault(layer, [ends[s0, layer], 0])
+                    entry[0], entry[1] = max(entry[0], ends[s0, layer]), entry[1] + k
+                cost = best[i - 1] + self._pass_cost(s0, group, flops, chunk[s0])
+                if cost < best[j]:
+                    best[j], cut[j] = cost, i - 1
+        j, groups = len(starts), []
+        while j > 0:
+            groups.append(starts[cut[j] : j])
+            j = cut[j]
         passes = []
-        for layer in sorted(by_layer):
-            starts = sorted(by_layer[layer])
-            best = [0.0] + [float("inf")] * len(starts)  # best[j]: cost of starts[:j]
-            cut = [0] * (len(starts) + 1)
-            for j in range(1, len(starts) + 1):
-                n, end = 0, -1
-                for i in range(j, 0, -1):  # group starts[i-1 : j]
-                    n += len(by_layer[layer][starts[i - 1]])
-                    end = max(end, ends[layer, starts[i - 1]])
-                    cost = best[i - 1] + self._pass_cost(layer, starts[i - 1], end, n, flops)
-                    if cost < best[j]:
-                        best[j], cut[j] = cost, i - 1
-            j, groups = len(starts), []
-            while j > 0:
-                groups.append(starts[cut[j] : j])
-                j = cut[j]
-            for group in reversed(groups):
-                vs = [v for s in group for v in by_layer[layer][s]]
-                start, end = group[0], max(ends[layer, s] for s in group)
-                k = self._chunk_size(self.seq - start, self._n_logits(layer, start, end))
-                passes += [Pass(layer, start, end, tuple(vs[i : i + k])) for i in range(0, len(vs), k)]
+        for group in reversed(groups):
+            start = group[0]
+            vs = sorted((v for s0 in group for v in by_start[s0]), key=lambda v: v.layer)
+            layer_end = {}
+            for s0 in group:
+                for v in by_start[s0]:
+                    layer_end[v.layer] = max(layer_end.get(v.layer, -1), ends[s0, v.layer])
+            k = self._chunk_size(self.seq - start, self._n_logits(start))
+            for i in range(0, len(vs), k):
+                chunk = tuple(vs[i : i + k])
+                passes.append(Pass(start, tuple((l, layer_end[l]) for l in sorted({v.layer for v in chunk})), chunk))
         return passes
 
     # ------------------------------------------------------------------ running
 
     def _run_pass(self, act: str, p: Pass) -> Tensor:
-        """Patched logits ``[K * batch, len(logit_positions), d_vocab]`` of one pass."""
+        """Patched logits ``[K * batch, len(logit_positions), d_vocab]`` of one pass, rows in the
+        order of ``p.variants``."""
         K, B = len(p.variants), self.batch
-        name = _hook_name(act, p.layer)
-        clean_cache, (corr_logits, corr) = self._caches([name])
-        hook = _setter(act, clean_cache[name], p.start, p.variants, B)
+        names = [_hook_name(act, layer) for layer, _ in p.ends]
+        clean_cache, (corr_logits, corr) = self._caches(names)
         if not self.can_start:
-            return self._full_forward(name, hook, K)[:, self.logit_positions]
-        handle = self.model.hook_dict[name].register_forward_hook(lambda mod, inp, out: hook(out))
+            return self._full_forward(act, p, clean_cache)[:, self.logit_positions]
+        return self._partial_forward(act, p, corr_logits, corr, clean_cache)
+
+    def _full_forward(self, act: str, p: Pass, clean_cache: dict[str, Tensor]) -> Tensor:
+        """Full forward passes of the stacked corrupted tokens, one hook per patched layer (the
+        variants are sorted by layer, so each layer's rows are contiguous)."""
+        fwd_hooks, row0 = [], 0
+        for layer, _ in p.ends:
+            joining = [v for v in p.variants if v.layer == layer]
+            name = _hook_name(act, layer)
+            setter = _setter(act, clean_cache[name], 0, joining, self.batch, row0)
+            fwd_hooks.append((name, lambda a, hook=None, setter=setter: setter(a)))
+            row0 += len(joining) * self.batch
+        return self.model.run_with_hooks(self.corrupted_tokens.repeat(len(p.variants), 1), fwd_hooks=fwd_hooks)
+
+    def _block(self, layer: int, resid: Tensor, start: int, corr: dict[str, Tensor], hook=None) -> Tensor:
+        """The model's own block ``layer`` on positions ``start..`` of ``resid`` (corrupted keys and
+        values below ``start``), with ``hook`` (if any) on the patched hook point."""
+        kv = self._kv_entry(layer, start, resid.shape[0] // self.batch, corr)
+        if hook is None:
+            return self.model.blocks[layer](resid, past_kv_cache_entry=kv)
+        name, fn = hook
+        handle = self.model.hook_dict[name].register_forward_hook(lambda mod, inp, out: fn(out))
         try:
-            return self._partial_forward(p, corr_logits, corr, K)
+            return self.model.blocks[layer](resid, past_kv_cache_entry=kv)
         finally:
             handle.remove()
 
-    def _full_forward(self, name: str, setter: Callable, K: int) -> Tensor:
-        fwd_hooks = [(name, lambda act, hook=None: setter(act))]
-        return self.model.run_with_hooks(self.corrupted_tokens.repeat(K, 1), fwd_hooks=fwd_hooks)
-
-    def _partial_forward(self, p: Pass, corr_logits: Tensor, corr: dict[str, Tensor], K: int) -> Tensor:
-        """Run the model's own blocks from ``p.layer`` on positions ``p.start..`` (KV-cached below),
-        then the final norm and unembedding at the logit positions the pass can change."""
-        model, P, L = self.model, self.seq, self.model.cfg.n_layers
-        s, e, layer = p.start, p.end, p.layer
-        resid = corr[f"blocks.{layer}.hook_resid_pre"][:, s : e + 1].repeat(K, 1, 1)
-        resid = model.blocks[layer](resid, past_kv_cache_entry=self._kv_entry(layer, s, K, corr))
-        if e < P - 1 and layer < L - 1:  # the rest of the patched layer is unchanged
-            after = corr[f"blocks.{layer + 1}.hook_resid_pre"][:, e + 1 :].repeat(K, 1, 1)
-            resid = torch.cat([resid, after], dim=1)
-        for l in range(layer + 1, L):
-            resid = model.blocks[l](resid, past_kv_cache_entry=self._kv_entry(l, s, K, corr))
-        top = s + resid.shape[1]  # positions s..top-1 recomputed
-        logits = corr_logits.repeat(K, 1, 1)
-        where = [i for i, q in enumerate(self.logit_positions) if s <= q < top]
+    def _partial_forward(self, act: str, p: Pass, corr_logits: Tensor, corr: dict[str, Tensor],
+                         clean_cache: dict[str, Tensor]) -> Tensor:
+        """Run the model's own blocks on positions ``p.start..`` (KV-cached below), each variant
+        joining the batch at its patched layer, then the final norm and unembedding at the logit
+        positions the pass can change."""
+        model, P, L, B, s = self.model, self.seq, self.model.cfg.n_layers, self.batch, p.start
+        ends = dict(p.ends)
+        resid: Optional[Tensor] = None  # rows of the variants in flight, positions s..P-1
+        for layer in range(min(ends), L):
+            joining = [v for v in p.variants if v.layer == layer]
+            if not joining:
+                resid = self._block(layer, resid, s, corr)
+                continue
+            name, end, K = _hook_name(act, layer), ends[layer], len(joining)
+            fresh = corr[f"blocks.{layer}.hook_resid_pre"][:, s : end + 1].repeat(K, 1, 1)
+            if end == P - 1:  # the patch changes every later position: join before the block
+                row0 = 0 if resid is None else resid.shape[0]
+                resid = fresh if resid is None else torch.cat([resid, fresh])
+                hook = _setter(act, clean_cache[name], s, joining, B, row0)
+                resid = self._block(layer, resid, s, corr, (name, hook))
+                continue
+            # local patch: the patched layer changes positions s..end only; the rest is corrupted
+            out = self._block(layer, fresh, s, corr, (name, _setter(act, clean_cache[name], s, joining, B)))
+            after = corr[f"blocks.{layer + 1}.hook_resid_pre" if layer < L - 1 else f"blocks.{L - 1}.hook_resid_post"]
+            out = torch.cat([out, after[:, end + 1 :].repeat(K, 1, 1)], dim=1)
+            if resid is not None:
+                resid = self._block(layer, resid, s, corr)
+            resid = out if resid is None else torch.cat([resid, out])
+        logits = corr_logits.repeat(len(p.variants), 1, 1)
+        where = [i for i, q in enumerate(self.logit_positions) if q >= s]
         if where:
-            at = torch.tensor([self.logit_positions[i] - s for i in where])
-            x = resid[:, at]
+            x = resid[:, torch.tensor([self.logit_positions[i] - s for i in where])]
             if model.cfg.normalization_type is not None:
                 x = model.ln_final(x)
             logits[:, where] = model.unembed(x)
@@ -449,16 +508,16 @@ class PatchingEngine:
         result = torch.zeros(shape)
         from tqdm.auto import tqdm
 
-        with preserved_state(model), torch.no_grad():
-            model.eval()
+        with preserved_state(model) as state, torch.no_grad():
+            if any(was_training for _, was_training in state.training.values()):
+                model.eval()
             self._caches([_hook_name(act, l) for l in layers])
             passes = self._plan(act, variants)
             bar = tqdm(total=len(variants), desc=f"patching {sweep}", disable=not self.progress or len(passes) < 8)
             with bar:
                 for p in passes:
                     values = self._metric_per_variant(self._run_pass(act, p), len(p.variants))
-                    for v, value in zip(p.variants, values):
-                        result[v.index] = value
+                    result[tuple(torch.tensor([v.index for v in p.variants]).T)] = values
                     bar.update(len(p.variants))
         return result
 

@@ -80,7 +80,6 @@ def build_configs(task_name: str, overrides: list[str]):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mechmem.models import build_model
     from mechmem.runs import Run
     from mechmem.training import train, validate_training
 
@@ -90,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = Run(path).config.get("overrides", []) if args.resume else args.overrides
     task, model_cfg, train_cfg = build_configs(args.task, overrides)
     train_cfg.progress = not args.quiet
-    model = build_model(model_cfg)
+    model = task.build_model(model_cfg)
     validate_training(model, task, train_cfg)  # every config error before a run directory exists
     if args.resume:
         run = Run(path)

@@ -12,6 +12,7 @@ is written atomically; nothing is ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -170,18 +171,35 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safetensors"):
-    """Rebuild a saved run's model in one call: returns ``(model, config_dict)``."""
-    from mechmem.models import build_bridge, build_model
+    """Rebuild a saved run's model in one call: returns ``(model, config_dict)``.
+
+    When the run records a known task, the task's own ``build_model`` rebuilds the model (so a
+    paper's permanent hooks come back too); ``bridge=True`` builds a ``TransformerBridge`` instead.
+    """
+    from mechmem.models import build_bridge
 
     run = Run(path)
     config = run.config
     if "model" not in config:
         raise ValueError(f"{run.path / 'config.json'} has no 'model' section; cannot rebuild the model")
     model_cfg = ModelConfig(**{**config["model"], "freeze": tuple(config["model"].get("freeze", ()))})
-    model = (build_bridge if bridge else build_model)(model_cfg)
+    model = build_bridge(model_cfg) if bridge else _task_of(config).build_model(model_cfg)
     load_weights(model, run.path / filename)
     model.eval()
     return model, config
+
+
+def _task_of(config: dict):
+    """The task a run was trained on (the built-in ``Task`` base when it is not known here)."""
+    from mechmem.registry import tasks
+    from mechmem.tasks import Task
+
+    fields = dict(config.get("task", {}))
+    cls = tasks().get(fields.pop("name", None))
+    if cls is None:
+        return Task()
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{k: v for k, v in fields.items() if k in names})
 
 
 # --- optimiser state without pickle ---------------------------------------------------------

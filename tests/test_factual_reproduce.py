@@ -6,7 +6,7 @@ import pytest
 
 from mechmem.papers.factual import CLAIM_KEYS, EXPERIMENTS, TASKS, reproduce
 from mechmem.papers.factual.capacity import binary_search, capacity_constant, max_stored
-from mechmem.papers.factual.reproduce import claims
+from mechmem.papers.factual.reproduction import claims
 
 EXPECTED_KEYS = {
     "linear_capacity_constant", "linear_capacity_slope", "outer_product_capacity_constant", "mlp_capacity_constant",

@@ -111,3 +111,54 @@ def test_metric_failing_mid_sweep_leaves_no_trace(models, kind):
     problems = same_state(fp, state_fingerprint(model))
     model.eval()
     assert not problems, f"state not restored: {problems}"
+
+
+@pytest.fixture(scope="module")
+def deep_model():
+    return twin_models(seed=3, n_layers=3)[0]
+
+
+@pytest.mark.parametrize("sweep", sorted(SWEEPS))
+def test_one_pass_per_start_position_matches_transformer_lens(deep_model, sweep):
+    """With no per-pass overhead assumed, every start position gets its own pass, patches of all
+    layers share it (joining at their layer), and local patches recompute one position of their layer."""
+    engine = PatchingEngine(deep_model, CLEAN, CORRUPTED, metric, progress=False)
+    engine.PASS_OVERHEAD_FLOPS = 0.0
+    if sweep.endswith("by_pos") or sweep in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+        from hooks.patching import _variants
+
+        engine._caches([])
+        passes = engine._plan(SWEEPS[sweep][0], _variants(deep_model, sweep, [0, 1, 2], CLEAN.shape[1]))
+        assert len({p.start for p in passes}) == CLEAN.shape[1], "expected one pass per start position"
+        assert any(len(p.ends) > 1 for p in passes), "expected passes shared by several layers"
+    got = engine.sweep(sweep)
+    want = _reference(deep_model, sweep)
+    diff = (got - want).abs().max().item()
+    assert diff <= 1e-5, f"{sweep}: max abs diff {diff:.2e} vs transformer_lens.patching"
+
+
+def test_logit_positions_give_the_same_numbers_and_only_those_logits(models):
+    model = models["hooked"]
+    shapes = []
+
+    def last_only(logits):
+        shapes.append(tuple(logits.shape))
+        return (logits[:, -1, 3] - logits[:, -1, 5]).mean()
+
+    for sweep in ("resid_pre", "attn_head_out_by_pos", "attn_head_v_all_pos"):
+        full = patch_sweep(model, CLEAN, CORRUPTED, metric, sweep, progress=False)
+        last = patch_sweep(model, CLEAN, CORRUPTED, last_only, sweep, logit_positions=[-1], progress=False)
+        diff = (full - last).abs().max().item()
+        assert diff <= 1e-5, f"{sweep}: logit_positions=[-1] changed the numbers by {diff:.2e}"
+    assert shapes and all(s[1:] == (1, model.cfg.d_vocab) for s in shapes), f"metric saw logits of shapes {set(shapes)}"
+    for bad in ([], [7], [-8], 3):
+        with pytest.raises(ValueError, match="logit_positions"):
+            patch_sweep(model, CLEAN, CORRUPTED, metric, logit_positions=bad, progress=False)
+
+
+def test_metric_that_vmap_cannot_batch_is_called_per_variant(models):
+    model = models["hooked"]
+    want = patch_sweep(model, CLEAN, CORRUPTED, metric, "attn_head_out_by_pos", progress=False)
+    python_float = lambda lg: float((lg[:, -1, 3] - lg[:, -1, 5]).mean())  # noqa: E731
+    got = patch_sweep(model, CLEAN, CORRUPTED, python_float, "attn_head_out_by_pos", progress=False)
+    assert (got - want).abs().max() <= 1e-6, "the per-variant fallback gave different numbers"

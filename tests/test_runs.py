@@ -320,3 +320,32 @@ def test_hard_killed_process_resumed_via_cli_matches_uninterrupted_run(tmp_path)
     _assert_same_weights(expected, final, "hard-killed + resumed vs uninterrupted")
     got, want = Run(killed).metrics(), Run(tmp_path / "reference").metrics()
     assert _without_timing(got) == _without_timing(want), "metrics.jsonl of the resumed run differs"
+
+
+@pytest.mark.parametrize("task_name, overrides", [
+    ("lca", ["task.m=3", "task.context_len=6", "model.d_model=8"]),
+    ("factual", ["task.S=3", "task.R=2", "task.D=2", "task.seq_len=6", "model.d_model=8", "model.n_heads=2",
+                 "model.d_head=4", "model.d_mlp=8"]),
+])
+def test_load_run_rebuilds_a_paper_model_with_its_own_builder(tmp_path, task_name, overrides):
+    """A paper task's ``build_model`` adds what a ModelConfig cannot say (permanent hooks removing the
+    residual stream, the authors' init); ``load_run`` must rebuild through it, so the reloaded model
+    computes exactly what the trained one did."""
+    from mechmem.cli import build_configs, main
+
+    rc = main(["train", task_name, "--out", str(tmp_path), "--name", "r", "--quiet",
+               "--set", "train.steps=2", "--set", "train.eval_every=2", "--set", "train.eval_batch_size=8",
+               *sum((["--set", o] for o in overrides), [])])
+    assert rc == 0, f"mechmem train {task_name} failed"
+    loaded, config = load_run(tmp_path / "r")
+    task, model_cfg, _ = build_configs(task_name, overrides)
+    fresh = task.build_model(model_cfg)
+    load_weights(fresh, tmp_path / "r" / "model.safetensors")
+    fresh.eval()
+    tokens = task.sample(4, torch.Generator().manual_seed(0)).tokens
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens), fresh(tokens)), "load_run did not rebuild the task's own model"
+        plain = build_model(model_cfg)
+        load_weights(plain, tmp_path / "r" / "model.safetensors")
+        assert not torch.allclose(plain.eval()(tokens), loaded(tokens)), (
+            f"the {task_name} model should differ from a plain build_model (its builder adds hooks)")

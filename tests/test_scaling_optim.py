@@ -21,7 +21,7 @@ from mechmem.papers.scaling.optim import (
     sgd_approximation,
     train_memory,
 )
-from mechmem.papers.scaling.reproduce import build_claims
+from mechmem.papers.scaling.reproduction import build_claims
 
 
 @pytest.mark.parametrize(

@@ -190,8 +190,11 @@ def test_ray_backend_without_ray_says_how_to_install(tmp_path, task_module):
                   progress=False)
 
 
-def test_ray_backend_runs_and_resumes(tmp_path, task_module):
+def test_ray_backend_runs_and_resumes(tmp_path, task_module, monkeypatch):
+    """The same sweep on a local Ray instance gives the same rows, and a re-run reuses them."""
     ray = pytest.importorskip("ray")
+    # a loaded 2-core machine can need more than Ray's default 30 s to start its raylet
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "180")
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
              runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}})
     try:

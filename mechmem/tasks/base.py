@@ -59,6 +59,16 @@ class Task:
         """A sensible default model for this task."""
         raise NotImplementedError
 
+    def build_model(self, cfg: "ModelConfig"):
+        """Build this task's model from ``cfg`` (the CLI, ``load_run`` and the papers call this).
+
+        The default is ``mechmem.build_model``; a paper's task overrides it to add what a config
+        cannot say (the authors' initialisation, a permanent hook removing the residual, ...).
+        """
+        from mechmem.models import build_model
+
+        return build_model(cfg)
+
     def train_config(self) -> "TrainConfig":
         """Sensible default training settings for this task."""
         from mechmem.training import TrainConfig

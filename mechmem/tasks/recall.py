@@ -20,7 +20,10 @@ from mechmem.tasks.base import Batch, Task
 
 @dataclass
 class RecallTask(Task):
-    """Token ids: keys ``0..n_keys-1``, noise ``n_keys..n_keys+n_noise-1``, query last."""
+    """Recall a key's value from a noisy context (the tiny built-in task).
+
+    Token ids: keys ``0..n_keys-1``, noise ``n_keys..n_keys+n_noise-1``, the query token last.
+    """
 
     name: ClassVar[str] = "recall"
     seq_len: int = 12

@@ -7,8 +7,7 @@ section 7) and ``FULL`` (the paper's / authors' configurations).
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -21,7 +20,8 @@ from mechmem.training import TrainConfig, train
 
 from .generator import BigramOptions, bigram_floor, generate
 from .handbuilt import HandbuiltScales
-from .mechanistic import attention_views, head_scores, layer_ablations, patching_pair, patching_sweep
+from .mechanistic import (attention_patterns, attention_views, head_scores, layer_ablations, patching_pair,
+                          patching_sweep)
 from .model import build_full, build_handbuilt, build_simplified
 from .plots import plot_curves, plot_bars, plot_handbuilt, plot_patching, save_figure
 from .probes import memory_probes
@@ -276,16 +276,10 @@ def handbuilt(out: Path, settings: Settings = QUICK, seed: int = 0, return_model
         models[kind] = model
     scores = head_scores(models["triggers"], batch)
     record["head_scores"] = scores
-    pats = [p[0, 0] for p in _first_patterns(models["triggers"], batch.tokens[:1, :48])]
+    pats = [p[0, 0] for p in attention_patterns(models["triggers"], batch.tokens[:1, :48])]
     save_figure(out, "handbuilt", plot_handbuilt(pats, record))
     _save(out, "handbuilt", record)
     return (record, models["triggers"], task) if return_model else record
-
-
-def _first_patterns(model, tokens):
-    from .mechanistic import _patterns
-
-    return _patterns(model, tokens)
 
 
 def mechanistic_checks(out: Path, model, task: BigramTask, settings: Settings = QUICK, seed: int = 0,
@@ -325,9 +319,9 @@ def data_distribution(out: Path, settings: Settings = FULL, seed: int = 0) -> di
     s = settings.simplified
     steps = settings.study_steps
     studies = {
-        "trigger frequent (K=1, offset 0)": (dict(n_triggers=1), None),
-        "trigger rarer (K=1, offset 20)": (dict(n_triggers=1, trigger_offset=20), None),
-        "K=1": (dict(n_triggers=1), None), "K=3": (dict(n_triggers=3), None),
+        "K=1, most frequent trigger (space)": (dict(n_triggers=1), None),
+        "K=1, rarer trigger (offset 20)": (dict(n_triggers=1, trigger_offset=20), None),
+        "K=3": (dict(n_triggers=3), None),
         "K=5": (dict(n_triggers=5), None), "K=10": (dict(n_triggers=10), None),
         "bigram outputs -> uniform test": (dict(output_mode="bigram"), dict(output_mode="uniform")),
         "uniform outputs -> uniform test": (dict(output_mode="uniform"), dict(output_mode="uniform")),

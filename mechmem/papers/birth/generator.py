@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from .tables import CharTables, shakespeare_tables

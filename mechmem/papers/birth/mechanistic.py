@@ -31,7 +31,8 @@ from mechmem.tasks.base import Batch
 from .task import incontext_metrics
 
 
-def _patterns(model, tokens: Int[Tensor, "batch pos"]) -> list[Float[Tensor, "batch head q k"]]:
+def attention_patterns(model, tokens: Int[Tensor, "batch pos"]) -> list[Float[Tensor, "batch head q k"]]:
+    """Every layer's ``hook_pattern`` (cached with a ``names_filter``; eval mode, no grad, state restored)."""
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
     with preserved_state(model), torch.no_grad():
         model.eval()
@@ -45,7 +46,7 @@ def head_scores(model, batch: Batch, n_sequences: int = 8) -> dict[str, list[lis
     induction (queries at c >= 2)."""
     tokens = batch.tokens[:n_sequences]
     counts = batch.labels["count"][:n_sequences]
-    patterns = _patterns(model, tokens)
+    patterns = attention_patterns(model, tokens)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     prev = torch.zeros(L, H)
     prev_after = torch.zeros(L, H)
@@ -157,7 +158,7 @@ def attention_views(model, tokens: Int[Tensor, "pos"], token_strings: list[str])
     """CircuitsVis ``attention_heads`` views, one per layer (RenderedHTML; save ``.local_src`` for offline)."""
     import circuitsvis as cv
 
-    patterns = _patterns(model, tokens[None])
+    patterns = attention_patterns(model, tokens[None])
     return {l: cv.attention.attention_heads(attention=p[0], tokens=token_strings,
                                             attention_head_names=[f"L{l + 1}H{h}" for h in range(p.shape[1])])
             for l, p in enumerate(patterns)}

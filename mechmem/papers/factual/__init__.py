@@ -6,17 +6,14 @@
 - ``mechanism``: hook experiments (attention mass, ablations, OV replacement, patching, distractors);
 - ``experiments`` / ``reproduce``: everything end to end (``mechmem reproduce factual``).
 """
-from mechmem.papers.factual import experiments as _ex
-from mechmem.papers.factual.reproduce import CLAIM_KEYS, reproduce
-from mechmem.papers.factual.task import FactualRecallTask
+from mechmem.papers import lazy_exports
 
-TASKS = {"factual": FactualRecallTask}
-EXPERIMENTS = {
-    "capacity": _ex.capacity_experiment,
-    "facts_vs_params": _ex.facts_vs_params_experiment,
-    "tradeoff": _ex.tradeoff_experiment,
-    "dynamics": _ex.dynamics_experiment,
-    "mechanism": _ex.mechanism_experiment,
-}
+__getattr__ = lazy_exports(__name__, {
+    "TASKS": "task:TASKS",
+    "FactualRecallTask": "task:FactualRecallTask",
+    "EXPERIMENTS": "experiments:EXPERIMENTS",
+    "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
+    "reproduce": "reproduction:reproduce",
+})
 
 __all__ = ["TASKS", "EXPERIMENTS", "CLAIM_KEYS", "reproduce", "FactualRecallTask"]

@@ -280,7 +280,7 @@ def dynamics_experiment(out: Path, quick: bool = True, smoke: bool = False, seed
         if step is not None:
             ax.axvline(step, color="k", lw=0.6, ls="--")
     ax.set(xlabel="GD step", ylabel="test cross-entropy", title="linear attention, orthogonal embeddings (Fig. 5)")
-    ax.legend()
+    ax.legend(loc="center right")
     return _save(out, "dynamics", results, fig)
 
 
@@ -315,10 +315,19 @@ def _mechanism_figure(results: dict):
     for k, key in enumerate(keys):
         axes[1].bar(x + 0.16 * k - 0.32, [results["models"][l]["ablations"][key] for l in labels], 0.16, label=key)
     axes[1].set(xticks=x, xticklabels=labels, ylabel="accuracy", title="ablations (per-head: mean over heads)")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     for l in labels:
         heads = results["models"][l]["subject_patching"]["value_per_head"]
         axes[2].plot(range(len(heads)), heads, "o-", label=l)
     axes[2].set(xlabel="head", ylabel="logit diff. recovered", title="patching hook_v at the subject position")
     axes[2].legend(fontsize=8)
     return fig
+
+
+EXPERIMENTS = {
+    "capacity": capacity_experiment,
+    "facts_vs_params": facts_vs_params_experiment,
+    "tradeoff": tradeoff_experiment,
+    "dynamics": dynamics_experiment,
+    "mechanism": mechanism_experiment,
+}

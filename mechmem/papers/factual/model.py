@@ -21,7 +21,7 @@ import math
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from hooks.weights import set_weight_, weight_parameters
 from mechmem.config import ModelConfig
@@ -51,9 +51,13 @@ def parameter_count(d: int, H: int, d_h: int, m: int) -> int:
 def build_factual_model(task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 64, seed: int = 0,
                         eos_residual: bool = False):
     """Build, initialise as the authors, and (unless ``eos_residual``) remove the EOS-embedding residual."""
-    cfg = factual_model_config(task, d, H, d_h, m, seed)
-    model = build_model(cfg)
-    _authors_init_(model, cfg, torch.Generator().manual_seed(10_007 * seed + 1))
+    return finish_factual_model_(build_model(factual_model_config(task, d, H, d_h, m, seed)), eos_residual)
+
+
+def finish_factual_model_(model, eos_residual: bool = False):
+    """What a ``ModelConfig`` cannot say: the authors' init (seeded by ``cfg.seed``) and the residual hooks."""
+    cfg = model.mechmem_config
+    _authors_init_(model, cfg, torch.Generator().manual_seed(10_007 * cfg.seed + 1))
     model.eos_residual = eos_residual
     if not eos_residual:
         remove_embedding_residual_(model)

@@ -187,6 +187,13 @@ class FactualRecallTask(Task):
 
         return factual_model_config(self)
 
+    def build_model(self, cfg):
+        """``mechmem.build_model`` plus the authors' init and no EOS-embedding residual (``model.py``)."""
+        from mechmem.models import build_model
+        from mechmem.papers.factual.model import finish_factual_model_
+
+        return finish_factual_model_(build_model(cfg))
+
     def train_config(self):
         from mechmem.training import TrainConfig
 
@@ -199,3 +206,6 @@ class FactualRecallTask(Task):
 
         losses = decomposed_losses(logits[:, -1], batch.targets[:, -1], self.D)
         return {"relation_loss": losses["relation"], "subject_loss": losses["subject"]}
+
+
+TASKS = {FactualRecallTask.name: FactualRecallTask}

@@ -2,16 +2,20 @@
 
 Latent concept association (a one-layer transformer whose value matrix acts as an associative
 memory, with Hamming-structured embeddings) and context hijacking of language models.
-See docs/readme/lca.md and the spec /work/shared/papers/lca.md.
+See docs/readme/lca.md and the spec ../shared/papers/lca.md.
 """
 
 from __future__ import annotations
 
-from .experiments import EXPERIMENTS
-from .reproduce import CLAIM_KEYS, reproduce
-from .task import LatentConceptTask
+from mechmem.papers import lazy_exports
 
-TASKS = {LatentConceptTask.name: LatentConceptTask}
+__getattr__ = lazy_exports(__name__, {
+    "TASKS": "task:TASKS",
+    "LatentConceptTask": "task:LatentConceptTask",
+    "EXPERIMENTS": "experiments:EXPERIMENTS",
+    "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
+    "reproduce": "reproduction:reproduce",
+})
 
 
 def add_cli(subparsers) -> None:

@@ -64,7 +64,7 @@ class ExperimentResult:
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize=(4.5, 3.2), **kwargs):
     """``(fig, axes)`` like ``plt.subplots`` but on a standalone ``Figure`` (no pyplot, any backend)."""
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
@@ -282,6 +282,8 @@ def attention(lab: Lab) -> ExperimentResult:
                               for qc in clusters])
     im2 = ax2.imshow(by_cluster.numpy(), cmap="viridis")
     fig.colorbar(im2, ax=ax2, fraction=0.046)
+    ax2.set_xticks(range(4))
+    ax2.set_yticks(range(4))
     ax2.set_xlabel("key token cluster")
     ax2.set_ylabel("query token cluster")
     ax2.set_title("mean attention weight")

@@ -104,15 +104,20 @@ def build_lca_model(task: LatentConceptTask, spec: LCAModelSpec) -> nn.Module:
     """A seeded ``HookedTransformer`` for ``task`` in the variant ``spec`` (tied models stay tied)."""
     if not isinstance(task, LatentConceptTask):
         raise TypeError(f"task must be a LatentConceptTask, got {type(task).__name__}")
-    model = build_model(lca_model_config(task, spec))
-    eye = torch.eye(spec.d_model)[None]
-    set_weight_(model, W_O_NAME, eye)
+    model = finish_lca_model_(build_model(lca_model_config(task, spec)))
     if not spec.train_W_V:
-        set_weight_(model, W_V_NAME, eye)
+        set_weight_(model, W_V_NAME, torch.eye(spec.d_model)[None])
     if spec.tied:
         tie_unembedding_(model, task.V)
-    remove_residual_(model)
     model.lca_spec = spec
+    return model
+
+
+def finish_lca_model_(model: nn.Module) -> nn.Module:
+    """What a ``ModelConfig`` cannot say: ``W_O = I`` (the paper's d x d value matrix is ``W_V``
+    alone) and no residual stream (``remove_residual_``)."""
+    set_weight_(model, W_O_NAME, torch.eye(model.cfg.d_model)[None])
+    remove_residual_(model)
     return model
 
 

@@ -5,8 +5,10 @@ noise). The model reads out the V-way prediction of the target ``y`` at the last
 attention query is the last context token ``x_L``. That is what lets attention select (spec §5
 (3)): the score of ``x_l`` depends on the pair ``(x_L, x_l)``, and ``x_L`` itself is (mostly) near
 ``y``, so a block- or Hamming-structured QK form concentrates on informative tokens. (A dedicated
-query token would give every key a score that depends on the key alone.) The residual adds
-``W_E(x_L)`` to the read-out: a logit bias ``<W_E(k), W_E(x_L)>`` (accepted, spec §3).
+query token would give every key a score that depends on the key alone.) The paper's model
+(``model.build_lca_model``) has no residual; the plain default model of :meth:`model_config`
+(used by ``mechmem train lca``) keeps TransformerLens's residual, i.e. an extra logit term
+``<W_E(k), W_E(x_L)>``.
 """
 
 from __future__ import annotations
@@ -111,8 +113,15 @@ class LatentConceptTask(Task):
         return ModelConfig(
             n_layers=1, n_heads=1, d_model=self.d_model, d_vocab=self.d_vocab, d_vocab_out=self.d_vocab_out,
             n_ctx=self.seq_len, attn_only=True, normalization=None, positional=False, use_bias=False,
-            embed_init="normal", unembed_init="normal",
+            embed_init="normal", unembed_init="normal", freeze=("blocks.0.attn.W_O",),
         )
+
+    def build_model(self, cfg: "ModelConfig"):
+        """The paper's one-layer model: ``W_O = I`` (frozen by ``model_config``) and no residual stream."""
+        from mechmem.models import build_model
+        from mechmem.papers.lca.model import finish_lca_model_
+
+        return finish_lca_model_(build_model(cfg))
 
     def train_config(self) -> "TrainConfig":
         from mechmem.training import TrainConfig
@@ -122,3 +131,6 @@ class LatentConceptTask(Task):
     def to_dict(self) -> dict:
         return {"m": self.m, "context_len": self.context_len, "neighbourhood": self.neighbourhood,
                 "epsilon": self.epsilon, "d_model": self.d_model}
+
+
+TASKS = {LatentConceptTask.name: LatentConceptTask}

@@ -6,10 +6,14 @@ and d), ``optim`` (matrix / learnable / exponential models under SGD and Adam, t
 ``reproduce``. The paper has no token-sequence task, so ``TASKS`` is empty.
 """
 
+from mechmem.papers import lazy_exports
 from mechmem.papers.scaling.cli import add_cli
-from mechmem.papers.scaling.experiments import EXPERIMENTS
-from mechmem.papers.scaling.reproduce import CLAIM_KEYS, reproduce
 
 TASKS: dict[str, type] = {}
+__getattr__ = lazy_exports(__name__, {
+    "EXPERIMENTS": "experiments:EXPERIMENTS",
+    "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
+    "reproduce": "reproduction:reproduce",
+})
 
 __all__ = ["CLAIM_KEYS", "EXPERIMENTS", "TASKS", "add_cli", "reproduce"]

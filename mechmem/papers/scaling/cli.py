@@ -27,7 +27,7 @@ def add_cli(subparsers) -> None:
 
 
 def cmd_scaling_sweep(args: argparse.Namespace) -> int:
-    from mechmem.papers.scaling.reproduce import reproduce
+    from mechmem.papers.scaling.reproduction import reproduce
 
     if args.address is not None and args.backend != "ray":
         raise ValueError("--address is only used with --backend ray")

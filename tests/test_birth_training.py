@@ -10,7 +10,7 @@ import torch
 from mechmem.papers.birth.experiments import SMOKE, summarise_dynamics
 from mechmem.papers.birth.model import build_simplified
 from mechmem.papers.birth.probes import memory_probes
-from mechmem.papers.birth.reproduce import CLAIM_KEYS, run_reproduction
+from mechmem.papers.birth.reproduction import CLAIM_KEYS, run_reproduction
 from mechmem.papers.birth.task import BigramTask
 from mechmem.training import TrainConfig, train
 

@@ -4,10 +4,14 @@ Global vs in-context bigrams on tiny-Shakespeare characters, the simplified two-
 embeddings, memory-recall probes, the hand-built induction head, and the full model. See
 ``docs/readme/birth.md`` and ``../shared/papers/birth.md``.
 """
-from .experiments import EXPERIMENTS
-from .reproduce import reproduce
-from .task import BigramTask
 
-TASKS = {BigramTask.name: BigramTask}
+from mechmem.papers import lazy_exports
+
+__getattr__ = lazy_exports(__name__, {
+    "TASKS": "task:TASKS",
+    "BigramTask": "task:BigramTask",
+    "EXPERIMENTS": "experiments:EXPERIMENTS",
+    "reproduce": "reproduction:reproduce",
+})
 
 __all__ = ["TASKS", "EXPERIMENTS", "reproduce", "BigramTask"]

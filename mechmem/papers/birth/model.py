@@ -47,15 +47,21 @@ def build_simplified(d_model: int = 128, n_ctx: int = 128, final_ffn: bool = Fal
     """The simplified 2-layer model, initialised as the authors do (``zero_init_trained``: the theory's start,
     W_K^1 = W_K^2 = W_O^2 = 0)."""
     cfg = simplified_config(d_model, n_ctx, final_ffn, seed, sqrtd_embeddings)
-    model = build_model(cfg)
-    gen = torch.Generator().manual_seed(10_000 + seed)
-    bound = 1 / math.sqrt(d_model)
-    set_weight_(model, "W_U", _uniform((d_model, N_CHARS), bound, gen))
+    return init_simplified_(build_model(cfg), zero_init_trained)
+
+
+def init_simplified_(model, zero_init_trained: bool = False):
+    """The authors' init of the simplified model (seeded by its config's seed): W_U and the frozen
+    W_V / W_O uniform in +-1/sqrt(d); the trained W_K^1, W_K^2, W_O^2 uniform too, or zero."""
+    cfg = model.mechmem_config
+    gen = torch.Generator().manual_seed(10_000 + cfg.seed)
+    bound = 1 / math.sqrt(cfg.d_model)
+    set_weight_(model, "W_U", _uniform((cfg.d_model, N_CHARS), bound, gen))
     for name in ("blocks.0.attn.W_V", "blocks.0.attn.W_O", "blocks.1.attn.W_V") + SIMPLIFIED_TRAINED:
         shape = get_weight(model, name).shape
         value = torch.zeros(shape) if zero_init_trained and name in SIMPLIFIED_TRAINED else _uniform(shape, bound, gen)
         set_weight_(model, name, value)
-    if final_ffn:
+    if not cfg.attn_only:  # final_ffn: layer 1's MLP is zero
         for name in ("blocks.0.mlp.W_in", "blocks.0.mlp.W_out"):
             set_weight_(model, name, torch.zeros_like(get_weight(model, name)))
     return model

@@ -16,6 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechmem.config import ModelConfig
+from mechmem.models import build_model
 from mechmem.tasks.base import Batch, Task
 
 from .generator import BigramOptions, BigramSample, generate
@@ -61,6 +62,12 @@ class BigramTask(BigramOptions, Task):
 
         return simplified_config(d_model=128, n_ctx=self.seq_len)
 
+    def build_model(self, cfg: ModelConfig):
+        """The simplified model with the authors' initialisation (``model.init_simplified_``)."""
+        from .model import init_simplified_
+
+        return init_simplified_(build_model(cfg))
+
     def train_config(self):
         from mechmem.training import TrainConfig
 
@@ -95,3 +102,6 @@ def incontext_metrics(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Bat
     if (c >= 2).any():
         out["loss_head"] = float(nll[c >= 2].mean())
     return out
+
+
+TASKS = {BigramTask.name: BigramTask}

@@ -158,10 +158,12 @@ def load_weights_into(model: nn.Module, weights: dict[str, torch.Tensor]) -> Non
     unexpected = sorted(set(weights) - set(names))
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+    dtype = next(model.parameters()).dtype
+    converted = {name: weights[name].to(dtype) for name in names}
     for name in names:
-        check_replacement(model, name, weights[name].to(next(model.parameters()).dtype))
+        check_replacement(model, name, converted[name])
     for name in names:
-        set_weight_(model, name, weights[name].to(next(model.parameters()).dtype))
+        set_weight_(model, name, converted[name])
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
 from mechmem.io import atomic_write_json
+
+from mechmem.reproducing import claim, torch_threads
 
 from . import experiments as ex
 from .experiments import Settings, settings_for
@@ -26,11 +28,6 @@ CLAIM_KEYS = (
     "layer2_ablation_incontext_accuracy", "layer2_ablation_bigram_loss_change", "previous_token_head_score",
     "induction_head_score",
 )
-
-
-def claim(measured: Any, expected: str, holds: Optional[bool]) -> dict:
-    """One claim entry; ``holds`` is False when the measurement is missing."""
-    return {"measured": measured, "expected": expected, "holds": bool(holds) if measured is not None else False}
 
 
 def _within(x, target, tol):
@@ -140,10 +137,5 @@ def reproduce(out: Path, quick: bool = True, seed: int = 0, threads: Optional[in
         raise TypeError(f"seed must be an int, got {seed!r}")
     if not isinstance(quick, bool):
         raise TypeError(f"quick must be a bool, got {quick!r}")
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return run_reproduction(Path(out), settings_for(quick), seed)
-    finally:
-        torch.set_num_threads(before)

@@ -13,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from mechmem.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from mechmem.papers.factual import capacity  # noqa: E402
@@ -21,6 +20,7 @@ from mechmem.papers.factual.dynamics import DynamicsConfig, stages, train_dynami
 from mechmem.papers.factual.fit import train_config_point  # noqa: E402
 from mechmem.papers.factual.mechanism import analyse, train_corner  # noqa: E402
 from mechmem.papers.factual.task import FactualRecallTask  # noqa: E402
+from mechmem.reproducing import torch_threads  # noqa: E402
 from mechmem.sweep import run_sweep  # noqa: E402
 
 
@@ -77,9 +77,9 @@ def loglog_slope(x, y) -> float:
 
 def capacity_point(config: dict) -> dict:
     """Sweep entry point: the largest N stored at >= 99 % for one (kind, d, m, M, seed)."""
-    torch.set_num_threads(1)
-    N = capacity.max_stored(config["kind"], config["d"], m=config.get("m"), M=config.get("M"),
-                            seed=config["seed"], max_steps=config.get("max_steps"), hi=config.get("hi"))
+    with torch_threads(1):
+        N = capacity.max_stored(config["kind"], config["d"], m=config.get("m"), M=config.get("M"),
+                                seed=config["seed"], max_steps=config.get("max_steps"), hi=config.get("hi"))
     return {"N": N}
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from mechmem.models import trainable_parameters
 from mechmem.papers.factual.model import build_factual_model, eos_logits, parameter_count
 from mechmem.papers.factual.task import FactualRecallTask
+from mechmem.reproducing import torch_threads
 
 
 @dataclass
@@ -60,12 +61,12 @@ def train_config_point(config: dict) -> dict:
     Keys: ``S, R, D, d, H, d_h, m`` (sizes), ``lr, steps, batch_size, stop_at, seed`` (training), optional
     ``table_seed``.
     """
-    torch.set_num_threads(1)
     task = FactualRecallTask(S=config["S"], R=config["R"], D=config["D"], table_seed=config.get("table_seed", 64))
     model = build_factual_model(task, d=config["d"], H=config["H"], d_h=config["d_h"], m=config["m"],
                                 seed=config.get("seed", 0))
-    res = fit_counts(model, task, steps=config.get("steps", 4096), batch_size=config.get("batch_size", 1024),
-                     lr=config.get("lr", 1e-2), stop_at=config.get("stop_at", 0.99), seed=config.get("seed", 0))
+    with torch_threads(1):
+        res = fit_counts(model, task, steps=config.get("steps", 4096), batch_size=config.get("batch_size", 1024),
+                         lr=config.get("lr", 1e-2), stop_at=config.get("stop_at", 0.99), seed=config.get("seed", 0))
     return {"accuracy": res.accuracy, "loss": res.loss, "steps": res.steps, "seconds": res.seconds,
             "params": parameter_count(config["d"], config["H"], config["d_h"], config["m"]),
             "facts": config["S"] * config["R"]}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mechmem.io import atomic_write_json
 from mechmem.papers.factual import experiments as ex
+from mechmem.reproducing import claim
 
 CLAIM_KEYS = (
     "linear_capacity_constant", "linear_capacity_slope", "outer_product_capacity_constant", "mlp_capacity_constant",
@@ -23,10 +24,6 @@ CLAIM_KEYS = (
 
 def _within(x, lo, hi) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x)) and lo <= x <= hi
-
-
-def claim(measured, expected: str, holds: bool) -> dict:
-    return {"measured": measured, "expected": expected, "holds": bool(holds)}
 
 
 def claims(cap: dict, mix: dict, grid: dict, dyn: dict, mech: dict) -> dict:

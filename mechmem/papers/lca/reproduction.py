@@ -9,13 +9,11 @@ gaps are accuracy points (0-100).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
-import torch
-
 from mechmem.io import atomic_write_json
+from mechmem.reproducing import claim, torch_threads
 
 from .experiments import EXPERIMENTS, ExperimentResult
 from .lab import Lab, Settings
@@ -25,13 +23,6 @@ CLAIM_KEYS = (
     "spectrum_top_energy", "attention_cluster_ratio", "attention_uniform_drop", "length_spearman",
     "dim_spearman", "frozen_gap_small_d", "frozen_gap_large_d", "hijack_flip_rate_max_k", "hijack_monotone",
 )
-
-
-def _claim(measured, expected: str, holds: bool) -> dict:
-    """One claim entry; a non-finite measurement is stored as ``None`` (and never holds)."""
-    if isinstance(measured, float) and not math.isfinite(measured):
-        measured, holds = None, False
-    return {"measured": measured, "expected": expected, "holds": bool(holds)}
 
 
 def score_claims(data: dict[str, dict], settings: Settings) -> dict[str, dict]:
@@ -51,42 +42,42 @@ def score_claims(data: dict[str, dict], settings: Settings) -> dict[str, dict]:
     large = dims[max(dims)]
     hij = data["hijack_synthetic"]
     return {
-        "wv_trained_vs_identity": _claim(
+        "wv_trained_vs_identity": claim(
             mean64, f"trained W_V beats identity W_V by >= 10 accuracy points at L = {short_L} (d = V/2 < V; mean "
             f"over m); the gap is smaller at L = {long_L}", mean64 >= 10 and (not gap_long or sum(gap_long) / len(gap_long) < mean64)),
-        "wv_constructed_replacement": _claim(
+        "wv_constructed_replacement": claim(
             adequate["lost_points"], f"replacing W_V by the constructed W̄_V loses <= 5 accuracy points at adequate d "
             f"(measured at the largest d = {adequate['d']})", adequate["lost_points"] <= 5),
-        "hamming_inner_spearman": _claim(
+        "hamming_inner_spearman": claim(
             ham["spearman"], "mean <W_E(i), W_E(j)> strictly decreasing in D_H: Spearman <= -0.9 "
             "(trained W_V and embeddings, d < V)", ham["spearman"] <= -0.9),
-        "hamming_inner_r2": _claim(ham["r2"], "affine fit of mean inner product vs D_H has R^2 >= 0.9 with a "
+        "hamming_inner_r2": claim(ham["r2"], "affine fit of mean inner product vs D_H has R^2 >= 0.9 with a "
                                    "negative slope", ham["r2"] >= 0.9 and ham["slope"] < 0),
-        "spectrum_top_energy": _claim(
+        "spectrum_top_energy": claim(
             data["spectrum"]["trained_embeddings"]["top_m_plus_1_energy"],
             "the top m+1 eigenvalues of the centred Gram matrix carry >= 80% of the energy",
             data["spectrum"]["trained_embeddings"]["top_m_plus_1_energy"] >= 0.8),
-        "attention_cluster_ratio": _claim(att["cluster_ratio"], "cluster variant: mean attention on same-cluster "
+        "attention_cluster_ratio": claim(att["cluster_ratio"], "cluster variant: mean attention on same-cluster "
                                           "context tokens >= 2x the mean on other tokens", att["cluster_ratio"] >= 2),
-        "attention_uniform_drop": _claim(att["uniform_drop_points"], "learned attention beats uniform attention "
+        "attention_uniform_drop": claim(att["uniform_drop_points"], "learned attention beats uniform attention "
                                          "(accuracy drop > 1 point when the pattern is made uniform)",
                                          att["uniform_drop_points"] > 1),
-        "length_spearman": _claim(data["length"]["spearman"], "accuracy rises with L (Spearman > 0.8)",
+        "length_spearman": claim(data["length"]["spearman"], "accuracy rises with L (Spearman > 0.8)",
                                   data["length"]["spearman"] > 0.8),
-        "dim_spearman": _claim(data["dim"]["spearman"], "accuracy rises with d (Spearman > 0.8)",
+        "dim_spearman": claim(data["dim"]["spearman"], "accuracy rises with d (Spearman > 0.8)",
                                data["dim"]["spearman"] > 0.8),
-        "frozen_gap_small_d": _claim(
+        "frozen_gap_small_d": claim(
             100 * (small["acc_trained"] - small["acc_frozen"]),
             f"d = {small['d']} < V = {V}: frozen Gaussian embeddings clearly worse (gap >= 10 points)",
             100 * (small["acc_trained"] - small["acc_frozen"]) >= 10),
-        "frozen_gap_large_d": _claim(
+        "frozen_gap_large_d": claim(
             100 * (large["acc_trained"] - large["acc_frozen"]),
             f"d = {large['d']} >= V = {V}: frozen Gaussian embeddings about as good (|gap| <= 5 points)",
             abs(100 * (large["acc_trained"] - large["acc_frozen"])) <= 5),
-        "hijack_flip_rate_max_k": _claim(
+        "hijack_flip_rate_max_k": claim(
             hij["rows"][-1]["flip_rate"], f"replacing k = {hij['rows'][-1]['k']} of L = {hij['L']} context tokens by "
             "neighbours of y' flips the prediction to y' in most cases (rate >= 0.5)", hij["rows"][-1]["flip_rate"] >= 0.5),
-        "hijack_monotone": _claim(hij["monotone"], "the flip rate rises monotonically with k (steps >= -0.02)",
+        "hijack_monotone": claim(hij["monotone"], "the flip rate rises monotonically with k (steps >= -0.02)",
                                   hij["monotone"]),
     }
 
@@ -103,13 +94,8 @@ def reproduce(out: Path, quick: bool = True, seed: int = 0, settings: Settings |
         raise TypeError(f"seed must be an int, got {seed!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _reproduce(Path(out), quick, seed, settings, progress)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _reproduce(out: Path, quick: bool, seed: int, settings: Settings | None, progress: bool) -> dict:

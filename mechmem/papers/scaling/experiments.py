@@ -46,6 +46,7 @@ from mechmem.papers.scaling.optim import (  # noqa: E402
     sgd_approximation,
     train_memory,
 )
+from mechmem.reproducing import torch_threads  # noqa: E402
 from mechmem.sweep import expand_grid, run_sweep  # noqa: E402
 
 N_TRIALS = 30
@@ -204,9 +205,9 @@ def naive_contour(out: Path, quick: bool, seed: int) -> dict:
 
 def optim_point(config: dict) -> dict:
     """Sweep worker: train one :class:`OptimConfig` (all its trials) and return the final per-trial errors."""
-    torch.set_num_threads(1)
     cfg = OptimConfig(**{**config, "betas": tuple(config.get("betas", (0.0, 0.0)))})
-    result = train_memory(cfg)
+    with torch_threads(1):
+        result = train_memory(cfg)
     return {"final": result.final.tolist()}
 
 

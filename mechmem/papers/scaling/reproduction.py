@@ -20,6 +20,7 @@ from mechmem.papers.scaling.experiments import (
     optimisers,
     sgd_vs_approximation,
 )
+from mechmem.reproducing import claim
 
 CLAIM_KEYS = (
     "threshold_d_slope", "frequency_d_slope", "uniform_no_decay", "data_T_slope", "missing_mass_rel_error",
@@ -28,9 +29,6 @@ CLAIM_KEYS = (
 )
 SEED_FRACTION = 0.8  # "for >= 8 of 10 seeds"
 
-
-def claim(measured: Any, expected: str, holds: bool) -> dict:
-    return {"measured": measured, "expected": expected, "holds": bool(holds)}
 
 
 def uniform_no_decay(d_res: dict) -> tuple[bool, dict]:

@@ -1,23 +1,34 @@
-# Set-up and the two everyday commands. Both bootstrap .venv on a fresh machine:
-# the CPU build of torch first (a bare `torch` requirement would pull a multi-GB CUDA build),
-# then mechmem itself with its test and notebook extras.
-PYTHON ?= python3
-VENV   ?= .venv
-PY     := $(VENV)/bin/python
-TORCH  ?= torch==2.13.0
+# Set-up and the everyday commands. Every target that runs code bootstraps its own virtual
+# environment from a lock file, so a fresh machine gets exactly the versions CI tested:
+#   requirements.lock    TransformerLens 3.9 (HookedTransformer), the default
+# The lock pins the CPU build of torch (torch==2.13.0+cpu): a bare `torch` requirement resolved
+# from PyPI would pull a multi-GB CUDA build. `make lock` regenerates the lock after a change to
+# pyproject.toml (see "Refreshing the lock" in README.md).
+SHELL    := /bin/bash
+PYTHON   ?= python3
+VENV     ?= .venv
+LOCK     ?= requirements.lock
+PY       := $(VENV)/bin/python
+PIP      := --quiet --disable-pip-version-check
+# the CPU build of torch that the locks pin (found in pip's find-links or an extra index)
+TORCH    ?= torch==2.13.0+cpu
+UV       ?= uv==0.13.9
+# extra uv options for `make lock`, e.g. TORCH_SOURCE="--extra-index-url https://download.pytorch.org/whl/cpu"
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-all bench clean
+.PHONY: install run test test-all test-latest bench lock clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,notebooks,ray]"
+	$(PY) -m pip install $(PIP) -r $(LOCK)
+	$(PY) -m pip install $(PIP) --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 install: $(VENV)/.installed
 
-## the main job: a quick experiment end to end; prints where its results are
+## the main job: a quick experiment end to end; prints what it did and where its results are
 run: $(VENV)/.installed
 	$(VENV)/bin/mechmem train recall --name demo --overwrite --quiet
 
@@ -29,8 +40,29 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m "slow or not slow"
 
+## the newest versions pyproject.toml allows (torch stays the CPU build), in .venv-latest
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install $(PIP) "$(TORCH)"
+	.venv-latest/bin/python -m pip install $(PIP) --upgrade --upgrade-strategy eager -e ".[test,notebooks]" \
+		--constraint <(echo "$(TORCH)")
+	.venv-latest/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@echo "resolved (differences from $(LOCK)):"
+	@diff <(grep -E '^[A-Za-z0-9]' $(LOCK) | tr A-Z_ a-z- | sort) \
+		<(.venv-latest/bin/python -m pip freeze --exclude-editable | tr A-Z_ a-z- | sort) | grep '^>' || true
+	.venv-latest/bin/python -m pytest -q
+
 bench: $(VENV)/.installed
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+## regenerate requirements.lock from pyproject.toml (needs network access)
+lock:
+	test -x .venv-tools/bin/uv || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install $(PIP) "$(UV)")
+	.venv-tools/bin/uv pip compile pyproject.toml --extra test --extra notebooks \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
+		--constraint <(echo "$(TORCH)") --no-emit-find-links --no-emit-index-url \
+		--custom-compile-command "make lock" -o requirements.lock
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-latest .venv-tools runs

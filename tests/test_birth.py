@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mechmem.papers.birth.generator import (BigramOptions, alias_tables, bigram_floor, fixed_triggers, generate)
+from mechmem.papers.birth.generator import (BigramOptions, alias_tables, bigram_floor, expected_bigram_floor,
+                                            fixed_triggers, generate)
 from mechmem.papers.birth.handbuilt import HandbuiltScales
 from mechmem.papers.birth.model import build_handbuilt, build_simplified, full_config, simplified_config
-from mechmem.papers.birth.probes import memory_probes, wk0_recall, wk_recall, wo_recall
+from mechmem.papers.birth.probes import memory_probes, wk0_recall, wk_recall, wk_recall_all_keys, wo_recall
 from mechmem.papers.birth.tables import CharTables, shakespeare_tables, tables_from_bigram
 from mechmem.papers.birth.task import BigramTask, incontext_metrics
 
@@ -85,6 +86,28 @@ def test_incontext_fraction_matches_reference(default_sample):
 def test_bigram_floor_matches_reference(default_sample):
     floor = bigram_floor(default_sample)
     assert abs(floor - 2.145) <= 0.02, f"global-bigram floor {floor:.3f} nats, spec 2.145 +/- 0.02"
+
+
+def test_expected_bigram_floor_is_what_large_batches_converge_to():
+    exact = expected_bigram_floor(BigramOptions(seq_len=256, n_triggers=5), n_output_draws=1024)
+    assert abs(exact - 2.145) <= 0.02, f"distribution floor {exact:.3f} nats, spec 2.145 +/- 0.02"
+    for opts in (BigramOptions(seq_len=64, n_triggers=5), BigramOptions(seq_len=64, n_triggers=5, trigger_mode="random")):
+        exact = expected_bigram_floor(opts, n_output_draws=2048)
+        sample = bigram_floor(generate(opts, 4096, torch.Generator().manual_seed(3)))
+        assert abs(exact - sample) < 0.015, f"{opts.trigger_mode}: distribution floor {exact:.4f} vs 4096 sequences {sample:.4f}"
+
+
+def test_expected_bigram_floor_of_a_two_state_chain_is_exact():
+    # pi_b: from 0 always to 1 (entropy 0); from 1 to 0 or 1 with probability 1/2 (entropy ln 2); pi_u = (1/2, 1/2)
+    tables = tables_from_bigram(np.array([[0, 4], [2, 2]]))
+    floor = expected_bigram_floor(BigramOptions(seq_len=1, n_triggers=0), tables=tables)
+    assert floor == pytest.approx(0.5 * math.log(2)), "one position: E_pi_u[H] = (1/2) ln 2"
+    floor = expected_bigram_floor(BigramOptions(seq_len=2, n_triggers=0), tables=tables)
+    assert floor == pytest.approx(5 / 8 * math.log(2)), "z_2 ~ (1/4, 3/4): mean of (1/2) ln 2 and (3/4) ln 2"
+    floor = expected_bigram_floor(BigramOptions(seq_len=3, n_triggers=1), tables=tables)
+    assert floor == pytest.approx(math.log(2)), "token 0 is the trigger: c = 0 only at token 1, entropy ln 2"
+    with pytest.raises(ValueError, match="n_output_draws"):
+        expected_bigram_floor(BigramOptions(seq_len=2, n_triggers=0), n_output_draws=0, tables=tables)
 
 
 def test_triggers_are_always_followed_by_their_output_and_counts_are_running_counts(default_sample):
@@ -273,3 +296,45 @@ def test_probe_functions_on_exact_memories():
     assert wk_recall(E, torch.eye(8), torch.eye(8)) == 1.0
     assert wk0_recall(E, shift) == 1.0, "query p_t -> key p_{t-1}"
     assert wk0_recall(E, shift.T) == 0.0
+
+
+def _authors_test_wk1(model, key_tokens):
+    """The authors' ``test_wk1`` written out on the raw weights (their ``nn.Linear`` chain
+    wk(wo(wv(emb))) for the keys and wq(emb) for the queries, in TransformerLens's row-vector layout)."""
+    ids = torch.as_tensor(key_tokens)
+    emb = model.embed.W_E.detach()[ids]
+    a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+    keys = emb @ a0.W_V.detach()[0] @ a0.W_O.detach()[0] @ a1.W_K.detach()[0]
+    queries = emb @ a1.W_Q.detach()[0]
+    return float(((queries @ keys.T).argmax(-1) == torch.arange(len(ids))).float().mean())
+
+
+def test_wk1_probe_follows_the_authors_test_wk1():
+    gen = torch.Generator().manual_seed(0)
+    task = BigramTask(seq_len=64)
+    model = build_handbuilt(d_model=64, n_ctx=64, key_tokens=None)
+    W_K = model.blocks[1].attn.W_K
+    values = []
+    for noise in (0.0, 0.5, 1.0, 2.0, 4.0):
+        with torch.no_grad():
+            original = W_K.detach().clone()
+            W_K.add_(noise * W_K.detach().std() * torch.randn(W_K.shape, generator=gen))
+        for keys in (task.triggers, list(range(65)), [3, 9, 40]):
+            ours = memory_probes(model, triggers=keys)["wk1"] if len(keys) < 65 else memory_probes(model)["wk1"]
+            assert ours == _authors_test_wk1(model, keys), f"wk1 differs from test_wk1 (noise {noise}, keys {keys})"
+            values.append(ours)
+        with torch.no_grad():
+            W_K.copy_(original)
+    assert len(set(values)) > 2, f"the comparison should cover several recall levels, got {sorted(set(values))}"
+
+
+def test_wk1_restricts_keys_to_the_triggers_and_all_keys_variant_does_not():
+    E = torch.eye(6)
+    QK = torch.eye(6)
+    QK[0, 0], QK[0, 5] = 1.0, 2.0  # query 0 prefers the key of token 5 (not a trigger) over its own key
+    triggers = [0, 1, 2]
+    assert wk_recall(E, QK, torch.eye(6), triggers) == 1.0, "among the triggers' keys, query 0 still picks key 0"
+    assert wk_recall_all_keys(E, QK, torch.eye(6), triggers) == pytest.approx(2 / 3), "key 5 wins over all keys"
+    assert wk_recall(E, QK, torch.eye(6)) == wk_recall_all_keys(E, QK, torch.eye(6)) == pytest.approx(5 / 6)
+    probes = memory_probes(build_simplified(d_model=32, n_ctx=32, seed=2), triggers=triggers)
+    assert probes["wk1_all_keys"] <= probes["wk1"], "restricting the keys can only help the argmax"

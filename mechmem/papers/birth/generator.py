@@ -211,11 +211,49 @@ def _alias_cache(tables: CharTables) -> tuple[Tensor, Tensor]:
     return _ALIAS[key][1]
 
 
+def conditional_entropies(tables: CharTables) -> Float[Tensor, "N"]:
+    """H(pi_b(. | i)) for every token i, in nats (float64)."""
+    pb = tables.pi_b
+    return -(pb * torch.where(pb > 0, pb.log(), torch.zeros_like(pb))).sum(-1)
+
+
 def bigram_floor(sample: BigramSample, tables: Optional[CharTables] = None) -> float:
     """Best achievable cross-entropy (nats) at the global-bigram positions (c = 0) of a sample: the mean
     conditional entropy H(pi_b(. | z_t)) over those positions."""
     tables = tables if tables is not None else shakespeare_tables()
-    pb = tables.pi_b
-    h = -(pb * torch.where(pb > 0, pb.log(), torch.zeros_like(pb))).sum(-1)
     glob = sample.counts == 0
-    return float(h[sample.tokens][glob].mean())
+    return float(conditional_entropies(tables)[sample.tokens][glob].mean())
+
+
+def expected_bigram_floor(opts: BigramOptions, n_output_draws: int = 4096, seed: int = 0,
+                          tables: Optional[CharTables] = None, chunk: int = 512) -> float:
+    """The global-bigram floor of the data distribution: E[sum_t 1{c_t = 0} H(pi_b(. | z_t))] / E[sum_t 1{c_t = 0}]
+    over sequences of ``opts`` (what ``bigram_floor`` of an ever larger batch converges to).
+
+    The chain z_1 ~ pi_u, z_{t+1} ~ P(. | z_t) is summed exactly: for given triggers and outputs, P is pi_b with the
+    trigger rows replaced by their outputs, and the marginals pi_u P^t are propagated for t < T. Only the triggers
+    and outputs are drawn (``n_output_draws`` of them, seeded): at K = 5 fixed triggers and T = 256 the standard
+    error of the default 4096 draws is about 0.002 nats, against about 0.02 for a 64-sequence batch.
+    """
+    tables = tables if tables is not None else shakespeare_tables()
+    opts.validate_options(tables.n)
+    for name, value in (("n_output_draws", n_output_draws), ("chunk", chunk)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    h, N = conditional_entropies(tables), tables.n
+    generator = torch.Generator().manual_seed(seed)
+    num = den = 0.0
+    for start in range(0, n_output_draws, chunk):
+        n = min(chunk, n_output_draws - start)
+        triggers = draw_triggers(opts, tables, n, generator)
+        outputs = draw_outputs(opts, tables, triggers, generator)
+        P = tables.pi_b.expand(n, N, N).clone()
+        rows = P[torch.arange(n)[:, None], triggers]  # [n, K, N]: the trigger rows, replaced by one-hot outputs
+        P[torch.arange(n)[:, None], triggers] = torch.zeros_like(rows).scatter_(-1, outputs.unsqueeze(-1), 1.0)
+        glob = torch.ones(n, N, dtype=torch.float64).scatter_(1, triggers, 0.0)  # c = 0 <=> not a trigger
+        m = tables.pi_u.expand(n, N).clone()
+        for _ in range(opts.seq_len):
+            num += float((m * glob * h).sum())
+            den += float((m * glob).sum())
+            m = torch.bmm(m.unsqueeze(1), P).squeeze(1)
+    return num / den

@@ -8,7 +8,10 @@ Each probe asks whether a matrix stores its associations: recall = fraction of q
 candidate keys (or output rows) is the right one.
 
 - ``wo1``: W_U^T (W_O^2 W_V^2) w_E(k) -> k, over all tokens (paper's W_O^2 as an output memory).
-- ``wk1``: w_E(k)^T W_K^2 w_1(k') maximal at k' = k, with w_1 = W_O^1 W_V^1 w_E, over the triggers.
+- ``wk1``: w_E(k)^T W_K^2 w_1(k') maximal at k' = k, with w_1 = W_O^1 W_V^1 w_E; queries and keys both range
+  over the K triggers when they are fixed, else over all tokens (the authors' ``test_wk1``; chance 1/K).
+- ``wk1_all_keys``: the same queries, but the argmax runs over the keys of all N tokens (a stricter variant: a
+  non-trigger key may win; chance 1/N).
 - ``wk0``: p_t^T W_K^1 p_s maximal at s = t - 1, over all key positions (``wk0_64``: the first 64).
 - ``ff1``: KL(pi_b(. | i) || softmax(W_U F(w_E(i)))) over non-trigger tokens, F the feed-forward of layer 2.
 """
@@ -35,8 +38,18 @@ def wo_recall(W_E: Float[Tensor, "N d"], OV: Float[Tensor, "d d"], W_U: Float[Te
 
 def wk_recall(W_E: Float[Tensor, "N d"], QK: Float[Tensor, "d d"], OV_prev: Float[Tensor, "d d"],
               tokens: Optional[Sequence[int]] = None) -> float:
-    """Recall of the induction key memory: the query w_E(k) should score the key w_1(k) = w_E(k) OV_prev highest
-    among all w_1(k')."""
+    """Recall of the induction key memory as the authors define it (``test_wk1``): for each k in ``tokens``
+    (None: all tokens), the query w_E(k) should score the key w_1(k) = w_E(k) OV_prev highest among the keys
+    w_1(k') of the same ``tokens``."""
+    ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
+    keys = W_E[ids] @ OV_prev
+    return recall(W_E[ids] @ QK @ keys.T, torch.arange(len(ids)))
+
+
+def wk_recall_all_keys(W_E: Float[Tensor, "N d"], QK: Float[Tensor, "d d"], OV_prev: Float[Tensor, "d d"],
+                       tokens: Optional[Sequence[int]] = None) -> float:
+    """The induction key memory with the argmax over the keys w_1(k') of all N tokens (queries: ``tokens``, None:
+    all). Equal to :func:`wk_recall` when ``tokens`` is None; never above it otherwise."""
     ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
     keys = W_E @ OV_prev
     return recall(W_E[ids] @ QK @ keys.T, ids)
@@ -69,9 +82,9 @@ def _circuits(model):
 
 def memory_probes(model, triggers: Optional[Sequence[int]] = None, output_tokens: Optional[Sequence[int]] = None,
                   ff_tokens: Optional[Sequence[int]] = None, pi_b: Optional[Tensor] = None) -> dict[str, float]:
-    """The four probes on a 2-layer model (head 0 of each layer), read with the ``hooks`` circuit readers.
+    """The probes on a 2-layer model (head 0 of each layer), read with the ``hooks`` circuit readers.
 
-    triggers: the keys of ``wk1`` (None or empty: all tokens); output_tokens: the set of ``wo1`` (None: all);
+    triggers: the queries and keys of ``wk1`` and the queries of ``wk1_all_keys`` (None or empty: all tokens); output_tokens: the set of ``wo1`` (None: all);
     ff_tokens / pi_b: the set and bigram table of ``ff1`` (computed only when layer 2 has an MLP).
     """
     from hooks.weights import get_weight
@@ -81,6 +94,7 @@ def memory_probes(model, triggers: Optional[Sequence[int]] = None, output_tokens
     out = {
         "wo1": wo_recall(W_E, OV2, W_U, output_tokens),
         "wk1": wk_recall(W_E, QK2, OV1, triggers or None),
+        "wk1_all_keys": wk_recall_all_keys(W_E, QK2, OV1, triggers or None),
         "wk0": wk0_recall(W_pos, QK1),
         "wk0_64": wk0_recall(W_pos, QK1, 64),
     }

@@ -8,6 +8,7 @@ import torch
 
 from mechmem.papers.lca.constructions import (
     affine_fit,
+    bayes_log_likelihood,
     constructed_W_V,
     neighbour_adjacency,
     orthonormal_embeddings,
@@ -197,3 +198,37 @@ def test_principal_cosines_of_equal_and_orthogonal_subspaces():
     B = torch.diag(torch.tensor([0.0, 0.0, 0.0, 2.0, 1.0]))
     assert torch.allclose(principal_cosines(A, 5 * A, 3), torch.ones(3))
     assert torch.allclose(principal_cosines(A, B, 2), torch.zeros(2), atol=1e-6)
+
+
+def test_bayes_predictor_beats_neighbour_counting_and_is_exact_without_noise():
+    from mechmem.papers.lca.constructions import bayes_accuracy
+
+    gen = torch.Generator().manual_seed(0)
+    m, L = 5, 16
+    y = sample_targets(3000, m, gen)
+    ctx, _ = sample_context(y, L, m, parse_neighbourhood("N1", m), 0.5, gen)
+    bayes = bayes_accuracy(ctx, y, m, "N1", 0.5, torch.Generator().manual_seed(1))
+    E = orthonormal_embeddings(2**m, 2**m, gen)
+    counting = uniform_attention_accuracy(ctx, y, E, constructed_W_V(E, neighbour_adjacency("N1", m)),
+                                          torch.Generator().manual_seed(1))
+    assert bayes > counting + 0.01, f"Bayes {bayes:.3f} should beat W̄_V counting {counting:.3f} (it excludes present tokens)"
+    y0 = sample_targets(500, m, gen)
+    ctx0, _ = sample_context(y0, 4, m, parse_neighbourhood("ball(2)", m), 0.0, gen)
+    assert bayes_accuracy(ctx0, y0, m, "ball(2)", 0.0, gen) > 0.2, "ball(2) without noise: above chance 1/32"
+    ll = bayes_log_likelihood(ctx0, m, "ball(2)", 0.0)
+    assert torch.isfinite(ll[torch.arange(500), y0]).all(), "the true target always has a finite likelihood"
+
+
+def test_hamming_vote_is_identity_W_V_on_the_explicit_hamming_embedding():
+    from mechmem.papers.lca.constructions import bayes_accuracy, hamming_vote_accuracy
+
+    m, L = 5, 8
+    gen = torch.Generator().manual_seed(2)
+    y = sample_targets(2000, m, gen)
+    ctx, _ = sample_context(y, L, m, parse_neighbourhood("N1", m), 0.5, gen)
+    E = hamming_embedding(m)
+    identity = uniform_attention_accuracy(ctx, y, E, torch.eye(E.shape[1]), torch.Generator().manual_seed(3))
+    vote = hamming_vote_accuracy(ctx, y, m, torch.Generator().manual_seed(3))
+    assert vote == identity, f"majority vote {vote} must equal identity W_V on Hamming embeddings {identity}"
+    bayes = bayes_accuracy(ctx, y, m, "N1", 0.5, torch.Generator().manual_seed(3))
+    assert bayes > vote + 0.05, f"at L = {L} the vote ({vote:.3f}) is well below Bayes ({bayes:.3f})"

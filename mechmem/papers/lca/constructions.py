@@ -53,6 +53,49 @@ def uniform_attention_accuracy(
     return (argmax_random_ties(logits, generator) == y).float().mean().item()
 
 
+def bayes_log_likelihood(
+    context: Int[Tensor, "batch L"], m: int, neighbourhood: Neighbourhood | str, epsilon: float
+) -> Float[Tensor, "batch V"]:
+    """``log P(context | y = k)`` for every candidate k under the generator: each context token is drawn from
+    ``(1 - epsilon) q(. | k) + epsilon * uniform([V] \\ {k})``, so a candidate present in the context is impossible
+    (-inf). The argmax is the Bayes-optimal prediction (the target is uniform)."""
+    if isinstance(neighbourhood, str):
+        neighbourhood = parse_neighbourhood(neighbourhood, m)
+    V = 2**m
+    q = neighbourhood_matrix(neighbourhood, m)  # [k, j] = q(j | k)
+    off_diagonal = 1.0 - torch.eye(V, dtype=torch.float64)
+    log_p = torch.log((1 - epsilon) * q + epsilon * off_diagonal / (V - 1))  # -inf on the diagonal
+    counts = torch.zeros(context.shape[0], V, dtype=torch.float64)
+    counts.scatter_add_(1, context.long(), torch.ones(context.shape, dtype=torch.float64))
+    present = counts @ torch.isinf(log_p).double().T > 0  # [batch, k]: some token impossible under k
+    finite = torch.where(torch.isinf(log_p), torch.zeros_like(log_p), log_p)
+    return (counts @ finite.T).masked_fill(present, float("-inf"))
+
+
+def bayes_accuracy(context: Int[Tensor, "batch L"], y: Int[Tensor, " batch"], m: int,
+                   neighbourhood: Neighbourhood | str, epsilon: float, generator: torch.Generator) -> float:
+    """Accuracy of the Bayes-optimal predictor (the best any model can do on these examples, in expectation)."""
+    pred = argmax_random_ties(bayes_log_likelihood(context, m, neighbourhood, epsilon), generator)
+    return (pred == y).float().mean().item()
+
+
+def hamming_vote_accuracy(context: Int[Tensor, "batch L"], y: Int[Tensor, " batch"], m: int,
+                          generator: torch.Generator) -> float:
+    """Accuracy of ``argmin_k sum_l D_H(k, x_l)`` (a per-bit majority vote over the context).
+
+    This is what W_V = identity computes with uniform attention when the embeddings have the Hamming geometry of
+    eq. (5.2), ``<W_E(i), W_E(j)> = b_0 - b_1 D_H(i, j)`` with b_1 > 0: the logit of k is affine in
+    ``-sum_l D_H(k, x_l)``. Unlike the Bayes predictor it cannot rule out candidates present in the context.
+    """
+    V = 2**m
+    ids = torch.arange(V)
+    dist = hamming(ids[:, None], ids[None, :]).double()
+    counts = torch.zeros(context.shape[0], V, dtype=torch.float64)
+    counts.scatter_add_(1, context.long(), torch.ones(context.shape, dtype=torch.float64))
+    pred = argmax_random_ties(-(counts @ dist), generator)
+    return (pred == y).float().mean().item()
+
+
 def orthonormal_embeddings(V: int, d: int, generator: torch.Generator) -> Float[Tensor, "V d"]:
     """V orthonormal rows in R^d (needs d >= V): a random rotation of the first V basis vectors."""
     if d < V:

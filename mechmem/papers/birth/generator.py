@@ -211,7 +211,7 @@ def _alias_cache(tables: CharTables) -> tuple[Tensor, Tensor]:
     return _ALIAS[key][1]
 
 
-def conditional_entropies(tables: CharTables) -> Float[Tensor, "N"]:
+def conditional_entropies(tables: CharTables) -> Float[Tensor, " N"]:
     """H(pi_b(. | i)) for every token i, in nats (float64)."""
     pb = tables.pi_b
     return -(pb * torch.where(pb > 0, pb.log(), torch.zeros_like(pb))).sum(-1)

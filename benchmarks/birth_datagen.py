@@ -7,6 +7,7 @@ machine, and their ratio.
 
 Usage: ``python benchmarks/birth_datagen.py [--batch 512] [--seq-len 256] [--repeats 3]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ from mechmem.papers.birth.generator import BigramOptions, fixed_triggers, genera
 from mechmem.papers.birth.tables import shakespeare_tables
 
 
-def python_loop_batch(batch_size: int, seq_len: int, n_triggers: int, rng: np.random.Generator):
+def python_loop_batch(
+    batch_size: int, seq_len: int, n_triggers: int, rng: np.random.Generator
+):
     """One batch drawn token by token in Python (fixed triggers, uniform outputs), as the authors do."""
     tables = shakespeare_tables()
     pi_u, pi_b = tables.pi_u.numpy(), tables.pi_b.numpy()
@@ -60,21 +63,41 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--loop-batch", type=int, default=64, help="sequences per timing of the slow loop")
+    parser.add_argument(
+        "--loop-batch",
+        type=int,
+        default=64,
+        help="sequences per timing of the slow loop",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     opts = BigramOptions(seq_len=args.seq_len, n_triggers=5)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
-    fast = seqs_per_second(lambda: generate(opts, args.batch, gen), args.batch, args.repeats)
-    slow = seqs_per_second(lambda: python_loop_batch(args.loop_batch, args.seq_len, 5, rng), args.loop_batch,
-                           args.repeats)
-    result = {"vectorised_seqs_per_s": fast, "python_loop_seqs_per_s": slow, "ratio": fast / slow,
-              "seq_len": args.seq_len, "batch": args.batch, "threads": 1}
-    print(f"vectorised generator: {fast:,.0f} sequences/s (batch {args.batch}, T={args.seq_len}, 1 thread)")
+    fast = seqs_per_second(
+        lambda: generate(opts, args.batch, gen), args.batch, args.repeats
+    )
+    slow = seqs_per_second(
+        lambda: python_loop_batch(args.loop_batch, args.seq_len, 5, rng),
+        args.loop_batch,
+        args.repeats,
+    )
+    result = {
+        "vectorised_seqs_per_s": fast,
+        "python_loop_seqs_per_s": slow,
+        "ratio": fast / slow,
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "threads": 1,
+    }
+    print(
+        f"vectorised generator: {fast:,.0f} sequences/s (batch {args.batch}, T={args.seq_len}, 1 thread)"
+    )
     print(f"per-token Python loop: {slow:,.0f} sequences/s")
-    print(f"ratio: {fast / slow:.1f}x  (the authors use 60 loop workers; one vectorised process matches "
-          f"{fast / slow / 60:.1f} x 60 workers)")
+    print(
+        f"ratio: {fast / slow:.1f}x  (the authors use 60 loop workers; one vectorised process matches "
+        f"{fast / slow / 60:.1f} x 60 workers)"
+    )
     return result
 
 

@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 from mechmem import ModelConfig, build_model
 
-CFG = ModelConfig(n_layers=2, n_heads=1, d_model=128, d_vocab=65, n_ctx=256, attn_only=True, use_bias=True)
+CFG = ModelConfig(
+    n_layers=2,
+    n_heads=1,
+    d_model=128,
+    d_vocab=65,
+    n_ctx=256,
+    attn_only=True,
+    use_bias=True,
+)
 BATCH = 64
 
 
@@ -29,13 +37,20 @@ class PlainAttnOnly(nn.Module):
 
     def __init__(self, hooked):
         super().__init__()
-        copy = lambda t: nn.Parameter(t.detach().clone())  # noqa: E731
-        self.W_E, self.W_pos, self.W_U, self.b_U = (copy(hooked.W_E), copy(hooked.W_pos),
-                                                    copy(hooked.W_U), copy(hooked.b_U))
+        copy = lambda t: nn.Parameter(t.detach().clone())
+        self.W_E, self.W_pos, self.W_U, self.b_U = (
+            copy(hooked.W_E),
+            copy(hooked.W_pos),
+            copy(hooked.W_U),
+            copy(hooked.b_U),
+        )
         self.layers = nn.ParameterList()
         for block in hooked.blocks:
             a = block.attn
-            self.layers.extend(copy(w) for w in (a.W_Q, a.W_K, a.W_V, a.W_O, a.b_Q, a.b_K, a.b_V, a.b_O))
+            self.layers.extend(
+                copy(w)
+                for w in (a.W_Q, a.W_K, a.W_V, a.W_O, a.b_Q, a.b_K, a.b_V, a.b_O)
+            )
 
     def forward(self, tokens: Tensor) -> Tensor:
         x = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]
@@ -55,7 +70,9 @@ def step_time(model: nn.Module, tokens: Tensor, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         logits = model(tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -70,18 +87,27 @@ def main() -> None:
 
     hooked = build_model(CFG)
     plain = PlainAttnOnly(hooked)
-    tokens = torch.randint(CFG.d_vocab, (BATCH, CFG.n_ctx + 1), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        CFG.d_vocab, (BATCH, CFG.n_ctx + 1), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         diff = (hooked(tokens[:, :-1]) - plain(tokens[:, :-1])).abs().max().item()
-    assert diff < 1e-4, f"the plain model does not compute the same function (max diff {diff})"
+    assert diff < 1e-4, (
+        f"the plain model does not compute the same function (max diff {diff})"
+    )
 
     step_time(hooked, tokens, 1), step_time(plain, tokens, 1)  # warm-up
     ratios, t_hooked, t_plain = [], [], []
     for _ in range(args.reps):
-        h, p = step_time(hooked, tokens, args.steps), step_time(plain, tokens, args.steps)
+        h, p = (
+            step_time(hooked, tokens, args.steps),
+            step_time(plain, tokens, args.steps),
+        )
         t_hooked.append(h), t_plain.append(p), ratios.append(h / p)
-    print(f"hooked: {statistics.median(t_hooked) * 1e3:.1f} ms/step  plain: {statistics.median(t_plain) * 1e3:.1f} "
-          f"ms/step  (max logit diff {diff:.2e}, {torch.get_num_threads()} threads)")
+    print(
+        f"hooked: {statistics.median(t_hooked) * 1e3:.1f} ms/step  plain: {statistics.median(t_plain) * 1e3:.1f} "
+        f"ms/step  (max logit diff {diff:.2e}, {torch.get_num_threads()} threads)"
+    )
     print(f"ratio={statistics.median(ratios):.3f}")
 
 

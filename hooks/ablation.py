@@ -16,18 +16,24 @@ positions = query positions); heads can be chosen on hooks with a head axis only
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from hooks.names import HookName, active_hook_names, check_head, check_positions, hook_layer, resolve_hook_name
+from hooks.names import (
+    HookName,
+    active_hook_names,
+    check_head,
+    check_positions,
+    resolve_hook_name,
+)
 from hooks.state import add_tracked_hook, preserved_state, remove_tracked_hooks
 
 KINDS = ("zero", "mean", "resample")
-Metric = Callable[[Tensor], Union[Tensor, float]]
+Metric = Callable[[Tensor], Tensor | float]
 
 
 @dataclass(frozen=True)
@@ -36,21 +42,21 @@ class Ablation:
 
     hook: HookName
     kind: str = "zero"
-    heads: Optional[Union[int, Sequence[int]]] = None
-    positions: Optional[Union[int, Sequence[int]]] = None
-    reference: Optional[Tensor] = None  # tokens [batch, pos] for "mean" / "resample"
+    heads: int | Sequence[int] | None = None
+    positions: int | Sequence[int] | None = None
+    reference: Tensor | None = None  # tokens [batch, pos] for "mean" / "resample"
     per_position: bool = True
     seed: int = 0
 
 
-def _axes(name: str, ndim: int) -> tuple[int, Optional[int]]:
+def _axes(name: str, ndim: int) -> tuple[int, int | None]:
     """(position axis, head axis) of a hook tensor."""
     if name.endswith(("hook_pattern", "hook_attn_scores")):
         return 2, 1
     return 1, (2 if ndim == 4 else None)
 
 
-def _as_list(x) -> Optional[list]:
+def _as_list(x) -> list | None:
     if x is None:
         return None
     return [x] if isinstance(x, int) else list(x)
@@ -60,11 +66,11 @@ def _as_list(x) -> Optional[list]:
 class _Prepared:
     name: str
     ablation: Ablation
-    heads: Optional[list[int]]
-    reference_act: Optional[Tensor]
+    heads: list[int] | None
+    reference_act: Tensor | None
 
 
-def _validate(model: nn.Module, ab: Ablation, seq_len: Optional[int]) -> _Prepared:
+def _validate(model: nn.Module, ab: Ablation, seq_len: int | None) -> _Prepared:
     if not isinstance(ab, Ablation):
         raise TypeError(f"expected an Ablation, got {type(ab).__name__}")
     if ab.kind not in KINDS:
@@ -72,17 +78,38 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: Optional[int]) -> _Prepar
     name = resolve_hook_name(model, ab.hook)
     heads = _as_list(ab.heads)
     if heads is not None:
-        if not name.endswith(("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_pattern",
-                              "hook_attn_scores", "hook_rot_q", "hook_rot_k", "_input", "hook_attn_in")):
-            raise ValueError(f"heads can only be given for hooks with a head axis (q, k, v, z, result, pattern, ...), not {name!r}")
+        if not name.endswith(
+            (
+                "hook_q",
+                "hook_k",
+                "hook_v",
+                "hook_z",
+                "hook_result",
+                "hook_pattern",
+                "hook_attn_scores",
+                "hook_rot_q",
+                "hook_rot_k",
+                "_input",
+                "hook_attn_in",
+            )
+        ):
+            raise ValueError(
+                f"heads can only be given for hooks with a head axis (q, k, v, z, result, pattern, ...), not {name!r}"
+            )
         for h in heads:
             check_head(model, h)
     if ab.positions is not None:
         limit = seq_len if seq_len is not None else model.cfg.n_ctx
         check_positions(_as_list(ab.positions), limit)
     if ab.kind != "zero":
-        if ab.reference is None or not isinstance(ab.reference, Tensor) or ab.reference.dim() != 2:
-            raise ValueError(f"a {ab.kind!r} ablation needs reference tokens [batch, pos] (Ablation.reference)")
+        if (
+            ab.reference is None
+            or not isinstance(ab.reference, Tensor)
+            or ab.reference.dim() != 2
+        ):
+            raise ValueError(
+                f"a {ab.kind!r} ablation needs reference tokens [batch, pos] (Ablation.reference)"
+            )
         if ab.reference.shape[0] < 1:
             raise ValueError("Ablation.reference must hold at least one example")
         if ab.kind == "resample" or ab.per_position:
@@ -94,7 +121,9 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: Optional[int]) -> _Prepar
     return _Prepared(name, ab, heads, None)
 
 
-def _reference_activations(model: nn.Module, prepared: list[_Prepared], cache=None) -> None:
+def _reference_activations(
+    model: nn.Module, prepared: list[_Prepared], cache=None
+) -> None:
     """One cached forward pass per distinct reference batch, storing what each ablation needs
     (``cache``: activations of the reference batch already at hand, used when it has the names)."""
     groups: dict[int, list[_Prepared]] = {}
@@ -106,7 +135,9 @@ def _reference_activations(model: nn.Module, prepared: list[_Prepared], cache=No
         if cache is None or not all(n in cache for n in names):
             with preserved_state(model), torch.no_grad():
                 model.eval()
-                _, cache = model.run_with_cache(items[0].ablation.reference, names_filter=names)
+                _, cache = model.run_with_cache(
+                    items[0].ablation.reference, names_filter=names
+                )
         for p in items:
             act = cache[p.name]
             pos_axis, _ = _axes(p.name, act.dim())
@@ -124,7 +155,9 @@ def _replacement(p: _Prepared, act: Tensor) -> Tensor:
     ref = p.reference_act
     if kind == "resample":
         gen = torch.Generator(device="cpu").manual_seed(p.ablation.seed)
-        index = torch.randint(ref.shape[0], (act.shape[0],), generator=gen).to(ref.device)
+        index = torch.randint(ref.shape[0], (act.shape[0],), generator=gen).to(
+            ref.device
+        )
         ref = ref[index]
     try:
         torch.broadcast_shapes(ref.shape, act.shape)
@@ -135,7 +168,7 @@ def _replacement(p: _Prepared, act: Tensor) -> Tensor:
     return ref
 
 
-def _mask(p: _Prepared, act: Tensor) -> Optional[Tensor]:
+def _mask(p: _Prepared, act: Tensor) -> Tensor | None:
     """Boolean mask (broadcastable to ``act``) of the entries to ablate; None = everything."""
     positions = _as_list(p.ablation.positions)
     if positions is None and p.heads is None:
@@ -164,7 +197,11 @@ def _hook_fn(p: _Prepared):
     def hook(act: Tensor, hook=None) -> Tensor:
         new = _replacement(p, act)
         mask = _mask(p, act)
-        out = torch.zeros_like(act) + new if mask is None else torch.where(mask, new.to(act.dtype), act)
+        out = (
+            torch.zeros_like(act) + new
+            if mask is None
+            else torch.where(mask, new.to(act.dtype), act)
+        )
         if torch.is_grad_enabled():
             return out
         # without autograd write in place: on a bridge, hook_resid_mid is an alias of ln2.hook_in
@@ -176,7 +213,10 @@ def _hook_fn(p: _Prepared):
 
 
 def ablation_hooks(
-    model: nn.Module, ablations: Sequence[Ablation], seq_len: Optional[int] = None, reference_cache=None
+    model: nn.Module,
+    ablations: Sequence[Ablation],
+    seq_len: int | None = None,
+    reference_cache=None,
 ) -> list[tuple[str, Callable]]:
     """``(hook_name, hook_fn)`` pairs for ``run_with_hooks`` / ``model.hooks``; validates everything
     and computes reference activations first (one forward pass per reference batch, unless
@@ -188,7 +228,9 @@ def ablation_hooks(
     return [(p.name, _hook_fn(p)) for p in prepared]
 
 
-def run_with_ablations(model: nn.Module, tokens: Tensor, ablations: Sequence[Ablation]) -> Tensor:
+def run_with_ablations(
+    model: nn.Module, tokens: Tensor, ablations: Sequence[Ablation]
+) -> Tensor:
     """Logits of ``model(tokens)`` with all ``ablations`` applied together (no_grad, eval mode;
     the model's hooks, mode and flags are restored afterwards)."""
     _check_tokens(tokens)
@@ -213,8 +255,14 @@ def ablate(model: nn.Module, ablations: Sequence[Ablation]) -> Iterator[nn.Modul
 
 
 def _check_tokens(tokens) -> None:
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
-        raise TypeError(f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', type(tokens))}")
+    if (
+        not isinstance(tokens, Tensor)
+        or tokens.dim() != 2
+        or tokens.dtype not in (torch.long, torch.int32, torch.int64)
+    ):
+        raise TypeError(
+            f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', type(tokens))}"
+        )
 
 
 def metric_value(metric: Metric, logits: Tensor) -> float:
@@ -222,35 +270,61 @@ def metric_value(metric: Metric, logits: Tensor) -> float:
     value = metric(logits)
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"the metric must return a scalar, got a tensor of shape {tuple(value.shape)}")
+            raise ValueError(
+                f"the metric must return a scalar, got a tensor of shape {tuple(value.shape)}"
+            )
         return float(value.item())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    raise ValueError(f"the metric must return a scalar (float or 1-element tensor), got {type(value).__name__}")
+    raise ValueError(
+        f"the metric must return a scalar (float or 1-element tensor), got {type(value).__name__}"
+    )
 
 
-_COMPONENTS = {"heads": "z", "z": "z", "q": "q", "k": "k", "v": "v", "pattern": "pattern",
-               "attn_out": "attn_out", "mlp_out": "mlp_out", "resid_pre": "resid_pre",
-               "resid_mid": "resid_mid", "resid_post": "resid_post"}
+_COMPONENTS = {
+    "heads": "z",
+    "z": "z",
+    "q": "q",
+    "k": "k",
+    "v": "v",
+    "pattern": "pattern",
+    "attn_out": "attn_out",
+    "mlp_out": "mlp_out",
+    "resid_pre": "resid_pre",
+    "resid_mid": "resid_mid",
+    "resid_post": "resid_post",
+}
 _PER_HEAD = ("z", "q", "k", "v", "pattern")
 
 
-def _sweep_items(model: nn.Module, components: Sequence[str], layers: Sequence[int]) -> list[dict]:
+def _sweep_items(
+    model: nn.Module, components: Sequence[str], layers: Sequence[int]
+) -> list[dict]:
     active = active_hook_names(model)
     items = []
     for comp in components:
         if comp not in _COMPONENTS:
-            raise ValueError(f"unknown sweep component {comp!r}; allowed: {sorted(_COMPONENTS)}")
+            raise ValueError(
+                f"unknown sweep component {comp!r}; allowed: {sorted(_COMPONENTS)}"
+            )
         short = _COMPONENTS[comp]
         for layer in layers:
-            name = resolve_hook_name(model, short, layer) if comp not in ("mlp_out", "resid_mid") else f"blocks.{layer}.hook_{short}"
+            name = (
+                resolve_hook_name(model, short, layer)
+                if comp not in ("mlp_out", "resid_mid")
+                else f"blocks.{layer}.hook_{short}"
+            )
             if name not in active:
                 continue  # e.g. no MLP in an attention-only model
             heads = range(model.cfg.n_heads) if short in _PER_HEAD else [None]
             for head in heads:
-                items.append({"component": comp, "layer": layer, "head": head, "hook": name})
+                items.append(
+                    {"component": comp, "layer": layer, "head": head, "hook": name}
+                )
     if not items:
-        raise ValueError(f"none of the components {list(components)} exists in this model")
+        raise ValueError(
+            f"none of the components {list(components)} exists in this model"
+        )
     return items
 
 
@@ -260,10 +334,10 @@ def ablation_sweep(
     metric: Metric,
     components: Sequence[str] = ("heads", "attn_out", "mlp_out"),
     kind: str = "zero",
-    reference: Optional[Tensor] = None,
+    reference: Tensor | None = None,
     per_position: bool = True,
-    positions: Optional[Sequence[int]] = None,
-    layers: Optional[Sequence[int]] = None,
+    positions: Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
     seed: int = 0,
     progress: bool = True,
 ):
@@ -284,7 +358,9 @@ def ablation_sweep(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if isinstance(components, str):
         components = [components]
-    layers = list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
+    layers = (
+        list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
+    )
     if kind != "zero" and reference is None:
         reference = tokens
     items = _sweep_items(model, components, layers)
@@ -293,12 +369,33 @@ def ablation_sweep(
         baseline = metric_value(metric, model(tokens))
         ref_cache = None
         if kind != "zero":
-            _, ref_cache = model.run_with_cache(reference, names_filter=sorted({i["hook"] for i in items}))
-        rows = [{"component": "baseline", "layer": None, "head": None, "hook": None, "metric": baseline}]
-        for item in tqdm(items, desc="ablation sweep", disable=not progress or len(items) < 20):
-            ab = Ablation(item["hook"], kind, heads=item["head"], positions=positions, reference=reference,
-                          per_position=per_position, seed=seed)
-            hooks = ablation_hooks(model, [ab], seq_len=tokens.shape[1], reference_cache=ref_cache)
+            _, ref_cache = model.run_with_cache(
+                reference, names_filter=sorted({i["hook"] for i in items})
+            )
+        rows = [
+            {
+                "component": "baseline",
+                "layer": None,
+                "head": None,
+                "hook": None,
+                "metric": baseline,
+            }
+        ]
+        for item in tqdm(
+            items, desc="ablation sweep", disable=not progress or len(items) < 20
+        ):
+            ab = Ablation(
+                item["hook"],
+                kind,
+                heads=item["head"],
+                positions=positions,
+                reference=reference,
+                per_position=per_position,
+                seed=seed,
+            )
+            hooks = ablation_hooks(
+                model, [ab], seq_len=tokens.shape[1], reference_cache=ref_cache
+            )
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
             rows.append({**item, "metric": metric_value(metric, logits)})
     frame = pd.DataFrame(rows)

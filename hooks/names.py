@@ -19,9 +19,17 @@ from torch import nn
 
 HookName = Union[str, tuple]
 
-_ACTIVE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, frozenset[str]]]" = weakref.WeakKeyDictionary()
+_ACTIVE_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
-_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_tokens")
+_FLAGS = (
+    "use_attn_result",
+    "use_split_qkv_input",
+    "use_attn_in",
+    "use_hook_mlp_in",
+    "use_hook_tokens",
+)
 
 
 def _flags_key(model: nn.Module) -> tuple:
@@ -35,7 +43,9 @@ def active_hook_names(model: nn.Module) -> frozenset[str]:
     cached = _ACTIVE_CACHE.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
-    from hooks.state import preserved_state  # local import: state imports nothing from here
+    from hooks.state import (
+        preserved_state,
+    )  # local import: state imports nothing from here
 
     fired: set[int] = set()
     hook_points = {}
@@ -49,12 +59,18 @@ def active_hook_names(model: nn.Module) -> frozenset[str]:
         model(torch.zeros((1, 1), dtype=torch.long, device=device))
     names = frozenset(n for n, hp in model.hook_dict.items() if id(hp) in fired)
     if getattr(model.cfg, "attn_only", False):
-        names = frozenset(n for n in names if not n.endswith(("hook_mlp_out", "hook_resid_mid", "hook_mlp_in")))
+        names = frozenset(
+            n
+            for n in names
+            if not n.endswith(("hook_mlp_out", "hook_resid_mid", "hook_mlp_in"))
+        )
     _ACTIVE_CACHE[model] = (key, names)
     return names
 
 
-def resolve_hook_name(model: nn.Module, name: HookName, layer: int | None = None) -> str:
+def resolve_hook_name(
+    model: nn.Module, name: HookName, layer: int | None = None
+) -> str:
     """Full hook name from a full name, a short name + layer, or a ``(short, layer)`` tuple.
 
     ``"blocks.0.attn.hook_z"``, ``("z", 0)``, ``resolve_hook_name(m, "z", 0)`` and ``"z0"`` all give
@@ -65,17 +81,23 @@ def resolve_hook_name(model: nn.Module, name: HookName, layer: int | None = None
 
     if isinstance(name, tuple):
         if len(name) != 2 or not isinstance(name[0], str):
-            raise ValueError(f"a hook given as a tuple must be (short_name, layer), got {name!r}")
+            raise ValueError(
+                f"a hook given as a tuple must be (short_name, layer), got {name!r}"
+            )
         name, layer = name
     if not isinstance(name, str):
-        raise TypeError(f"a hook name must be a str or a (str, layer) tuple, got {type(name).__name__}")
+        raise TypeError(
+            f"a hook name must be a str or a (str, layer) tuple, got {type(name).__name__}"
+        )
     active = active_hook_names(model)
     if layer is not None:
         check_layer(model, layer)
     if name in active and layer is None:
         return name
     try:
-        full = get_act_name(name, layer) if layer is not None or "." not in name else name
+        full = (
+            get_act_name(name, layer) if layer is not None or "." not in name else name
+        )
     except Exception:
         full = name
     if full in active:
@@ -118,6 +140,8 @@ def check_positions(positions, seq_len: int, what: str = "position") -> list[int
     out = []
     for p in positions:
         if not isinstance(p, int) or isinstance(p, bool) or not -seq_len <= p < seq_len:
-            raise ValueError(f"{what} must be an int in [0, {seq_len - 1}] (sequence length {seq_len}), got {p!r}")
+            raise ValueError(
+                f"{what} must be an int in [0, {seq_len - 1}] (sequence length {seq_len}), got {p!r}"
+            )
         out.append(p % seq_len)
     return out

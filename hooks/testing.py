@@ -16,8 +16,15 @@ from hooks.weights import get_weight, set_weight_, weight_names
 def tiny_config(**overrides) -> dict:
     """A small config dict accepted by both ``HookedTransformerConfig`` and ``boot_native``."""
     cfg = dict(
-        n_layers=2, d_model=32, d_head=8, n_heads=4, n_ctx=16, d_vocab=24,
-        act_fn="relu", normalization_type="LN", attn_only=False,
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_ctx=16,
+        d_vocab=24,
+        act_fn="relu",
+        normalization_type="LN",
+        attn_only=False,
     )
     cfg.update(overrides)
     return cfg
@@ -36,7 +43,9 @@ def hooked_model(cfg: dict, seed: int = 0) -> nn.Module:
             if name.endswith((".w",)):
                 param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
             else:
-                param.copy_(torch.randn(param.shape, generator=gen) / param.shape[-1] ** 0.5)
+                param.copy_(
+                    torch.randn(param.shape, generator=gen) / param.shape[-1] ** 0.5
+                )
     return model.eval()
 
 
@@ -45,7 +54,17 @@ def bridge_like(model: nn.Module) -> nn.Module:
     from transformer_lens.model_bridge import TransformerBridge
 
     cfg = model.cfg
-    keys = ("n_layers", "d_model", "d_head", "n_heads", "n_ctx", "d_vocab", "act_fn", "normalization_type", "attn_only")
+    keys = (
+        "n_layers",
+        "d_model",
+        "d_head",
+        "n_heads",
+        "n_ctx",
+        "d_vocab",
+        "act_fn",
+        "normalization_type",
+        "attn_only",
+    )
     bridge_cfg = {k: getattr(cfg, k) for k in keys}
     if not cfg.attn_only:
         bridge_cfg["d_mlp"] = cfg.d_mlp

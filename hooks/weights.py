@@ -21,8 +21,8 @@ This module hides the difference. Every weight has one name and one shape, Hooke
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +73,11 @@ def _hooked_slots(model: nn.Module) -> dict[str, WeightSlot]:
     for layer, block in enumerate(model.blocks):
         for attr in _ATTN:
             # grouped-query attention stores K and V as `_W_K`, `_W_V`
-            real = attr if isinstance(getattr(block.attn, attr, None), nn.Parameter) else f"_{attr}"
+            real = (
+                attr
+                if isinstance(getattr(block.attn, attr, None), nn.Parameter)
+                else f"_{attr}"
+            )
             add(f"blocks.{layer}.attn.{attr}", block.attn, real)
         if getattr(block, "mlp", None) is not None:
             for attr in _MLP:
@@ -88,19 +92,21 @@ def _hooked_slots(model: nn.Module) -> dict[str, WeightSlot]:
     return slots
 
 
-def _linear_slots(prefix: str, linear: nn.Linear, n_heads: int, d_head: int, kind: str) -> list[WeightSlot]:
+def _linear_slots(
+    prefix: str, linear: nn.Linear, n_heads: int, d_head: int, kind: str
+) -> list[WeightSlot]:
     """Slots for one attention projection of the bridge (kind: Q, K, V or O)."""
     d_model = linear.in_features if kind != "O" else linear.out_features
     n = linear.weight.shape[0] // d_head if kind != "O" else n_heads
     if kind == "O":
-        to_w = lambda w: w.T.reshape(n, d_head, d_model)  # noqa: E731
-        from_w = lambda t: t.reshape(n * d_head, d_model).T  # noqa: E731
+        to_w = lambda w: w.T.reshape(n, d_head, d_model)
+        from_w = lambda t: t.reshape(n * d_head, d_model).T
         to_b, from_b = _identity, _identity
     else:
-        to_w = lambda w: w.reshape(n, d_head, d_model).transpose(1, 2)  # noqa: E731
-        from_w = lambda t: t.transpose(1, 2).reshape(n * d_head, d_model)  # noqa: E731
-        to_b = lambda b: b.reshape(n, d_head)  # noqa: E731
-        from_b = lambda t: t.reshape(n * d_head)  # noqa: E731
+        to_w = lambda w: w.reshape(n, d_head, d_model).transpose(1, 2)
+        from_w = lambda t: t.transpose(1, 2).reshape(n * d_head, d_model)
+        to_b = lambda b: b.reshape(n, d_head)
+        from_b = lambda t: t.reshape(n * d_head)
     slots = [WeightSlot(f"{prefix}.W_{kind}", linear.weight, to_w, from_w)]
     if linear.bias is not None:
         slots.append(WeightSlot(f"{prefix}.b_{kind}", linear.bias, to_b, from_b))
@@ -121,7 +127,9 @@ def _bridge_slots(model: nn.Module) -> dict[str, WeightSlot]:
     cfg = model.cfg
     slots = [WeightSlot("W_E", _unwrap(native.tok_embed).weight, _identity, _identity)]
     if getattr(native, "pos", None) is not None:
-        slots.append(WeightSlot("W_pos", _unwrap(native.pos).weight, _identity, _identity))
+        slots.append(
+            WeightSlot("W_pos", _unwrap(native.pos).weight, _identity, _identity)
+        )
     head = _unwrap(native.head)
     slots.append(_transposed("W_U", head.weight))
     if head.bias is not None:
@@ -131,7 +139,9 @@ def _bridge_slots(model: nn.Module) -> dict[str, WeightSlot]:
         attn = _unwrap(block.attn)
         for kind in ("Q", "K", "V", "O"):
             linear = _unwrap(getattr(attn, kind.lower()))
-            slots += _linear_slots(f"blocks.{layer}.attn", linear, cfg.n_heads, cfg.d_head, kind)
+            slots += _linear_slots(
+                f"blocks.{layer}.attn", linear, cfg.n_heads, cfg.d_head, kind
+            )
         if hasattr(block, "mlp"):
             mlp = _unwrap(block.mlp)
             fc_in, fc_out = _unwrap(mlp.fc_in), _unwrap(mlp.fc_out)
@@ -139,7 +149,14 @@ def _bridge_slots(model: nn.Module) -> dict[str, WeightSlot]:
             slots.append(_transposed(f"blocks.{layer}.mlp.W_out", fc_out.weight))
             for bname, lin in (("b_in", fc_in), ("b_out", fc_out)):
                 if lin.bias is not None:
-                    slots.append(WeightSlot(f"blocks.{layer}.mlp.{bname}", lin.bias, _identity, _identity))
+                    slots.append(
+                        WeightSlot(
+                            f"blocks.{layer}.mlp.{bname}",
+                            lin.bias,
+                            _identity,
+                            _identity,
+                        )
+                    )
         for ln in ("ln1", "ln2"):
             slots += _norm_slots(f"blocks.{layer}.{ln}", getattr(block, ln, None))
     slots += _norm_slots("ln_final", getattr(native, "ln_out", None))
@@ -162,7 +179,11 @@ def weight_slots(model: nn.Module) -> dict[str, WeightSlot]:
     """Every addressable weight of ``model``, by TransformerLens name."""
     if is_bridge(model):
         return _bridge_slots(model)
-    if hasattr(model, "blocks") and hasattr(model, "embed") and hasattr(model, "unembed"):
+    if (
+        hasattr(model, "blocks")
+        and hasattr(model, "embed")
+        and hasattr(model, "unembed")
+    ):
         return _hooked_slots(model)
     raise TypeError(
         f"expected a HookedTransformer or a TransformerBridge, got {type(model).__name__}"
@@ -200,12 +221,18 @@ def check_replacement(model: nn.Module, name: str, value: Tensor) -> WeightSlot:
     """Validate a replacement for ``name`` (type, shape, dtype, device) without changing anything."""
     s = slot(model, name)
     if not isinstance(value, Tensor):
-        raise TypeError(f"replacement for {name!r} must be a torch.Tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"replacement for {name!r} must be a torch.Tensor, got {type(value).__name__}"
+        )
     expected = tuple(s.to_tl(s.parameter.detach()).shape)
     if tuple(value.shape) != expected:
-        raise ValueError(f"replacement for {name!r} has shape {tuple(value.shape)}, expected {expected}")
+        raise ValueError(
+            f"replacement for {name!r} has shape {tuple(value.shape)}, expected {expected}"
+        )
     if value.dtype != s.parameter.dtype:
-        raise TypeError(f"replacement for {name!r} has dtype {value.dtype}, expected {s.parameter.dtype}")
+        raise TypeError(
+            f"replacement for {name!r} has dtype {value.dtype}, expected {s.parameter.dtype}"
+        )
     if value.device != s.parameter.device:
         raise ValueError(
             f"replacement for {name!r} is on {value.device}, the model's weight is on {s.parameter.device}"

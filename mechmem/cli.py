@@ -24,21 +24,52 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a task and save a run directory")
     p.add_argument("task", help="task name (see `mechmem list`)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
-                        "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
+        "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01",
+    )
     p.add_argument("--name", help="run name (default: the task name)")
-    p.add_argument("--out", type=Path, default=DEFAULT_RUNS, help="folder holding run directories (default: runs)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_RUNS,
+        help="folder holding run directories (default: runs)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run directory"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("reproduce", help="reproduce a paper's claims (writes results.json with `claims`)")
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper's claims (writes results.json with `claims`)",
+    )
     p.add_argument("paper", help="paper name: lca, birth, scaling or factual")
-    p.add_argument("--quick", action="store_true", help="small settings that finish in minutes on a CPU")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>[-quick])")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small settings that finish in minutes on a CPU",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of every random draw (default 0)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: runs/<paper>[-quick])",
+    )
     p.set_defaults(func=cmd_reproduce)
 
     from mechmem.registry import available_papers
@@ -59,7 +90,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("experiments:")
     for paper, exps in experiments().items():
         print(f"  {paper}: {', '.join(sorted(exps)) or '(none)'}")
-    print("reproduce:", ", ".join(sorted(available_papers())) or "(no paper packages installed)")
+    print(
+        "reproduce:",
+        ", ".join(sorted(available_papers())) or "(no paper packages installed)",
+    )
     return 0
 
 
@@ -70,9 +104,14 @@ def build_configs(task_name: str, overrides: list[str]):
 
     known = tasks()
     if task_name not in known:
-        raise ValueError(f"unknown task {task_name!r}; available tasks: {sorted(known)}")
+        raise ValueError(
+            f"unknown task {task_name!r}; available tasks: {sorted(known)}"
+        )
     task = known[task_name]()
-    sections = split_overrides(overrides, {"task": task, "model": task.model_config(), "train": task.train_config()})
+    sections = split_overrides(
+        overrides,
+        {"task": task, "model": task.model_config(), "train": task.train_config()},
+    )
     task = apply_overrides(task, sections["task"], "task")
     model_cfg = apply_overrides(task.model_config(), sections["model"], "model")
     train_cfg = apply_overrides(task.train_config(), sections["train"], "train")
@@ -85,22 +124,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     path = args.out / (args.name or args.task)
     if args.resume and args.overrides:
-        raise ValueError("--resume continues a run with its recorded config; --set cannot be combined with it")
+        raise ValueError(
+            "--resume continues a run with its recorded config; --set cannot be combined with it"
+        )
     overrides = Run(path).config.get("overrides", []) if args.resume else args.overrides
     task, model_cfg, train_cfg = build_configs(args.task, overrides)
     train_cfg.progress = not args.quiet
     model = task.build_model(model_cfg)
-    validate_training(model, task, train_cfg)  # every config error before a run directory exists
+    validate_training(
+        model, task, train_cfg
+    )  # every config error before a run directory exists
     if args.resume:
         run = Run(path)
     else:
-        config = {"task": {"name": task.name, **task.to_dict()}, "model": model_cfg.to_dict(),
-                  "train": train_cfg.to_dict(), "overrides": args.overrides}
+        config = {
+            "task": {"name": task.name, **task.to_dict()},
+            "model": model_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+            "overrides": args.overrides,
+        }
         run = Run.create(path, config, overwrite=args.overwrite)
     result = train(model, task, train_cfg, run=run, resume=args.resume)
     _save_training_summary(run, result)
-    print(f"final: loss={result.final['loss']:.4f} accuracy={result.final['accuracy']:.4f}")
-    print(f"run saved to {run.path}  (results.json, metrics.jsonl, model.safetensors, figures/training.png)")
+    print(
+        f"final: loss={result.final['loss']:.4f} accuracy={result.final['accuracy']:.4f}"
+    )
+    print(
+        f"run saved to {run.path}  (results.json, metrics.jsonl, model.safetensors, figures/training.png)"
+    )
     return 0
 
 
@@ -118,20 +169,26 @@ def _save_training_summary(run, result) -> None:
     ax_acc.set(xlabel="step", ylabel="eval accuracy", ylim=(0, 1.02), title="accuracy")
     fig.suptitle(run.path.name)
     run.save_figure(fig, "training")
-    run.save_results({"final": result.final, "steps": steps[-1], "figures": ["figures/training.png"]})
+    run.save_results(
+        {"final": result.final, "steps": steps[-1], "figures": ["figures/training.png"]}
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from mechmem.registry import paper_module
 
     module = paper_module(args.paper)
-    out = args.out or DEFAULT_RUNS / (f"{args.paper}-quick" if args.quick else args.paper)
+    out = args.out or DEFAULT_RUNS / (
+        f"{args.paper}-quick" if args.quick else args.paper
+    )
     results = module.reproduce(out=Path(out), quick=args.quick, seed=args.seed)
     claims = results.get("claims", {})
     held = sum(bool(c.get("holds")) for c in claims.values())
     print(f"{args.paper}: {held}/{len(claims)} claims hold")
     for name, claim in claims.items():
-        print(f"  [{'x' if claim.get('holds') else ' '}] {name}: measured {claim.get('measured')}")
+        print(
+            f"  [{'x' if claim.get('holds') else ' '}] {name}: measured {claim.get('measured')}"
+        )
     print(f"results saved to {Path(out) / 'results.json'}")
     return 0
 

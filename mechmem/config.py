@@ -12,7 +12,7 @@ import dataclasses
 import re
 import typing
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
 NORMALIZATIONS = (None, "LN", "LNPre")
@@ -22,7 +22,14 @@ DTYPES = ("float32", "float64")
 #: Weight names that can be frozen; ``{l}`` is a layer index (or ``*`` for every layer).
 GLOBAL_WEIGHTS = ("W_E", "W_pos", "W_U", "b_U")
 LAYER_WEIGHTS = (
-    "attn.W_Q", "attn.W_K", "attn.W_V", "attn.W_O", "attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O",
+    "attn.W_Q",
+    "attn.W_K",
+    "attn.W_V",
+    "attn.W_O",
+    "attn.b_Q",
+    "attn.b_K",
+    "attn.b_V",
+    "attn.b_O",
 )
 MLP_WEIGHTS = ("mlp.W_in", "mlp.W_out", "mlp.b_in", "mlp.b_out")
 
@@ -55,12 +62,12 @@ class ModelConfig:
     d_model: int = 64
     d_vocab: int = 64
     n_ctx: int = 64
-    d_head: Optional[int] = None
-    d_vocab_out: Optional[int] = None
+    d_head: int | None = None
+    d_vocab_out: int | None = None
     attn_only: bool = True
-    d_mlp: Optional[int] = None
+    d_mlp: int | None = None
     act_fn: str = "relu"
-    normalization: Optional[str] = None
+    normalization: str | None = None
     positional: bool = True
     use_bias: bool = False
     freeze: tuple[str, ...] = ()
@@ -118,7 +125,9 @@ class ModelConfig:
         names = list(GLOBAL_WEIGHTS)
         per_layer = LAYER_WEIGHTS + (MLP_WEIGHTS if self.has_mlp else ())
         if self.normalization == "LN":  # LNPre has no weights
-            per_layer += ("ln1.w", "ln1.b") + (("ln2.w", "ln2.b") if self.has_mlp else ())
+            per_layer += ("ln1.w", "ln1.b") + (
+                ("ln2.w", "ln2.b") if self.has_mlp else ()
+            )
         for layer in range(self.n_layers):
             names += [f"blocks.{layer}.{w}" for w in per_layer]
         if self.normalization == "LN":
@@ -148,7 +157,9 @@ class ModelConfig:
         if not self.positional:
             names.append("W_pos")
         if not self.use_bias:
-            names += [n for n in self.weight_names() if n.split(".")[-1].startswith("b_")]
+            names += [
+                n for n in self.weight_names() if n.split(".")[-1].startswith("b_")
+            ]
         return list(dict.fromkeys(names))
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,7 +175,9 @@ def _check_positive(name: str, value: Any) -> None:
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed values: {list(allowed)}")
+        raise ValueError(
+            f"{name}={value!r} is not supported; allowed values: {list(allowed)}"
+        )
 
 
 # --- typed key=value overrides -------------------------------------------------------------
@@ -199,7 +212,9 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
         try:
             return annotation(text)
         except ValueError:
-            raise ValueError(f"--set {key}: expected {annotation.__name__}, got {text!r}") from None
+            raise ValueError(
+                f"--set {key}: expected {annotation.__name__}, got {text!r}"
+            ) from None
     return text
 
 
@@ -219,11 +234,15 @@ def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") ->
                 f"unknown config key {where + key!r}; valid keys: "
                 + ", ".join(f"{where}{f}" for f in sorted(fields))
             )
-        changes[key] = _parse_value(text, hints[key], f"{section}.{key}" if section else key)
+        changes[key] = _parse_value(
+            text, hints[key], f"{section}.{key}" if section else key
+        )
     return dataclasses.replace(obj, **changes)
 
 
-def split_overrides(pairs: list[str], sections: dict[str, Any]) -> dict[str, dict[str, str]]:
+def split_overrides(
+    pairs: list[str], sections: dict[str, Any]
+) -> dict[str, dict[str, str]]:
     """Sort ``["model.d_model=32", "lr=0.1", ...]`` into ``{section: {field: text}}``.
 
     A key without a section prefix goes to the one section that has such a field; an unknown or
@@ -238,10 +257,17 @@ def split_overrides(pairs: list[str], sections: dict[str, Any]) -> dict[str, dic
         if dot and section in sections:
             out[section][field_name] = text
             continue
-        owners = [s for s, obj in sections.items() if key in {f.name for f in dataclasses.fields(obj)}]
+        owners = [
+            s
+            for s, obj in sections.items()
+            if key in {f.name for f in dataclasses.fields(obj)}
+        ]
         if len(owners) != 1:
             valid = [
-                f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj) if f.init
+                f"{s}.{f.name}"
+                for s, obj in sections.items()
+                for f in dataclasses.fields(obj)
+                if f.init
             ]
             problem = "is ambiguous" if owners else "is not a config key"
             raise ValueError(f"--set {key!r} {problem}; valid keys: {', '.join(valid)}")

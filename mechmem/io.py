@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -64,11 +65,15 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=True) + "\n")
+    return atomic_write_text(
+        path, json.dumps(to_jsonable(obj), indent=2, allow_nan=True) + "\n"
+    )
 
 
 def atomic_save_safetensors(
-    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    path: str | os.PathLike,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Save tensors (made contiguous and detached) as safetensors, atomically."""
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -95,5 +100,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
+                raise ValueError(
+                    f"{path}: line {number} is not valid JSON ({err.msg})"
+                ) from None
     return records

@@ -8,8 +8,8 @@ global RNG is never reseeded or advanced (``HookedTransformerConfig.seed`` would
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from jaxtyping import Float
@@ -24,9 +24,16 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def tl_config_dict(cfg: ModelConfig) -> dict:
     """The TransformerLens config fields of ``cfg`` (shared by both model kinds)."""
     out = dict(
-        n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.head_dim,
-        n_ctx=cfg.n_ctx, d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_out, attn_only=cfg.attn_only,
-        act_fn=cfg.act_fn, normalization_type=cfg.normalization,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_model=cfg.d_model,
+        d_head=cfg.head_dim,
+        n_ctx=cfg.n_ctx,
+        d_vocab=cfg.d_vocab,
+        d_vocab_out=cfg.d_out,
+        attn_only=cfg.attn_only,
+        act_fn=cfg.act_fn,
+        normalization_type=cfg.normalization,
         positional_embedding_type="standard",
     )
     if not cfg.attn_only:
@@ -42,7 +49,9 @@ def _seeded(seed: int) -> Iterator[torch.Generator]:
         yield torch.Generator().manual_seed(seed)
 
 
-def _init_vectors(kind: str, shape: tuple[int, int], d_model: int, gen: torch.Generator) -> Tensor:
+def _init_vectors(
+    kind: str, shape: tuple[int, int], d_model: int, gen: torch.Generator
+) -> Tensor:
     """Rows of a ``shape`` matrix, one vector per row, drawn as ``kind`` says."""
     x = torch.randn(shape, generator=gen)
     if kind == "normal":
@@ -55,15 +64,21 @@ def _init_vectors(kind: str, shape: tuple[int, int], d_model: int, gen: torch.Ge
 def _identity_W_Q(cfg: ModelConfig) -> Float[Tensor, "n_heads d_model d_head"]:
     """Head h reads coordinates h*d_head..(h+1)*d_head: the heads together form the identity."""
     eye = torch.eye(cfg.d_model)
-    return eye.reshape(cfg.d_model, cfg.n_heads, cfg.head_dim).permute(1, 0, 2).contiguous()
+    return (
+        eye.reshape(cfg.d_model, cfg.n_heads, cfg.head_dim)
+        .permute(1, 0, 2)
+        .contiguous()
+    )
 
 
 def _initialise(model: nn.Module, cfg: ModelConfig, gen: torch.Generator) -> None:
     """Apply the paper-specific parts of the init that TransformerLens does not offer."""
     dtype = _DTYPES[cfg.dtype]
-    inits = {"W_E": (cfg.embed_init, (cfg.d_vocab, cfg.d_model), False),
-             "W_pos": (cfg.pos_init, (cfg.n_ctx, cfg.d_model), False),
-             "W_U": (cfg.unembed_init, (cfg.d_out, cfg.d_model), True)}
+    inits = {
+        "W_E": (cfg.embed_init, (cfg.d_vocab, cfg.d_model), False),
+        "W_pos": (cfg.pos_init, (cfg.n_ctx, cfg.d_model), False),
+        "W_U": (cfg.unembed_init, (cfg.d_out, cfg.d_model), True),
+    }
     for name, (kind, shape, transpose) in inits.items():
         if kind != "default":
             value = _init_vectors(kind, shape, cfg.d_model, gen)
@@ -91,7 +106,9 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def _finish(model: nn.Module, cfg: ModelConfig) -> nn.Module:
-    freeze_weights_(model, [n for n in cfg.frozen_weights() if n in weight_names(model)])
+    freeze_weights_(
+        model, [n for n in cfg.frozen_weights() if n in weight_names(model)]
+    )
     model.mechmem_config = cfg  # read back by runs.save_model
     return model
 
@@ -107,7 +124,9 @@ def build_model(cfg: ModelConfig):
         raise TypeError(f"build_model expects a ModelConfig, got {type(cfg).__name__}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        hcfg = HookedTransformerConfig(**tl_config_dict(cfg), device="cpu", dtype=_DTYPES[cfg.dtype])
+        hcfg = HookedTransformerConfig(
+            **tl_config_dict(cfg), device="cpu", dtype=_DTYPES[cfg.dtype]
+        )
         with _seeded(cfg.seed) as gen:
             model = HookedTransformer(hcfg, move_to_device=False)
             _initialise(model, cfg, gen)
@@ -128,7 +147,9 @@ def build_bridge(cfg: ModelConfig):
     hooked = build_model(cfg)
     with _seeded(cfg.seed):
         bridge = TransformerBridge.boot_native(
-            {**tl_config_dict(cfg), "init_weights": False}, device="cpu", dtype=_DTYPES[cfg.dtype]
+            {**tl_config_dict(cfg), "init_weights": False},
+            device="cpu",
+            dtype=_DTYPES[cfg.dtype],
         )
     for name in weight_names(bridge):
         set_weight_(bridge, name, get_weight(hooked, name))

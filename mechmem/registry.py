@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Callable
+from collections.abc import Callable
 
 from mechmem.tasks import RecallTask, Task
 
@@ -37,11 +37,17 @@ def available_papers(warn: bool = False) -> dict[str, types.ModuleType]:
                 continue
             if not warn:
                 raise
-            print(f"mechmem: warning: paper package {paper!r} failed to import: {err}", file=sys.stderr)
-        except Exception as err:  # noqa: BLE001 - reported, not swallowed
+            print(
+                f"mechmem: warning: paper package {paper!r} failed to import: {err}",
+                file=sys.stderr,
+            )
+        except Exception as err:
             if not warn:
                 raise
-            print(f"mechmem: warning: paper package {paper!r} failed to import: {err!r}", file=sys.stderr)
+            print(
+                f"mechmem: warning: paper package {paper!r} failed to import: {err!r}",
+                file=sys.stderr,
+            )
     return found
 
 
@@ -55,4 +61,7 @@ def tasks() -> dict[str, type[Task]]:
 
 def experiments() -> dict[str, dict[str, Callable]]:
     """Experiments by paper."""
-    return {paper: dict(getattr(m, "EXPERIMENTS", {})) for paper, m in available_papers().items()}
+    return {
+        paper: dict(getattr(m, "EXPERIMENTS", {}))
+        for paper, m in available_papers().items()
+    }

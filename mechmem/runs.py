@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,7 +27,11 @@ from torch import nn
 from hooks.weights import check_replacement, get_weight, set_weight_, weight_names
 from mechmem.config import ModelConfig
 from mechmem.io import (
-    append_jsonl, atomic_save_safetensors, atomic_write_bytes, atomic_write_json, atomic_write_text,
+    append_jsonl,
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
     read_jsonl,
 )
 
@@ -37,18 +42,29 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
+            raise FileNotFoundError(
+                f"{self.path} is not a run directory (no config.json)"
+            )
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any], overwrite: bool = False) -> "Run":
+    def create(
+        cls, path: str | Path, config: dict[str, Any], overwrite: bool = False
+    ) -> Run:
         """Make a new run directory holding ``config.json``.
 
         An existing directory is never touched unless ``overwrite=True`` (then it is replaced).
         """
         path = Path(path)
         if path.exists():
-            if overwrite and path.is_dir() and not (path / "config.json").is_file() and any(path.iterdir()):
-                raise FileExistsError(f"{path} exists and is not a run directory (no config.json); refusing to delete it")
+            if (
+                overwrite
+                and path.is_dir()
+                and not (path / "config.json").is_file()
+                and any(path.iterdir())
+            ):
+                raise FileExistsError(
+                    f"{path} exists and is not a run directory (no config.json); refusing to delete it"
+                )
             if not overwrite:
                 raise FileExistsError(
                     f"run directory {path} already exists; pass overwrite=True (CLI: --overwrite) "
@@ -86,7 +102,9 @@ class Run:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-        return atomic_write_bytes(self.path / "figures" / f"{Path(name).stem}.png", buffer.getvalue())
+        return atomic_write_bytes(
+            self.path / "figures" / f"{Path(name).stem}.png", buffer.getvalue()
+        )
 
     def save_html(self, name: str, html: Any) -> Path:
         """Save HTML (a string, or a CircuitsVis object: its self-contained ``local_src``)."""
@@ -101,7 +119,14 @@ class Run:
     def has_train_state(self) -> bool:
         return (self.path / "train_state.safetensors").is_file()
 
-    def save_train_state(self, model, optimizer, generator: torch.Generator, step: int, history: list[dict]) -> None:
+    def save_train_state(
+        self,
+        model,
+        optimizer,
+        generator: torch.Generator,
+        step: int,
+        history: list[dict],
+    ) -> None:
         """The resumable checkpoint, in one atomically written safetensors file: weights, optimiser
         tensors and data-RNG state as tensors; step, optimiser scalars and metrics so far as JSON
         metadata."""
@@ -110,9 +135,15 @@ class Run:
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
         meta = {"step": step, "optimizer": opt_meta, "history": history}
-        atomic_save_safetensors(self.path / "train_state.safetensors", tensors, metadata={"state": json.dumps(meta)})
+        atomic_save_safetensors(
+            self.path / "train_state.safetensors",
+            tensors,
+            metadata={"state": json.dumps(meta)},
+        )
 
-    def load_train_state(self, model, generator: torch.Generator, make_optimizer: Callable[[int], Any]):
+    def load_train_state(
+        self, model, generator: torch.Generator, make_optimizer: Callable[[int], Any]
+    ):
         """Restore the checkpoint into ``model`` and ``generator``; returns (step, optimizer, history).
 
         ``metrics.jsonl`` is rewritten to the checkpoint's history, dropping records logged after it.
@@ -121,12 +152,16 @@ class Run:
         tensors = _load_safetensors(file)
         with safe_open(str(file), framework="pt") as f:
             meta = json.loads(f.metadata()["state"])
-        load_weights_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        load_weights_into(
+            model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
         generator.set_state(tensors["rng.data"])
         optimizer = make_optimizer(meta["step"])
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
         history = meta["history"]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(
+            self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
+        )
         return meta["step"], optimizer, history
 
 
@@ -148,7 +183,9 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {path} is corrupted or not a safetensors file: {err}") from None
+        raise ValueError(
+            f"checkpoint {path} is corrupted or not a safetensors file: {err}"
+        ) from None
 
 
 def load_weights_into(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -157,7 +194,9 @@ def load_weights_into(model: nn.Module, weights: dict[str, torch.Tensor]) -> Non
     missing = sorted(set(names) - set(weights))
     unexpected = sorted(set(weights) - set(names))
     if missing or unexpected:
-        raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}"
+        )
     dtype = next(model.parameters()).dtype
     converted = {name: weights[name].to(dtype) for name in names}
     for name in names:
@@ -172,7 +211,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safetensors"):
+def load_run(
+    path: str | Path, bridge: bool = False, filename: str = "model.safetensors"
+):
     """Rebuild a saved run's model in one call: returns ``(model, config_dict)``.
 
     When the run records a known task, the task's own ``build_model`` rebuilds the model (so a
@@ -183,9 +224,15 @@ def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safe
     run = Run(path)
     config = run.config
     if "model" not in config:
-        raise ValueError(f"{run.path / 'config.json'} has no 'model' section; cannot rebuild the model")
-    model_cfg = ModelConfig(**{**config["model"], "freeze": tuple(config["model"].get("freeze", ()))})
-    model = build_bridge(model_cfg) if bridge else _task_of(config).build_model(model_cfg)
+        raise ValueError(
+            f"{run.path / 'config.json'} has no 'model' section; cannot rebuild the model"
+        )
+    model_cfg = ModelConfig(
+        **{**config["model"], "freeze": tuple(config["model"].get("freeze", ()))}
+    )
+    model = (
+        build_bridge(model_cfg) if bridge else _task_of(config).build_model(model_cfg)
+    )
     load_weights(model, run.path / filename)
     model.eval()
     return model, config
@@ -227,5 +274,8 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     for name, value in meta["scalars"].items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
+    groups = [
+        {k: tuple(v) if k == "betas" else v for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]
     return {"state": state, "param_groups": groups}

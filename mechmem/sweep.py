@@ -31,8 +31,9 @@ import multiprocessing
 import os
 import pickle
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -44,7 +45,9 @@ def canonical_json(obj: Any) -> str:
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"sweep configs and results must be JSON-serialisable (finite numbers): {exc}") from exc
+        raise TypeError(
+            f"sweep configs and results must be JSON-serialisable (finite numbers): {exc}"
+        ) from exc
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -54,12 +57,16 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(config)).encode()).hexdigest()[:16]
 
 
-def expand_grid(axes: Mapping[str, Sequence[Any]], fixed: Optional[Mapping[str, Any]] = None) -> list[dict]:
+def expand_grid(
+    axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None
+) -> list[dict]:
     """Cartesian product of ``axes`` (name -> values), each config also holding the ``fixed`` entries."""
     fixed = dict(fixed or {})
     for name, values in axes.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise TypeError(f"grid axis {name!r} must be a list of values, got {values!r}")
+            raise TypeError(
+                f"grid axis {name!r} must be a list of values, got {values!r}"
+            )
         if name in fixed:
             raise ValueError(f"grid axis {name!r} is also a fixed entry")
     names = list(axes)
@@ -67,17 +74,24 @@ def expand_grid(axes: Mapping[str, Sequence[Any]], fixed: Optional[Mapping[str, 
     for n, vals in zip(names, value_lists):
         if not vals:
             raise ValueError(f"grid axis {n!r} is empty")
-    return [{**fixed, **dict(zip(names, combo))} for combo in itertools.product(*value_lists)]
+    return [
+        {**fixed, **dict(zip(names, combo))}
+        for combo in itertools.product(*value_lists)
+    ]
 
 
 def function_name(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def grid_fingerprint(configs: Sequence[Mapping[str, Any]], fn: Optional[Callable] = None) -> str:
+def grid_fingerprint(
+    configs: Sequence[Mapping[str, Any]], fn: Callable | None = None
+) -> str:
     """Hash of the sorted config keys (and of the function's name): independent of the grid's order."""
     keys = sorted(config_key(c) for c in configs)
-    payload = canonical_json({"keys": keys, "function": function_name(fn) if fn is not None else None})
+    payload = canonical_json(
+        {"keys": keys, "function": function_name(fn) if fn is not None else None}
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -99,17 +113,27 @@ def read_results(path: str | Path) -> list[dict]:
     with open(path, "r", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.endswith("\n"):
-                raise ValueError(f"{path}:{lineno}: truncated last line (no newline): {line[:80]!r}")
+                raise ValueError(
+                    f"{path}:{lineno}: truncated last line (no newline): {line[:80]!r}"
+                )
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: malformed JSON line ({exc.msg}): {line[:80]!r}") from exc
+                raise ValueError(
+                    f"{path}:{lineno}: malformed JSON line ({exc.msg}): {line[:80]!r}"
+                ) from exc
             if not isinstance(row, dict) or "key" not in row or "config" not in row:
-                raise ValueError(f"{path}:{lineno}: a results line must be an object with 'key' and 'config'")
+                raise ValueError(
+                    f"{path}:{lineno}: a results line must be an object with 'key' and 'config'"
+                )
             if config_key(row["config"]) != row["key"]:
-                raise ValueError(f"{path}:{lineno}: key {row['key']} does not match its config")
+                raise ValueError(
+                    f"{path}:{lineno}: key {row['key']} does not match its config"
+                )
             if row["key"] in seen:
-                raise ValueError(f"{path}:{lineno}: configuration {row['key']} already recorded on line {seen[row['key']]}")
+                raise ValueError(
+                    f"{path}:{lineno}: configuration {row['key']} already recorded on line {seen[row['key']]}"
+                )
             seen[row["key"]] = lineno
             rows.append(row)
     return rows
@@ -131,10 +155,20 @@ def _check_sidecar(path: Path, fingerprint: str, n_configs: int, fn: Callable) -
             )
         return
     if path.exists() and path.stat().st_size > 0:
-        raise ValueError(f"{path} exists without its grid sidecar {side.name}: cannot tell which grid wrote it")
+        raise ValueError(
+            f"{path} exists without its grid sidecar {side.name}: cannot tell which grid wrote it"
+        )
     side.parent.mkdir(parents=True, exist_ok=True)
     tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "fingerprint": fingerprint,
+                "n_configs": n_configs,
+                "function": function_name(fn),
+            }
+        )
+    )
     os.replace(tmp, side)
 
 
@@ -155,13 +189,21 @@ class _Appender:
         os.close(self.fd)
 
 
-def _validate(fn: Callable, configs: Sequence[Mapping], backend: str, workers: Optional[int]) -> list[dict]:
+def _validate(
+    fn: Callable, configs: Sequence[Mapping], backend: str, workers: int | None
+) -> list[dict]:
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; allowed values: {', '.join(BACKENDS)}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be a positive int or None (= number of CPUs), got {workers!r}")
+        raise ValueError(
+            f"unknown backend {backend!r}; allowed values: {', '.join(BACKENDS)}"
+        )
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise ValueError(
+            f"workers must be a positive int or None (= number of CPUs), got {workers!r}"
+        )
     configs = [dict(c) if isinstance(c, Mapping) else c for c in configs]
     keys: dict[str, int] = {}
     for i, c in enumerate(configs):
@@ -187,8 +229,8 @@ def run_sweep(
     path: str | Path,
     *,
     backend: str = "local",
-    workers: Optional[int] = None,
-    address: Optional[str] = None,
+    workers: int | None = None,
+    address: str | None = None,
     progress: bool = True,
     desc: str = "sweep",
 ) -> list[dict]:
@@ -203,11 +245,22 @@ def run_sweep(
     _check_sidecar(path, grid_fingerprint(configs, fn), len(configs), fn)
     done = {row["key"]: row for row in read_results(path)}
     todo = [c for c in configs if config_key(c) not in done]
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, disable=not progress, smoothing=0.1)
+    bar = tqdm(
+        total=len(configs),
+        initial=len(configs) - len(todo),
+        desc=desc,
+        disable=not progress,
+        smoothing=0.1,
+    )
     appender = _Appender(path)
     try:
         for config, result in _execute(fn, todo, backend, workers, address):
-            row = {"key": config_key(config), "config": config, "result": result, "finished_at": time.time()}
+            row = {
+                "key": config_key(config),
+                "config": config,
+                "result": result,
+                "finished_at": time.time(),
+            }
             appender.append(row)
             done[row["key"]] = json.loads(canonical_json(row))
             bar.update(1)
@@ -229,7 +282,9 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
             yield config, _call(fn, config)
         return
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)), mp_context=ctx
+    ) as pool:
         futures = {pool.submit(fn, config): config for config in todo}
         try:
             for fut in cf.as_completed(futures):
@@ -237,7 +292,9 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
                 try:
                     result = fut.result()
                 except Exception as exc:
-                    raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
+                    raise RuntimeError(
+                        f"sweep function failed on config {config}: {exc!r}"
+                    ) from exc
                 yield config, result
         finally:
             for fut in futures:
@@ -248,7 +305,9 @@ def _call(fn, config):
     try:
         return fn(config)
     except Exception as exc:
-        raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
+        raise RuntimeError(
+            f"sweep function failed on config {config}: {exc!r}"
+        ) from exc
 
 
 def _execute_ray(fn, todo, address) -> Iterable[tuple[dict, Any]]:
@@ -270,7 +329,9 @@ def _execute_ray(fn, todo, address) -> Iterable[tuple[dict, Any]]:
                 try:
                     result = ray.get(ref)
                 except Exception as exc:
-                    raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
+                    raise RuntimeError(
+                        f"sweep function failed on config {config}: {exc!r}"
+                    ) from exc
                 yield config, result
     finally:
         for ref in pending:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +55,20 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not supported; allowed values: {list(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(
+                f"optimizer={self.optimizer!r} is not supported; allowed values: {list(OPTIMIZERS)}"
+            )
+        if not (
+            isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)
+        ):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         for name in ("momentum", "weight_decay", "eps"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or value < 0
+            ):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -67,7 +76,9 @@ class TrainConfig:
         self.freeze_until = dict(self.freeze_until)
         for name, step in self.freeze_until.items():
             if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-                raise ValueError(f"freeze_until[{name!r}] must be a step >= 0, got {step!r}")
+                raise ValueError(
+                    f"freeze_until[{name!r}] must be a step >= 0, got {step!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,20 +95,27 @@ def masked_loss(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) ->
     return F.cross_entropy(logits[batch.mask], batch.targets[batch.mask])
 
 
-def masked_accuracy(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> float:
+def masked_accuracy(
+    logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
+) -> float:
     """Fraction of scored positions where the argmax is the target."""
     hits = logits[batch.mask].argmax(-1) == batch.targets[batch.mask]
     return hits.float().mean().item()
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, batch: Batch, probes: dict[str, Probe] | None = None) -> dict:
+def evaluate(
+    model: nn.Module, task: Task, batch: Batch, probes: dict[str, Probe] | None = None
+) -> dict:
     """Loss, accuracy, the task's extra metrics and the probes, in eval mode (mode restored)."""
     was_training = model.training
     model.eval()
     try:
         logits = model(batch.tokens)
-        metrics = {"loss": masked_loss(logits, batch).item(), "accuracy": masked_accuracy(logits, batch)}
+        metrics = {
+            "loss": masked_loss(logits, batch).item(),
+            "accuracy": masked_accuracy(logits, batch),
+        }
         metrics.update(task.extra_metrics(logits, batch))
         for name, probe in (probes or {}).items():
             value = probe(model)
@@ -118,10 +136,14 @@ def validate_training(model: nn.Module, task: Task, cfg: TrainConfig) -> None:
     names = weight_names(model)
     for name in cfg.freeze_until:
         if name not in names:
-            raise ValueError(f"freeze_until: {name!r} is not a weight of this model; valid names: {names}")
+            raise ValueError(
+                f"freeze_until: {name!r} is not a weight of this model; valid names: {names}"
+            )
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig, step: int) -> list[list[nn.Parameter]]:
+def param_groups(
+    model: nn.Module, cfg: TrainConfig, step: int
+) -> list[list[nn.Parameter]]:
     """The optimiser's parameter groups just before optimiser step ``step`` runs (i.e. after
     ``step`` steps are done): the always-trained parameters first, then one group per delayed
     weight whose start step is earlier than ``step`` (in start order). A weight whose start is
@@ -136,13 +158,19 @@ def param_groups(model: nn.Module, cfg: TrainConfig, step: int) -> list[list[nn.
     return groups
 
 
-def make_optimizer(groups: list[list[nn.Parameter]], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    groups: list[list[nn.Parameter]], cfg: TrainConfig
+) -> torch.optim.Optimizer:
     """SGD (with momentum), Adam or AdamW over ``groups``."""
     groups = [{"params": g} for g in groups]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return opt_cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return opt_cls(
+        groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
 
 
 def _unfreeze_due(optimizer, model: nn.Module, cfg: TrainConfig, step: int) -> None:
@@ -156,7 +184,7 @@ def train(
     model: nn.Module,
     task: Task,
     cfg: TrainConfig,
-    probes: Optional[dict[str, Probe]] = None,
+    probes: dict[str, Probe] | None = None,
     run=None,
     resume: bool = False,
 ) -> TrainResult:
@@ -169,14 +197,18 @@ def train(
     """
     validate_training(model, task, cfg)
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    eval_batch = task.sample(cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1))
+    eval_batch = task.sample(
+        cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1)
+    )
     device = next(model.parameters()).device
     eval_batch = eval_batch.to(device)
     start, history = 0, []
     optimizer = make_optimizer(param_groups(model, cfg, 0), cfg)
     if resume and run is not None and run.has_train_state():
         start, optimizer, history = run.load_train_state(
-            model, data_gen, lambda step: make_optimizer(param_groups(model, cfg, step), cfg)
+            model,
+            data_gen,
+            lambda step: make_optimizer(param_groups(model, cfg, step), cfg),
         )
     if start == 0:
         if resume and run is not None and (run.path / "metrics.jsonl").exists():
@@ -185,7 +217,13 @@ def train(
         history = [_log(run, {"step": 0, **evaluate(model, task, eval_batch, probes)})]
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc=f"train {task.name}", disable=not cfg.progress, initial=start, total=cfg.steps)
+    bar = tqdm(
+        range(start, cfg.steps),
+        desc=f"train {task.name}",
+        disable=not cfg.progress,
+        initial=start,
+        total=cfg.steps,
+    )
     running, t0 = [], time.perf_counter()
     for step in bar:
         _unfreeze_due(optimizer, model, cfg, step)
@@ -197,11 +235,17 @@ def train(
         running.append(loss.item())
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            record = {"step": done, "train_loss": sum(running) / len(running),
-                      **evaluate(model, task, eval_batch, probes), "seconds": time.perf_counter() - t0}
+            record = {
+                "step": done,
+                "train_loss": sum(running) / len(running),
+                **evaluate(model, task, eval_batch, probes),
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(_log(run, record))
             running = []
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}"
+            )
             if run is not None:
                 run.save_train_state(model, optimizer, data_gen, done, history)
     bar.close()

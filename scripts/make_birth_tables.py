@@ -10,6 +10,7 @@ Nothing in the package reads the text at run time; this script is only run to re
 
 Usage: ``python scripts/make_birth_tables.py [--text PATH] [--out DIR]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,11 @@ def char_tables(text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     index = {ch: i for i, ch in enumerate(vocab)}
     ids = np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))
     n = len(vocab)
-    bigram = np.bincount(ids[:-1] * n + ids[1:], minlength=n * n).reshape(n, n).astype(np.int64)
+    bigram = (
+        np.bincount(ids[:-1] * n + ids[1:], minlength=n * n)
+        .reshape(n, n)
+        .astype(np.int64)
+    )
     unigram = np.bincount(ids, minlength=n).astype(np.int64)
     return vocab, unigram, bigram
 
@@ -51,18 +56,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     text = args.text.read_text(encoding="utf-8")
     vocab, unigram, bigram = char_tables(text)
-    assert unigram.sum() == bigram.sum() + 1, "unigram must be bigram row sums plus the last character"
+    assert unigram.sum() == bigram.sum() + 1, (
+        "unigram must be bigram row sums plus the last character"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     import io
 
     buf = io.BytesIO()
     np.save(buf, bigram, allow_pickle=False)
     _atomic_write_bytes(args.out / "bigram_counts.npy", buf.getvalue())
-    meta = {"vocab": vocab, "unigram_counts": unigram.tolist(), "last_char": text[-1],
-            "n_chars": len(text), "source": "tinyshakespeare.txt"}
-    _atomic_write_bytes(args.out / "vocab.json", json.dumps(meta, indent=1).encode("utf-8"))
-    print(f"wrote {args.out}: {len(vocab)} characters, {len(text)} characters of text, "
-          f"{int((bigram > 0).sum())} non-zero bigrams")
+    meta = {
+        "vocab": vocab,
+        "unigram_counts": unigram.tolist(),
+        "last_char": text[-1],
+        "n_chars": len(text),
+        "source": "tinyshakespeare.txt",
+    }
+    _atomic_write_bytes(
+        args.out / "vocab.json", json.dumps(meta, indent=1).encode("utf-8")
+    )
+    print(
+        f"wrote {args.out}: {len(vocab)} characters, {len(text)} characters of text, "
+        f"{int((bigram > 0).sum())} non-zero bigrams"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The claims of results.json (schema and honesty of ``holds``), capacity search helpers, and a slow smoke run."""
+
 import json
 import math
 
@@ -9,28 +10,57 @@ from mechmem.papers.factual.capacity import binary_search, capacity_constant, ma
 from mechmem.papers.factual.reproduction import claims
 
 EXPECTED_KEYS = {
-    "linear_capacity_constant", "linear_capacity_slope", "outer_product_capacity_constant", "mlp_capacity_constant",
-    "mlp_fixed_output_constant", "facts_vs_params_slope", "facts_per_param", "attention_only_accuracy",
-    "mlp_heavy_accuracy", "few_heads_accuracy", "plateau_loss", "hallucination_loss", "hallucination_relation_loss",
-    "final_loss", "stage1_end_step", "stage2_end_step", "distractor_flip_rate",
+    "linear_capacity_constant",
+    "linear_capacity_slope",
+    "outer_product_capacity_constant",
+    "mlp_capacity_constant",
+    "mlp_fixed_output_constant",
+    "facts_vs_params_slope",
+    "facts_per_param",
+    "attention_only_accuracy",
+    "mlp_heavy_accuracy",
+    "few_heads_accuracy",
+    "plateau_loss",
+    "hallucination_loss",
+    "hallucination_relation_loss",
+    "final_loss",
+    "stage1_end_step",
+    "stage2_end_step",
+    "distractor_flip_rate",
 }
 
 
 def fake_results(paper_like: bool):
     """Experiment summaries shaped like the real ones; ``paper_like`` picks values inside or outside the targets."""
     good = paper_like
-    cap = {"linear_constant": 0.8 if good else 3.0, "linear_slope": 1.0 if good else 0.5,
-           "outer_constant": 0.13 if good else 0.5, "mlp_constant": 2.9 if good else 10.0,
-           "mlp32_constant": 0.83 if good else 3.0}
+    cap = {
+        "linear_constant": 0.8 if good else 3.0,
+        "linear_slope": 1.0 if good else 0.5,
+        "outer_constant": 0.13 if good else 0.5,
+        "mlp_constant": 2.9 if good else 10.0,
+        "mlp32_constant": 0.83 if good else 3.0,
+    }
     mix = {"slope": 1.0 if good else 0.3, "facts_per_param": 0.15 if good else 0.001}
-    grid = {"attention_only_accuracy": 1.0 if good else 0.5, "mlp_heavy_accuracy": 1.0 if good else 0.5,
-            "few_heads_accuracy": 0.8 if good else 1.0,
-            "corners": {"attention_only": [16, 1], "mlp_heavy": [8, 128]}}
-    dyn = {"plateau_loss": math.log(32) if good else 2.0, "hallucination_loss": math.log(8) if good else 1.0,
-           "hallucination_steps": 2000 if good else 0, "hallucination_relation_loss": 0.01 if good else 1.0,
-           "final_loss": 0.01 if good else 1.0, "last_step": 8192, "stage1_end_step": 1900 if good else 100,
-           "stage2_end_step": 5000 if good else None}
-    mech = {"distractor_flip_rate": 0.45 if good else 0.0, "distractor_flip_share": 0.5 if good else 0.0}
+    grid = {
+        "attention_only_accuracy": 1.0 if good else 0.5,
+        "mlp_heavy_accuracy": 1.0 if good else 0.5,
+        "few_heads_accuracy": 0.8 if good else 1.0,
+        "corners": {"attention_only": [16, 1], "mlp_heavy": [8, 128]},
+    }
+    dyn = {
+        "plateau_loss": math.log(32) if good else 2.0,
+        "hallucination_loss": math.log(8) if good else 1.0,
+        "hallucination_steps": 2000 if good else 0,
+        "hallucination_relation_loss": 0.01 if good else 1.0,
+        "final_loss": 0.01 if good else 1.0,
+        "last_step": 8192,
+        "stage1_end_step": 1900 if good else 100,
+        "stage2_end_step": 5000 if good else None,
+    }
+    mech = {
+        "distractor_flip_rate": 0.45 if good else 0.0,
+        "distractor_flip_share": 0.5 if good else 0.0,
+    }
     return cap, mix, grid, dyn, mech
 
 
@@ -45,15 +75,20 @@ def test_claims_have_exactly_the_issue_keys_with_measured_expected_holds():
 
 
 def test_paper_like_values_hold_and_off_values_do_not():
-    assert all(c["holds"] for c in claims(*fake_results(True)).values()), \
-        [k for k, c in claims(*fake_results(True)).items() if not c["holds"]]
+    assert all(c["holds"] for c in claims(*fake_results(True)).values()), [
+        k for k, c in claims(*fake_results(True)).items() if not c["holds"]
+    ]
     bad = claims(*fake_results(False))
-    assert not any(c["holds"] for c in bad.values()), [k for k, c in bad.items() if c["holds"]]
+    assert not any(c["holds"] for c in bad.values()), [
+        k for k, c in bad.items() if c["holds"]
+    ]
 
 
 def test_package_exposes_tasks_experiments_and_reproduce():
     assert "factual" in TASKS and callable(reproduce)
-    assert {"capacity", "facts_vs_params", "tradeoff", "dynamics", "mechanism"} <= set(EXPERIMENTS)
+    assert {"capacity", "facts_vs_params", "tradeoff", "dynamics", "mechanism"} <= set(
+        EXPERIMENTS
+    )
 
 
 def test_binary_search_finds_the_largest_success():
@@ -67,7 +102,9 @@ def test_trained_linear_memory_stores_more_than_the_outer_product():
     d = 11
     trained = max_stored("linear", d, seed=0, max_steps=1024)
     outer = max_stored("outer", d, seed=0)
-    assert trained > 2 * outer, f"training stored {trained}, outer product {outer} at d={d}"
+    assert trained > 2 * outer, (
+        f"training stored {trained}, outer product {outer} at d={d}"
+    )
     assert 0.3 < capacity_constant(trained, d) < 2.0
 
 
@@ -84,5 +121,7 @@ def test_smoke_reproduce_writes_results_json_with_every_claim(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["claims"]) == EXPECTED_KEYS
     for name in ("capacity", "facts_vs_params", "tradeoff", "dynamics", "mechanism"):
-        assert (tmp_path / f"{name}.json").exists() and (tmp_path / f"{name}.png").exists(), name
+        assert (tmp_path / f"{name}.json").exists() and (
+            tmp_path / f"{name}.png"
+        ).exists(), name
     assert results["mode"] == "smoke"

@@ -22,7 +22,14 @@ def models():
 @pytest.fixture(scope="module")
 def wide_models():
     """d_head == d_model, so an OV circuit of any rank fits in W_V W_O."""
-    ht, br = twin_models(seed=2, d_model=16, d_head=16, n_heads=2, attn_only=True, normalization_type=None)
+    ht, br = twin_models(
+        seed=2,
+        d_model=16,
+        d_head=16,
+        n_heads=2,
+        attn_only=True,
+        normalization_type=None,
+    )
     return {"hooked": ht, "bridge": br}
 
 
@@ -34,11 +41,19 @@ def _randn(*shape, seed=0):
 def test_full_weight_replacement_changes_output_and_restores_bit_for_bit(models, kind):
     model = models[kind]
     fp, base = state_fingerprint(model), model(TOK)
-    with replace_weights(model, {"W_E": _randn(24, 32), "blocks.1.mlp.W_in": _randn(32, 128)}):
-        assert torch.equal(get_weight(model, "W_E"), _randn(24, 32)), "W_E was not written"
+    with replace_weights(
+        model, {"W_E": _randn(24, 32), "blocks.1.mlp.W_in": _randn(32, 128)}
+    ):
+        assert torch.equal(get_weight(model, "W_E"), _randn(24, 32)), (
+            "W_E was not written"
+        )
         changed = model(TOK)
-    assert not torch.allclose(changed, base), "replacing W_E and W_in did not change the output"
-    assert not same_state(fp, state_fingerprint(model)), same_state(fp, state_fingerprint(model))
+    assert not torch.allclose(changed, base), (
+        "replacing W_E and W_in did not change the output"
+    )
+    assert not same_state(fp, state_fingerprint(model)), same_state(
+        fp, state_fingerprint(model)
+    )
     assert torch.equal(model(TOK), base)
 
 
@@ -47,7 +62,13 @@ def test_head_entry_changes_only_that_head(models, kind):
     model = models[kind]
     name = resolve_hook_name(model, ("v", 0))
     _, clean = model.run_with_cache(TOK, names_filter=name)
-    with replace_weights(model, {("blocks.0.attn.W_V", 2): _randn(32, 8), Head("blocks.0.attn.b_V", 2): _randn(8)}):
+    with replace_weights(
+        model,
+        {
+            ("blocks.0.attn.W_V", 2): _randn(32, 8),
+            Head("blocks.0.attn.b_V", 2): _randn(8),
+        },
+    ):
         _, new = model.run_with_cache(TOK, names_filter=name)
     diff = (new[name] - clean[name]).abs().amax(dim=(0, 1, 3))
     assert diff[2] > 1e-3, "head 2's values did not change"
@@ -55,14 +76,20 @@ def test_head_entry_changes_only_that_head(models, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_ov_hook_method_with_the_current_circuit_leaves_the_output_unchanged(models, kind):
+def test_ov_hook_method_with_the_current_circuit_leaves_the_output_unchanged(
+    models, kind
+):
     model = models[kind]
     base = model(TOK)
     M = ov_circuit(model, 1, 3).AB
     with replace_weights(model, {OV(1, 3, "hook"): M}):
         out = model(TOK)
-        assert torch.all(get_weight(model, "blocks.1.attn.W_O")[3] == 0), "hook method must zero W_O[head]"
-    assert (out - base).abs().max() < 1e-5, f"re-inserting the head's own OV moved logits by {(out - base).abs().max()}"
+        assert torch.all(get_weight(model, "blocks.1.attn.W_O")[3] == 0), (
+            "hook method must zero W_O[head]"
+        )
+    assert (out - base).abs().max() < 1e-5, (
+        f"re-inserting the head's own OV moved logits by {(out - base).abs().max()}"
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -74,19 +101,27 @@ def test_ov_full_rank_hook_method_matches_weights_method(wide_models, kind):
         by_weights = model(TOK)
     with replace_weights(model, {OV(1, 0, "hook"): M}):
         by_hook = model(TOK)
-    assert (by_weights - by_hook).abs().max() < 1e-5, "hook and weight OV replacements disagree"
+    assert (by_weights - by_hook).abs().max() < 1e-5, (
+        "hook and weight OV replacements disagree"
+    )
     assert not torch.allclose(by_hook, model(TOK)), "the OV replacement had no effect"
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_ov_full_rank_above_d_head_changes_output_exactly_like_low_rank_factor(models, kind):
+def test_ov_full_rank_above_d_head_changes_output_exactly_like_low_rank_factor(
+    models, kind
+):
     model = models[kind]
-    low = _randn(32, 8, seed=1) @ _randn(8, 32, seed=2)  # rank 8 == d_head: both methods apply
+    low = _randn(32, 8, seed=1) @ _randn(
+        8, 32, seed=2
+    )  # rank 8 == d_head: both methods apply
     with replace_weights(model, {OV(0, 1, "factor"): low}):
         by_factor = model(TOK)
     with replace_weights(model, {OV(0, 1): low}):  # auto -> hook (d_head < d_model)
         by_hook = model(TOK)
-    assert (by_factor - by_hook).abs().max() < 1e-4, "factorised and hooked OV replacements disagree"
+    assert (by_factor - by_hook).abs().max() < 1e-4, (
+        "factorised and hooked OV replacements disagree"
+    )
     with pytest.raises(ValueError, match="rank"):
         with replace_weights(model, {OV(0, 1, "factor"): _randn(32, 32)}):
             pass
@@ -98,20 +133,32 @@ def test_ov_hook_survives_run_with_hooks_inside_the_context(models, kind):
     M = _randn(32, 32, seed=7)
     with replace_weights(model, {OV(1, 0): M}):
         plain = model(TOK)
-        with_hooks = model.run_with_hooks(TOK, fwd_hooks=[("blocks.0.hook_resid_pre", lambda t, hook: None)])
+        with_hooks = model.run_with_hooks(
+            TOK, fwd_hooks=[("blocks.0.hook_resid_pre", lambda t, hook: None)]
+        )
         again = model(TOK)
-    assert torch.equal(plain, with_hooks) and torch.equal(plain, again), "run_with_hooks dropped the OV hook"
+    assert torch.equal(plain, with_hooks) and torch.equal(plain, again), (
+        "run_with_hooks dropped the OV hook"
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_replace_weights_restores_everything_when_the_body_raises(models, kind):
     model = models[kind]
     fp = state_fingerprint(model)
-    with pytest.raises(ZeroDivisionError):
-        with replace_weights(model, {OV(1, 1): _randn(32, 32), "W_U": _randn(32, 24), ("blocks.0.attn.W_Q", 0): _randn(32, 8)}):
-            model(TOK)
-            1 / 0
-    assert not same_state(fp, state_fingerprint(model)), same_state(fp, state_fingerprint(model))
+    with pytest.raises(ZeroDivisionError), replace_weights(
+        model,
+        {
+            OV(1, 1): _randn(32, 32),
+            "W_U": _randn(32, 24),
+            ("blocks.0.attn.W_Q", 0): _randn(32, 8),
+        },
+    ):
+        model(TOK)
+        1 / 0
+    assert not same_state(fp, state_fingerprint(model)), same_state(
+        fp, state_fingerprint(model)
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -130,9 +177,13 @@ def test_replace_weights_restores_everything_when_the_body_raises(models, kind):
         ({"W_E": [[0.0]]}, TypeError, "Tensor"),
     ],
 )
-def test_bad_replacement_raises_before_anything_changes(models, kind, entry, error, match):
+def test_bad_replacement_raises_before_anything_changes(
+    models, kind, entry, error, match
+):
     model = models[kind]
-    good = {"W_U": torch.zeros(32, 24)}  # a valid entry first: it must not be applied either
+    good = {
+        "W_U": torch.zeros(32, 24)
+    }  # a valid entry first: it must not be applied either
     fp = state_fingerprint(model)
     with pytest.raises(error, match=match):
         with replace_weights(model, {**good, **entry}):
@@ -145,8 +196,12 @@ def test_circuit_readers_match_transformer_lens_stacked_properties(models, kind)
     model = models[kind]
     for layer, head in [(0, 0), (1, 3)]:
         ov, qk = ov_circuit(model, layer, head), qk_circuit(model, layer, head)
-        assert torch.allclose(ov.AB, model.OV[layer, head].AB, atol=1e-6), "OV circuit differs from model.OV"
-        assert torch.allclose(qk.AB, model.QK[layer, head].AB, atol=1e-6), "QK circuit differs from model.QK"
+        assert torch.allclose(ov.AB, model.OV[layer, head].AB, atol=1e-6), (
+            "OV circuit differs from model.OV"
+        )
+        assert torch.allclose(qk.AB, model.QK[layer, head].AB, atol=1e-6), (
+            "QK circuit differs from model.QK"
+        )
     with pytest.raises(ValueError, match="head"):
         ov_circuit(model, 0, 4)
     with pytest.raises(ValueError, match="layer"):

@@ -16,17 +16,27 @@ def models():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_preserved_state_removes_hooks_added_inside_and_keeps_earlier_ones(models, kind):
+def test_preserved_state_removes_hooks_added_inside_and_keeps_earlier_ones(
+    models, kind
+):
     model = models[kind]
-    model.add_hook("blocks.0.hook_resid_pre", lambda t, hook: None)  # the user's own hook
+    model.add_hook(
+        "blocks.0.hook_resid_pre", lambda t, hook: None
+    )  # the user's own hook
     before = count_hooks(model)
     try:
         with preserved_state(model):
             model.add_hook("blocks.1.hook_resid_pre", lambda t, hook: None)
-            model.add_hook("blocks.0.attn.hook_z", lambda t, hook: None, is_permanent=True)
+            model.add_hook(
+                "blocks.0.attn.hook_z", lambda t, hook: None, is_permanent=True
+            )
             model.blocks[0].register_forward_hook(lambda *a: None)
-            assert count_hooks(model) > before, "hooks added in the body were not counted"
-        assert count_hooks(model) == before, "hooks added inside preserved_state were left on the model"
+            assert count_hooks(model) > before, (
+                "hooks added in the body were not counted"
+            )
+        assert count_hooks(model) == before, (
+            "hooks added inside preserved_state were left on the model"
+        )
     finally:
         model.reset_hooks(including_permanent=True)
 
@@ -56,7 +66,9 @@ def test_same_state_detects_a_changed_weight(models, kind):
     with torch.no_grad():
         param.add_(1.0)
     try:
-        assert same_state(fp, state_fingerprint(model)), "a changed weight went unnoticed"
+        assert same_state(fp, state_fingerprint(model)), (
+            "a changed weight went unnoticed"
+        )
     finally:
         with torch.no_grad():
             param.sub_(1.0)

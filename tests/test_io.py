@@ -20,8 +20,13 @@ from safetensors.torch import load_file
 
 import mechmem.io as mio
 from mechmem.io import (
-    append_jsonl, atomic_save_safetensors, atomic_write_bytes, atomic_write_json, atomic_write_text,
-    read_jsonl, to_jsonable,
+    append_jsonl,
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    to_jsonable,
 )
 
 
@@ -37,15 +42,24 @@ def test_atomic_writers_create_parent_folders_and_write_the_content(tmp_path):
     assert (target / "x.bin").read_bytes() == b"\x00\x01"
     assert (target / "x.txt").read_text(encoding="utf-8") == "héllo"
     assert json.loads((target / "x.json").read_text()) == {"k": [1, 2]}
-    assert _leftovers(target, {"x.bin", "x.txt", "x.json"}) == [], "temporary files left after successful writes"
+    assert _leftovers(target, {"x.bin", "x.txt", "x.json"}) == [], (
+        "temporary files left after successful writes"
+    )
 
 
 def test_atomic_safetensors_round_trip_with_metadata(tmp_path):
     """Non-contiguous tensors are saved (made contiguous) and metadata strings come back."""
-    tensors = {"w": torch.arange(6.0).reshape(2, 3).T, "i": torch.tensor([1, 2], dtype=torch.int64)}
-    path = atomic_save_safetensors(tmp_path / "t.safetensors", tensors, metadata={"note": "hi"})
+    tensors = {
+        "w": torch.arange(6.0).reshape(2, 3).T,
+        "i": torch.tensor([1, 2], dtype=torch.int64),
+    }
+    path = atomic_save_safetensors(
+        tmp_path / "t.safetensors", tensors, metadata={"note": "hi"}
+    )
     loaded = load_file(str(path))
-    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors), "tensors changed in the round trip"
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors), (
+        "tensors changed in the round trip"
+    )
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata() == {"note": "hi"}
 
@@ -61,12 +75,14 @@ def _fail_while_writing(tmp):
 
 
 @pytest.mark.parametrize("stage", ["writing", "fsync", "rename", "interrupt"])
-def test_failed_write_leaves_the_old_file_intact_and_no_temp_file(tmp_path, monkeypatch, stage):
+def test_failed_write_leaves_the_old_file_intact_and_no_temp_file(
+    tmp_path, monkeypatch, stage
+):
     """Whatever stage the write dies at, the destination keeps its old bytes."""
     path = tmp_path / "results.json"
     path.write_text('{"old": true}')
     if stage == "writing":
-        write = lambda: mio._atomic(path, _fail_while_writing)  # noqa: E731
+        write = lambda: mio._atomic(path, _fail_while_writing)
         error = _Boom
     else:
         error = KeyboardInterrupt if stage == "interrupt" else OSError
@@ -74,34 +90,53 @@ def test_failed_write_leaves_the_old_file_intact_and_no_temp_file(tmp_path, monk
         def broken(*args, **kwargs):
             raise error(f"injected failure at {stage}")
 
-        monkeypatch.setattr(mio.os, {"fsync": "fsync", "rename": "replace", "interrupt": "fsync"}[stage], broken)
-        write = lambda: atomic_write_json(path, {"new": True})  # noqa: E731
+        monkeypatch.setattr(
+            mio.os,
+            {"fsync": "fsync", "rename": "replace", "interrupt": "fsync"}[stage],
+            broken,
+        )
+        write = lambda: atomic_write_json(path, {"new": True})
     with pytest.raises(error):
         write()
     monkeypatch.undo()
-    assert path.read_text() == '{"old": true}', f"failure at {stage} damaged the old file: {path.read_text()!r}"
-    assert _leftovers(tmp_path, {"results.json"}) == [], f"failure at {stage} left temp files behind"
+    assert path.read_text() == '{"old": true}', (
+        f"failure at {stage} damaged the old file: {path.read_text()!r}"
+    )
+    assert _leftovers(tmp_path, {"results.json"}) == [], (
+        f"failure at {stage} left temp files behind"
+    )
 
 
 def test_failed_safetensors_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "model.safetensors"
     atomic_save_safetensors(path, {"w": torch.ones(3)})
     before = path.read_bytes()
-    monkeypatch.setattr(mio.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("injected")))
+    monkeypatch.setattr(
+        mio.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("injected"))
+    )
     with pytest.raises(OSError, match="injected"):
         atomic_save_safetensors(path, {"w": torch.zeros(3)})
     monkeypatch.undo()
-    assert path.read_bytes() == before, "the previous checkpoint was damaged by a failed save"
+    assert path.read_bytes() == before, (
+        "the previous checkpoint was damaged by a failed save"
+    )
     assert _leftovers(tmp_path, {"model.safetensors"}) == []
 
 
 def test_to_jsonable_converts_tensors_numpy_tuples_and_paths():
-    value = {1: torch.tensor([1.5, 2.0]), "n": np.float32(0.5), "a": np.arange(2), "t": (Path("x"), torch.tensor(3))}
+    value = {
+        1: torch.tensor([1.5, 2.0]),
+        "n": np.float32(0.5),
+        "a": np.arange(2),
+        "t": (Path("x"), torch.tensor(3)),
+    }
     assert to_jsonable(value) == {"1": [1.5, 2.0], "n": 0.5, "a": [0, 1], "t": ["x", 3]}
 
 
 def test_json_keeps_nan_and_inf_readable_by_python(tmp_path):
-    path = atomic_write_json(tmp_path / "r.json", {"nan": float("nan"), "inf": float("inf")})
+    path = atomic_write_json(
+        tmp_path / "r.json", {"nan": float("nan"), "inf": float("inf")}
+    )
     back = json.loads(path.read_text())
     assert math.isnan(back["nan"]) and back["inf"] == math.inf
 
@@ -134,4 +169,6 @@ def test_temp_files_are_written_next_to_the_destination(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mio.os, "replace", spy)
     atomic_write_text(tmp_path / "sub" / "f.txt", "x")
-    assert seen == [(tmp_path / "sub", tmp_path / "sub")], f"temp file not in the destination folder: {seen}"
+    assert seen == [(tmp_path / "sub", tmp_path / "sub")], (
+        f"temp file not in the destination folder: {seen}"
+    )

@@ -8,14 +8,18 @@ import pytest
 import torch
 
 import mechmem.papers.lca
-
 from mechmem.papers.lca.hijack import (
     _next_token_logprobs,
     hijacked_prompt,
     is_monotone,
     run_hijack,
 )
-from mechmem.papers.lca.local import WordTokenizer, bag_of_words_model, tiny_random_model, tokenizer_for_records
+from mechmem.papers.lca.local import (
+    WordTokenizer,
+    bag_of_words_model,
+    tiny_random_model,
+    tokenizer_for_records,
+)
 from mechmem.papers.lca.records import load_records
 
 RECORDS = Path(mechmem.papers.lca.__file__).parent / "data" / "counterfact_tiny.jsonl"
@@ -38,30 +42,70 @@ def write_lines(tmp_path, lines):
 
 
 def good_record(**changes):
-    body = {"prompt": "{} is located in the city of", "subject": "The Eiffel Tower", "relation_id": "P131",
-            "target_true": {"str": "Paris"}, "target_new": {"str": "Chicago"}}
+    body = {
+        "prompt": "{} is located in the city of",
+        "subject": "The Eiffel Tower",
+        "relation_id": "P131",
+        "target_true": {"str": "Paris"},
+        "target_new": {"str": "Chicago"},
+    }
     body.update(changes)
     return json.dumps({"case_id": 1, "requested_rewrite": body})
 
 
 def test_records_load_in_rome_layout_and_flat_layout(tmp_path, records):
-    assert len(records) == 6 and records[0].text == "The Eiffel Tower is located in the city of"
+    assert (
+        len(records) == 6
+        and records[0].text == "The Eiffel Tower is located in the city of"
+    )
     assert (records[0].target_true, records[0].target_false) == ("Paris", "Chicago")
-    flat = json.dumps({"subject": "Lyon", "prompt": "{} is in", "relation_id": "P131", "target_true": "France",
-                       "target_false": "Spain"})
+    flat = json.dumps(
+        {
+            "subject": "Lyon",
+            "prompt": "{} is in",
+            "relation_id": "P131",
+            "target_true": "France",
+            "target_false": "Spain",
+        }
+    )
     [r] = load_records(write_lines(tmp_path, [flat]))
-    assert (r.subject, r.target_true, r.target_false, r.line) == ("Lyon", "France", "Spain", 1)
+    assert (r.subject, r.target_true, r.target_false, r.line) == (
+        "Lyon",
+        "France",
+        "Spain",
+        1,
+    )
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("{not json", "line 3 is not valid JSON"),
-    (good_record(subject=""), "line 3: field 'requested_rewrite.subject'"),
-    (json.dumps({"requested_rewrite": {"prompt": "{} is in", "subject": "X", "relation_id": "P1",
-                                       "target_true": {"str": "A"}}}), "line 3: missing field 'requested_rewrite.target_new'"),
-    (good_record(prompt="no slot here"), "line 3: field 'requested_rewrite.prompt' must contain"),
-    (good_record(target_true={"id": "Q1"}), "line 3: field 'requested_rewrite.target_true' has no 'str'"),
-    ("[1, 2]", "line 3: a record must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("{not json", "line 3 is not valid JSON"),
+        (good_record(subject=""), "line 3: field 'requested_rewrite.subject'"),
+        (
+            json.dumps(
+                {
+                    "requested_rewrite": {
+                        "prompt": "{} is in",
+                        "subject": "X",
+                        "relation_id": "P1",
+                        "target_true": {"str": "A"},
+                    }
+                }
+            ),
+            "line 3: missing field 'requested_rewrite.target_new'",
+        ),
+        (
+            good_record(prompt="no slot here"),
+            "line 3: field 'requested_rewrite.prompt' must contain",
+        ),
+        (
+            good_record(target_true={"id": "Q1"}),
+            "line 3: field 'requested_rewrite.target_true' has no 'str'",
+        ),
+        ("[1, 2]", "line 3: a record must be a JSON object"),
+    ],
+)
 def test_bad_record_is_reported_with_its_line_number(tmp_path, bad, match):
     path = write_lines(tmp_path, [good_record(), "", bad, good_record()])
     with pytest.raises(ValueError, match=match):
@@ -69,24 +113,39 @@ def test_bad_record_is_reported_with_its_line_number(tmp_path, bad, match):
 
 
 def test_target_the_tokenizer_cannot_encode_names_the_record(tmp_path, tokenizer):
-    path = write_lines(tmp_path, [good_record(), good_record(target_new={"str": "Zanzibar"})])
+    path = write_lines(
+        tmp_path, [good_record(), good_record(target_new={"str": "Zanzibar"})]
+    )
     recs = load_records(path)
-    with pytest.raises(ValueError, match=r"line 2: field 'target_new' \('Zanzibar'\) cannot be encoded"):
-        run_hijack(bag_of_words_model(len(tokenizer)), recs, tokenizer, max_k=1, progress=False)
+    with pytest.raises(
+        ValueError, match=r"line 2: field 'target_new' \('Zanzibar'\) cannot be encoded"
+    ):
+        run_hijack(
+            bag_of_words_model(len(tokenizer)), recs, tokenizer, max_k=1, progress=False
+        )
 
 
 def test_prompts_prepend_the_scheme_sentence_k_times(records):
     r = records[0]
     assert hijacked_prompt(r, "generic", 0) == r.text
-    assert hijacked_prompt(r, "generic", 2) == "Do not think of Chicago. Do not think of Chicago. " + r.text
+    assert (
+        hijacked_prompt(r, "generic", 2)
+        == "Do not think of Chicago. Do not think of Chicago. " + r.text
+    )
     assert hijacked_prompt(r, "generic_reverse", 1).startswith("Do not think of Paris.")
-    assert hijacked_prompt(r, "relation", 1).startswith("The Eiffel Tower is not located in Chicago.")
-    assert hijacked_prompt(r, "relation_reverse", 1).startswith("The Eiffel Tower is located in Paris.")
+    assert hijacked_prompt(r, "relation", 1).startswith(
+        "The Eiffel Tower is not located in Chicago."
+    )
+    assert hijacked_prompt(r, "relation_reverse", 1).startswith(
+        "The Eiffel Tower is located in Paris."
+    )
     with pytest.raises(ValueError, match="scheme 'other' does not exist"):
         hijacked_prompt(r, "other", 1)
 
 
-def test_bag_of_words_model_is_hijacked_by_generic_prepends_and_not_by_reverse_ones(records, tokenizer):
+def test_bag_of_words_model_is_hijacked_by_generic_prepends_and_not_by_reverse_ones(
+    records, tokenizer
+):
     """Next-token logits = context counts: "Do not think of X" makes X the most frequent candidate
     (ES jumps from 0 to 1 at k = 1), while reverse prepends mention only the true target (ES stays 0)."""
     model = bag_of_words_model(len(tokenizer))
@@ -95,23 +154,51 @@ def test_bag_of_words_model_is_hijacked_by_generic_prepends_and_not_by_reverse_o
     assert result.efficacy["relation"] == [0.0, 1.0, 1.0, 1.0]
     assert result.efficacy["generic_reverse"] == [0.0] * 4
     assert result.efficacy["relation_reverse"] == [0.0] * 4
-    assert result.n_records == {"generic": 6, "relation": 5, "generic_reverse": 6, "relation_reverse": 5}
-    assert result.excluded["relation"] == [{"line": 6, "reason": "no relation template for P30"}]
+    assert result.n_records == {
+        "generic": 6,
+        "relation": 5,
+        "generic_reverse": 6,
+        "relation_reverse": 5,
+    }
+    assert result.excluded["relation"] == [
+        {"line": 6, "reason": "no relation template for P30"}
+    ]
     assert is_monotone(result.efficacy["generic"])
 
 
 def test_right_padded_batches_score_like_single_prompts(tokenizer):
     model = tiny_random_model(len(tokenizer))
-    prompts = [tokenizer.encode(t) for t in ["Lyon is a twin city of", "Do not think of Tokyo . Lyon is", "Paris"]]
+    prompts = [
+        tokenizer.encode(t)
+        for t in ["Lyon is a twin city of", "Do not think of Tokyo . Lyon is", "Paris"]
+    ]
     batched = _next_token_logprobs(model, prompts, tokenizer.pad_id, batch_size=3)
-    single = torch.cat([_next_token_logprobs(model, [p], tokenizer.pad_id, batch_size=1) for p in prompts])
-    assert torch.allclose(batched, single, atol=1e-5), "padding must not change the scored position"
+    single = torch.cat(
+        [
+            _next_token_logprobs(model, [p], tokenizer.pad_id, batch_size=1)
+            for p in prompts
+        ]
+    )
+    assert torch.allclose(batched, single, atol=1e-5), (
+        "padding must not change the scored position"
+    )
 
 
-def test_sequence_scoring_runs_on_a_random_model_and_results_save(tmp_path, records, tokenizer):
+def test_sequence_scoring_runs_on_a_random_model_and_results_save(
+    tmp_path, records, tokenizer
+):
     model = tiny_random_model(len(tokenizer))
-    result = run_hijack(model, records, tokenizer, schemes=["generic"], max_k=2, score="sequence",
-                        batch_size=4, progress=False, model_name="tiny")
+    result = run_hijack(
+        model,
+        records,
+        tokenizer,
+        schemes=["generic"],
+        max_k=2,
+        score="sequence",
+        batch_size=4,
+        progress=False,
+        model_name="tiny",
+    )
     es = result.efficacy["generic"]
     assert len(es) == 3 and all(0.0 <= e <= 1.0 for e in es)
     written = result.save(tmp_path)
@@ -120,12 +207,15 @@ def test_sequence_scoring_runs_on_a_random_model_and_results_save(tmp_path, reco
     assert (tmp_path / "figures" / "hijack.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"schemes": ["nope"]}, "scheme 'nope' does not exist"),
-    ({"score": "max"}, "score 'max' does not exist"),
-    ({"max_k": -1}, "max_k"),
-    ({"max_k": 200}, "n_ctx"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"schemes": ["nope"]}, "scheme 'nope' does not exist"),
+        ({"score": "max"}, "score 'max' does not exist"),
+        ({"max_k": -1}, "max_k"),
+        ({"max_k": 200}, "n_ctx"),
+    ],
+)
 def test_runner_rejects_bad_options_before_running(records, tokenizer, kwargs, match):
     model = bag_of_words_model(len(tokenizer), n_ctx=128)
     with pytest.raises(ValueError, match=match):
@@ -141,12 +231,38 @@ def test_hijack_command_on_a_saved_run(tmp_path, tokenizer, capsys):
     run.save_model(model)
     tokenizer.save(run.path / "tokenizer.json")
     out = tmp_path / "out"
-    code = main(["hijack", "--run", str(run.path), "--records", str(RECORDS), "--max-k", "2",
-                 "--schemes", "generic,generic_reverse", "--out", str(out)])
+    code = main(
+        [
+            "hijack",
+            "--run",
+            str(run.path),
+            "--records",
+            str(RECORDS),
+            "--max-k",
+            "2",
+            "--schemes",
+            "generic,generic_reverse",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     data = json.loads((out / "hijack.json").read_text())
-    assert set(data["efficacy"]) == {"generic", "generic_reverse"} and data["n_records"]["generic"] == 6
-    bad = main(["hijack", "--run", str(run.path), "--records", str(RECORDS), "--schemes", "generic,bogus"])
+    assert (
+        set(data["efficacy"]) == {"generic", "generic_reverse"}
+        and data["n_records"]["generic"] == 6
+    )
+    bad = main(
+        [
+            "hijack",
+            "--run",
+            str(run.path),
+            "--records",
+            str(RECORDS),
+            "--schemes",
+            "generic,bogus",
+        ]
+    )
     assert bad == 2 and "bogus" in capsys.readouterr().err
 
 

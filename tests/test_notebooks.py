@@ -6,7 +6,6 @@ back: the committed notebooks stay output-free.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,18 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom_in_smoke_mode(path: Path, tmp_path: Path, monkeypatch) -> None:
+def test_notebook_runs_top_to_bottom_in_smoke_mode(
+    path: Path, tmp_path: Path, monkeypatch
+) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("MECHMEM_SMOKE", "1")
     monkeypatch.setenv("MECHMEM_RUNS", str(tmp_path))  # notebooks write their runs here
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()

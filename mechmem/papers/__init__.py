@@ -8,7 +8,7 @@ They are loaded lazily with :func:`lazy_exports`, so the CLI can register a pape
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, Optional
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -29,11 +29,20 @@ class Batch(NamedTuple):
     tokens: Int[Tensor, "batch pos"]
     targets: Int[Tensor, "batch pos"]
     mask: Bool[Tensor, "batch pos"]
-    labels: Optional[dict[str, Tensor]] = None
+    labels: dict[str, Tensor] | None = None
 
-    def to(self, device: str | torch.device) -> "Batch":
-        labels = None if self.labels is None else {k: v.to(device) for k, v in self.labels.items()}
-        return Batch(self.tokens.to(device), self.targets.to(device), self.mask.to(device), labels)
+    def to(self, device: str | torch.device) -> Batch:
+        labels = (
+            None
+            if self.labels is None
+            else {k: v.to(device) for k, v in self.labels.items()}
+        )
+        return Batch(
+            self.tokens.to(device),
+            self.targets.to(device),
+            self.mask.to(device),
+            labels,
+        )
 
 
 @dataclass
@@ -55,11 +64,11 @@ class Task:
         """Draw ``batch_size`` fresh sequences using only ``generator`` for randomness."""
         raise NotImplementedError
 
-    def model_config(self) -> "ModelConfig":
+    def model_config(self) -> ModelConfig:
         """A sensible default model for this task."""
         raise NotImplementedError
 
-    def build_model(self, cfg: "ModelConfig"):
+    def build_model(self, cfg: ModelConfig):
         """Build this task's model from ``cfg`` (the CLI, ``load_run`` and the papers call this).
 
         The default is ``mechmem.build_model``; a paper's task overrides it to add what a config
@@ -69,13 +78,15 @@ class Task:
 
         return build_model(cfg)
 
-    def train_config(self) -> "TrainConfig":
+    def train_config(self) -> TrainConfig:
         """Sensible default training settings for this task."""
         from mechmem.training import TrainConfig
 
         return TrainConfig()
 
-    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
+    def extra_metrics(
+        self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
+    ) -> dict[str, float]:
         """Task-specific metrics computed at evaluation time (default: none)."""
         return {}
 
@@ -89,7 +100,9 @@ class Task:
                 f"task {self.name}: seq_len={self.seq_len} exceeds the model's n_ctx={n_ctx}"
             )
         if self.d_vocab > d_vocab:
-            raise ValueError(f"task {self.name}: needs d_vocab >= {self.d_vocab}, the model has {d_vocab}")
+            raise ValueError(
+                f"task {self.name}: needs d_vocab >= {self.d_vocab}, the model has {d_vocab}"
+            )
         if self.d_vocab_out > d_vocab_out:
             raise ValueError(
                 f"task {self.name}: needs d_vocab_out >= {self.d_vocab_out}, the model has {d_vocab_out}"

@@ -36,9 +36,13 @@ class RecallTask(Task):
         for field in ("seq_len", "n_keys", "n_values", "n_noise"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"recall task: {field} must be a positive integer, got {value!r}")
+                raise ValueError(
+                    f"recall task: {field} must be a positive integer, got {value!r}"
+                )
         if self.seq_len < 2:
-            raise ValueError(f"recall task: seq_len must be >= 2 (a key and the query), got {self.seq_len}")
+            raise ValueError(
+                f"recall task: seq_len must be >= 2 (a key and the query), got {self.seq_len}"
+            )
         gen = torch.Generator().manual_seed(self.table_seed)
         self.values = torch.randint(self.n_values, (self.n_keys,), generator=gen)
 
@@ -70,11 +74,19 @@ class RecallTask(Task):
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
-            n_layers=1, n_heads=1, d_model=32, d_vocab=self.d_vocab, d_vocab_out=self.d_vocab_out,
-            n_ctx=self.seq_len, attn_only=True, positional=False,
+            n_layers=1,
+            n_heads=1,
+            d_model=32,
+            d_vocab=self.d_vocab,
+            d_vocab_out=self.d_vocab_out,
+            n_ctx=self.seq_len,
+            attn_only=True,
+            positional=False,
         )
 
     def train_config(self):
         from mechmem.training import TrainConfig
 
-        return TrainConfig(steps=150, batch_size=128, lr=1e-2, optimizer="adam", eval_every=25)
+        return TrainConfig(
+            steps=150, batch_size=128, lr=1e-2, optimizer="adam", eval_every=25
+        )

@@ -7,11 +7,14 @@ embeddings, memory-recall probes, the hand-built induction head, and the full mo
 
 from mechmem.papers import lazy_exports
 
-__getattr__ = lazy_exports(__name__, {
-    "TASKS": "task:TASKS",
-    "BigramTask": "task:BigramTask",
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "reproduce": "reproduction:reproduce",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "TASKS": "task:TASKS",
+        "BigramTask": "task:BigramTask",
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "reproduce": "reproduction:reproduce",
+    },
+)
 
-__all__ = ["TASKS", "EXPERIMENTS", "reproduce", "BigramTask"]
+__all__ = ["EXPERIMENTS", "TASKS", "BigramTask", "reproduce"]

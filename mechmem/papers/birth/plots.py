@@ -1,16 +1,17 @@
 """Matplotlib figures of the birth experiments (Agg backend; saved as PNG next to the JSON results)."""
+
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from mechmem.io import atomic_write_bytes  # noqa: E402
+from mechmem.io import atomic_write_bytes
 
 
 def save_figure(out: Path, name: str, fig) -> Path:
@@ -21,9 +22,15 @@ def save_figure(out: Path, name: str, fig) -> Path:
     return atomic_write_bytes(Path(out) / "figures" / f"{name}.png", buf.getvalue())
 
 
-def plot_curves(histories, keys: Sequence[str], title: str, labels: Optional[dict] = None,
-                series_names: Optional[Sequence[str]] = None, hline: Optional[tuple] = None,
-                vline: Optional[float] = None):
+def plot_curves(
+    histories,
+    keys: Sequence[str],
+    title: str,
+    labels: dict | None = None,
+    series_names: Sequence[str] | None = None,
+    hline: tuple | None = None,
+    vline: float | None = None,
+):
     """Metrics over steps; losses (keys starting with "loss") on a second axis."""
     if histories and isinstance(histories[0], dict):
         histories = [histories]
@@ -40,7 +47,9 @@ def plot_curves(histories, keys: Sequence[str], title: str, labels: Optional[dic
             if key.startswith("loss"):
                 ax2 = ax2 or ax.twinx()
                 target = ax2
-            target.plot(*zip(*pts), label=label, ls="--" if key.startswith("loss") else "-")
+            target.plot(
+                *zip(*pts), label=label, ls="--" if key.startswith("loss") else "-"
+            )
     if hline is not None and ax2 is not None:
         ax2.axhline(hline[1], color="gray", lw=0.8, ls=":", label=f"{hline[0]} floor")
     if vline is not None:
@@ -61,7 +70,10 @@ def plot_curves(histories, keys: Sequence[str], title: str, labels: Optional[dic
 def plot_bars(values: dict, title: str):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = list(values)
-    ax.bar(range(len(names)), [values[n] if values[n] is not None else float("nan") for n in names])
+    ax.bar(
+        range(len(names)),
+        [values[n] if values[n] is not None else float("nan") for n in names],
+    )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_title(title)
@@ -77,7 +89,9 @@ def plot_handbuilt(patterns, record: dict):
         ax.set_xlabel("key position")
         ax.set_ylabel("query position")
     acc = record["triggers"]["acc_incontext"]
-    fig.suptitle(f"hand-built induction head, d={record['d_model']}: in-context accuracy {acc:.3f}")
+    fig.suptitle(
+        f"hand-built induction head, d={record['d_model']}: in-context accuracy {acc:.3f}"
+    )
     return fig
 
 
@@ -93,7 +107,9 @@ def plot_patching(result: dict, tables):
     toks = [repr(tables.vocab[t])[1:-1] for t in result["clean_tokens"]]
     ax.set_xticks(range(len(toks)))
     ax.set_xticklabels(toks, fontsize=7)
-    ax.set_title(f"patching: answer changed at position {result['changed_position']}, "
-                 f"read at {result['query_position']}")
+    ax.set_title(
+        f"patching: answer changed at position {result['changed_position']}, "
+        f"read at {result['query_position']}"
+    )
     fig.colorbar(im, ax=ax, fraction=0.03)
     return fig

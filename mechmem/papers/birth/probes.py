@@ -15,9 +15,10 @@ candidate keys (or output rows) is the right one.
 - ``wk0``: p_t^T W_K^1 p_s maximal at s = t - 1, over all key positions (``wk0_64``: the first 64).
 - ``ff1``: KL(pi_b(. | i) || softmax(W_U F(w_E(i)))) over non-trigger tokens, F the feed-forward of layer 2.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -29,33 +30,55 @@ def recall(scores: Float[Tensor, "query key"], targets: Tensor) -> float:
     return float((scores.argmax(-1) == targets).float().mean())
 
 
-def wo_recall(W_E: Float[Tensor, "N d"], OV: Float[Tensor, "d d"], W_U: Float[Tensor, "d N"],
-              tokens: Optional[Sequence[int]] = None) -> float:
+def wo_recall(
+    W_E: Float[Tensor, "N d"],
+    OV: Float[Tensor, "d d"],
+    W_U: Float[Tensor, "d N"],
+    tokens: Sequence[int] | None = None,
+) -> float:
     """Recall of the output memory: argmax_j of w_E(k) OV W_U[:, j] should be k."""
-    ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
+    ids = (
+        torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
+    )
     return recall(W_E[ids] @ OV @ W_U, ids)
 
 
-def wk_recall(W_E: Float[Tensor, "N d"], QK: Float[Tensor, "d d"], OV_prev: Float[Tensor, "d d"],
-              tokens: Optional[Sequence[int]] = None) -> float:
+def wk_recall(
+    W_E: Float[Tensor, "N d"],
+    QK: Float[Tensor, "d d"],
+    OV_prev: Float[Tensor, "d d"],
+    tokens: Sequence[int] | None = None,
+) -> float:
     """Recall of the induction key memory as the authors define it (``test_wk1``): for each k in ``tokens``
     (None: all tokens), the query w_E(k) should score the key w_1(k) = w_E(k) OV_prev highest among the keys
     w_1(k') of the same ``tokens``."""
-    ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
+    ids = (
+        torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
+    )
     keys = W_E[ids] @ OV_prev
     return recall(W_E[ids] @ QK @ keys.T, torch.arange(len(ids)))
 
 
-def wk_recall_all_keys(W_E: Float[Tensor, "N d"], QK: Float[Tensor, "d d"], OV_prev: Float[Tensor, "d d"],
-                       tokens: Optional[Sequence[int]] = None) -> float:
+def wk_recall_all_keys(
+    W_E: Float[Tensor, "N d"],
+    QK: Float[Tensor, "d d"],
+    OV_prev: Float[Tensor, "d d"],
+    tokens: Sequence[int] | None = None,
+) -> float:
     """The induction key memory with the argmax over the keys w_1(k') of all N tokens (queries: ``tokens``, None:
     all). Equal to :func:`wk_recall` when ``tokens`` is None; never above it otherwise."""
-    ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
+    ids = (
+        torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
+    )
     keys = W_E @ OV_prev
     return recall(W_E[ids] @ QK @ keys.T, ids)
 
 
-def wk0_recall(W_pos: Float[Tensor, "L d"], QK: Float[Tensor, "d d"], n_positions: Optional[int] = None) -> float:
+def wk0_recall(
+    W_pos: Float[Tensor, "L d"],
+    QK: Float[Tensor, "d d"],
+    n_positions: int | None = None,
+) -> float:
     """Recall of the previous-token memory: query p_t (t = 1..L-1) should score key p_{t-1} highest among the
     keys p_0..p_{L-2} (future positions included, as the authors' probe does)."""
     P = W_pos if n_positions is None else W_pos[:n_positions]
@@ -63,8 +86,13 @@ def wk0_recall(W_pos: Float[Tensor, "L d"], QK: Float[Tensor, "d d"], n_position
     return recall(scores, torch.arange(P.shape[0] - 1))
 
 
-def ff_kl(W_E: Float[Tensor, "N d"], ffn: Callable[[Tensor], Tensor], W_U: Float[Tensor, "d N"],
-          pi_b: Float[Tensor, "N N"], tokens: Sequence[int]) -> float:
+def ff_kl(
+    W_E: Float[Tensor, "N d"],
+    ffn: Callable[[Tensor], Tensor],
+    W_U: Float[Tensor, "d N"],
+    pi_b: Float[Tensor, "N N"],
+    tokens: Sequence[int],
+) -> float:
     """Mean KL(pi_b(. | i) || softmax(F(w_E(i)) W_U)) over the given tokens (nats)."""
     ids = torch.as_tensor(list(tokens))
     logq = torch.log_softmax((ffn(W_E[ids]) @ W_U).double(), -1)
@@ -77,11 +105,20 @@ def _circuits(model):
     """(OV^1, QK^1, OV^2, QK^2) of head 0 in layers 0 and 1, dense [d_model, d_model] (TransformerLens layout)."""
     from hooks.replace import ov_circuit, qk_circuit
 
-    return tuple(circuit(model, layer, 0).AB.detach() for layer in (0, 1) for circuit in (ov_circuit, qk_circuit))
+    return tuple(
+        circuit(model, layer, 0).AB.detach()
+        for layer in (0, 1)
+        for circuit in (ov_circuit, qk_circuit)
+    )
 
 
-def memory_probes(model, triggers: Optional[Sequence[int]] = None, output_tokens: Optional[Sequence[int]] = None,
-                  ff_tokens: Optional[Sequence[int]] = None, pi_b: Optional[Tensor] = None) -> dict[str, float]:
+def memory_probes(
+    model,
+    triggers: Sequence[int] | None = None,
+    output_tokens: Sequence[int] | None = None,
+    ff_tokens: Sequence[int] | None = None,
+    pi_b: Tensor | None = None,
+) -> dict[str, float]:
     """The probes on a 2-layer model (head 0 of each layer), read with the ``hooks`` circuit readers.
 
     triggers: the queries and keys of ``wk1`` and the queries of ``wk1_all_keys`` (None or empty: all tokens); output_tokens: the set of ``wo1`` (None: all);
@@ -90,7 +127,11 @@ def memory_probes(model, triggers: Optional[Sequence[int]] = None, output_tokens
     from hooks.weights import get_weight
 
     OV1, QK1, OV2, QK2 = _circuits(model)
-    W_E, W_pos, W_U = get_weight(model, "W_E"), get_weight(model, "W_pos"), get_weight(model, "W_U")
+    W_E, W_pos, W_U = (
+        get_weight(model, "W_E"),
+        get_weight(model, "W_pos"),
+        get_weight(model, "W_U"),
+    )
     out = {
         "wo1": wo_recall(W_E, OV2, W_U, output_tokens),
         "wk1": wk_recall(W_E, QK2, OV1, triggers or None),

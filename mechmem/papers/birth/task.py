@@ -5,6 +5,7 @@ authors' default and the setting of their Figure 3), or every position. ``Batch.
 per-position count ``c`` so ``extra_metrics`` can report the in-context accuracy (c >= 2), the global-bigram
 loss (c = 0) and the in-context loss (c >= 2) whatever the loss mask.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ class BigramTask(BigramOptions, Task):
     def __post_init__(self) -> None:
         self.validate_options(N_CHARS)
         if not isinstance(self.loss_head_only, bool):
-            raise TypeError(f"loss_head_only must be a bool, got {self.loss_head_only!r}")
+            raise TypeError(
+                f"loss_head_only must be a bool, got {self.loss_head_only!r}"
+            )
 
     @property
     def d_vocab(self) -> int:
@@ -49,7 +52,9 @@ class BigramTask(BigramOptions, Task):
 
         if self.trigger_mode != "fixed":
             return []
-        return fixed_triggers(shakespeare_tables(), self.n_triggers, self.trigger_offset)
+        return fixed_triggers(
+            shakespeare_tables(), self.n_triggers, self.trigger_offset
+        )
 
     def generate(self, batch_size: int, generator: torch.Generator) -> BigramSample:
         return generate(self.options(), batch_size, generator)
@@ -71,27 +76,49 @@ class BigramTask(BigramOptions, Task):
     def train_config(self):
         from mechmem.training import TrainConfig
 
-        return TrainConfig(steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=1e-4,
-                           eval_every=25, eval_batch_size=256)
+        return TrainConfig(
+            steps=300,
+            batch_size=64,
+            lr=0.1,
+            optimizer="sgd",
+            momentum=0.9,
+            weight_decay=1e-4,
+            eval_every=25,
+            eval_batch_size=256,
+        )
 
-    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
+    def extra_metrics(
+        self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
+    ) -> dict[str, float]:
         return incontext_metrics(logits, batch)
 
 
 def to_batch(sample: BigramSample, loss_head_only: bool = True) -> Batch:
     """A training batch: mask = (c >= 2) if ``loss_head_only`` else everywhere; labels carry c and the
     per-sequence triggers and outputs."""
-    mask = sample.counts >= 2 if loss_head_only else torch.ones_like(sample.counts, dtype=torch.bool)
-    labels = {"count": sample.counts, "triggers": sample.triggers, "outputs": sample.outputs}
+    mask = (
+        sample.counts >= 2
+        if loss_head_only
+        else torch.ones_like(sample.counts, dtype=torch.bool)
+    )
+    labels = {
+        "count": sample.counts,
+        "triggers": sample.triggers,
+        "outputs": sample.outputs,
+    }
     return Batch(sample.tokens, sample.targets, mask, labels)
 
 
-def incontext_metrics(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
+def incontext_metrics(
+    logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
+) -> dict[str, float]:
     """acc_incontext (acc_end: accuracy at c >= 2), acc_first (c = 1), acc_bigram (c = 0), loss_bigram (c = 0)
     and loss_head (c >= 2), in nats."""
     c = batch.labels["count"]
     logits = logits.float()
-    nll = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none").view_as(c)
+    nll = F.cross_entropy(
+        logits.flatten(0, 1), batch.targets.flatten(), reduction="none"
+    ).view_as(c)
     correct = (logits.argmax(-1) == batch.targets).float()
     out = {}
     for name, where in (("incontext", c >= 2), ("first", c == 1), ("bigram", c == 0)):

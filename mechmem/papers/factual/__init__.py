@@ -6,14 +6,18 @@
 - ``mechanism``: hook experiments (attention mass, ablations, OV replacement, patching, distractors);
 - ``experiments`` / ``reproduce``: everything end to end (``mechmem reproduce factual``).
 """
+
 from mechmem.papers import lazy_exports
 
-__getattr__ = lazy_exports(__name__, {
-    "TASKS": "task:TASKS",
-    "FactualRecallTask": "task:FactualRecallTask",
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
-    "reproduce": "reproduction:reproduce",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "TASKS": "task:TASKS",
+        "FactualRecallTask": "task:FactualRecallTask",
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
+        "reproduce": "reproduction:reproduce",
+    },
+)
 
-__all__ = ["TASKS", "EXPERIMENTS", "CLAIM_KEYS", "reproduce", "FactualRecallTask"]
+__all__ = ["CLAIM_KEYS", "EXPERIMENTS", "TASKS", "FactualRecallTask", "reproduce"]

@@ -15,6 +15,7 @@
 
 Parameter count (the paper's axis): ``P = 4 H d_h d + 2 m d`` (no biases, no embeddings).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,19 +28,43 @@ from hooks.weights import set_weight_, weight_parameters
 from mechmem.config import ModelConfig
 from mechmem.models import build_model
 
-FROZEN = ("W_E", "W_U", "b_U", "blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V",
-          "blocks.0.attn.b_O", "blocks.0.mlp.b_out")
+FROZEN = (
+    "W_E",
+    "W_U",
+    "b_U",
+    "blocks.0.attn.b_Q",
+    "blocks.0.attn.b_K",
+    "blocks.0.attn.b_V",
+    "blocks.0.attn.b_O",
+    "blocks.0.mlp.b_out",
+)
 
 
-def factual_model_config(task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 64, seed: int = 0) -> ModelConfig:
+def factual_model_config(
+    task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 64, seed: int = 0
+) -> ModelConfig:
     """The ``ModelConfig`` of the one-layer model for ``task`` (a ``FactualRecallTask``)."""
     for name, value in (("d", d), ("H", H), ("d_h", d_h), ("m", m)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     return ModelConfig(
-        n_layers=1, n_heads=H, d_model=d, d_head=d_h, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out,
-        n_ctx=task.seq_len, attn_only=False, d_mlp=m, act_fn="relu", normalization=None, positional=False,
-        use_bias=True, freeze=FROZEN, embed_init="normal", unembed_init="normal", seed=seed,
+        n_layers=1,
+        n_heads=H,
+        d_model=d,
+        d_head=d_h,
+        d_vocab=task.d_vocab,
+        d_vocab_out=task.d_vocab_out,
+        n_ctx=task.seq_len,
+        attn_only=False,
+        d_mlp=m,
+        act_fn="relu",
+        normalization=None,
+        positional=False,
+        use_bias=True,
+        freeze=FROZEN,
+        embed_init="normal",
+        unembed_init="normal",
+        seed=seed,
     )
 
 
@@ -48,10 +73,19 @@ def parameter_count(d: int, H: int, d_h: int, m: int) -> int:
     return 4 * H * d_h * d + 2 * m * d
 
 
-def build_factual_model(task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 64, seed: int = 0,
-                        eos_residual: bool = False):
+def build_factual_model(
+    task,
+    d: int = 32,
+    H: int = 8,
+    d_h: int = 8,
+    m: int = 64,
+    seed: int = 0,
+    eos_residual: bool = False,
+):
     """Build, initialise as the authors, and (unless ``eos_residual``) remove the EOS-embedding residual."""
-    return finish_factual_model_(build_model(factual_model_config(task, d, H, d_h, m, seed)), eos_residual)
+    return finish_factual_model_(
+        build_model(factual_model_config(task, d, H, d_h, m, seed)), eos_residual
+    )
 
 
 def finish_factual_model_(model, eos_residual: bool = False):
@@ -66,9 +100,11 @@ def finish_factual_model_(model, eos_residual: bool = False):
 
 def _authors_init_(model, cfg: ModelConfig, g: torch.Generator) -> None:
     H, d, d_h, m = cfg.n_heads, cfg.d_model, cfg.head_dim, cfg.d_mlp
-    normal = lambda shape, std: torch.randn(shape, generator=g) * std  # noqa: E731
+    normal = lambda shape, std: torch.randn(shape, generator=g) * std
     for w in ("W_Q", "W_K", "W_V"):
-        set_weight_(model, f"blocks.0.attn.{w}", normal((H, d, d_h), 1 / math.sqrt(d_h)))
+        set_weight_(
+            model, f"blocks.0.attn.{w}", normal((H, d, d_h), 1 / math.sqrt(d_h))
+        )
     set_weight_(model, "blocks.0.attn.W_O", normal((H, d_h, d), 1 / math.sqrt(d)))
     set_weight_(model, "blocks.0.mlp.W_in", normal((d, m), 1 / math.sqrt(d)))
     set_weight_(model, "blocks.0.mlp.W_out", normal((m, d), 1 / math.sqrt(m)))
@@ -90,7 +126,9 @@ def remove_embedding_residual_(model) -> None:
     model.add_hook("blocks.0.hook_resid_mid", drop_embedding, is_permanent=True)
 
 
-def eos_logits(model, counts: Float[Tensor, "batch d_vocab"], eos: int) -> Float[Tensor, "batch d_vocab_out"]:
+def eos_logits(
+    model, counts: Float[Tensor, "batch d_vocab"], eos: int
+) -> Float[Tensor, "batch d_vocab_out"]:
     """The model's logits at the EOS position computed from token counts alone (exact, differentiable).
 
     With no positional information and the query always EOS, the attention score of a position depends only on
@@ -105,7 +143,9 @@ def eos_logits(model, counts: Float[Tensor, "batch d_vocab"], eos: int) -> Float
     v = E @ attn.W_V + attn.b_V[:, None]  # [H, V, d_h]
     scores = (k @ q[:, :, None]).squeeze(-1) / attn.attn_scale  # [H, V]
     ov = v @ attn.W_O  # [H, V, d]: what head h writes when it attends to token v
-    pattern = torch.softmax(counts.log()[:, None, :] + scores[None], dim=-1)  # [B, H, V]
+    pattern = torch.softmax(
+        counts.log()[:, None, :] + scores[None], dim=-1
+    )  # [B, H, V]
     resid = pattern.reshape(len(counts), -1) @ ov.reshape(-1, ov.shape[-1]) + attn.b_O
     if getattr(model, "eos_residual", True):
         resid = resid + E[eos]

@@ -7,10 +7,11 @@ by default); EOS ``= S+R+n_noise``. Answers (output ids): ``R*D``, relation ``r`
 A sequence of length ``T = seq_len`` holds i.i.d. noise at positions ``0..T-2``, the subject and the relation at
 two distinct uniform positions among them, and EOS at ``T-1``; the label ``a*(s, r)`` is read at EOS only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import torch
 from jaxtyping import Float, Int
@@ -21,7 +22,9 @@ from mechmem.tasks.base import Batch, Task
 TABLES = ("random", "structured")
 
 
-def token_counts(tokens: Int[Tensor, "batch pos"], d_vocab: int) -> Float[Tensor, "batch d_vocab"]:
+def token_counts(
+    tokens: Int[Tensor, "batch pos"], d_vocab: int
+) -> Float[Tensor, "batch d_vocab"]:
     """How often each token occurs in each sequence."""
     counts = torch.zeros(tokens.shape[0], d_vocab)
     return counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=counts.dtype))
@@ -41,9 +44,13 @@ def structured_fact_table(S: int, R: int, D: int) -> Int[Tensor, "S R"]:
 def check_fact_table(table: Tensor, S: int, R: int, D: int) -> None:
     """Raise ``ValueError`` unless ``table`` is an ``[S, R]`` integer table with ``a*(s, r) in A_r``."""
     if tuple(table.shape) != (S, R):
-        raise ValueError(f"facts: the fact table must have shape (S, R) = ({S}, {R}), got {tuple(table.shape)}")
+        raise ValueError(
+            f"facts: the fact table must have shape (S, R) = ({S}, {R}), got {tuple(table.shape)}"
+        )
     if table.is_floating_point() or table.dtype == torch.bool:
-        raise ValueError(f"facts: the fact table must hold integer answer ids, got dtype {table.dtype}")
+        raise ValueError(
+            f"facts: the fact table must hold integer answer ids, got dtype {table.dtype}"
+        )
     block = table - D * torch.arange(R)[None, :]
     bad = (block < 0) | (block >= D)
     if bad.any():
@@ -67,10 +74,10 @@ class FactualRecallTask(Task):
     S: int = 16
     R: int = 16
     D: int = 8
-    n_noise: Optional[int] = None
+    n_noise: int | None = None
     table: str = "random"
     table_seed: int = 0
-    facts: Optional[list] = field(default=None, repr=False)
+    facts: list | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("S", "R", "D", "seq_len", "table_seed"):
@@ -79,16 +86,26 @@ class FactualRecallTask(Task):
                 raise TypeError(f"{name} must be an int, got {value!r}")
         for name in ("S", "R", "D"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 to place a subject, a relation and an answer, "
-                                 f"got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be >= 1 to place a subject, a relation and an answer, "
+                    f"got {getattr(self, name)}"
+                )
         if self.seq_len < 3:
-            raise ValueError(f"seq_len must be >= 3 (subject, relation and EOS at distinct positions), "
-                             f"got {self.seq_len}")
-        if self.n_noise is not None and (not isinstance(self.n_noise, int) or self.n_noise < 1):
-            raise ValueError(f"n_noise must be None (= S + R) or >= 1 (the noise vocabulary cannot be empty), "
-                             f"got {self.n_noise!r}")
+            raise ValueError(
+                f"seq_len must be >= 3 (subject, relation and EOS at distinct positions), "
+                f"got {self.seq_len}"
+            )
+        if self.n_noise is not None and (
+            not isinstance(self.n_noise, int) or self.n_noise < 1
+        ):
+            raise ValueError(
+                f"n_noise must be None (= S + R) or >= 1 (the noise vocabulary cannot be empty), "
+                f"got {self.n_noise!r}"
+            )
         if self.table not in TABLES:
-            raise ValueError(f"table={self.table!r} is not supported; allowed values: {list(TABLES)}")
+            raise ValueError(
+                f"table={self.table!r} is not supported; allowed values: {list(TABLES)}"
+            )
         if self.facts is not None:
             table = torch.as_tensor(self.facts)
             check_fact_table(table, self.S, self.R, self.D)
@@ -137,8 +154,14 @@ class FactualRecallTask(Task):
         r = torch.randint(self.R, (B,), generator=generator)
         subject_pos = torch.randint(T - 1, (B,), generator=generator)
         relation_pos = torch.randint(T - 2, (B,), generator=generator)
-        relation_pos = relation_pos + (relation_pos >= subject_pos).long()  # uniform over the other T-2 slots
-        tokens = self.S + self.R + torch.randint(self.noise_size, (B, T), generator=generator)
+        relation_pos = (
+            relation_pos + (relation_pos >= subject_pos).long()
+        )  # uniform over the other T-2 slots
+        tokens = (
+            self.S
+            + self.R
+            + torch.randint(self.noise_size, (B, T), generator=generator)
+        )
         rows = torch.arange(B)
         tokens[rows, subject_pos] = s
         tokens[rows, relation_pos] = self.S + r
@@ -147,7 +170,12 @@ class FactualRecallTask(Task):
         targets[:, -1] = self.answer(s, r)
         mask = torch.zeros(B, T, dtype=torch.bool)
         mask[:, -1] = True
-        labels = {"subject": s, "relation": r, "subject_pos": subject_pos, "relation_pos": relation_pos}
+        labels = {
+            "subject": s,
+            "relation": r,
+            "subject_pos": subject_pos,
+            "relation_pos": relation_pos,
+        }
         return Batch(tokens, targets, mask, labels)
 
     def sample_counts(self, batch_size: int, generator: torch.Generator):
@@ -159,7 +187,11 @@ class FactualRecallTask(Task):
         B = batch_size
         s = torch.randint(self.S, (B,), generator=generator)
         r = torch.randint(self.R, (B,), generator=generator)
-        noise = self.S + self.R + torch.randint(self.noise_size, (B, self.seq_len - 3), generator=generator)
+        noise = (
+            self.S
+            + self.R
+            + torch.randint(self.noise_size, (B, self.seq_len - 3), generator=generator)
+        )
         counts = token_counts(noise, self.d_vocab)
         rows = torch.arange(B)
         counts[rows, s] += 1
@@ -197,10 +229,18 @@ class FactualRecallTask(Task):
     def train_config(self):
         from mechmem.training import TrainConfig
 
-        return TrainConfig(steps=3000, batch_size=1024, lr=1e-2, optimizer="adam", eval_every=128,
-                           eval_batch_size=1024)
+        return TrainConfig(
+            steps=3000,
+            batch_size=1024,
+            lr=1e-2,
+            optimizer="adam",
+            eval_every=128,
+            eval_batch_size=1024,
+        )
 
-    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
+    def extra_metrics(
+        self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
+    ) -> dict[str, float]:
         """Relation-only and subject-only losses at EOS (Fig. 5's decomposition of the loss)."""
         from mechmem.papers.factual.dynamics import decomposed_losses
 

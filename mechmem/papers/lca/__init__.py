@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from mechmem.papers import lazy_exports
 
-__getattr__ = lazy_exports(__name__, {
-    "TASKS": "task:TASKS",
-    "LatentConceptTask": "task:LatentConceptTask",
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
-    "reproduce": "reproduction:reproduce",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "TASKS": "task:TASKS",
+        "LatentConceptTask": "task:LatentConceptTask",
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
+        "reproduce": "reproduction:reproduce",
+    },
+)
 
 
 def add_cli(subparsers) -> None:
@@ -25,4 +28,11 @@ def add_cli(subparsers) -> None:
     add_hijack_parser(subparsers)
 
 
-__all__ = ["TASKS", "EXPERIMENTS", "CLAIM_KEYS", "reproduce", "add_cli", "LatentConceptTask"]
+__all__ = [
+    "CLAIM_KEYS",
+    "EXPERIMENTS",
+    "TASKS",
+    "LatentConceptTask",
+    "add_cli",
+    "reproduce",
+]

@@ -35,24 +35,41 @@ class Settings:
     hijack_fractions: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
     n_eval: int = 2000
     n_patch: int = 64
-    schedule: Schedule = field(default_factory=lambda: Schedule(steps=400, batch_size=64, lr=1e-2))
+    schedule: Schedule = field(
+        default_factory=lambda: Schedule(steps=400, batch_size=64, lr=1e-2)
+    )
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> Settings:
         return cls()
 
     @classmethod
-    def smoke(cls) -> "Settings":
+    def smoke(cls) -> Settings:
         """Tiny settings for tests and the notebook's CI run (numbers are not meaningful)."""
-        return cls(m=4, context_len=16, d_model=8, wv_bar_m=(4,), wv_bar_L=(16, 32), dims=(4, 8, 32),
-                   lengths=(8, 16, 32), n_eval=400, n_patch=16,
-                   schedule=Schedule(steps=60, batch_size=32, lr=1e-2, eval_batch_size=256))
+        return cls(
+            m=4,
+            context_len=16,
+            d_model=8,
+            wv_bar_m=(4,),
+            wv_bar_L=(16, 32),
+            dims=(4, 8, 32),
+            lengths=(8, 16, 32),
+            n_eval=400,
+            n_patch=16,
+            schedule=Schedule(steps=60, batch_size=32, lr=1e-2, eval_batch_size=256),
+        )
 
     @classmethod
-    def full(cls) -> "Settings":
-        return cls(wv_bar_m=(4, 5, 6, 7), dims=(2, 4, 8, 16, 32, 64, 128), lengths=(4, 8, 16, 32, 64, 128, 256),
-                   frozen_lengths=True, n_eval=5000, n_patch=128,
-                   schedule=Schedule(steps=3000, batch_size=128, lr=3e-3))
+    def full(cls) -> Settings:
+        return cls(
+            wv_bar_m=(4, 5, 6, 7),
+            dims=(2, 4, 8, 16, 32, 64, 128),
+            lengths=(4, 8, 16, 32, 64, 128, 256),
+            frozen_lengths=True,
+            n_eval=5000,
+            n_patch=128,
+            schedule=Schedule(steps=3000, batch_size=128, lr=3e-3),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +89,9 @@ class Trained:
 class Lab:
     """Trains variants on demand (each once) and serves seeded evaluation sets."""
 
-    def __init__(self, settings: Settings, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, seed: int = 0, progress: bool = True
+    ) -> None:
         self.settings = settings
         self.seed = seed
         self.progress = progress
@@ -82,20 +101,47 @@ class Lab:
 
     def task(self, **overrides) -> LatentConceptTask:
         s = self.settings
-        base = dict(m=s.m, context_len=s.context_len, neighbourhood="N1", epsilon=s.epsilon, d_model=s.d_model)
+        base = dict(
+            m=s.m,
+            context_len=s.context_len,
+            neighbourhood="N1",
+            epsilon=s.epsilon,
+            d_model=s.d_model,
+        )
         return LatentConceptTask(**{**base, **overrides})
 
-    def trained(self, task: LatentConceptTask, d_model: int | None = None, train_W_V: bool = True,
-                train_embed: bool = True, tied: bool = True) -> Trained:
-        spec = LCAModelSpec(d_model=d_model or task.d_model, train_W_V=train_W_V, train_embed=train_embed,
-                            tied=tied, seed=self.seed)
+    def trained(
+        self,
+        task: LatentConceptTask,
+        d_model: int | None = None,
+        train_W_V: bool = True,
+        train_embed: bool = True,
+        tied: bool = True,
+    ) -> Trained:
+        spec = LCAModelSpec(
+            d_model=d_model or task.d_model,
+            train_W_V=train_W_V,
+            train_embed=train_embed,
+            tied=tied,
+            seed=self.seed,
+        )
         key = (tuple(sorted(task.to_dict().items())), spec)
         if key not in self._models:
             t0 = time.perf_counter()
-            model, result = train_lca(task, spec, self.settings.schedule, seed=self.seed)
-            self._models[key] = Trained(model, task, spec, result.final["accuracy"], time.perf_counter() - t0)
+            model, result = train_lca(
+                task, spec, self.settings.schedule, seed=self.seed
+            )
+            self._models[key] = Trained(
+                model, task, spec, result.final["accuracy"], time.perf_counter() - t0
+            )
             self._bar.update(1)
-            self._bar.set_postfix(m=task.m, L=task.context_len, d=spec.d_model, W_V=train_W_V, emb=train_embed)
+            self._bar.set_postfix(
+                m=task.m,
+                L=task.context_len,
+                d=spec.d_model,
+                W_V=train_W_V,
+                emb=train_embed,
+            )
         return self._models[key]
 
     def eval_set(self, task: LatentConceptTask) -> tuple[Tensor, Tensor, Tensor]:

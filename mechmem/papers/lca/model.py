@@ -44,7 +44,11 @@ class LCAModelSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.d_model, bool) or not isinstance(self.d_model, int) or self.d_model < 1:
+        if (
+            isinstance(self.d_model, bool)
+            or not isinstance(self.d_model, int)
+            or self.d_model < 1
+        ):
             raise ValueError(f"d_model must be a positive int, got {self.d_model!r}")
         for name in ("train_W_V", "train_embed", "tied"):
             if not isinstance(getattr(self, name), bool):
@@ -62,10 +66,21 @@ def lca_model_config(task: LatentConceptTask, spec: LCAModelSpec) -> ModelConfig
     if not spec.train_embed:
         freeze.append("W_E")
     return ModelConfig(
-        n_layers=1, n_heads=1, d_model=spec.d_model, d_head=spec.d_model, d_vocab=task.d_vocab,
-        d_vocab_out=task.d_vocab_out, n_ctx=task.seq_len, attn_only=True, normalization=None,
-        positional=False, use_bias=False, freeze=tuple(freeze), embed_init="normal",
-        unembed_init="normal", seed=spec.seed,
+        n_layers=1,
+        n_heads=1,
+        d_model=spec.d_model,
+        d_head=spec.d_model,
+        d_vocab=task.d_vocab,
+        d_vocab_out=task.d_vocab_out,
+        n_ctx=task.seq_len,
+        attn_only=True,
+        normalization=None,
+        positional=False,
+        use_bias=False,
+        freeze=tuple(freeze),
+        embed_init="normal",
+        unembed_init="normal",
+        seed=spec.seed,
     )
 
 
@@ -74,7 +89,9 @@ class _TiedToEmbedding(nn.Module):
 
     def __init__(self, embed: nn.Module, n_out: int) -> None:
         super().__init__()
-        self.__dict__["_embed"] = embed  # not a submodule: no duplicate weights in state_dict
+        self.__dict__["_embed"] = (
+            embed  # not a submodule: no duplicate weights in state_dict
+        )
         self.n_out = n_out
 
     def forward(self, original: Tensor) -> Tensor:
@@ -83,7 +100,9 @@ class _TiedToEmbedding(nn.Module):
 
 def tie_unembedding_(model: nn.Module, n_out: int) -> None:
     """Make ``model.unembed.W_U`` equal ``W_E[:n_out]^T`` (gradients go to ``W_E``)."""
-    parametrize.register_parametrization(model.unembed, "W_U", _TiedToEmbedding(model.embed, n_out))
+    parametrize.register_parametrization(
+        model.unembed, "W_U", _TiedToEmbedding(model.embed, n_out)
+    )
     model.unembed.parametrizations.W_U.original.requires_grad_(False)
 
 
@@ -95,7 +114,9 @@ def untie_(model: nn.Module) -> nn.Module:
     """Replace the tie by a plain ``W_U`` parameter with the same values (no-op if untied)."""
     if is_tied(model):
         requires_grad = model.embed.W_E.requires_grad
-        parametrize.remove_parametrizations(model.unembed, "W_U", leave_parametrized=True)
+        parametrize.remove_parametrizations(
+            model.unembed, "W_U", leave_parametrized=True
+        )
         model.unembed.W_U.requires_grad_(requires_grad)
     return model
 

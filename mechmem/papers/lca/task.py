@@ -61,7 +61,11 @@ class LatentConceptTask(Task):
         check_epsilon(self.epsilon)
         self.epsilon = float(self.epsilon)
         self.parsed = parse_neighbourhood(self.neighbourhood, self.m)
-        if isinstance(self.d_model, bool) or not isinstance(self.d_model, int) or self.d_model < 1:
+        if (
+            isinstance(self.d_model, bool)
+            or not isinstance(self.d_model, int)
+            or self.d_model < 1
+        ):
             raise ValueError(f"d_model must be a positive int, got {self.d_model!r}")
         self.seq_len = self.context_len
 
@@ -79,12 +83,20 @@ class LatentConceptTask(Task):
         return self.V
 
     def sample_with_target(
-        self, batch_size: int, generator: torch.Generator, neighbourhood: Neighbourhood | None = None
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        neighbourhood: Neighbourhood | None = None,
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"], Tensor]:
         """``(tokens [B, L], y [B], is_noise [B, L])`` drawn from ``generator`` only."""
         y = sample_targets(batch_size, self.m, generator)
         context, is_noise = sample_context(
-            y, self.context_len, self.m, neighbourhood or self.parsed, self.epsilon, generator
+            y,
+            self.context_len,
+            self.m,
+            neighbourhood or self.parsed,
+            self.epsilon,
+            generator,
         )
         return context, y, is_noise
 
@@ -92,7 +104,12 @@ class LatentConceptTask(Task):
         tokens, y, is_noise = self.sample_with_target(batch_size, generator)
         return self.to_batch(tokens, y, is_noise)
 
-    def to_batch(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"], is_noise: Tensor | None = None) -> Batch:
+    def to_batch(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        y: Int[Tensor, " batch"],
+        is_noise: Tensor | None = None,
+    ) -> Batch:
         """Targets and loss mask at the read-out (last) position only."""
         targets = torch.zeros_like(tokens)
         targets[:, -1] = y
@@ -103,34 +120,58 @@ class LatentConceptTask(Task):
             labels["is_noise"] = is_noise
         return Batch(tokens, targets, mask, labels)
 
-    def same_cluster(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"]) -> Tensor:
+    def same_cluster(
+        self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"]
+    ) -> Tensor:
         """Which context positions hold a token of the target's cluster (first two latent bits)."""
         return cluster_of(tokens, self.m) == cluster_of(y, self.m)[:, None]
 
-    def model_config(self) -> "ModelConfig":
+    def model_config(self) -> ModelConfig:
         from mechmem.config import ModelConfig
 
         return ModelConfig(
-            n_layers=1, n_heads=1, d_model=self.d_model, d_vocab=self.d_vocab, d_vocab_out=self.d_vocab_out,
-            n_ctx=self.seq_len, attn_only=True, normalization=None, positional=False, use_bias=False,
-            embed_init="normal", unembed_init="normal", freeze=("blocks.0.attn.W_O",),
+            n_layers=1,
+            n_heads=1,
+            d_model=self.d_model,
+            d_vocab=self.d_vocab,
+            d_vocab_out=self.d_vocab_out,
+            n_ctx=self.seq_len,
+            attn_only=True,
+            normalization=None,
+            positional=False,
+            use_bias=False,
+            embed_init="normal",
+            unembed_init="normal",
+            freeze=("blocks.0.attn.W_O",),
         )
 
-    def build_model(self, cfg: "ModelConfig"):
+    def build_model(self, cfg: ModelConfig):
         """The paper's one-layer model: ``W_O = I`` (frozen by ``model_config``) and no residual stream."""
         from mechmem.models import build_model
         from mechmem.papers.lca.model import finish_lca_model_
 
         return finish_lca_model_(build_model(cfg))
 
-    def train_config(self) -> "TrainConfig":
+    def train_config(self) -> TrainConfig:
         from mechmem.training import TrainConfig
 
-        return TrainConfig(steps=1500, batch_size=128, lr=1e-2, optimizer="adam", eval_every=500, eval_batch_size=1024)
+        return TrainConfig(
+            steps=1500,
+            batch_size=128,
+            lr=1e-2,
+            optimizer="adam",
+            eval_every=500,
+            eval_batch_size=1024,
+        )
 
     def to_dict(self) -> dict:
-        return {"m": self.m, "context_len": self.context_len, "neighbourhood": self.neighbourhood,
-                "epsilon": self.epsilon, "d_model": self.d_model}
+        return {
+            "m": self.m,
+            "context_len": self.context_len,
+            "neighbourhood": self.neighbourhood,
+            "epsilon": self.epsilon,
+            "d_model": self.d_model,
+        }
 
 
 TASKS = {LatentConceptTask.name: LatentConceptTask}

@@ -6,9 +6,9 @@ leaves the other positions' logits at zero, which the task's loss mask never rea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,11 @@ class Schedule:
 
 
 def train_lca(
-    task: LatentConceptTask, spec: LCAModelSpec, schedule: Schedule, seed: int = 0, progress: bool = False
+    task: LatentConceptTask,
+    spec: LCAModelSpec,
+    schedule: Schedule,
+    seed: int = 0,
+    progress: bool = False,
 ) -> tuple[nn.Module, TrainResult]:
     """Build the variant ``spec`` (seeded by ``spec.seed``), train it on ``task`` with data seed ``seed``.
 
@@ -63,8 +67,14 @@ def train_lca(
     """
     model = build_lca_model(task, spec)
     cfg = TrainConfig(
-        steps=schedule.steps, batch_size=schedule.batch_size, lr=schedule.lr, optimizer="adam",
-        eval_every=schedule.steps, eval_batch_size=schedule.eval_batch_size, seed=seed, progress=progress,
+        steps=schedule.steps,
+        batch_size=schedule.batch_size,
+        lr=schedule.lr,
+        optimizer="adam",
+        eval_every=schedule.steps,
+        eval_batch_size=schedule.eval_batch_size,
+        seed=seed,
+        progress=progress,
     )
     with query_readout(model):
         result = train(model, task, cfg)
@@ -74,7 +84,9 @@ def train_lca(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512) -> float:
+def accuracy(
+    model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512
+) -> float:
     """Query-position accuracy of the HookedTransformer forward (hooks and replacements apply)."""
     hits = 0
     for start in range(0, tokens.shape[0], batch_size):

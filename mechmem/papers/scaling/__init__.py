@@ -10,10 +10,13 @@ from mechmem.papers import lazy_exports
 from mechmem.papers.scaling.cli import add_cli
 
 TASKS: dict[str, type] = {}
-__getattr__ = lazy_exports(__name__, {
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
-    "reproduce": "reproduction:reproduce",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
+        "reproduce": "reproduction:reproduce",
+    },
+)
 
 __all__ = ["CLAIM_KEYS", "EXPERIMENTS", "TASKS", "add_cli", "reproduce"]

@@ -15,11 +15,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from mechmem.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from mechmem.papers.scaling.data import (  # noqa: E402
+from mechmem.io import atomic_write_bytes, atomic_write_json
+from mechmem.papers.scaling.data import (
     Embeddings,
     missing_mass,
     missing_mass_formula,
@@ -28,13 +28,13 @@ from mechmem.papers.scaling.data import (  # noqa: E402
     targets,
     zipf_probs,
 )
-from mechmem.papers.scaling.memories import (  # noqa: E402
+from mechmem.papers.scaling.memories import (
     error_curve,
     fit_loglog_slope,
     memory_matrix,
     scheme_error_curve,
 )
-from mechmem.papers.scaling.optim import (  # noqa: E402
+from mechmem.papers.scaling.optim import (
     OptimConfig,
     batch_counts,
     config_dict,
@@ -46,8 +46,8 @@ from mechmem.papers.scaling.optim import (  # noqa: E402
     sgd_approximation,
     train_memory,
 )
-from mechmem.reproducing import torch_threads  # noqa: E402
-from mechmem.sweep import expand_grid, run_sweep  # noqa: E402
+from mechmem.reproducing import torch_threads
+from mechmem.sweep import expand_grid, run_sweep
 
 N_TRIALS = 30
 D_GRID = [10, 20, 54, 112, 233, 483, 1000]
@@ -79,7 +79,11 @@ def save(out: Path, name: str, results: dict, fig) -> dict:
 
 def theory_slopes(alpha: float) -> dict[str, float]:
     """Predicted log-log slopes in d: threshold -(alpha-1), q = p -(alpha-1)/(2 alpha); in T: -1 + 1/alpha."""
-    return {"threshold": -(alpha - 1), "frequency": -(alpha - 1) / (2 * alpha), "T": -1 + 1 / alpha}
+    return {
+        "threshold": -(alpha - 1),
+        "frequency": -(alpha - 1) / (2 * alpha),
+        "T": -1 + 1 / alpha,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -87,24 +91,46 @@ def theory_slopes(alpha: float) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def error_vs_d(out: Path, quick: bool, seed: int, alphas: tuple[float, ...] | None = None) -> dict:
+def error_vs_d(
+    out: Path, quick: bool, seed: int, alphas: tuple[float, ...] | None = None
+) -> dict:
     """Error vs d of q = 1, q = p and q = 1{x < d/8} (N = 1000, M = 5) with fitted slopes over d >= 20."""
     alphas = alphas or ((2.0,) if quick else (2.0, 1.5, 3.0))
     N, M = 1000, 5
     gen = torch.Generator().manual_seed(seed)
     emb = Embeddings.draw(N, M, max(D_GRID), N_TRIALS, gen)
     f = targets(N, M)
-    res: dict[str, Any] = {"N": N, "M": M, "ds": D_GRID, "n_trials": N_TRIALS, "threshold_divisor": 8, "by_alpha": {}}
-    fig, axes = plt.subplots(1, len(alphas), figsize=(5 * len(alphas), 4), squeeze=False)
+    res: dict[str, Any] = {
+        "N": N,
+        "M": M,
+        "ds": D_GRID,
+        "n_trials": N_TRIALS,
+        "threshold_divisor": 8,
+        "by_alpha": {},
+    }
+    fig, axes = plt.subplots(
+        1, len(alphas), figsize=(5 * len(alphas), 4), squeeze=False
+    )
     for ax, alpha in zip(axes[0], alphas):
         p = zipf_probs(N, alpha)
-        entry: dict[str, Any] = {"theory_slopes": theory_slopes(alpha), "mean_error": {}, "slope": {}}
+        entry: dict[str, Any] = {
+            "theory_slopes": theory_slopes(alpha),
+            "mean_error": {},
+            "slope": {},
+        }
         for scheme in ("all", "frequency", "threshold"):
             err = scheme_error_curve(scheme, emb, D_GRID, p, f, divisor=8).mean(-1)
             entry["mean_error"][scheme] = err.tolist()
             fit = [(d, e) for d, e in zip(D_GRID, err.tolist()) if d >= 20 and e > 0]
-            entry["slope"][scheme] = fit_loglog_slope(*zip(*fit))[0] if len(fit) >= 2 else float("nan")
-            ax.loglog(D_GRID, err.tolist(), "o-", label=f"{scheme} (slope {entry['slope'][scheme]:.2f})")
+            entry["slope"][scheme] = (
+                fit_loglog_slope(*zip(*fit))[0] if len(fit) >= 2 else float("nan")
+            )
+            ax.loglog(
+                D_GRID,
+                err.tolist(),
+                "o-",
+                label=f"{scheme} (slope {entry['slope'][scheme]:.2f})",
+            )
         ds = torch.tensor(D_GRID, dtype=torch.float64)
         for scheme, c in (("threshold", 3.5), ("frequency", 0.35)):
             s = entry["theory_slopes"][scheme]
@@ -120,12 +146,16 @@ def error_vs_d(out: Path, quick: bool, seed: int, alphas: tuple[float, ...] | No
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _finite_data_errors(N, M, alpha, ds, Ts, n_trials, seed, scheme="top_seen", divisor=12):
+def _finite_data_errors(
+    N, M, alpha, ds, Ts, n_trials, seed, scheme="top_seen", divisor=12
+):
     """Errors ``[n_T, n_d, trials]`` of a finite-data scheme, the T-prefixes of one long draw per trial."""
     gen = torch.Generator().manual_seed(seed)
     emb = Embeddings.draw(N, M, max(ds), n_trials, gen)
     p, f = zipf_probs(N, alpha), targets(N, M)
-    counts = prefix_counts(sample_tokens(p, max(Ts), n_trials, gen), Ts, N)  # [n_T, trials, N]
+    counts = prefix_counts(
+        sample_tokens(p, max(Ts), n_trials, gen), Ts, N
+    )  # [n_T, trials, N]
     err = scheme_error_curve(scheme, emb, ds, p, f, divisor=divisor, counts=counts)
     return err, counts, p
 
@@ -133,9 +163,18 @@ def _finite_data_errors(N, M, alpha, ds, Ts, n_trials, seed, scheme="top_seen", 
 def error_vs_T(out: Path, quick: bool, seed: int) -> dict:
     """Error vs T at d = 1000 (threshold P = d/12 over the seen tokens, and all seen tokens) vs the missing mass."""
     N, M, alpha, d = 1000, 5, 2.0, 1000
-    res: dict[str, Any] = {"N": N, "M": M, "alpha": alpha, "d": d, "Ts": T_GRID, "n_trials": N_TRIALS}
+    res: dict[str, Any] = {
+        "N": N,
+        "M": M,
+        "alpha": alpha,
+        "d": d,
+        "Ts": T_GRID,
+        "n_trials": N_TRIALS,
+    }
     for scheme in ("top_seen", "seen"):
-        err, counts, p = _finite_data_errors(N, M, alpha, [d], T_GRID, N_TRIALS, seed, scheme=scheme)
+        err, counts, p = _finite_data_errors(
+            N, M, alpha, [d], T_GRID, N_TRIALS, seed, scheme=scheme
+        )
         res[f"mean_error_{scheme}"] = err[:, 0].mean(-1).tolist()
     unseen = ((counts == 0).double() * p).sum(-1).mean(-1)
     res["empirical_unseen_mass"] = unseen.tolist()
@@ -147,15 +186,27 @@ def error_vs_T(out: Path, quick: bool, seed: int) -> dict:
     res["fit_window"] = [T_GRID[i] for i in window]
     res["slope_top_seen"] = fit_loglog_slope(res["fit_window"], e)[0]
     res["rel_error_vs_formula"] = [abs(a - b) / b for a, b in zip(e, mm)]
-    res["rel_error_vs_formula_times_1_minus_1_over_M"] = [abs(a - b * (1 - 1 / M)) / (b * (1 - 1 / M)) for a, b in zip(e, mm)]
+    res["rel_error_vs_formula_times_1_minus_1_over_M"] = [
+        abs(a - b * (1 - 1 / M)) / (b * (1 - 1 / M)) for a, b in zip(e, mm)
+    ]
     res["formula_vs_exact_rel_error"] = [
-        abs(a - b) / b for a, b in zip(res["missing_mass_formula"], res["exact_missing_mass"])
+        abs(a - b) / b
+        for a, b in zip(res["missing_mass_formula"], res["exact_missing_mass"])
     ]
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.loglog(T_GRID, res["mean_error_top_seen"], "o-", label=f"top-{d // 12} seen (slope {res['slope_top_seen']:.2f})")
+    ax.loglog(
+        T_GRID,
+        res["mean_error_top_seen"],
+        "o-",
+        label=f"top-{d // 12} seen (slope {res['slope_top_seen']:.2f})",
+    )
     ax.loglog(T_GRID, res["mean_error_seen"], "s-", label="all seen")
-    ax.loglog(T_GRID, res["exact_missing_mass"], "k-", lw=0.8, label="missing mass (exact)")
-    ax.loglog(T_GRID, res["missing_mass_formula"], "k--", lw=0.8, label="missing-mass formula")
+    ax.loglog(
+        T_GRID, res["exact_missing_mass"], "k-", lw=0.8, label="missing mass (exact)"
+    )
+    ax.loglog(
+        T_GRID, res["missing_mass_formula"], "k--", lw=0.8, label="missing-mass formula"
+    )
     ax.set(xlabel="T", ylabel="error", title=f"d = {d}, N = {N}, alpha = {alpha}")
     ax.legend(fontsize=7)
     return save(out, "error_vs_T", res, fig)
@@ -171,14 +222,28 @@ def joint_table(out: Path, quick: bool, seed: int) -> dict:
         for v, r in zip(row, ref_row):
             rel.append(abs(v - r) / r)
             within.append(abs(v - r) <= 0.2 * r or (r < 0.05 and abs(v - r) <= 0.01))
-    res = {"N": N, "M": M, "alpha": alpha, "ds": JOINT_DS, "Ts": JOINT_TS, "n_trials": N_TRIALS,
-           "mean_error": table, "reference": JOINT_REFERENCE, "max_rel_error": max(rel),
-           "cells_within_tolerance": sum(within), "n_cells": len(within)}
+    res = {
+        "N": N,
+        "M": M,
+        "alpha": alpha,
+        "ds": JOINT_DS,
+        "Ts": JOINT_TS,
+        "n_trials": N_TRIALS,
+        "mean_error": table,
+        "reference": JOINT_REFERENCE,
+        "max_rel_error": max(rel),
+        "cells_within_tolerance": sum(within),
+        "n_cells": len(within),
+    }
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for T, row, ref in zip(JOINT_TS, table, JOINT_REFERENCE):
         line = ax.loglog(JOINT_DS, row, "o-", label=f"T = {T}")[0]
         ax.loglog(JOINT_DS, ref, "x:", color=line.get_color())
-    ax.set(xlabel="d", ylabel="error", title="threshold P = d/12 over seen tokens (x: spec reference)")
+    ax.set(
+        xlabel="d",
+        ylabel="error",
+        title="threshold P = d/12 over seen tokens (x: spec reference)",
+    )
     ax.legend(fontsize=7)
     return save(out, "joint_table", res, fig)
 
@@ -189,12 +254,28 @@ def naive_contour(out: Path, quick: bool, seed: int) -> dict:
     ds, Ts = [10, 30, 100, 300, 1000], [10, 100, 1000, 10000]
     err, _, _ = _finite_data_errors(N, M, alpha, ds, Ts, N_TRIALS, seed, scheme="seen")
     table = err.mean(-1)
-    res = {"N": N, "M": M, "alpha": alpha, "ds": ds, "Ts": Ts, "mean_error": table.tolist()}
+    res = {
+        "N": N,
+        "M": M,
+        "alpha": alpha,
+        "ds": ds,
+        "Ts": Ts,
+        "mean_error": table.tolist(),
+    }
     fig, ax = plt.subplots(figsize=(5, 4))
-    im = ax.contourf(torch.log10(torch.tensor(ds, dtype=torch.float64)), torch.log10(torch.tensor(Ts, dtype=torch.float64)),
-                     table, levels=12, cmap="viridis")
+    im = ax.contourf(
+        torch.log10(torch.tensor(ds, dtype=torch.float64)),
+        torch.log10(torch.tensor(Ts, dtype=torch.float64)),
+        table,
+        levels=12,
+        cmap="viridis",
+    )
     fig.colorbar(im, ax=ax, label="error")
-    ax.set(xlabel="log10 d", ylabel="log10 T", title="naive scheme q = 1{seen}, alpha = 0.5")
+    ax.set(
+        xlabel="log10 d",
+        ylabel="log10 T",
+        title="naive scheme q = 1{seen}, alpha = 0.5",
+    )
     return save(out, "naive_contour", res, fig)
 
 
@@ -218,17 +299,48 @@ def optimiser_grid(quick: bool, seed: int, n_trials: int = 10) -> list[dict]:
     small_ds = [10, 100] if quick else [10, 100, 1000]
     lrs = [0.1, 1.0, 10.0, 100.0]
     configs = []
-    for c in expand_grid({"d": tuned_ds, "optimizer": ["sgd", "adam"], "lr": lrs},
-                         {**base, "model": "matrix", "T": 10240, "B": 256, "study": "tuned"}):
+    for c in expand_grid(
+        {"d": tuned_ds, "optimizer": ["sgd", "adam"], "lr": lrs},
+        {**base, "model": "matrix", "T": 10240, "B": 256, "study": "tuned"},
+    ):
         configs.append(c)
     for d in small_ds:
         for B, lr in ((16, 1.0), (1024, 10.0)):
-            configs.append({**base, "model": "matrix", "optimizer": "adam", "T": 1024, "B": B, "lr": lr, "d": d,
-                            "study": "batch"})
-    configs += expand_grid({"d": small_ds, "lr": lrs},
-                           {**base, "model": "matrix", "optimizer": "sgd", "T": 10240, "B": 64, "study": "lr"})
-    configs += expand_grid({"model": ["matrix", "learnable", "exponential"]},
-                           {**base, "optimizer": "sgd", "lr": 1.0, "T": 10240, "B": 16, "d": 10, "study": "embeddings"})
+            configs.append(
+                {
+                    **base,
+                    "model": "matrix",
+                    "optimizer": "adam",
+                    "T": 1024,
+                    "B": B,
+                    "lr": lr,
+                    "d": d,
+                    "study": "batch",
+                }
+            )
+    configs += expand_grid(
+        {"d": small_ds, "lr": lrs},
+        {
+            **base,
+            "model": "matrix",
+            "optimizer": "sgd",
+            "T": 10240,
+            "B": 64,
+            "study": "lr",
+        },
+    )
+    configs += expand_grid(
+        {"model": ["matrix", "learnable", "exponential"]},
+        {
+            **base,
+            "optimizer": "sgd",
+            "lr": 1.0,
+            "T": 10240,
+            "B": 16,
+            "d": 10,
+            "study": "embeddings",
+        },
+    )
     for c in configs:
         c["log_every"] = c["T"] // c["B"]
     return configs
@@ -239,57 +351,105 @@ def _run_point(config: dict) -> dict:
     return optim_point({k: v for k, v in config.items() if k != "study"})
 
 
-def optimisers(out: Path, quick: bool, seed: int, workers: int | None = None, backend: str = "local",
-               address: str | None = None) -> dict:
+def optimisers(
+    out: Path,
+    quick: bool,
+    seed: int,
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+) -> dict:
     """Adam vs SGD (tuned lr), batch size, SGD learning rate, learned embeddings: per-seed orderings (spec T4)."""
     configs = optimiser_grid(quick, seed)
-    path = Path(out) / "sweeps" / f"optimisers-{'quick' if quick else 'full'}-seed{seed}.jsonl"
-    rows = run_sweep(_run_point, configs, path, backend=backend, workers=workers if workers else (1 if quick else None),
-                     address=address, desc="optimiser grid")
+    path = (
+        Path(out)
+        / "sweeps"
+        / f"optimisers-{'quick' if quick else 'full'}-seed{seed}.jsonl"
+    )
+    rows = run_sweep(
+        _run_point,
+        configs,
+        path,
+        backend=backend,
+        workers=workers if workers else (1 if quick else None),
+        address=address,
+        desc="optimiser grid",
+    )
     final = {}
     for row in rows:
         c = row["config"]
-        final[(c["study"], c["model"], c["optimizer"], c["d"], c["B"], c["lr"])] = torch.tensor(row["result"]["final"])
+        final[(c["study"], c["model"], c["optimizer"], c["d"], c["B"], c["lr"])] = (
+            torch.tensor(row["result"]["final"])
+        )
     res: dict[str, Any] = {"grid_size": len(configs), "sweep_file": str(path)}
 
     # Adam vs SGD at their tuned lr (per seed), d >= 50
     tuned = {}
     for (study, model, opt, d, B, lr), e in final.items():
         if study == "tuned":
-            tuned[(opt, d)] = torch.minimum(tuned[(opt, d)], e) if (opt, d) in tuned else e
+            tuned[(opt, d)] = (
+                torch.minimum(tuned[(opt, d)], e) if (opt, d) in tuned else e
+            )
     tuned_ds = sorted({d for _, d in tuned})
-    res["tuned"] = {opt: {str(d): tuned[(opt, d)].mean().item() for d in tuned_ds} for opt in ("sgd", "adam")}
+    res["tuned"] = {
+        opt: {str(d): tuned[(opt, d)].mean().item() for d in tuned_ds}
+        for opt in ("sgd", "adam")
+    }
     claim_ds = [d for d in tuned_ds if d >= 50]
-    wins = torch.stack([tuned[("adam", d)] < tuned[("sgd", d)] for d in claim_ds]).all(0)
+    wins = torch.stack([tuned[("adam", d)] < tuned[("sgd", d)] for d in claim_ds]).all(
+        0
+    )
     res["adam_beats_sgd_fraction"] = wins.double().mean().item()
 
     # batch size at T = 1024
     batch_ds = sorted({k[3] for k in final if k[0] == "batch"})
     small = {d: final[("batch", "matrix", "adam", d, 16, 1.0)] for d in batch_ds}
     large = {d: final[("batch", "matrix", "adam", d, 1024, 10.0)] for d in batch_ds}
-    res["batch"] = {"B16_lr1": {str(d): small[d].mean().item() for d in batch_ds},
-                    "B1024_lr10": {str(d): large[d].mean().item() for d in batch_ds}}
-    res["small_batch_beats_large_fraction"] = torch.stack([small[d] < large[d] for d in batch_ds]).all(0).double().mean().item()
+    res["batch"] = {
+        "B16_lr1": {str(d): small[d].mean().item() for d in batch_ds},
+        "B1024_lr10": {str(d): large[d].mean().item() for d in batch_ds},
+    }
+    res["small_batch_beats_large_fraction"] = (
+        torch.stack([small[d] < large[d] for d in batch_ds])
+        .all(0)
+        .double()
+        .mean()
+        .item()
+    )
 
     # SGD learning rate at B = 64
     lr_ds = sorted({k[3] for k in final if k[0] == "lr"})
     lrs = sorted({k[5] for k in final if k[0] == "lr"})
-    by_lr = {d: torch.stack([final[("lr", "matrix", "sgd", d, 64, lr)] for lr in lrs]) for d in lr_ds}  # [lr, trials]
-    res["sgd_lr"] = {"lrs": lrs, "mean_error": {str(d): by_lr[d].mean(-1).tolist() for d in lr_ds}}
+    by_lr = {
+        d: torch.stack([final[("lr", "matrix", "sgd", d, 64, lr)] for lr in lrs])
+        for d in lr_ds
+    }  # [lr, trials]
+    res["sgd_lr"] = {
+        "lrs": lrs,
+        "mean_error": {str(d): by_lr[d].mean(-1).tolist() for d in lr_ds},
+    }
     mono = torch.stack([(by_lr[d][1:] < by_lr[d][:-1]).all(0) for d in lr_ds]).all(0)
     res["sgd_lr_monotone_fraction"] = mono.double().mean().item()
     res["sgd_lr_monotone_fraction_by_d"] = {
-        str(d): (by_lr[d][1:] < by_lr[d][:-1]).all(0).double().mean().item() for d in lr_ds
+        str(d): (by_lr[d][1:] < by_lr[d][:-1]).all(0).double().mean().item()
+        for d in lr_ds
     }
 
     # learned embeddings at d = 10
-    emb = {m: final[("embeddings", m, "sgd", 10, 16, 1.0)] for m in ("matrix", "learnable", "exponential")}
+    emb = {
+        m: final[("embeddings", m, "sgd", 10, 16, 1.0)]
+        for m in ("matrix", "learnable", "exponential")
+    }
     res["embeddings_d10"] = {m: e.mean().item() for m, e in emb.items()}
-    res["learned_embeddings_beat_fixed_fraction"] = (emb["learnable"] < 0.5 * emb["matrix"]).double().mean().item()
+    res["learned_embeddings_beat_fixed_fraction"] = (
+        (emb["learnable"] < 0.5 * emb["matrix"]).double().mean().item()
+    )
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for opt in ("sgd", "adam"):
-        axes[0].loglog(tuned_ds, [res["tuned"][opt][str(d)] for d in tuned_ds], "o-", label=opt)
+        axes[0].loglog(
+            tuned_ds, [res["tuned"][opt][str(d)] for d in tuned_ds], "o-", label=opt
+        )
     axes[0].set(title="tuned lr, B=256, T=10240", xlabel="d", ylabel="error")
     for name, vals in res["batch"].items():
         axes[1].loglog(batch_ds, [vals[str(d)] for d in batch_ds], "o-", label=name)
@@ -307,20 +467,42 @@ def optimisers(out: Path, quick: bool, seed: int, workers: int | None = None, ba
 def sgd_vs_approximation(out: Path, quick: bool, seed: int) -> dict:
     """Real SGD (W = 0 at start) vs the analytic recursion of spec 3.3, on the same embeddings and batches."""
     steps = 20 if quick else 100
-    cfg = OptimConfig(model="matrix", optimizer="sgd", N=100, M=5, alpha=2.0, d=10, T=1000 * steps, B=1000,
-                      lr=1.0, init="zero", n_trials=100, seed=seed)
+    cfg = OptimConfig(
+        model="matrix",
+        optimizer="sgd",
+        N=100,
+        M=5,
+        alpha=2.0,
+        d=10,
+        T=1000 * steps,
+        B=1000,
+        lr=1.0,
+        init="zero",
+        n_trials=100,
+        seed=seed,
+    )
     gen = torch.Generator().manual_seed(seed)
     params = init_parameters(cfg, gen)
     xs = sample_stream(cfg, gen)
-    real = run_steps(cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs)
-    q = sgd_approximation(batch_counts(xs, cfg.N, cfg.B), cfg.lr, cfg.B, cfg.M)  # [steps+1, trials, N]
+    real = run_steps(
+        cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs
+    )
+    q = sgd_approximation(
+        batch_counts(xs, cfg.N, cfg.B), cfg.lr, cfg.B, cfg.M
+    )  # [steps+1, trials, N]
     emb = Embeddings(params["E"].detach(), params["U"].detach())
     p, f = zipf_probs(cfg.N, cfg.alpha), targets(cfg.N, cfg.M)
     approx = error_curve(q[:, None], emb, [cfg.d], p, f)[:, 0]  # [steps+1, trials]
     real_mean, approx_mean = real.errors.mean(-1)[1:], approx.mean(-1)[1:]
     gap = (real_mean - approx_mean).abs()
-    res = {"steps": list(range(1, steps + 1)), "real_error": real_mean.tolist(), "approx_error": approx_mean.tolist(),
-           "gap_first_10_steps": gap[:10].max().item(), "gap_all_steps": gap.max().item(), "config": config_dict(cfg)}
+    res = {
+        "steps": list(range(1, steps + 1)),
+        "real_error": real_mean.tolist(),
+        "approx_error": approx_mean.tolist(),
+        "gap_first_10_steps": gap[:10].max().item(),
+        "gap_all_steps": gap.max().item(),
+        "config": config_dict(cfg),
+    }
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(res["steps"], res["real_error"], label="SGD")
     ax.plot(res["steps"], res["approx_error"], "--", label="analytic approximation")
@@ -339,16 +521,36 @@ def heatmaps(out: Path, quick: bool, seed: int) -> dict:
     p, f = zipf_probs(N, 1.0), targets(N, M)
     counts = prefix_counts(sample_tokens(p, 1000, 1, gen), [1000], N)[0, 0]
     maps = {}
-    for name, q in (("q=1", torch.ones(N, dtype=torch.float64)), ("q=p_hat", counts / counts.sum())):
+    for name, q in (
+        ("q=1", torch.ones(N, dtype=torch.float64)),
+        ("q=p_hat", counts / counts.sum()),
+    ):
         W = memory_matrix(q, E, U, f)
         maps[name] = torch.softmax(E @ W.T @ U.T, -1)
-    cfg = OptimConfig(model="matrix", optimizer="sgd", N=10, M=5, alpha=1.5, d=5, T=200, B=1, lr=0.1, init="zero",
-                      seed=seed, snapshot_every=50, log_every=50)
+    cfg = OptimConfig(
+        model="matrix",
+        optimizer="sgd",
+        N=10,
+        M=5,
+        alpha=1.5,
+        d=5,
+        T=200,
+        B=1,
+        lr=0.1,
+        init="zero",
+        seed=seed,
+        snapshot_every=50,
+        log_every=50,
+    )
     snaps = train_memory(cfg).snapshots
-    res = {"association_maps": {k: v.tolist() for k, v in maps.items()},
-           "sgd_snapshots": {str(s): m.tolist() for s, m in snaps}}
+    res = {
+        "association_maps": {k: v.tolist() for k, v in maps.items()},
+        "sgd_snapshots": {str(s): m.tolist() for s, m in snaps},
+    }
     fig, axes = plt.subplots(1, 2 + len(snaps), figsize=(2.6 * (2 + len(snaps)), 3.2))
-    for ax, (name, m) in zip(axes, list(maps.items()) + [(f"SGD step {s}", m) for s, m in snaps]):
+    for ax, (name, m) in zip(
+        axes, list(maps.items()) + [(f"SGD step {s}", m) for s, m in snaps]
+    ):
         ax.imshow(m, cmap="magma", vmin=0, vmax=1, aspect="auto")
         ax.set(title=name, xlabel="class y", ylabel="token x")
     return save(out, "heatmaps", res, fig)

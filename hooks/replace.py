@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 
+from hooks.checks import check_weight_name
 from hooks.names import check_head, check_layer
 from hooks.state import add_tracked_hook, remove_tracked_hooks
 from hooks.weights import check_replacement, get_weight, is_bridge, set_weight_, slot
@@ -131,6 +132,8 @@ def _plan(model: nn.Module, replacements: Mapping) -> _Plan:
 
     for raw_key, value in replacements.items():
         key = _normalise_key(raw_key)
+        if isinstance(key, (str, Head)):
+            check_weight_name(model, key if isinstance(key, str) else key.name)
         if isinstance(key, str):
             check_replacement(model, key, value)
             current[key] = value.detach().clone()

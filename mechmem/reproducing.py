@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-import torch
+from mechmem.threads import torch_threads  # noqa: F401 - the papers' reproductions import it from here
 
 
 def claim(measured: Any, expected: str, holds: Optional[bool]) -> dict:
@@ -15,19 +14,3 @@ def claim(measured: Any, expected: str, holds: Optional[bool]) -> dict:
     if measured is None or (isinstance(measured, float) and not math.isfinite(measured)):
         return {"measured": None, "expected": expected, "holds": False}
     return {"measured": measured, "expected": expected, "holds": bool(holds)}
-
-
-@contextmanager
-def torch_threads(threads: Optional[int]) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore it.
-
-    Tiny models train several times faster on one thread of a shared 2-core machine; sweep
-    workers use one thread each so parallel workers do not oversubscribe the cores.
-    """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

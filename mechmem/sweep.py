@@ -10,8 +10,12 @@ A sidecar file ``<results>.grid.json`` stores the grid's fingerprint (a hash of 
 function's name); running a different grid or function against an existing results file raises a ValueError
 instead of mixing two sweeps. A malformed line is reported with its line number, never silently dropped.
 
+One sweep writes a results file at a time: ``run_sweep`` holds an advisory lock (``<results>.lock``, see
+``mechmem.locking``) while it runs, and a second sweep on the same file is refused with the first one's pid.
+
 Backends: ``"local"`` (default) runs ``fn`` in ``workers`` processes started with the ``spawn`` method
-(``workers=1`` runs in this process); ``"ray"`` submits one Ray task per configuration to a local Ray instance or
+(``workers=1`` runs in this process); each worker uses one torch thread (so workers do not oversubscribe the
+cores) and exits as soon as the process that started it dies (no orphans after a ``kill -9``). ``"ray"`` submits one Ray task per configuration to a local Ray instance or
 to the cluster at ``address`` (optional extra: ``pip install 'mechmem[ray]'``). ``fn`` must be a module-level
 function (picklable by reference) returning a JSON-serialisable value.
 
@@ -30,13 +34,20 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from tqdm.auto import tqdm
 
+from mechmem.io import atomic_write_text, remove_stale_temp_files
+from mechmem.locking import acquire, release
+from mechmem.threads import limit_worker_threads
+
 BACKENDS = ("local", "ray")
+#: How often (seconds) a worker checks that the process that started it is still alive.
+PARENT_POLL_SECONDS = 0.5
 
 
 def canonical_json(obj: Any) -> str:
@@ -86,6 +97,11 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".grid.json")
 
 
+def lock_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
 def read_results(path: str | Path) -> list[dict]:
     """All rows of a results file, in file order.
 
@@ -132,10 +148,7 @@ def _check_sidecar(path: Path, fingerprint: str, n_configs: int, fn: Callable) -
         return
     if path.exists() and path.stat().st_size > 0:
         raise ValueError(f"{path} exists without its grid sidecar {side.name}: cannot tell which grid wrote it")
-    side.parent.mkdir(parents=True, exist_ok=True)
-    tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}))
-    os.replace(tmp, side)
+    atomic_write_text(side, json.dumps({"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}))
 
 
 class _Appender:
@@ -200,6 +213,19 @@ def run_sweep(
     """
     configs = _validate(fn, configs, backend, workers)
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"sweep results path {path} is a folder; name a .jsonl file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = acquire(lock_path(path), f"sweep results {path}")
+    try:
+        remove_stale_temp_files(path.parent, recursive=False)
+        return _run_locked(fn, configs, path, backend, workers, address, progress, desc)
+    finally:
+        release(key)
+
+
+def _run_locked(fn, configs: list[dict], path: Path, backend, workers, address, progress, desc) -> list[dict]:
+    """``run_sweep`` once the results file is locked."""
     _check_sidecar(path, grid_fingerprint(configs, fn), len(configs), fn)
     done = {row["key"]: row for row in read_results(path)}
     todo = [c for c in configs if config_key(c) not in done]
@@ -229,7 +255,8 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
             yield config, _call(fn, config)
         return
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                initializer=_init_worker, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(fn, config): config for config in todo}
         try:
             for fut in cf.as_completed(futures):
@@ -242,6 +269,18 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def _init_worker(parent_pid: int) -> None:
+    """In each worker: one torch thread, and exit as soon as ``parent_pid`` is gone."""
+    limit_worker_threads()
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # the sweep that started us died: its results file is resumed by the next run
 
 
 def _call(fn, config):

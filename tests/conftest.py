@@ -12,9 +12,8 @@ import os
 import pytest
 import torch
 
-from mechmem.config import ModelConfig
+from mechmem.config import ModelConfig, TrainConfig
 from mechmem.tasks.recall import RecallTask
-from mechmem.training import TrainConfig
 
 # Test models are tiny: a second intra-op thread buys nothing, and on a shared 2-core machine two
 # OpenMP threads per process slow training down ~10x. Set MECHMEM_TEST_THREADS to change it.

@@ -191,7 +191,8 @@ def test_bad_count_tables_raise():
 
 
 def test_sequence_longer_than_the_model_context_raises():
-    from mechmem.training import TrainConfig, train
+    from mechmem.config import TrainConfig
+    from mechmem.training import train
 
     model = build_simplified(d_model=16, n_ctx=32)
     with pytest.raises(ValueError, match="n_ctx"):
@@ -199,7 +200,8 @@ def test_sequence_longer_than_the_model_context_raises():
 
 
 def test_freezing_a_matrix_the_model_lacks_raises():
-    from mechmem.training import TrainConfig, train
+    from mechmem.config import TrainConfig
+    from mechmem.training import train
 
     model = build_simplified(d_model=16, n_ctx=32)
     with pytest.raises(ValueError, match="blocks.2.attn.W_O"):

@@ -12,7 +12,8 @@ from mechmem.papers.birth.model import build_simplified
 from mechmem.papers.birth.probes import memory_probes
 from mechmem.papers.birth.reproduction import CLAIM_KEYS, run_reproduction
 from mechmem.papers.birth.task import BigramTask
-from mechmem.training import TrainConfig, train
+from mechmem.config import TrainConfig
+from mechmem.training import train
 
 
 def test_simplified_model_learns_incontext_bigrams_and_logs_probes():

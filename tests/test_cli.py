@@ -88,13 +88,14 @@ def test_train_writes_a_complete_run_directory_that_load_run_reads_back(tmp_path
 
 def test_train_refuses_to_overwrite_an_existing_run_unless_asked(tmp_path, capsys):
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text('{"precious": true}')
+    assert _train(tmp_path, overrides=TINY + ["steps=3"]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".mechmem.lock"}
+    capsys.readouterr()
     assert _train(tmp_path, overrides=TINY + ["steps=2"]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "--overwrite" in err, f"unhelpful error:\n{err}"
-    assert (run / "config.json").read_text() == '{"precious": true}', "an existing run was overwritten"
-    assert sorted(p.name for p in run.iterdir()) == ["config.json"], "files were added to the existing run"
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".mechmem.lock"}
+    assert after == before, "a refused train changed the existing run"
     assert _train(tmp_path, "--overwrite", overrides=TINY + ["steps=2"]) == 0
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2, "--overwrite did not replace the run"
 

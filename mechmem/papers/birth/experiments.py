@@ -16,7 +16,8 @@ import torch
 
 from hooks.weights import weight_names, weight_parameters
 from mechmem.io import atomic_write_json
-from mechmem.training import TrainConfig, train
+from mechmem.config import TrainConfig
+from mechmem.training import train
 
 from .generator import BigramOptions, bigram_floor, generate
 from .handbuilt import HandbuiltScales

@@ -69,7 +69,7 @@ class BigramTask(BigramOptions, Task):
         return init_simplified_(build_model(cfg))
 
     def train_config(self):
-        from mechmem.training import TrainConfig
+        from mechmem.config import TrainConfig
 
         return TrainConfig(steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=1e-4,
                            eval_every=25, eval_batch_size=256)

@@ -100,8 +100,8 @@ def build_configs(task_name: str, overrides: list[str]):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mechmem.folders import check_run_name
     from mechmem.registry import check_task_name
-    from mechmem.runs import check_run_name
     from mechmem.threads import check_threads
 
     check_task_name(args.task)
@@ -142,6 +142,9 @@ def _resume(args: argparse.Namespace, path: Path) -> int:
         raise ValueError(f"{path} was trained on task {recorded!r}, not {args.task!r}; resume it with "
                          f"`mechmem train {recorded} --name {path.name} --out {args.out} --resume`")
     task, model_cfg, train_cfg = task_of(config, file), model_config_of(config, file), train_config_of(config, file)
+    if args.threads is not None and args.threads != train_cfg.threads:
+        print(f"mechmem train: note: {path} was trained on {train_cfg.threads} thread(s); on {args.threads} the "
+              "last bits may differ from an uninterrupted run (MKL splits sums by thread count)", file=sys.stderr)
     train_cfg = dataclasses.replace(train_cfg, progress=not args.quiet,
                                     threads=train_cfg.threads if args.threads is None else args.threads)
     model = task.build_model(model_cfg)
@@ -233,8 +236,8 @@ def _size(n: int) -> str:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     import inspect
 
+    from mechmem.folders import prepare_output_dir
     from mechmem.registry import paper_module
-    from mechmem.runs import prepare_output_dir
     from mechmem.threads import DEFAULT_THREADS, check_threads, torch_threads
 
     threads = DEFAULT_THREADS if args.threads is None else check_threads(args.threads, "--threads")

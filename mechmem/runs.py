@@ -17,8 +17,9 @@ at any point leaves a folder that verifies. Weights are stored under Transformer
 TransformerLens layout (``hooks.weights``), so a checkpoint loads into a ``HookedTransformer`` or
 a ``TransformerBridge`` alike. Nothing is ever unpickled.
 
-:func:`prepare_output_dir` gives any other command (e.g. ``mechmem reproduce``) the same
-guarantees for its output folder.
+Names and folders (``check_run_name``, ``prepare_output_dir``, the marker and lock rules) live in
+``mechmem.folders`` and are re-exported here; ``prepare_output_dir`` gives any other command
+(e.g. ``mechmem reproduce``) the same guarantees for its output folder.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import weakref
 from pathlib import Path
 from typing import Any, Optional
@@ -38,129 +37,14 @@ from torch import nn
 from hooks.weights import check_replacement, get_weight, set_weight_, weight_names
 from mechmem import checkpoint
 from mechmem.config import ModelConfig, TrainConfig
+from mechmem.folders import LOCK_FILE, RUN_KIND, check_run_name, claim, marker_kind, prepare_output_dir
 from mechmem.io import atomic_write_bytes, atomic_write_json, read_jsonl, remove_stale_temp_files, safetensors_bytes
 from mechmem.locking import acquire, release
 
-MARKER = ".mechmem.json"
-LOCK_FILE = ".mechmem.lock"
+__all__ = ["Run", "check_run_name", "load_run", "load_weights", "prepare_output_dir", "save_weights"]
+
 MANIFEST = "manifest.json"
 STATE_FILE = "train_state.safetensors"
-RUN_KIND = "run"
-
-
-# --- names and folders -------------------------------------------------------------------------
-
-
-def check_run_name(name: Any) -> str:
-    """A run name is one path component: not empty, no separators, not ``.``/``..``, no leading dot."""
-    if not isinstance(name, str):
-        raise TypeError(f"run name must be a str, got {type(name).__name__}")
-    bad = [sep for sep in (os.sep, os.altsep, "/", "\\", "\0") if sep and sep in name]
-    if not name or bad or name.startswith(".") or len(name.encode()) > 255:
-        raise ValueError(
-            f"run name {name!r} is not allowed: a name is one folder name (letters, digits, '-', '_', ...), "
-            "not empty, without '/' or '\\', not starting with '.'"
-        )
-    return name
-
-
-def _check_parents(path: Path) -> None:
-    """The nearest existing ancestor of ``path`` must be a folder (``--out`` naming a file)."""
-    for parent in path.parents:
-        if parent.exists() or parent.is_symlink():
-            if not parent.is_dir():
-                raise ValueError(f"{parent} is a file, not a folder; cannot create {path} inside it")
-            return
-
-
-def _marker_kind(folder: Path) -> Optional[str]:
-    """What mechmem made ``folder`` for (``"run"``, ``"reproduce-lca"``, ...), or ``None``."""
-    try:
-        kind = json.loads((folder / MARKER).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return kind if isinstance(kind, str) else None
-
-
-def _clear_folder(folder: Path) -> None:
-    """Delete everything in ``folder`` except its lock file; links are removed, never followed."""
-    for entry in os.scandir(folder):
-        if entry.name == LOCK_FILE:
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
-
-
-def _claim(path: Path, kind: str, overwrite: bool, reuse: bool) -> str:
-    """Make or take over ``path`` for ``kind`` and lock it; returns the lock's key.
-
-    An empty folder is taken; a folder mechmem made for ``kind`` is kept (``reuse``) or emptied
-    (``overwrite``); a folder mechmem made for something else is emptied only with ``overwrite``;
-    anything else (a file, a link, a folder mechmem did not make) is refused.
-    """
-    _check_parents(path)
-    if path.is_symlink():
-        raise ValueError(f"{path} is a symbolic link; mechmem writes only into folders it made (name the target)")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file, not a folder")
-    path.mkdir(parents=True, exist_ok=True)
-    key = acquire(path / LOCK_FILE, str(path))
-    try:
-        found = _marker_kind(path)
-        if any(name != LOCK_FILE for name in os.listdir(path)):
-            _may_replace(path, kind, found, overwrite, reuse)
-            if overwrite:
-                _clear_folder(path)
-        remove_stale_temp_files(path)
-        if found != kind or overwrite:
-            atomic_write_json(path / MARKER, {"kind": kind, "made_by": "mechmem"})
-    except BaseException:
-        release(key)
-        raise
-    return key
-
-
-def _may_replace(path: Path, kind: str, found: Optional[str], overwrite: bool, reuse: bool) -> None:
-    """Raise unless the non-empty ``path`` (made by mechmem for ``found``) may be used for ``kind``."""
-    if found is None:
-        raise FileExistsError(
-            f"{path} is not empty and was not made by mechmem (no {MARKER}); mechmem neither writes into nor "
-            "deletes such a folder, even with --overwrite: choose another name or folder"
-        )
-    if overwrite or (reuse and found == kind):
-        return
-    if found == RUN_KIND and kind == RUN_KIND and not (path / "config.json").is_file():
-        raise FileExistsError(
-            f"run directory {path} was never started (interrupted before its config.json was written); "
-            "pass overwrite=True (CLI: --overwrite) to start it again"
-        )
-    if found == kind:
-        raise FileExistsError(
-            f"run directory {path} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-            "or --resume to continue it"
-        )
-    raise FileExistsError(
-        f"{path} holds mechmem's output of another kind ({found!r}, not {kind!r}); pass overwrite=True "
-        "(CLI: --overwrite) to replace it, or choose another folder"
-    )
-
-
-def prepare_output_dir(path: str | Path, kind: str, overwrite: bool = False) -> Path:
-    """Make ``path`` ready for ``kind``'s output (e.g. ``"reproduce-lca"``) and lock it for this process.
-
-    A missing or empty folder is created and marked; the folder of a previous ``kind`` output is
-    reused as it is (so an interrupted job can resume); with ``overwrite`` a folder that mechmem
-    made is emptied first. A file, a symbolic link, a non-empty folder that mechmem did not make,
-    or (without ``overwrite``) another kind's output raise ``ValueError`` / ``FileExistsError``.
-    A second process preparing the same folder gets a ``mechmem.locking.LockedError``.
-    """
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(f"kind must be a non-empty str naming what writes the folder, got {kind!r}")
-    path = Path(path)
-    _claim(path, kind, overwrite, reuse=True)
-    return path
 
 
 # --- the run directory --------------------------------------------------------------------------
@@ -178,7 +62,7 @@ class Run:
         self._lock_key: Optional[str] = None
         if not (self.path / "config.json").is_file():
             hint = ""
-            if _marker_kind(self.path) == RUN_KIND:
+            if marker_kind(self.path) == RUN_KIND:
                 hint = "; it was interrupted while being created: start it again with --overwrite"
             raise FileNotFoundError(f"{self.path} is not a run directory (no config.json){hint}")
 
@@ -193,7 +77,7 @@ class Run:
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
         path = Path(path)
         data = _json_bytes(config)
-        key = _claim(path, RUN_KIND, overwrite, reuse=False)
+        key = claim(path, RUN_KIND, overwrite, reuse=False)
         run = cls.__new__(cls)
         run.path, run._lock_key = path, key
         weakref.finalize(run, release, key)

@@ -218,3 +218,49 @@ def set_weight_(model: nn.Module, name: str, value: Tensor) -> None:
     s = check_replacement(model, name, value)
     with torch.no_grad():
         s.parameter.copy_(s.from_tl(value))
+
+
+def set_weights_(model: nn.Module, weights: dict[str, Tensor]) -> None:
+    """Write every weight of ``model`` from ``weights`` (TransformerLens names and layout): all
+    names, shapes, dtypes and devices are checked before anything is written."""
+    slots = weight_slots(model)
+    missing, unexpected = sorted(set(slots) - set(weights)), sorted(set(weights) - set(slots))
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    for name, value in weights.items():
+        check_replacement(model, name, value)
+    with torch.no_grad():
+        for name, value in weights.items():
+            slots[name].parameter.copy_(slots[name].from_tl(value))
+
+
+def weight_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Every weight name and TransformerLens shape of a toy model with config ``cfg`` (a dict or an
+    object with the ``HookedTransformerConfig`` fields), in the order of ``HookedTransformer
+    .named_parameters()`` (TransformerLens 3.9). Standard positions, LN / LNPre / no norm."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    L, H, d, d_head = get("n_layers"), get("n_heads"), get("d_model"), get("d_head")
+    d_vocab, n_ctx = get("d_vocab"), get("n_ctx")
+    d_out = get("d_vocab_out", -1)
+    d_out = d_vocab if d_out is None or d_out <= 0 else d_out
+    ln = get("normalization_type") == "LN"
+    mlp = not get("attn_only", False)
+    d_mlp = get("d_mlp") or 4 * d
+    shapes: dict[str, tuple[int, ...]] = {"W_E": (d_vocab, d), "W_pos": (n_ctx, d)}
+    for layer in range(L):
+        p = f"blocks.{layer}"
+        if ln:
+            shapes.update({f"{p}.ln1.w": (d,), f"{p}.ln1.b": (d,)})
+            if mlp:
+                shapes.update({f"{p}.ln2.w": (d,), f"{p}.ln2.b": (d,)})
+        shapes.update({f"{p}.attn.W_Q": (H, d, d_head), f"{p}.attn.W_O": (H, d_head, d),
+                       f"{p}.attn.b_Q": (H, d_head), f"{p}.attn.b_O": (d,),
+                       f"{p}.attn.W_K": (H, d, d_head), f"{p}.attn.W_V": (H, d, d_head),
+                       f"{p}.attn.b_K": (H, d_head), f"{p}.attn.b_V": (H, d_head)})
+        if mlp:
+            shapes.update({f"{p}.mlp.W_in": (d, d_mlp), f"{p}.mlp.b_in": (d_mlp,),
+                           f"{p}.mlp.W_out": (d_mlp, d), f"{p}.mlp.b_out": (d,)})
+    if ln:
+        shapes.update({"ln_final.w": (d,), "ln_final.b": (d,)})
+    shapes.update({"W_U": (d, d_out), "b_U": (d_out,)})
+    return shapes

@@ -123,10 +123,13 @@ def has_live_attention(model: nn.Module) -> bool:
 
 
 def unembed_bias_(bridge: nn.Module) -> nn.Module:
-    """Give the bridge's unembedding a zero bias ``b_U`` (as ``HookedTransformer`` has), in place."""
+    """Give the bridge's unembedding a trainable zero bias ``b_U``, as ``HookedTransformer`` has, in
+    place (``NativeModel.head`` is built without one; the bridge may add a non-trainable buffer)."""
     head = _unwrap(bridge.original_model.head)
-    if head.bias is None:
+    if not isinstance(head.bias, nn.Parameter):
         weight = head.weight
+        head._buffers.pop("bias", None)
+        head.__dict__.pop("bias", None)
         head.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device))
     return bridge
 

@@ -11,6 +11,8 @@
   that fire.
 - **Weights.** ``model.W_V`` and friends are stacked copies on both kinds; every read and write
   goes through :mod:`hooks.weights` (real parameters, one layout).
+- **Attention scale.** ``attn.attn_scale`` (``HookedTransformer``) is ``attn.scale`` on the native
+  bridge: :func:`attention_scale` reads it from the config on both.
 - **``transformer_lens.patching``** requires eval mode in 4.3 (``require_eval_mode``):
   :func:`tl_patching` runs any of its functions in eval mode without gradients and gives the model
   back in the mode it was in.
@@ -36,6 +38,17 @@ def tl_version() -> tuple[int, int]:
 def has_hooked_transformer() -> bool:
     """Whether the installed TransformerLens still ships ``HookedTransformer`` (3.x)."""
     return tl_version()[0] < 4
+
+
+def attention_scale(model: nn.Module) -> float:
+    """What attention scores are divided by: ``cfg.attn_scale`` when set, else ``sqrt(d_head)``, or 1
+    without ``use_attn_scale`` (``HookedTransformer`` keeps it as ``attn.attn_scale``, the native
+    bridge attention as ``attn.scale``)."""
+    cfg = model.cfg
+    if not getattr(cfg, "use_attn_scale", True):
+        return 1.0
+    scale = getattr(cfg, "attn_scale", -1.0)
+    return float(scale) if scale > 0 else float(cfg.d_head) ** 0.5
 
 
 def tl_patching(fn: Callable, model: nn.Module, *args, **kwargs):

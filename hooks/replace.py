@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 
 from hooks.bridge import has_live_attention
+from hooks.compat import attention_scale
 from hooks.names import check_head, check_hooks_editable, check_layer
 from hooks.state import add_tracked_hook, remove_tracked_hooks
 from hooks.weights import check_replacement, get_weight, is_bridge, set_weight_, slot
@@ -272,10 +273,7 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
 def _pattern_from_qk(model: nn.Module, q: Tensor, k: Tensor) -> Tensor:
     """Causal softmax attention pattern ``[batch, q_pos, k_pos]`` of one head from its q and k."""
     cfg = model.cfg
-    scale = 1.0
-    if getattr(cfg, "use_attn_scale", True):
-        scale = cfg.attn_scale if getattr(cfg, "attn_scale", -1) > 0 else cfg.d_head**0.5
-    scores = q @ k.transpose(-1, -2) / scale
+    scores = q @ k.transpose(-1, -2) / attention_scale(model)
     if getattr(cfg, "attention_dir", "causal") == "causal":
         n_q, n_k = scores.shape[-2:]
         mask = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril(n_k - n_q)

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
 import torch
 from jaxtyping import Float
@@ -28,6 +31,7 @@ from hooks.weights import set_weights_, weight_names, weight_parameters, weight_
 from mechmem.config import ModelConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_BRIDGES_ONLY: ContextVar[bool] = ContextVar("mechmem_bridges_only", default=False)
 
 
 def tl_config_dict(cfg: ModelConfig) -> dict:
@@ -137,13 +141,25 @@ def _build(cfg: ModelConfig, bridge: bool) -> nn.Module:
     return _finish(model, cfg)
 
 
+@contextmanager
+def bridges_only() -> Iterator[None]:
+    """Inside the block, :func:`build_model` builds bridges on every line (so a paper's own builder,
+    with its permanent hooks, can rebuild a run as a bridge)."""
+    token = _BRIDGES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _BRIDGES_ONLY.reset(token)
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model for ``cfg``, initialised reproducibly from ``cfg.seed``, in train mode: a
-    ``HookedTransformer`` on TransformerLens 3.x, a ``TransformerBridge`` on 4.x.
+    ``HookedTransformer`` on TransformerLens 3.x, a ``TransformerBridge`` on 4.x (and inside
+    :func:`bridges_only`).
 
     >>> model = build_model(ModelConfig(n_layers=2, d_model=32, d_vocab=10, n_ctx=8))
     """
-    return _build(cfg, bridge=not has_hooked_transformer())
+    return _build(cfg, bridge=_BRIDGES_ONLY.get() or not has_hooked_transformer())
 
 
 def build_bridge(cfg: ModelConfig) -> nn.Module:

@@ -11,7 +11,7 @@ import torch
 import transformer_lens.patching as tlp
 
 from hooks import Ablation, OV, ablation_sweep, patch_sweep, replace_weights, run_with_ablations
-from hooks.bridge import boot_bridge, has_live_attention
+from hooks.bridge import boot_bridge, has_live_attention, unembed_bias_
 from hooks.compat import has_hooked_transformer, tl_patching, tl_version
 from hooks.names import active_hook_names, check_hooks_editable
 from hooks.testing import KINDS, models_by_kind, random_weights, tiny_config
@@ -29,7 +29,7 @@ def _raw_bridge(seed: int = 0):
     from transformer_lens.model_bridge import TransformerBridge
 
     cfg = tiny_config()
-    bridge = TransformerBridge.boot_native({**cfg, "init_weights": False}, device="cpu")
+    bridge = unembed_bias_(TransformerBridge.boot_native({**cfg, "init_weights": False}, device="cpu"))
     set_weights_(bridge, random_weights(cfg, seed))
     return bridge.eval()
 

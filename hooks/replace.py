@@ -253,7 +253,8 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
 
     prefix = f"blocks.{layer}.attn"
     if not is_bridge(model) or has_live_attention(model):
-        handles += add_tracked_hook(model, f"{prefix}.hook_pattern", lambda t, hook: seen.__setitem__("pattern", t[:, head]))
+        handles += add_tracked_hook(model, f"{prefix}.hook_pattern",
+                                    lambda t, hook: seen.__setitem__("pattern", t[:, head]))
     else:
         # a raw boot_native bridge fires hook_pattern only after hook_attn_out: recompute it from q and k
         if getattr(model.cfg, "positional_embedding_type", "standard") != "standard":

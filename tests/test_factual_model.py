@@ -39,7 +39,8 @@ def test_only_attention_and_mlp_weights_train_and_parameter_count(task):
     trainable = {n for n in weight_names(model) if weight_parameters(model, n).requires_grad}
     assert trainable == {"blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V", "blocks.0.attn.W_O",
                          "blocks.0.mlp.W_in", "blocks.0.mlp.b_in", "blocks.0.mlp.W_out"}, trainable
-    assert {id(p) for p in model.parameters() if p.requires_grad} == {id(weight_parameters(model, n)) for n in trainable}
+    real = {id(weight_parameters(model, n)) for n in trainable}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == real, "a parameter trains outside the weight names"
     counted = sum(get_weight(model, n).numel() for n in trainable if ".b_" not in n)
     assert parameter_count(16, 3, 4, 8) == counted == 4 * 3 * 4 * 16 + 2 * 8 * 16
     assert model.cfg.d_vocab_out == task.R * task.D and model.cfg.positional_embedding_type == "standard"

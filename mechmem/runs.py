@@ -24,9 +24,11 @@ Names and folders (``check_run_name``, ``prepare_output_dir``, the marker and lo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Optional
@@ -288,15 +290,20 @@ def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safe
              device: Optional[str] = None, verify: bool = True):
     """Rebuild a saved run's model in one call: returns ``(model, config_dict)``.
 
-    ``config.json`` and the weights file are checked against ``manifest.json`` first (``verify``),
-    and weights holding NaN or infinity are refused. When the run records a known task, the
+    ``config.json`` and the weights file are checked against ``manifest.json`` first (``verify``;
+    a run without a manifest, saved before mechmem kept one, loads with a warning), and weights
+    holding NaN or infinity are refused. When the run records a known task, the
     task's own ``build_model`` rebuilds the model (so a paper's permanent hooks come back too);
     ``bridge=True`` builds a ``TransformerBridge`` instead. ``device`` overrides the recorded one.
     """
-    from mechmem.models import build_bridge
+    from mechmem.models import bridges_only
 
     run = Run(path)
     config_file, weights_file = run.path / "config.json", run.path / filename
+    if verify and not (run.path / MANIFEST).exists():
+        warnings.warn(f"{run.path} has no {MANIFEST} (saved before mechmem kept one): its files are not verified",
+                      stacklevel=2)
+        verify = False
     config = read_config(run) if verify else run.config
     if not isinstance(config.get("model"), dict):
         raise ValueError(f"{config_file} has no 'model' section; cannot rebuild the model")
@@ -308,7 +315,8 @@ def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safe
     if bad:
         raise ValueError(f"{weights_file} holds NaN or infinite weights in {bad[:5]}; the run diverged")
     model_cfg = model_config_of(config, config_file, device)
-    model = build_bridge(model_cfg) if bridge else task_of(config, config_file).build_model(model_cfg)
+    with bridges_only() if bridge else contextlib.nullcontext():
+        model = task_of(config, config_file).build_model(model_cfg)
     load_weights_into(model, weights)
     model.eval()
     return model, config

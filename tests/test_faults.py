@@ -370,6 +370,7 @@ LOAD_CORRUPTIONS = {
     "NaN in the model (manifest agrees)": (lambda run: _nan_model(run), "model.safetensors"),
     "config.json truncated": (CORRUPTIONS["config.json truncated"][0], "config.json"),
     "config.json is a list": (CORRUPTIONS["config.json is a list"][0], "config.json"),
+    "model.safetensors deleted": (lambda run: (run / "model.safetensors").unlink(), "model.safetensors"),
 }
 
 

@@ -21,7 +21,7 @@ RUN_FILES = {
     "model.safetensors": "the final weights (TransformerLens names)",
     "train_state.safetensors": "the resumable checkpoint (weights, optimiser, data RNG, step)",
     "results.json": "final metrics, steps, threads, training time",
-    "manifest.json": "sha256 of every file above, checked by --resume and load_run",
+    "manifest.json": "sha256 of every file the run wrote, checked by --resume and load_run",
     "figures/training.png": "eval loss and accuracy curves",
     ".mechmem.json": "marker: mechmem made this folder (--overwrite deletes nothing else)",
     ".mechmem.lock": "writer lock: one process writes this run at a time",
@@ -207,8 +207,9 @@ def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
     final = result.final
     started = f" (resumed at step {result.start})" if result.start else ""
     print(f"task {task.name}: {_first_line(type(task).__doc__)}")
-    print(f"trained {train_cfg.steps} steps{started} in {seconds:.1f} s on {result.threads} thread(s): "
-          f"eval loss {final['loss']:.4f}, accuracy {final['accuracy']:.4f}")
+    threads = f"{result.threads} thread" + ("s" if result.threads != 1 else "")
+    print(f"trained {train_cfg.steps} steps{started} in {seconds:.1f} s on {threads}: "
+          f"eval loss {final['loss']:.3g}, accuracy {final['accuracy']:.4f}")
     print(f"run saved to {run.path}")
     files = sorted(p for p in run.path.rglob("*") if p.is_file())
     width = max(len(str(p.relative_to(run.path))) for p in files)
@@ -220,7 +221,7 @@ def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
     print(f"  mechmem train {task.name} --name {name} --out {out} --overwrite --set model.d_model=64   "
           "# change any config field")
     print(f"  python -c \"from mechmem import load_run; model, config = load_run('{run.path}')\"   "
-          "# the trained HookedTransformer")
+          "# the trained model, in Python")
     print("  mechmem list                     # the other tasks and the paper reproductions")
     print("  mechmem reproduce lca --quick    # a paper's claims, measured")
 

@@ -98,35 +98,50 @@ def _assert_same_run(run: Path, ref: Path) -> None:
 
 # --- kill -9 during training, then resume ------------------------------------------------------
 
-_KILLED_TRAIN = textwrap.dedent(
+_DRIVER = textwrap.dedent(
     """
-    import os, signal, sys
-    kill_at, when = int(sys.argv[1]), sys.argv[2]
+    import os, signal, sys, time
+    at, action, flags = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     real_replace, calls = os.replace, [0]
 
     def replace(src, dst):  # every atomic write of mechmem ends with os.replace
         calls[0] += 1
-        if calls[0] == kill_at and when == "before":
+        if calls[0] == at and action == "kill-before":
             os.kill(os.getpid(), signal.SIGKILL)
+        if calls[0] == at and action == "pause":  # hold the run mid-write until told to go on
+            open(os.path.join(flags, "paused"), "w").close()
+            while not os.path.exists(os.path.join(flags, "go")):
+                time.sleep(0.02)
         real_replace(src, dst)
-        if calls[0] == kill_at and when == "after":
+        if calls[0] == at and action == "kill-after":
             os.kill(os.getpid(), signal.SIGKILL)
+        if calls[0] == at and action == "ctrl-c":
+            os.kill(os.getpid(), signal.SIGINT)
 
     os.replace = replace
     from mechmem.cli import main
-    sys.exit(main(sys.argv[3:]))
+    sys.exit(main(sys.argv[4:]))
     """
 )
 
 
-def _train_process(out: Path, name: str, kill_at: int, when: str) -> subprocess.CompletedProcess:
-    """``mechmem train`` in a fresh process, killed with SIGKILL at its ``kill_at``-th file rename
-    (``before`` or ``after`` it); a run folder without config.json is started again with --overwrite."""
-    started = (out / name / "config.json").is_file()
+def _argv(out: Path, name: str, resume: bool) -> list[str]:
     argv = ["train", "recall", "--out", str(out), "--name", name, "--quiet"]
-    argv += ["--resume"] if started else ["--overwrite", *_sets(TINY)]
-    return subprocess.run([sys.executable, "-c", _KILLED_TRAIN, str(kill_at), when, *argv],
-                          capture_output=True, text=True, timeout=600)
+    return argv + (["--resume"] if resume else ["--overwrite", *_sets(TINY)])
+
+
+def _driver(out: Path, name: str, at: int, action: str, resume: bool | None = None) -> list[str]:
+    """The command running ``mechmem train`` with ``action`` at its ``at``-th file rename; by default
+    it resumes a started run (one with config.json) and starts a new one with --overwrite."""
+    if resume is None:
+        resume = (out / name / "config.json").is_file()
+    return [sys.executable, "-c", _DRIVER, str(at), action, str(out), *_argv(out, name, resume)]
+
+
+def _train_process(out: Path, name: str, kill_at: int, when: str) -> subprocess.CompletedProcess:
+    """``mechmem train`` in a fresh process, killed with SIGKILL right ``before`` or ``after`` its
+    ``kill_at``-th file rename; a run folder without config.json is started again with --overwrite."""
+    return subprocess.run(_driver(out, name, kill_at, f"kill-{when}"), capture_output=True, text=True, timeout=600)
 
 
 def _kill_and_resume(tmp_path: Path, reference: Path, seed: int, kills: int, record_property) -> None:
@@ -140,18 +155,17 @@ def _kill_and_resume(tmp_path: Path, reference: Path, seed: int, kills: int, rec
             f"{proc.stderr[-3000:]}")
         if proc.returncode == 0:
             break
-    proc = _train_process(tmp_path, name, 10**6, "never")
+    proc = _train_process(tmp_path, name, 10**6, "after")  # no kill
     assert proc.returncode == 0, f"the final resume failed:\n{proc.stderr[-3000:]}"
     _assert_same_run(tmp_path / name, reference)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_kill_9_at_random_write_points_then_resume_ends_bit_identical(tmp_path, reference, seed, record_property):
-    _kill_and_resume(tmp_path, reference, seed, kills=3, record_property=record_property)
+def test_kill_9_at_random_write_points_then_resume_ends_bit_identical(tmp_path, reference, record_property):
+    _kill_and_resume(tmp_path, reference, seed=0, kills=3, record_property=record_property)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(2, 12))
+@pytest.mark.parametrize("seed", range(1, 11))
 def test_many_kill_9s_at_random_write_points_then_resume_ends_bit_identical(tmp_path, reference, seed,
                                                                           record_property):
     _kill_and_resume(tmp_path, reference, seed, kills=6, record_property=record_property)
@@ -417,75 +431,57 @@ def test_resume_with_the_wrong_task_names_the_recorded_one(tmp_path, finished, c
 # --- concurrent writers ------------------------------------------------------------------------
 
 
-def _slow_train(out: Path, name: str, *extra: str) -> subprocess.Popen:
-    overrides = TINY + ["train.steps=3000", "train.eval_every=1000"]
-    argv = ["train", "recall", "--out", str(out), "--name", name, "--quiet", *_sets(overrides), *extra]
-    return subprocess.Popen([sys.executable, "-m", "mechmem.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not path.exists():
         if proc.poll() is not None or time.time() > deadline:
             raise AssertionError(f"{path} never appeared (rc={proc.poll()}): {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
-def test_a_second_overwrite_while_a_run_trains_is_refused_naming_the_first_pid(tmp_path, capsys, record_property):
+def _paused_writer(out: Path, name: str, at: int, resume: bool) -> subprocess.Popen:
+    """A ``mechmem train`` process paused in the middle of its ``at``-th file write (it holds the
+    run); it goes on when the file ``out/go`` appears."""
+    proc = subprocess.Popen(_driver(out, name, at, "pause", resume=resume), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "paused", proc)
+    return proc
+
+
+def _go_on(out: Path, proc: subprocess.Popen) -> None:
+    (out / "go").touch()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"the first writer failed after the refused second one:\n{err[-2000:]}"
+
+
+def test_a_second_overwrite_while_a_run_trains_is_refused_naming_the_first_pid(tmp_path, reference, capsys,
+                                                                             record_property):
     record_property("faults", 1)  # counted whatever the outcome
-    first = _slow_train(tmp_path, "ow", "--overwrite")
+    first = _paused_writer(tmp_path, "ow", at=12, resume=False)  # after its first checkpoints
     try:
-        _wait_for(tmp_path / "ow" / "config.json", first)
         code = _train(tmp_path, "ow", "--overwrite", overrides=TINY + ["train.steps=10"])
         err = capsys.readouterr().err
         assert code == 2, f"a second writer was let in (exit {code}):\n{err}"
         assert str(first.pid) in err, f"the refusal does not name the writer's pid {first.pid}:\n{err}"
-        assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+        _go_on(tmp_path, first)
     finally:
         first.kill()
-    config = json.loads((tmp_path / "ow" / "config.json").read_text())
-    assert config["train"]["steps"] == 3000, "the run folder holds the second writer's config"
-    steps = [r["step"] for r in _metrics(tmp_path / "ow")]
-    assert steps == sorted(set(steps)), f"metrics of two writers interleaved: {steps}"
+    _assert_same_run(tmp_path / "ow", reference)  # the first writer's run, unmixed
 
 
-def _interrupted_run(out: Path, name: str) -> Path:
-    """A run killed (SIGKILL) after its first checkpoint (step 1000 of 3000)."""
-    proc = _slow_train(out, name)
-    try:
-        _wait_for(out / name / "train_state.safetensors", proc)
-    finally:
-        proc.kill()
-        proc.wait()
-    return out / name
-
-
-def test_two_simultaneous_resumes_let_one_in(tmp_path, capsys, record_property):
+def test_two_simultaneous_resumes_let_one_in(tmp_path, reference, capsys, record_property):
     record_property("faults", 1)  # counted whatever the outcome
-    run = _interrupted_run(tmp_path, "r")
-    first = subprocess.Popen([sys.executable, "-m", "mechmem.cli", "train", "recall", "--out", str(tmp_path),
-                              "--name", "r", "--quiet", "--resume"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    killed = _train_process(tmp_path, "r", kill_at=16, when="after")  # after the checkpoint at step 10
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    first = _paused_writer(tmp_path, "r", at=2, resume=True)
     try:
-        deadline = time.time() + 300
-        while str(first.pid) not in _lock_holder(run) and time.time() < deadline and first.poll() is None:
-            time.sleep(0.05)
         code = _resume(tmp_path, "r")
         err = capsys.readouterr().err
         assert code == 2 and str(first.pid) in err, f"the second resume was not refused (exit {code}):\n{err}"
-        assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+        _go_on(tmp_path, first)
     finally:
         first.kill()
-    steps = [r["step"] for r in _metrics(run)]
-    assert steps == [0, 1000, 2000, 3000], f"steps duplicated or lost: {steps}"
-
-
-def _lock_holder(run: Path) -> str:
-    try:
-        return (run / ".mechmem.lock").read_text()
-    except OSError:
-        return ""
+    _assert_same_run(tmp_path / "r", reference)  # each step once, the uninterrupted bits
 
 
 _SWEEP_HOLDER = textwrap.dedent(
@@ -529,19 +525,19 @@ def test_a_second_sweep_on_the_same_results_file_is_refused(tmp_path, monkeypatc
 
 # --- bad names, folders and values --------------------------------------------------------------
 
-BAD_NAMES = ["", ".", "..", "../../escape", "a/b", ".hidden", "/an/absolute/path", "x" * 300]
+BAD_NAMES = ["", ".", "..", "../../escape", "a/b", ".hidden", "<tmp>/an/absolute/path", "x" * 300]
 
 
-@pytest.mark.parametrize("name", BAD_NAMES)
+@pytest.mark.parametrize("name", BAD_NAMES, ids=lambda n: n[:20] or "(empty)")
 def test_bad_run_names_are_refused_before_anything_is_written(tmp_path, name, capsys, record_property):
     record_property("faults", 1)  # counted whatever the outcome
+    name = name.replace("<tmp>", str(tmp_path))  # an absolute path, inside this test's folder
     out = tmp_path / "deep" / "runs"
     code = main(["train", "recall", "--out", str(out), "--name", name, "--quiet", *_sets(TINY)])
     err = capsys.readouterr().err
     assert code == 2, f"--name {name!r} was accepted (exit {code})"
     assert "name" in err, f"the error does not say the name is the problem:\n{err}"
-    assert not (tmp_path / "deep").exists(), f"--name {name!r}: folders were created: {list(tmp_path.rglob('*'))}"
-    assert not Path("/an").exists() and not (tmp_path / "escape").exists()
+    assert sorted(os.listdir(tmp_path)) == [], f"--name {name!r}: files were created: {list(tmp_path.rglob('*'))}"
 
 
 BAD_VALUES = {
@@ -636,20 +632,15 @@ def test_a_half_created_run_folder_is_recoverable_with_overwrite(tmp_path, capsy
 # --- Ctrl-C ---------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_stops_cleanly_and_prints_the_command_that_resumes_exactly(tmp_path, record_property):
+def test_ctrl_c_stops_cleanly_and_prints_the_command_that_resumes_exactly(tmp_path, reference, record_property):
     record_property("faults", 1)  # counted whatever the outcome
-    overrides = TINY + ["train.steps=6000", "train.eval_every=500"]
-    argv = ["train", "recall", "--out", str(tmp_path), "--name", "c", "--quiet", *_sets(overrides)]
-    proc = subprocess.Popen([sys.executable, "-m", "mechmem.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _wait_for(tmp_path / "c" / "train_state.safetensors", proc)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    proc = subprocess.run(_driver(tmp_path, "c", at=14, action="ctrl-c", resume=False), capture_output=True,
+                          text=True, timeout=600)  # SIGINT to itself in the middle of training
+    err = proc.stderr
     assert proc.returncode == 130, f"Ctrl-C: exit {proc.returncode}\n{err[-2000:]}"
     assert "Traceback" not in err, f"Ctrl-C printed a traceback:\n{err[-3000:]}"
     command = next((line.strip() for line in err.splitlines() if "--resume" in line), "")
     assert command.startswith("mechmem train recall"), f"no resume command printed:\n{err}"
     assert not _temp_files(tmp_path / "c"), f"temporary files left: {_temp_files(tmp_path / 'c')}"
     assert main(command.split()[1:] + ["--quiet"]) == 0, "the printed command did not resume the run"
-    assert _train(tmp_path, "uninterrupted", overrides=overrides) == 0
-    _assert_same_run(tmp_path / "c", tmp_path / "uninterrupted")
+    _assert_same_run(tmp_path / "c", reference)

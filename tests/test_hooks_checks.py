@@ -18,10 +18,9 @@ from hooks.ablation import Ablation, ablation_sweep, run_with_ablations
 from hooks.patching import patch_sweep
 from hooks.replace import replace_weights
 from hooks.state import same_state, state_fingerprint
-from hooks.testing import twin_models
+from hooks.testing import KINDS, models_by_kind
 
-KINDS = ["hooked", "bridge"]
-# twin_models: 2 layers, n_ctx 16, d_vocab 24
+# models_by_kind: 2 layers, n_ctx 16, d_vocab 24
 TOK = torch.randint(0, 24, (3, 6), generator=torch.Generator().manual_seed(0))
 CORRUPT = torch.randint(0, 24, (3, 6), generator=torch.Generator().manual_seed(1))
 
@@ -32,8 +31,7 @@ def metric(logits):
 
 @pytest.fixture(scope="module")
 def models():
-    ht, br = twin_models(seed=2)
-    return {"hooked": ht, "bridge": br}
+    return models_by_kind(seed=2)
 
 
 def _tokens(kind: str) -> torch.Tensor:

@@ -203,7 +203,7 @@ def test_registry_declarations_match_the_packages():
     for command, (paper, help_text) in COMMANDS.items():
         sub = next(a for a in _parser(command)._actions if isinstance(a, argparse._SubParsersAction))
         helps = {action.dest: action.help for action in sub._choices_actions}
-        assert helps.get(command) == help_text, f"{paper}'s add_cli registers {command!r} with help {helps.get(command)!r}"
+        assert helps.get(command) == help_text, f"{paper} registers {command!r} with help {helps.get(command)!r}"
         assert sub.choices[command].get_default("func") is not None, f"{command} has no real parser"
 
 

@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 from hooks.weights import get_weight, weight_names
 from mechmem.cli import main as cli_main
 from mechmem.config import ModelConfig
-from mechmem.models import build_bridge, build_model
 from mechmem.locking import LockedError
+from mechmem.models import build_bridge, build_model
 from mechmem.runs import Run, check_run_name, load_run, load_weights, prepare_output_dir, save_weights
 from mechmem.training import train
 

@@ -128,6 +128,12 @@ def _may_replace(path: Path, kind: str, found: Optional[str], overwrite: bool, r
     )
 
 
+def release_output_dir(path: str | Path) -> None:
+    """Give up this process's lock on ``path`` (taken by :func:`prepare_output_dir`) before it ends;
+    for long-lived processes (a notebook) that write many folders."""
+    release(str((Path(path) / LOCK_FILE).resolve()))
+
+
 def prepare_output_dir(path: str | Path, kind: str, overwrite: bool = False) -> Path:
     """Make ``path`` ready for ``kind``'s output (e.g. ``"reproduce-lca"``) and lock it for this process.
 
@@ -135,7 +141,8 @@ def prepare_output_dir(path: str | Path, kind: str, overwrite: bool = False) -> 
     reused as it is (so an interrupted job can resume); with ``overwrite`` a folder that mechmem
     made is emptied first. A file, a symbolic link, a non-empty folder that mechmem did not make,
     or (without ``overwrite``) another kind's output raise ``ValueError`` / ``FileExistsError``.
-    A second process preparing the same folder gets a ``mechmem.locking.LockedError``.
+    A second process preparing the same folder gets a ``mechmem.locking.LockedError``; the lock is
+    held until this process ends (or :func:`release_output_dir`).
     """
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"kind must be a non-empty str naming what writes the folder, got {kind!r}")

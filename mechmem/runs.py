@@ -39,11 +39,20 @@ from torch import nn
 from hooks.weights import check_replacement, get_weight, set_weight_, weight_names
 from mechmem import checkpoint
 from mechmem.config import ModelConfig, TrainConfig
-from mechmem.folders import LOCK_FILE, RUN_KIND, check_run_name, claim, marker_kind, prepare_output_dir
+from mechmem.folders import (
+    LOCK_FILE,
+    RUN_KIND,
+    check_run_name,
+    claim,
+    marker_kind,
+    prepare_output_dir,
+    release_output_dir,
+)
 from mechmem.io import atomic_write_bytes, atomic_write_json, read_jsonl, remove_stale_temp_files, safetensors_bytes
 from mechmem.locking import acquire, release
 
-__all__ = ["Run", "check_run_name", "load_run", "load_weights", "prepare_output_dir", "save_weights"]
+__all__ = ["Run", "check_run_name", "load_run", "load_weights", "prepare_output_dir", "release_output_dir",
+           "save_weights"]
 
 MANIFEST = "manifest.json"
 STATE_FILE = "train_state.safetensors"

@@ -15,9 +15,10 @@ One sweep writes a results file at a time: ``run_sweep`` holds an advisory lock 
 
 Backends: ``"local"`` (default) runs ``fn`` in ``workers`` processes started with the ``spawn`` method
 (``workers=1`` runs in this process); each worker uses one torch thread (so workers do not oversubscribe the
-cores) and exits as soon as the process that started it dies (no orphans after a ``kill -9``). ``"ray"`` submits one Ray task per configuration to a local Ray instance or
-to the cluster at ``address`` (optional extra: ``pip install 'mechmem[ray]'``). ``fn`` must be a module-level
-function (picklable by reference) returning a JSON-serialisable value.
+cores) and exits as soon as the process that started it dies (no orphans after a ``kill -9``). ``"ray"``
+submits one Ray task per configuration to a local Ray instance or to the cluster at ``address`` (optional extra:
+``pip install 'mechmem[ray]'``). ``fn`` must be a module-level function (picklable by reference) returning a
+JSON-serialisable value.
 
 Example::
 
@@ -28,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures as cf
+import glob
 import hashlib
 import itertools
 import json
@@ -41,7 +43,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from mechmem.io import atomic_write_text, remove_stale_temp_files
+from mechmem.io import atomic_write_text
 from mechmem.locking import acquire, release
 from mechmem.threads import limit_worker_threads
 
@@ -148,7 +150,8 @@ def _check_sidecar(path: Path, fingerprint: str, n_configs: int, fn: Callable) -
         return
     if path.exists() and path.stat().st_size > 0:
         raise ValueError(f"{path} exists without its grid sidecar {side.name}: cannot tell which grid wrote it")
-    atomic_write_text(side, json.dumps({"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}))
+    record = {"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}
+    atomic_write_text(side, json.dumps(record))
 
 
 class _Appender:
@@ -218,7 +221,8 @@ def run_sweep(
     path.parent.mkdir(parents=True, exist_ok=True)
     key = acquire(lock_path(path), f"sweep results {path}")
     try:
-        remove_stale_temp_files(path.parent, recursive=False)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}*.tmp"):  # ours only: the folder may hold others' files
+            stale.unlink()
         return _run_locked(fn, configs, path, backend, workers, address, progress, desc)
     finally:
         release(key)

@@ -8,6 +8,7 @@ errors answer at once; the heavy imports happen inside the command that needs th
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -156,7 +157,8 @@ def _train_and_report(args, run, model, task, train_cfg, resume: bool) -> int:
     from mechmem.io import remove_stale_temp_files
     from mechmem.training import train
 
-    resume_command = f"mechmem train {args.task} --name {run.path.name} --out {run.path.parent} --resume"
+    resume_command = shlex.join(["mechmem", "train", args.task, "--name", run.path.name, "--out",
+                                 str(run.path.parent), "--resume"])
     t0 = time.perf_counter()
     try:
         result = train(model, task, train_cfg, run=run, resume=resume)

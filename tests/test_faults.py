@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -642,5 +643,5 @@ def test_ctrl_c_stops_cleanly_and_prints_the_command_that_resumes_exactly(tmp_pa
     command = next((line.strip() for line in err.splitlines() if "--resume" in line), "")
     assert command.startswith("mechmem train recall"), f"no resume command printed:\n{err}"
     assert not _temp_files(tmp_path / "c"), f"temporary files left: {_temp_files(tmp_path / 'c')}"
-    assert main(command.split()[1:] + ["--quiet"]) == 0, "the printed command did not resume the run"
+    assert main(shlex.split(command)[1:] + ["--quiet"]) == 0, "the printed command did not resume the run"
     _assert_same_run(tmp_path / "c", reference)

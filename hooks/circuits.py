@@ -130,6 +130,11 @@ def _panel(n_rows: int, n_cols: int) -> tuple[float, float]:
     return width, min(10.0, max(3.2, 1.2 + 0.075 * n_rows))
 
 
+def _columns(panel: tuple[float, float], page_width: float = 15.0) -> int:
+    """Panels per row so that a figure stays about a page wide (small panels: up to 4)."""
+    return max(1, min(4, int(page_width // panel[0])))
+
+
 def plot_ov_circuits(model: nn.Module, heads: Optional[Sequence[Head]] = None,
                      tokens: Optional[Sequence[int]] = None, token_labels: Optional[Sequence[str]] = None,
                      outputs: Optional[Sequence[int]] = None, output_labels: Optional[Sequence[str]] = None):
@@ -138,7 +143,8 @@ def plot_ov_circuits(model: nn.Module, heads: Optional[Sequence[Head]] = None,
     heads = check_heads(model, heads)
     n_rows = len(tokens) if tokens is not None else model.cfg.d_vocab
     n_cols = len(outputs) if outputs is not None else model.cfg.d_vocab_out
-    fig, axes = grid(len(heads), ncols=4 if n_cols <= 40 else 2, panel=_panel(n_rows, n_cols))
+    panel = _panel(n_rows, n_cols)
+    fig, axes = grid(len(heads), ncols=_columns(panel), panel=panel)
     for ax, (layer, head) in zip(axes, heads):
         ov = ov_through_embeddings(model, layer, head, tokens, outputs)
         heatmap(ax, ov, title=f"{_head_name(layer, head)} OV: W_E W_V W_O W_U", xlabel="output token (logit)",
@@ -152,7 +158,8 @@ def plot_qk_circuits(model: nn.Module, heads: Optional[Sequence[Head]] = None,
     """One heat map per head of :func:`qk_through_embeddings` over ``tokens`` (queries and keys)."""
     heads = check_heads(model, heads)
     n = len(tokens) if tokens is not None else model.cfg.d_vocab
-    fig, axes = grid(len(heads), ncols=4 if n <= 40 else 2, panel=_panel(n, n))
+    panel = _panel(n, n)
+    fig, axes = grid(len(heads), ncols=_columns(panel), panel=panel)
     for ax, (layer, head) in zip(axes, heads):
         qk = qk_through_embeddings(model, layer, head, tokens, tokens)
         heatmap(ax, qk, title=f"{_head_name(layer, head)} QK: W_E W_Q W_K^T W_E^T", xlabel="key token",

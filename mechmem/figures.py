@@ -36,9 +36,13 @@ def use_file_backend() -> None:
 
 
 def png_bytes(fig, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes (tight bounding box); the figure stays open."""
+    """The figure as PNG bytes; the figure stays open. A figure laid out by matplotlib's constrained
+    layout (the :data:`STYLE` default) is saved as is, any other with a tight bounding box."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    tight = None if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine) else "tight"
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=tight, facecolor="white")
     return buffer.getvalue()
 
 

@@ -104,12 +104,35 @@ def overview(ins: Inspection) -> dict:
         f"loss on {numbers['examples']} fresh examples (nats)": numbers["loss"],
         "accuracy on the same examples": numbers["accuracy"],
     }, caption="Loss and accuracy at the positions the task scores, on examples drawn with the inspect seed.")
-    training = ins.run.path / "figures" / "training.png"
-    if training.is_file():
-        sec.figure(training, "Training curves of this run (evaluation loss and accuracy against the step).")
+    history = ins.run.metrics()
+    if history:
+        ins.figure(sec, "training", _training_figure(history, ins.run.path.name),
+                   "Training of this run: loss and accuracy on the held-out evaluation batch, and the "
+                   "training batch's loss, at each evaluation step (`metrics.jsonl`).")
     if is_bridge(model):
         numbers["bridge_vs_task_model"] = _bridge_check(ins, sec)
     return numbers
+
+
+def _training_figure(history: list[dict], name: str):
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    with style():
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+        ax_loss.plot(steps, [r["loss"] for r in history], marker=".", label="evaluation batch")
+        train = [(r["step"], r["train_loss"]) for r in history if "train_loss" in r]
+        if train:
+            ax_loss.plot(*zip(*train), ls="--", label="training batch")
+        losses = [r["loss"] for r in history] + [loss for _, loss in train]
+        wide = min(losses) > 0 and max(losses) / min(losses) > 10  # log scale only across decades
+        ax_loss.set(xlabel="training step", ylabel="loss (nats)", yscale="log" if wide else "linear",
+                    title=f"{name}: loss")
+        ax_loss.legend()
+        ax_acc.plot(steps, [r["accuracy"] for r in history], marker=".")
+        ax_acc.set(xlabel="training step", ylabel="accuracy (fraction correct)", ylim=(0, 1.02),
+                   title=f"{name}: evaluation accuracy")
+    return fig
 
 
 def _bridge_check(ins: Inspection, sec: Section) -> float:

@@ -116,7 +116,8 @@ def _rounded(values: Tensor) -> Tensor:
 
 def _check_pattern(pattern: Tensor, labels: Sequence[str]) -> None:
     if not isinstance(pattern, Tensor) or pattern.dim() != 3 or pattern.shape[1] != pattern.shape[2]:
-        raise ValueError(f"pattern must be a [head, q_pos, k_pos] tensor, got {getattr(pattern, 'shape', type(pattern))}")
+        shape = getattr(pattern, "shape", type(pattern))
+        raise ValueError(f"pattern must be a [head, q_pos, k_pos] tensor, got {shape}")
     if len(labels) != pattern.shape[2]:
         raise ValueError(f"{len(labels)} token labels for {pattern.shape[2]} positions")
 

@@ -151,7 +151,8 @@ def check_heads(model, heads: Optional[list[tuple[int, int]]]) -> list[tuple[int
         if L * H > HEADS_LIMIT:
             raise ValueError(
                 f"the model has {L * H} heads ({L} layers x {H}); the per-head views (attention, OV/QK maps, "
-                f"ablations) show at most {HEADS_LIMIT}: choose heads with --heads, e.g. --heads 0.0,0.1 or --heads {L - 1}.*"
+                f"ablations) show at most {HEADS_LIMIT}: choose heads with --heads, e.g. --heads 0.0,0.1 or "
+                f"--heads {L - 1}.*"
             )
         return [(layer, head) for layer in range(L) for head in range(H)]
     out = []
@@ -169,7 +170,8 @@ def check_vocab(model, max_vocab: Optional[int]) -> None:
     if max_vocab is None and max(d_vocab, d_out) > VOCAB_LIMIT:
         raise ValueError(
             f"the OV / QK maps through the embeddings would be {d_vocab} x {d_out} cells per head (more than "
-            f"{VOCAB_LIMIT} per axis): pass --max-vocab N to show the N tokens and answers most frequent in the examples"
+            f"{VOCAB_LIMIT} per axis): pass --max-vocab N to show the N tokens and answers most frequent in the "
+            "examples"
         )
 
 
@@ -241,7 +243,8 @@ def draw_examples(task: Task, options: InspectOptions, device: torch.device) -> 
             raise ValueError(f"task {task.name!r}: the corruption changed no scored answer, so patching measures "
                              "nothing; run inspect with --no-patching")
         order = torch.cat([where.any(1).nonzero().squeeze(1), (~where.any(1)).nonzero().squeeze(1)])
-        batch, full, corrupted, where = select(batch, order), select(full, order), select(corrupted, order), where[order]
+        batch, full, corrupted = (select(b, order) for b in (batch, full, corrupted))
+        where = where[order]
     readouts = [int(where[i].nonzero().max()) if where[i].any() else int(batch.mask[i].nonzero().max())
                 for i in range(options.n_examples)]
     return Examples(batch, full, corrupted, readouts, length)

@@ -20,7 +20,12 @@ from torch import nn
 
 from hooks.ablation import KINDS, ablation_sweep
 from hooks.circuits import (
-    ov_spectrum, ov_through_embeddings, plot_ov_circuits, plot_ov_spectra, plot_positional_qk, plot_qk_circuits,
+    ov_spectrum,
+    ov_through_embeddings,
+    plot_ov_circuits,
+    plot_ov_spectra,
+    plot_positional_qk,
+    plot_qk_circuits,
     positional_embedding,
 )
 from hooks.patching import patch_sweep
@@ -29,7 +34,15 @@ from hooks.views import attention_heads_view, attention_patterns, plot_readout_a
 from hooks.weights import is_bridge
 from mechmem.figures import grid, heatmap, save_figure, style
 from mechmem.inspect import (
-    MARKER, Examples, InspectOptions, changed_answers, crop, logit_difference, select, task_accuracy, task_loss,
+    MARKER,
+    Examples,
+    InspectOptions,
+    changed_answers,
+    crop,
+    logit_difference,
+    select,
+    task_accuracy,
+    task_loss,
 )
 from mechmem.io import atomic_write_json, to_jsonable
 from mechmem.pages import Page, Section
@@ -227,9 +240,11 @@ def circuits(ins: Inspection) -> dict:
     for layer in ins.layers:
         heads = [(l_, h) for l_, h in ins.heads if l_ == layer]
         sub = sec.subsection(f"Layer {layer}")
-        ov = {name: ov_through_embeddings(model, l_, h, tokens, outputs) for name, (l_, h) in zip(ins.head_names(heads), heads)}
+        ov = {name: ov_through_embeddings(model, l_, h, tokens, outputs)
+              for name, (l_, h) in zip(ins.head_names(heads), heads)}
         numbers["ov"].update(ov)
-        ins.figure(sub, f"ov_layer{layer}", plot_ov_circuits(model, heads, tokens, token_labels, outputs, output_labels),
+        figure = plot_ov_circuits(model, heads, tokens, token_labels, outputs, output_labels)
+        ins.figure(sub, f"ov_layer{layer}", figure,
                    "OV through the embeddings (`W_E W_V W_O W_U`): row = the token the head attends to, column = an "
                    "output; colour = the logit the head adds per unit of attention. A key -> value memory is one "
                    "bright cell per row.", data={"rows": token_labels, "columns": output_labels, "heads": ov})
@@ -274,7 +289,8 @@ def ablations(ins: Inspection) -> dict:
     table = [{**row, **clean} for row in rows.values()]
     sec = ins.page.section("Ablations", (
         "Each head (its output `hook_z`) and each layer's attention and MLP output is replaced in turn, on "
-        f"{full.tokens.shape[0]} examples of {ins.examples.length} positions: zero = set to 0; mean = its mean over a reference batch, per position; "
+        f"{full.tokens.shape[0]} examples of {ins.examples.length} positions: zero = set to 0; mean = its mean over a "
+        "reference batch, per position; "
         "resample = the activation of a random reference example. Loss in nats at the scored positions."))
     columns = {"component": "component", "loss_clean": "loss, clean"}
     columns.update({f"loss_{k}": f"loss, {k}" for k in KINDS})
@@ -318,7 +334,7 @@ def _ablation_figure(table: list[dict], clean_loss: float):
 
 
 def patching(ins: Inspection) -> dict:
-    ex, model = ins.examples, ins.model
+    ex = ins.examples
     n = min(64, ex.batch.tokens.shape[0])
     clean, corrupted = select(ex.batch, torch.arange(n)), select(ex.corrupted, torch.arange(n))
     where = changed_answers(clean, corrupted)
@@ -369,7 +385,7 @@ def _patch_resid_pre(ins: Inspection, i: int, r: int) -> dict:
     metric at the read-out."""
     ex = ins.examples
     clean, corrupted = (select(b, torch.tensor([i])) for b in (ex.batch, ex.corrupted))
-    clean, corrupted = (Batch(b.tokens[:, : r + 1], b.targets[:, : r + 1], b.mask[:, : r + 1]) for b in (clean, corrupted))
+    clean, corrupted = (crop(b, r + 1) for b in (clean, corrupted))
     where = torch.zeros_like(clean.mask)
     where[0, r] = True
     metric = logit_difference(clean, corrupted, where)
@@ -387,7 +403,8 @@ def _patch_examples(ins: Inspection, sec: Section, shown: list[tuple[int, int]])
     fig, axes = grid(len(results), ncols=1, panel=(min(11.0, 3.5 + 0.28 * longest), 1.9 + 0.35 * n_layers))
     for ax, res in zip(axes, results):
         heatmap(ax, res["restored"], title=f"Example {res['example']} (logit difference: clean {res['clean']:.3g}, "
-                f"corrupted {res['corrupted']:.3g})", xlabel="clean token at each position (* : the corrupted token differs)",
+                f"corrupted {res['corrupted']:.3g})",
+                xlabel="clean token at each position (* : the corrupted token differs)",
                 ylabel="layer", colorbar_label="fraction restored", xticklabels=res["tokens"],
                 yticklabels=[str(layer) for layer in range(n_layers)])
     ins.figure(sec, "patching_resid_pre", fig,

@@ -13,8 +13,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hooks.circuits import (  # noqa: E402
-    ov_spectrum, ov_through_embeddings, plot_ov_circuits, plot_ov_spectra, plot_positional_qk, plot_qk_circuits,
-    positional_embedding, qk_through_embeddings, qk_through_positions,
+    ov_spectrum,
+    ov_through_embeddings,
+    plot_ov_circuits,
+    plot_ov_spectra,
+    plot_positional_qk,
+    plot_qk_circuits,
+    positional_embedding,
+    qk_through_embeddings,
+    qk_through_positions,
 )
 from hooks.testing import bridge_like, hooked_model, tiny_config  # noqa: E402
 from hooks.weights import get_weight, set_weight_, weight_names  # noqa: E402
@@ -113,7 +120,8 @@ def test_circuit_figures_have_titles_labelled_axes_and_colorbars():
     model = _plain_model()
     labels = [f"t{i}" for i in range(model.cfg.d_vocab)]
     for fig in (plot_ov_circuits(model, token_labels=labels, output_labels=labels),
-                plot_qk_circuits(model, [(0, 1), (1, 0)], token_labels=labels), plot_positional_qk(model, n_positions=8)):
+                plot_qk_circuits(model, [(0, 1), (1, 0)], token_labels=labels),
+                plot_positional_qk(model, n_positions=8)):
         _explains_itself(fig)
         plt.close(fig)
     fig = plot_ov_spectra(model)

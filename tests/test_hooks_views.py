@@ -17,7 +17,12 @@ import torch  # noqa: E402
 from hooks.state import count_hooks  # noqa: E402
 from hooks.testing import twin_models  # noqa: E402
 from hooks.views import (  # noqa: E402
-    CircuitsVisView, attention_heads_view, attention_patterns, plot_readout_attention, readout_view, view_html,
+    CircuitsVisView,
+    attention_heads_view,
+    attention_patterns,
+    plot_readout_attention,
+    readout_view,
+    view_html,
 )
 
 TOKENS = torch.tensor([[1, 5, 3, 7, 2, 9], [4, 4, 0, 8, 6, 1]])

@@ -79,7 +79,8 @@ def test_factual_corruption_swaps_the_subject_for_one_with_another_answer():
     s_new = corrupted.tokens[rows, clean.labels["subject_pos"]]
     assert ((clean.tokens != corrupted.tokens).sum(1) == 1).all()
     assert torch.equal(corrupted.targets[:, -1], task.answer(s_new, clean.labels["relation"]))
-    assert torch.equal(corrupted.tokens[rows, clean.labels["relation_pos"]], clean.tokens[rows, clean.labels["relation_pos"]])
+    relation_pos = clean.labels["relation_pos"]
+    assert torch.equal(corrupted.tokens[rows, relation_pos], clean.tokens[rows, relation_pos])
 
 
 def test_birth_corruption_writes_the_new_output_after_every_trigger_occurrence():
@@ -121,14 +122,19 @@ def test_default_corruption_resamples_fresh_examples_from_the_task():
     assert torch.equal(corrupted.tokens, fresh.tokens), "the default must be a fresh sample from the generator"
 
 
+def _blank_batch(length: int) -> Batch:
+    zeros = torch.zeros(2, length, dtype=torch.long)
+    return Batch(zeros, zeros, torch.ones(2, length, dtype=torch.bool))
+
+
 def test_a_task_without_a_corruption_rule_raises_a_clear_error():
-    batch = Batch(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool))
+    batch = _blank_batch(3)
     with pytest.raises(NotImplementedError, match="no corruption rule"):
         Task().corrupt(batch, torch.Generator())
 
 
 def test_corrupt_names_the_missing_labels_of_a_batch_without_them():
-    batch = Batch(torch.zeros(2, 12, dtype=torch.long), torch.zeros(2, 12, dtype=torch.long), torch.ones(2, 12, dtype=torch.bool))
+    batch = _blank_batch(12)
     with pytest.raises(ValueError, match="key"):
         RecallTask().corrupt(batch, torch.Generator())
 

@@ -108,7 +108,8 @@ class Task:
         missing = [n for n in names if batch.labels is None or n not in batch.labels]
         if missing:
             raise ValueError(
-                f"task {self.name!r}: the batch has no labels {missing} (batches from {type(self).__name__}.sample have them)"
+                f"task {self.name!r}: the batch has no labels {missing} "
+                f"(batches from {type(self).__name__}.sample have them)"
             )
         return [batch.labels[n] for n in names]
 

@@ -77,7 +77,8 @@ class RecallTask(Task):
         keys, device = keys.cpu(), batch.tokens.device
         differs = self.values[None, :] != self.values[keys][:, None]  # [batch, n_keys]
         if not differs.any(1).all():
-            raise ValueError("recall task: every key has the same value (n_values=1?); no corruption changes the answer")
+            raise ValueError("recall task: every key has the same value (n_values=1?); "
+                             "no corruption changes the answer")
         new_keys = torch.multinomial(differs.float(), 1, generator=generator).squeeze(1)
         tokens, targets = batch.tokens.clone(), batch.targets.clone()
         tokens[torch.arange(len(keys), device=device), where] = new_keys.to(device)

@@ -13,7 +13,8 @@ For head ``h`` of layer ``l`` (TransformerLens row-vector convention, weights re
 
 These are the direct path only: LayerNorm, biases and the other layers' contributions to the
 residual stream are left out (exact for the papers' one-layer models without normalisation).
-Functions take any ``HookedTransformer`` or ``TransformerBridge``; plots return pyplot figures.
+Functions take any ``HookedTransformer`` or ``TransformerBridge`` (on any device) and return CPU float
+tensors; plots return pyplot figures.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def ov_through_embeddings(model: nn.Module, layer: int, head: int, tokens: Optio
     W_E, W_U = get_weight(model, "W_E"), get_weight(model, "W_U")
     rows = W_E[_index(tokens, W_E.shape[0], "tokens")]
     cols = W_U[:, _index(outputs, W_U.shape[1], "outputs")]
-    return (rows @ ov_circuit(model, layer, head).AB @ cols).float()
+    return (rows @ ov_circuit(model, layer, head).AB @ cols).float().cpu()
 
 
 def qk_through_embeddings(model: nn.Module, layer: int, head: int, queries: Optional[Sequence[int]] = None,
@@ -92,7 +93,7 @@ def qk_through_embeddings(model: nn.Module, layer: int, head: int, queries: Opti
     W_E = get_weight(model, "W_E")
     q = W_E[_index(queries, W_E.shape[0], "queries")]
     k = W_E[_index(keys, W_E.shape[0], "keys")]
-    return (q @ qk_circuit(model, layer, head).AB @ k.T / attention_scale(model)).float()
+    return (q @ qk_circuit(model, layer, head).AB @ k.T / attention_scale(model)).float().cpu()
 
 
 def qk_through_positions(model: nn.Module, layer: int, head: int,
@@ -106,7 +107,7 @@ def qk_through_positions(model: nn.Module, layer: int, head: int,
     if not isinstance(n, int) or not 1 <= n <= W_pos.shape[0]:
         raise ValueError(f"n_positions must be an int in [1, {W_pos.shape[0]}], got {n_positions!r}")
     P = W_pos[:n]
-    scores = (P @ qk_circuit(model, layer, head).AB @ P.T / attention_scale(model)).float()
+    scores = (P @ qk_circuit(model, layer, head).AB @ P.T / attention_scale(model)).float().cpu()
     if getattr(model.cfg, "attention_dir", "causal") == "causal":
         scores[torch.ones(n, n, dtype=torch.bool).triu(1)] = float("nan")
     return scores
@@ -114,7 +115,7 @@ def qk_through_positions(model: nn.Module, layer: int, head: int,
 
 def ov_spectrum(model: nn.Module, layer: int, head: int) -> Float[Tensor, " d_head"]:
     """Singular values of the head's ``W_V W_O`` [d_model, d_model], largest first (``d_head`` values)."""
-    return ov_circuit(model, layer, head).S.detach().float()
+    return ov_circuit(model, layer, head).S.detach().float().cpu()
 
 
 # ----------------------------------------------------------------------------- figures

@@ -77,6 +77,8 @@ def heatmap(ax, values, *, title: str, xlabel: str, ylabel: str, colorbar_label:
     colorbar. ``diverging``: a red/blue map symmetric around 0 (for signed quantities); else
     ``viridis`` from ``vmin`` (default: the minimum). NaN cells (e.g. a causal mask) stay blank.
     Returns the image."""
+    if hasattr(values, "detach"):  # a tensor, possibly on a GPU
+        values = values.detach().float().cpu().numpy()
     with style():
         return _heatmap(ax, np.asarray(values, dtype=float), title, xlabel, ylabel, colorbar_label, xticklabels,
                         yticklabels, diverging, vmin, vmax, max_labels, cmap)

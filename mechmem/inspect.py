@@ -298,13 +298,9 @@ def write_atomically(out: Path, build) -> Path:
     return out
 
 
-def inspect_run(run_dir: str | Path, options: Optional[InspectOptions] = None,
-                command: Optional[str] = None) -> Path:
-    """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
-
-    ``command`` is recorded as the command that made the page (default: this function call).
-    """
-    from mechmem.inspect_page import build_page
+def prepare(run_dir: str | Path, options: Optional[InspectOptions] = None, command: Optional[str] = None) -> dict:
+    """Every check, then the loaded model and the examples: the inputs of
+    :class:`mechmem.inspect_page.Inspection` (nothing is written)."""
     from mechmem.runs import load_run
 
     options = options if options is not None else InspectOptions()
@@ -313,7 +309,6 @@ def inspect_run(run_dir: str | Path, options: Optional[InspectOptions] = None,
     run_dir = Path(run_dir)
     started = time.time()
     run = check_run(run_dir)
-    out = output_dir(run_dir, options.out)
     task = run_task(run.config)
     device = check_device(options.device)
     model, config = load_run(run_dir, bridge=options.bridge)
@@ -322,9 +317,21 @@ def inspect_run(run_dir: str | Path, options: Optional[InspectOptions] = None,
     heads = check_heads(model, options.heads)
     check_vocab(model, options.max_vocab)
     examples = draw_examples(task, options, device)  # corrupted too: fails early without a rule
-    context = dict(run=run, config=config, task=task, model=model, heads=heads, examples=examples,
-                   options=options, command=command or f"inspect_run({str(run_dir)!r})", started=started)
-    write_atomically(out, lambda tmp: build_page(tmp, **context))
+    return dict(run=run, config=config, task=task, model=model, heads=heads, examples=examples, options=options,
+                command=command or f"inspect_run({str(run_dir)!r})", started=started)
+
+
+def inspect_run(run_dir: str | Path, options: Optional[InspectOptions] = None,
+                command: Optional[str] = None) -> Path:
+    """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
+
+    ``command`` is recorded as the command that made the page (default: this function call).
+    """
+    from mechmem.inspect_page import build_page
+
+    inputs = prepare(run_dir, options, command)
+    out = output_dir(Path(run_dir), inputs["options"].out)
+    write_atomically(out, lambda tmp: build_page(tmp, **inputs))
     return out / "index.html"
 
 

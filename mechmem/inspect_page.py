@@ -63,13 +63,17 @@ class Inspection:
     options: InspectOptions
     command: str
     started: float
-    page: Page = field(init=False)
+    parent: Optional[Section] = None  # put the sections under this one (e.g. a report's paper section)
+    page: Optional[Page] = None
     summary: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kind = "TransformerBridge" if is_bridge(self.model) else "HookedTransformer"
-        self.page = Page(f"mechmem inspect: {self.run.path.name}",
-                         subtitle=f"task `{self.task.name}`, {kind}, made by `{self.command}`")
+        if self.parent is not None:
+            self.page = self.parent.page
+        elif self.page is None:
+            self.page = Page(f"mechmem inspect: {self.run.path.name}",
+                             subtitle=f"task `{self.task.name}`, {kind}, made by `{self.command}`")
         self.token_names = self.task.token_labels()
         self.output_names = self.task.output_labels()
 
@@ -82,6 +86,12 @@ class Inspection:
 
     def labels(self, tokens) -> list[str]:
         return [self.token_names[int(t)] for t in tokens]
+
+    def section(self, title: str, intro: str = "") -> Section:
+        """A top-level section of the page, or a subsection of ``parent``."""
+        if self.parent is not None:
+            return self.parent.subsection(title, intro)
+        return self.page.section(title, intro)
 
     def figure(self, section: Section, name: str, fig, caption: str, data: Any = None) -> None:
         """Save ``fig`` as ``name.png`` (and ``data`` as ``name.json``) and embed it in ``section``."""
@@ -103,7 +113,7 @@ def overview(ins: Inspection) -> dict:
     logits = ins.forward(full.tokens)
     numbers = {"loss": float(task_loss(logits, full)), "accuracy": float(task_accuracy(logits, full)),
                "examples": int(full.tokens.shape[0])}
-    sec = ins.page.section("Overview")
+    sec = ins.section("Overview")
     doc = (type(task).__doc__ or "").strip().split("\n")[0]
     sec.text(f"Task `{task.name}`: {doc}")
     sec.key_values({
@@ -174,7 +184,7 @@ def attention(ins: Inspection) -> dict:
     tokens = ex.batch.tokens[:n]
     patterns = attention_patterns(ins.model, tokens)  # [layer, example, head, q, k]
     logits = ins.forward(tokens).float().cpu()
-    sec = ins.page.section("Attention", (
+    sec = ins.section("Attention", (
         "Every head's attention pattern on a few examples. The read-out position is where the task reads the "
         "answer; the strip and the heat map show what it attends to, the full patterns follow (rows: query "
         "position, columns: key position; the last row is the read-out)."))
@@ -230,7 +240,7 @@ def circuits(ins: Inspection) -> dict:
     outputs = _most_frequent(full.targets[full.mask], model.cfg.d_vocab_out, ins.options.max_vocab)
     token_labels = [ins.token_names[t] for t in (tokens or range(model.cfg.d_vocab))]
     output_labels = [ins.output_names[o] for o in (outputs or range(model.cfg.d_vocab_out))]
-    sec = ins.page.section("Circuits", (
+    sec = ins.section("Circuits", (
         "Each head's OV and QK circuit read through the embeddings: the associative-memory picture. Direct path "
         "only (no LayerNorm, biases or other layers); exact for one-layer models without normalisation."))
     if tokens is not None or outputs is not None:
@@ -287,7 +297,7 @@ def ablations(ins: Inspection) -> dict:
                 if rec["component"] != "heads" or name in selected:
                     rows.setdefault(name, {"component": name})[f"{metric_name}_{kind}"] = float(rec["metric"])
     table = [{**row, **clean} for row in rows.values()]
-    sec = ins.page.section("Ablations", (
+    sec = ins.section("Ablations", (
         "Each head (its output `hook_z`) and each layer's attention and MLP output is replaced in turn, on "
         f"{full.tokens.shape[0]} examples of {ins.examples.length} positions: zero = set to 0; mean = its mean over a "
         "reference batch, per position; "
@@ -338,7 +348,7 @@ def patching(ins: Inspection) -> dict:
     n = min(64, ex.batch.tokens.shape[0])
     clean, corrupted = select(ex.batch, torch.arange(n)), select(ex.corrupted, torch.arange(n))
     where = changed_answers(clean, corrupted)
-    sec = ins.page.section("Activation patching", (
+    sec = ins.section("Activation patching", (
         f"Clean examples against corrupted ones; the corruption ({ins.task.corruption}) changes the answer. A clean "
         "activation is patched into the corrupted run, one at a time; metric: logit(clean answer) - logit(corrupted "
         "answer) at the scored positions whose answer changed, shown as the fraction of the clean-minus-corrupted "
@@ -441,7 +451,7 @@ def provenance(ins: Inspection, timings: dict[str, float]) -> dict:
         "circuitsvis": _version("circuitsvis"), "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    sec = ins.page.section("Provenance")
+    sec = ins.section("Provenance")
     sec.key_values(info)
     sec.table([{"part": k, "seconds": v} for k, v in timings.items()], ["part", "seconds"],
               caption="Time each part of this page took.", formats={"seconds": "{:.2f}"})
@@ -454,11 +464,11 @@ def provenance(ins: Inspection, timings: dict[str, float]) -> dict:
 # ----------------------------------------------------------------------------- the page
 
 
-def build_page(folder: Path, **inputs) -> Path:
-    """Compute every section into ``folder`` and write ``index.html`` and ``inspect.json`` there."""
+def build_sections(ins: Inspection) -> dict:
+    """Compute every section of ``ins`` (figures into ``ins.folder``, sections onto ``ins.page`` or under
+    ``ins.parent``); returns every number shown (what ``inspect.json`` holds)."""
     from tqdm.auto import tqdm
 
-    ins = Inspection(folder, **inputs)
     stages = [("overview", overview), ("attention", attention), ("circuits", circuits), ("ablations", ablations)]
     if ins.options.patching:
         stages.append(("patching", patching))
@@ -470,6 +480,14 @@ def build_page(folder: Path, **inputs) -> Path:
             ins.summary[name] = make(ins)
             timings[name] = time.perf_counter() - start
     ins.summary["provenance"] = provenance(ins, timings)
+    return ins.summary
+
+
+def build_page(folder: Path, **inputs) -> Path:
+    """The whole inspect page: every section computed into ``folder``, then ``index.html`` and
+    ``inspect.json`` written there (``inputs``: what :func:`mechmem.inspect.prepare` returns)."""
+    ins = Inspection(folder, **inputs)
+    build_sections(ins)
     ins.page.write(folder / "index.html")
     atomic_write_json(folder / MARKER, ins.summary)
     return folder / "index.html"

@@ -215,3 +215,18 @@ def test_cli_inspect_writes_the_page_and_reports_errors(recall_run, tmp_path, ca
     assert "inspect page:" in capsys.readouterr().out and (tmp_path / "cli" / "index.html").is_file()
     assert main(["inspect", str(tmp_path), "--quiet"]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_the_sections_can_go_under_a_section_of_another_page(recall_run, tmp_path):
+    """How a report reuses inspect: the sections become subsections of its own page."""
+    from mechmem.inspect import prepare
+    from mechmem.inspect_page import Inspection, build_sections
+    from mechmem.pages import Page
+
+    report = Page("report")
+    paper = report.section("Recall")
+    summary = build_sections(Inspection(tmp_path, parent=paper, **prepare(recall_run, InspectOptions(
+        batch_size=16, n_examples=1, patching=False, progress=False))))
+    html = report.render()
+    assert ">Recall</h2>" in html and ">Circuits</h3>" in html and ">Provenance</h3>" in html
+    assert (tmp_path / "ov_layer0.png").is_file() and "ablations" in summary

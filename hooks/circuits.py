@@ -25,21 +25,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from hooks.compat import attention_scale
 from hooks.names import check_head, check_layer
 from hooks.plotting import grid, heatmap, style
 from hooks.replace import ov_circuit, qk_circuit
 from hooks.weights import get_weight, weight_names
 
 Head = tuple[int, int]
-
-
-def attention_scale(model: nn.Module) -> float:
-    """The divisor of the attention scores (``sqrt(d_head)`` unless the config says otherwise)."""
-    cfg = model.cfg
-    if not getattr(cfg, "use_attn_scale", True):
-        return 1.0
-    scale = getattr(cfg, "attn_scale", -1)
-    return float(scale) if scale and scale > 0 else float(cfg.d_head) ** 0.5
 
 
 def all_heads(model: nn.Module) -> list[Head]:

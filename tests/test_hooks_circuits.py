@@ -1,6 +1,7 @@
 """``hooks.circuits``: OV / QK circuits through the embeddings equal TransformerLens's own factored
 circuits, mean what they claim in a forward pass, agree on both model kinds, and their figures
-explain themselves (title, labelled axes, a labelled colorbar per heat map)."""
+explain themselves (title, labelled axes, a labelled colorbar per heat map). Every test runs on each
+model kind the installed TransformerLens offers."""
 
 from __future__ import annotations
 
@@ -23,42 +24,47 @@ from hooks.circuits import (  # noqa: E402
     qk_through_embeddings,
     qk_through_positions,
 )
-from hooks.testing import bridge_like, hooked_model, tiny_config  # noqa: E402
+from hooks.compat import attention_scale  # noqa: E402
+from hooks.testing import KINDS, bridge_like, hooked_model, random_bridge, tiny_config  # noqa: E402
 from hooks.weights import get_weight, set_weight_, weight_names  # noqa: E402
 
 
-def _plain_model(**overrides):
+def _plain_model(kind: str = KINDS[0], **overrides):
     """Attention-only, no LayerNorm, no biases: circuits through the embeddings are exact."""
-    model = hooked_model(tiny_config(attn_only=True, normalization_type=None, **overrides), seed=1)
+    make = hooked_model if kind == "hooked" else random_bridge
+    model = make(tiny_config(attn_only=True, normalization_type=None, **overrides), seed=1)
     for name in weight_names(model):
         if name.rsplit(".", 1)[-1].startswith("b_"):
             set_weight_(model, name, torch.zeros_like(get_weight(model, name)))
     return model
 
 
-def test_ov_and_qk_equal_transformer_lens_factored_circuits():
-    model = _plain_model()
-    W_E, W_U = model.W_E.detach(), model.W_U.detach()
+@pytest.mark.parametrize("kind", KINDS)
+def test_ov_and_qk_equal_transformer_lens_factored_circuits(kind):
+    model = _plain_model(kind)
+    W_E, W_U = get_weight(model, "W_E"), get_weight(model, "W_U")
     for layer, head in [(0, 0), (1, 3)]:
         ov_ref = (W_E @ model.OV[layer, head] @ W_U).AB
-        qk_ref = (W_E @ model.QK[layer, head] @ W_E.T).AB / model.blocks[layer].attn.attn_scale
+        qk_ref = (W_E @ model.QK[layer, head] @ W_E.T).AB / attention_scale(model)
         assert torch.allclose(ov_through_embeddings(model, layer, head), ov_ref, atol=1e-4), "OV differs from model.OV"
         assert torch.allclose(qk_through_embeddings(model, layer, head), qk_ref, atol=1e-4), "QK differs from model.QK"
 
 
-def test_ov_through_embeddings_is_the_logits_a_head_adds_when_it_attends_to_one_token():
-    model = _plain_model(n_layers=1, n_heads=1)
+@pytest.mark.parametrize("kind", KINDS)
+def test_ov_through_embeddings_is_the_logits_a_head_adds_when_it_attends_to_one_token(kind):
+    model = _plain_model(kind, n_layers=1, n_heads=1)
     set_weight_(model, "W_pos", torch.zeros_like(get_weight(model, "W_pos")))
     ov = ov_through_embeddings(model, 0, 0)
     tokens = torch.arange(model.cfg.d_vocab)[:, None]  # one token: the head attends to it with weight 1
     with torch.no_grad():
         logits = model(tokens)[:, 0]
-    direct = model.W_E.detach() @ model.W_U.detach()  # the residual stream's own contribution
+    direct = get_weight(model, "W_E") @ get_weight(model, "W_U")  # the residual stream's own contribution
     assert torch.allclose(logits - direct, ov, atol=1e-4), "row t must be what the head adds to the logits from token t"
 
 
-def test_qk_through_embeddings_is_the_attention_score_of_a_token_pair():
-    model = _plain_model(n_layers=1)
+@pytest.mark.parametrize("kind", KINDS)
+def test_qk_through_embeddings_is_the_attention_score_of_a_token_pair(kind):
+    model = _plain_model(kind, n_layers=1)
     set_weight_(model, "W_pos", torch.zeros_like(get_weight(model, "W_pos")))
     tokens = torch.tensor([[3, 7], [5, 2]])  # key first, query second
     _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_attn_scores")
@@ -68,12 +74,13 @@ def test_qk_through_embeddings_is_the_attention_score_of_a_token_pair():
         assert torch.allclose(scores[:, head], torch.stack([qk[7, 3], qk[2, 5]]), atol=1e-4)
 
 
-def test_positional_qk_is_masked_above_the_diagonal_and_refused_without_positions():
-    model = _plain_model()
+@pytest.mark.parametrize("kind", KINDS)
+def test_positional_qk_is_masked_above_the_diagonal_and_refused_without_positions(kind):
+    model = _plain_model(kind)
     pos = qk_through_positions(model, 1, 2, n_positions=6)
     assert pos.shape == (6, 6) and torch.isnan(pos.triu(1)[torch.ones(6, 6).triu(1).bool()]).all()
     P = get_weight(model, "W_pos")[:6]
-    ref = (P @ model.QK[1, 2] @ P.T).AB / model.blocks[1].attn.attn_scale
+    ref = (P @ model.QK[1, 2] @ P.T).AB / attention_scale(model)
     assert torch.allclose(pos.tril(), ref.tril(), atol=1e-4, equal_nan=True)
     set_weight_(model, "W_pos", torch.zeros_like(get_weight(model, "W_pos")))
     assert positional_embedding(model) is None
@@ -89,7 +96,7 @@ def test_ov_spectrum_is_the_singular_values_of_W_V_W_O():
 
 
 def test_circuits_are_the_same_on_a_bridge():
-    model = _plain_model()
+    model = _plain_model(KINDS[0])
     bridge = bridge_like(model)
     for fn in (ov_through_embeddings, qk_through_embeddings):
         assert torch.allclose(fn(model, 1, 1), fn(bridge, 1, 1), atol=1e-5), f"{fn.__name__} differs on the bridge"

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hooks.state import count_hooks  # noqa: E402
-from hooks.testing import twin_models  # noqa: E402
+from hooks.testing import KINDS, models_by_kind  # noqa: E402
 from hooks.views import (  # noqa: E402
     CircuitsVisView,
     attention_heads_view,
@@ -28,23 +28,33 @@ from hooks.views import (  # noqa: E402
 TOKENS = torch.tensor([[1, 5, 3, 7, 2, 9], [4, 4, 0, 8, 6, 1]])
 
 
-def test_patterns_equal_the_cached_hook_pattern_on_both_model_kinds_and_leave_the_model_alone():
-    model, bridge = twin_models()
+@pytest.mark.parametrize("kind", KINDS)
+def test_patterns_equal_the_cached_hook_pattern_and_leave_the_model_alone(kind):
+    model = models_by_kind()[kind]
     model.train()
     hooks_before = count_hooks(model)
     patterns = attention_patterns(model, TOKENS)
-    _, cache = model.run_with_cache(TOKENS)
+    model.eval()
+    with torch.no_grad():
+        _, cache = model.run_with_cache(TOKENS)
+    model.train()
     assert patterns.shape == (2, 2, 4, 6, 6)
     assert torch.allclose(patterns[1], cache["blocks.1.attn.hook_pattern"], atol=1e-6)
     assert model.training and count_hooks(model) == hooks_before, "mode and hooks must be restored"
-    assert torch.allclose(attention_patterns(bridge, TOKENS), patterns, atol=1e-5), "the bridge reads other patterns"
+
+
+def test_every_model_kind_reads_the_same_patterns():
+    models = list(models_by_kind().values())
+    first = attention_patterns(models[0], TOKENS)
+    for other in models[1:]:
+        assert torch.allclose(attention_patterns(other, TOKENS), first, atol=1e-5), "the kinds read other patterns"
 
 
 def test_local_src_is_offline_and_does_not_probe_the_network(monkeypatch):
     import circuitsvis.utils.render as render
 
     monkeypatch.setattr(render, "internet_on", lambda: pytest.fail("the view probed the internet"))
-    pattern = attention_patterns(twin_models()[0], TOKENS[:1])[:, 0].flatten(0, 1)
+    pattern = attention_patterns(models_by_kind()[KINDS[0]], TOKENS[:1])[:, 0].flatten(0, 1)
     view = attention_heads_view(pattern, list("abcdef"))
     html = view._repr_html_()
     assert "CircuitsVis.render" in html and len(html) > 500_000, "the JavaScript bundle must be inlined"

@@ -333,7 +333,9 @@ def _ablation_figure(table: list[dict], clean_loss: float):
             ax.bar(x + (i - 1) * width, [row[f"loss_{kind}"] - clean_loss for row in table], width,
                    label=f"{kind} ablation")
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(x, names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
+        many = len(names) > 6
+        ax.set_xticks(x, [n if many else n.replace(", ", "\n") for n in names], rotation=45 if many else 0,
+                      ha="right" if many else "center")
         ax.set(xlabel="ablated component", ylabel="loss increase (nats)",
                title="Loss increase when one component is ablated")
         ax.legend()
@@ -455,8 +457,7 @@ def provenance(ins: Inspection, timings: dict[str, float]) -> dict:
     sec.key_values(info)
     sec.table([{"part": k, "seconds": v} for k, v in timings.items()], ["part", "seconds"],
               caption="Time each part of this page took.", formats={"seconds": "{:.2f}"})
-    sec.text("The run's config (`config.json`):")
-    sec.code(json.dumps(cfg, indent=2))
+    sec.code(json.dumps(cfg, indent=2), summary="The run's config (config.json)")
     return {**info, "timings": timings, "config": cfg,
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(ins.options).items()}}
 

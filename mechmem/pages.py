@@ -104,8 +104,12 @@ class Section:
         self.blocks.append(f'<div class="note">{inline(text)}</div>')
         return self
 
-    def code(self, text: str) -> "Section":
-        self.blocks.append(f"<pre>{escape(text)}</pre>")
+    def code(self, text: str, summary: str = "") -> "Section":
+        """Preformatted text; with ``summary``, folded under that line (click to open)."""
+        block = f"<pre>{escape(text)}</pre>"
+        if summary:
+            block = f"<details><summary>{inline(summary)}</summary>{block}</details>"
+        self.blocks.append(block)
         return self
 
     def html(self, fragment: str) -> "Section":

@@ -66,3 +66,10 @@ def test_views_share_one_bundle_at_the_end_of_the_page(tmp_path):
     html = page.write(tmp_path / "index.html").read_text()
     assert html.count("var CircuitsVis") == 1 and html.count("CircuitsVis.render(") == 3
     assert html.rindex("CircuitsVis.render(") > html.rindex('class="view"'), "scripts run after the divs exist"
+
+
+def test_long_text_can_be_folded():
+    page = Page("t")
+    page.section("S").code('{"a": 1}', summary="the config")
+    html = page.render()
+    assert "<details><summary>the config</summary><pre>{&quot;a&quot;: 1}</pre></details>" in html

@@ -237,6 +237,8 @@ def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
         print(f"  {name:<{width}}  {_size(p.stat().st_size):>8}  {RUN_FILES.get(name, '')}")
     name, out = run.path.name, run.path.parent
     print("next:")
+    print(f"  mechmem inspect {shlex.quote(str(run.path))}   # an HTML page of what the model does: attention, "
+          "circuits, ablations, patching")
     print(f"  mechmem train {task.name} --name {name} --out {out} --overwrite --set model.d_model=64   "
           "# change any config field")
     print(f"  python -c \"from mechmem import load_run; model, config = load_run('{run.path}')\"   "

@@ -238,3 +238,4 @@ def test_train_reports_the_task_every_file_of_the_run_and_what_to_try_next(tmp_p
         if path.is_file():
             assert str(path.relative_to(run)) in out, f"{path.relative_to(run)} is not listed:\n{out}"
     assert "config.json" in out and "next:" in out and "load_run" in out and "mechmem list" in out
+    assert f"mechmem inspect {run}" in out

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from mechmem.papers.factual.capacity import capacity_constant, max_stored, make_problem, outer_product_accuracy
-from mechmem.papers.factual.dynamics import (
-    DynamicsConfig, LinearAttentionMemory, decomposed_losses_from_logprobs, dynamics_task, gd_step_,
+from mechmem.papers.factual.dynamics import DynamicsConfig, LinearAttentionMemory, dynamics_task, gd_step_
+from mechmem.papers.factual.task import (
+    FactualRecallTask, decomposed_losses_from_logprobs, structured_fact_table, token_counts,
 )
-from mechmem.papers.factual.task import FactualRecallTask, structured_fact_table, token_counts
 
 
 def sample(task, n=4096, seed=0):

@@ -19,32 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mechmem.papers.factual.task import FactualRecallTask, token_counts
-
-
-def decomposed_losses(logits: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"], D: int) -> dict:
-    """Mean total, relation-only and subject-only cross-entropies.
-
-    - total: ``-log p(a*)``;
-    - relation-only: ``-log sum_{a in A_r} p(a)``, the mass on the right relation's block (``a // D``);
-    - subject-only: ``-log sum_{a : a mod D = a* mod D} p(a)``, the mass on the right within-block slot.
-    """
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return decomposed_losses_from_logprobs(logp, target, D)
-
-
-def decomposed_losses_from_logprobs(logp: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"],
-                                    D: int) -> dict:
-    """As ``decomposed_losses`` from log-probabilities (e.g. ``log`` of hand-made probabilities)."""
-    B, n_answers = logp.shape
-    if n_answers % D:
-        raise ValueError(f"D={D} must divide the number of answers {n_answers}")
-    blocks = logp.view(B, n_answers // D, D)  # [batch, R, D]
-    rows = torch.arange(B)
-    total = -logp[rows, target]
-    relation = -torch.logsumexp(blocks[rows, target // D], dim=-1)
-    subject = -torch.logsumexp(blocks[rows, :, target % D], dim=-1)
-    return {"total": total.mean().item(), "relation": relation.mean().item(), "subject": subject.mean().item()}
+from mechmem.papers.factual.task import FactualRecallTask, decomposed_losses, token_counts
 
 
 class LinearAttentionMemory(nn.Module):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -202,10 +203,33 @@ class FactualRecallTask(Task):
 
     def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
         """Relation-only and subject-only losses at EOS (Fig. 5's decomposition of the loss)."""
-        from mechmem.papers.factual.dynamics import decomposed_losses
-
         losses = decomposed_losses(logits[:, -1], batch.targets[:, -1], self.D)
         return {"relation_loss": losses["relation"], "subject_loss": losses["subject"]}
+
+
+def decomposed_losses(logits: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"], D: int) -> dict:
+    """Mean total, relation-only and subject-only cross-entropies.
+
+    - total: ``-log p(a*)``;
+    - relation-only: ``-log sum_{a in A_r} p(a)``, the mass on the right relation's block (``a // D``);
+    - subject-only: ``-log sum_{a : a mod D = a* mod D} p(a)``, the mass on the right within-block slot.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return decomposed_losses_from_logprobs(logp, target, D)
+
+
+def decomposed_losses_from_logprobs(logp: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"],
+                                    D: int) -> dict:
+    """As ``decomposed_losses`` from log-probabilities (e.g. ``log`` of hand-made probabilities)."""
+    B, n_answers = logp.shape
+    if n_answers % D:
+        raise ValueError(f"D={D} must divide the number of answers {n_answers}")
+    blocks = logp.view(B, n_answers // D, D)  # [batch, R, D]
+    rows = torch.arange(B)
+    total = -logp[rows, target]
+    relation = -torch.logsumexp(blocks[rows, target // D], dim=-1)
+    subject = -torch.logsumexp(blocks[rows, :, target % D], dim=-1)
+    return {"total": total.mean().item(), "relation": relation.mean().item(), "subject": subject.mean().item()}
 
 
 TASKS = {FactualRecallTask.name: FactualRecallTask}

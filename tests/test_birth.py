@@ -210,10 +210,11 @@ def test_freezing_a_matrix_the_model_lacks_raises():
 
 
 def test_delayed_matrix_must_be_trained():
-    from mechmem.papers.birth.experiments import SMOKE, delayed_training
+    from mechmem.papers.birth.experiments import delayed_training
+    from mechmem.reproducing import make_context
 
     with pytest.raises(ValueError, match="trained matrix"):
-        delayed_training("unused", SMOKE, 0, delayed="blocks.0.attn.W_V")
+        delayed_training(make_context("birth", "smoke", progress=False), delayed="blocks.0.attn.W_V")
 
 
 # --- models -----------------------------------------------------------------------------------------------

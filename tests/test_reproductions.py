@@ -224,3 +224,39 @@ def test_seeds_in_parallel_processes_measure_what_one_process_measures(smoke, tm
     for key, claim in single["claims"].items():
         assert both["claims"][key]["per_seed"]["0"] == claim["per_seed"]["0"], f"{key} differs across processes"
     assert set(both["claims"]["length_spearman"]["per_seed"]) == {"0", "1"}
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+
+def test_cli_prints_measured_against_expected_for_each_claim(tmp_path):
+    from mechmem.cli import format_claims
+
+    results = run(Tiny, "smoke", [0, 1], tmp_path, progress=False)
+    text = format_claims(results)
+    assert text.splitlines()[0] == "tiny (smoke, seeds 0,1): 0/1 claims hold at every seed"
+    assert "[1/2] value_at_least_one  measured 0.5 (range 0 to 1)  expected ≥ 1" in text
+    one = format_claims(run(Tiny, "smoke", [1], tmp_path / "one", progress=False))
+    assert "[x] value_at_least_one  measured 1  expected ≥ 1" in one
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "lca", "--seeds", "0,x"], "--seeds expects comma-separated integers"),
+    (["reproduce", "lca", "--seeds", "0,0"], "each seed once"),
+    (["reproduce", "nope"], "unknown paper"),
+])
+def test_cli_rejects_bad_reproduce_arguments_before_any_work(argv, message, tmp_path, capsys):
+    from mechmem.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "never")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_cli_quick_is_an_alias_of_preset_quick():
+    from mechmem.cli import _parser
+
+    args = _parser().parse_args(["reproduce", "lca", "--quick"])
+    assert args.quick and args.preset is None
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["reproduce", "lca", "--quick", "--preset", "full"])

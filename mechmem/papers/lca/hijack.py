@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mechmem.io import atomic_write_bytes, atomic_write_json
+from mechmem.io import atomic_write_json
 
 from .records import CounterFactRecord
 
@@ -120,25 +120,23 @@ class HijackResult:
 
     def figure(self):
         """ES vs k, one line per scheme (a standalone matplotlib ``Figure``)."""
-        from .experiments import subplots
+        from mechmem.figures import subplots
 
-        fig, ax = subplots(figsize=(5, 3.4))
+        fig, ax = subplots(figsize=(5.5, 3.8))
         for scheme, es in self.efficacy.items():
-            ax.plot(self.k, es, "o-", label=f"{scheme} (n={self.n_records[scheme]})")
-        ax.set_xlabel("number of prepends k")
-        ax.set_ylabel("efficacy score (P(false) > P(true))")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"context hijacking: {self.model_name}")
+            ax.plot(self.k, es, "o-", label=f"{scheme.replace('_', ', ')} scheme ({self.n_records[scheme]} records)")
+        ax.set(xlabel="number of prepended sentences k", ylim=(-0.02, 1.02),
+               ylabel="efficacy score (fraction with P(false) > P(true))", title=f"Context hijacking: {self.model_name}")
         ax.legend(fontsize=8)
         return fig
 
     def save(self, out: str | Path) -> list[Path]:
         """``out/hijack.json`` and ``out/figures/hijack.png``, written atomically."""
-        from .experiments import figure_png
+        from mechmem.figures import save_figure
 
         out = Path(out)
         return [atomic_write_json(out / "hijack.json", self.to_dict()),
-                atomic_write_bytes(out / "figures" / "hijack.png", figure_png(self.figure()))]
+                save_figure(self.figure(), out / "figures" / "hijack.png")]
 
 
 def _encode_targets(record: CounterFactRecord, codec: TextCodec) -> tuple[list[int], list[int]]:

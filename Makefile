@@ -13,10 +13,12 @@ PIP      := --quiet --disable-pip-version-check
 # the CPU build of torch that the locks pin (found in pip's find-links or an extra index)
 TORCH    ?= torch==2.13.0+cpu
 UV       ?= uv==0.13.9
+RUFF     ?= ruff==0.17.5
+TOOLS    := .venv-tools
 # extra uv options for `make lock`, e.g. TORCH_SOURCE="--extra-index-url https://download.pytorch.org/whl/cpu"
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-all test-latest bench lock clean
+.PHONY: install run test test-all test-latest bench lint tables lock clean
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -56,10 +58,20 @@ test-latest:
 bench: $(VENV)/.installed
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+## ruff: lint and format check (configured in pyproject.toml; ruff lives in .venv-tools, pinned by RUFF)
+lint:
+	test -x $(TOOLS)/bin/ruff || ($(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/python -m pip install $(PIP) "$(RUFF)")
+	$(TOOLS)/bin/ruff check .
+	$(TOOLS)/bin/ruff format --check .
+
+## regenerate the READMEs' claims / experiments / timing tables from mechmem/papers/*/results/*.json
+tables: $(VENV)/.installed
+	$(PY) scripts/claims_tables.py
+
 ## regenerate requirements.lock from pyproject.toml (needs network access)
 lock:
-	test -x .venv-tools/bin/uv || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install $(PIP) "$(UV)")
-	.venv-tools/bin/uv pip compile pyproject.toml --extra test --extra notebooks \
+	test -x $(TOOLS)/bin/uv || ($(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/python -m pip install $(PIP) "$(UV)")
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra test --extra notebooks \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
 		--constraint <(echo "$(TORCH)") --no-emit-find-links --no-emit-index-url \
 		--custom-compile-command "make lock" -o requirements.lock

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 # --- expectations ----------------------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class Claim:
     ours: bool = False
     unit: str = ""
     also: tuple[Condition, ...] = ()
-    presets: Optional[tuple[str, ...]] = None
+    presets: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.key.isidentifier():
@@ -272,7 +273,16 @@ def aggregate(claim: Claim, per_seed: Mapping[str, dict]) -> dict:
     fraction = sum(e["holds"] for e in per_seed.values()) / len(per_seed) if per_seed else 0.0
     stats: dict[str, Any] = {"mean": None, "std": None, "min": None, "max": None}
     if numbers and len(numbers) == len(values):
-        stats = {"mean": statistics.fmean(numbers), "std": statistics.pstdev(numbers) if len(numbers) > 1 else 0.0,
-                 "min": min(numbers), "max": max(numbers)}
-    return {**claim.describe(), "per_seed": dict(per_seed), **stats, "fraction_holding": fraction,
-            "holds": bool(per_seed) and fraction == 1.0}
+        stats = {
+            "mean": statistics.fmean(numbers),
+            "std": statistics.pstdev(numbers) if len(numbers) > 1 else 0.0,
+            "min": min(numbers),
+            "max": max(numbers),
+        }
+    return {
+        **claim.describe(),
+        "per_seed": dict(per_seed),
+        **stats,
+        "fraction_holding": fraction,
+        "holds": bool(per_seed) and fraction == 1.0,
+    }

@@ -34,11 +34,11 @@ import platform
 import subprocess
 import time
 from abc import ABC
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -63,7 +63,7 @@ class Preset:
 
     name: str = "quick"
 
-    def override(self, **changes: Any) -> "Preset":
+    def override(self, **changes: Any) -> Preset:
         fields = {f.name: f for f in dataclasses.fields(self)}
         updates = {}
         for key, value in changes.items():
@@ -107,8 +107,8 @@ class SweepOptions:
     (``None``: the preset's choice) and Ray address."""
 
     backend: str = "local"
-    workers: Optional[int] = None
-    address: Optional[str] = None
+    workers: int | None = None
+    address: str | None = None
 
 
 @dataclass
@@ -148,8 +148,9 @@ class Experiments(Mapping):
         self._fns: dict[str, Experiment] = {}
         self._when: dict[str, Callable[[Any], bool]] = {}
 
-    def register(self, fn: Optional[Experiment] = None, *, name: Optional[str] = None,
-                 when: Optional[Callable[[Any], bool]] = None):
+    def register(
+        self, fn: Experiment | None = None, *, name: str | None = None, when: Callable[[Any], bool] | None = None
+    ):
         def add(f: Experiment) -> Experiment:
             key = name or f.__name__
             if key in self._fns:
@@ -175,7 +176,7 @@ class Experiments(Mapping):
 
 # --- the contract ----------------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type["Reproduction"]] = {}
+_REGISTRY: dict[str, type[Reproduction]] = {}
 
 
 class Reproduction(ABC):
@@ -191,7 +192,7 @@ class Reproduction(ABC):
     presets: ClassVar[Mapping[str, Preset]]
     experiments: ClassVar[Experiments]
     claims: ClassVar[tuple[Claim, ...]]
-    threads: ClassVar[Optional[int]] = 1
+    threads: ClassVar[int | None] = 1
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -214,10 +215,10 @@ class Reproduction(ABC):
             raise ValueError(f"unknown preset {name!r} for {self.name}; allowed values: {list(PRESET_NAMES)}")
         return self.presets[name]
 
-    def start(self, ctx: Context) -> None:
+    def start(self, ctx: Context) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Called before the first experiment of a seed (default: nothing)."""
 
-    def finish(self, ctx: Context) -> None:
+    def finish(self, ctx: Context) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Called after the last experiment of a seed, also after an error (default: nothing)."""
 
     def score(self, ctx: Context) -> dict[str, dict]:
@@ -249,7 +250,7 @@ def reproductions() -> dict[str, type[Reproduction]]:
 
 
 @contextmanager
-def torch_threads(threads: Optional[int]) -> Iterator[None]:
+def torch_threads(threads: int | None) -> Iterator[None]:
     """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore it.
 
     Tiny models train several times faster on one thread of a shared 2-core machine; sweep
@@ -264,8 +265,13 @@ def torch_threads(threads: Optional[int]) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def make_context(paper: "str | type[Reproduction]", preset: str = "quick", seed: int = 0,
-                 out: Optional[Path] = None, progress: bool = True) -> Context:
+def make_context(
+    paper: str | type[Reproduction],
+    preset: str = "quick",
+    seed: int = 0,
+    out: Path | None = None,
+    progress: bool = True,
+) -> Context:
     """A context to call a paper's experiments one at a time (in a notebook or a test): ``out`` defaults to a
     fresh temporary folder. The runner (:func:`run`) makes its own."""
     import tempfile
@@ -309,13 +315,14 @@ def prepare_output_dir(out: Path, paper: str) -> Path:
         except (ValueError, AttributeError):
             owner = None
         if owner != paper:
-            raise FileExistsError(f"{out} holds the results of {owner or 'something else'}, not {paper}; "
-                                  "choose another --out folder")
+            raise FileExistsError(
+                f"{out} holds the results of {owner or 'something else'}, not {paper}; choose another --out folder"
+            )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def _reproduction(paper: "str | type[Reproduction]") -> type[Reproduction]:
+def _reproduction(paper: str | type[Reproduction]) -> type[Reproduction]:
     """A registered reproduction by name, or a ``Reproduction`` subclass itself (e.g. one defined in a test)."""
     if isinstance(paper, type) and issubclass(paper, Reproduction):
         return paper
@@ -324,9 +331,17 @@ def _reproduction(paper: "str | type[Reproduction]") -> type[Reproduction]:
     return get_reproduction(paper)
 
 
-def run(paper: "str | type[Reproduction]", preset: str = "quick", seeds: Sequence[int] = (0,), out: Optional[Path] = None, *,
-        jobs: Optional[int] = None, progress: bool = True, sweep: SweepOptions = SweepOptions(),
-        command: Optional[str] = None) -> dict:
+def run(
+    paper: str | type[Reproduction],
+    preset: str = "quick",
+    seeds: Sequence[int] = (0,),
+    out: Path | None = None,
+    *,
+    jobs: int | None = None,
+    progress: bool = True,
+    sweep: SweepOptions = SweepOptions(),
+    command: str | None = None,
+) -> dict:
     """Reproduce ``paper`` at ``preset`` for each seed; write and return ``out/results.json``.
 
     ``jobs``: seeds run in parallel processes (default: one per seed, at most the number of CPUs;
@@ -344,21 +359,31 @@ def run(paper: "str | type[Reproduction]", preset: str = "quick", seeds: Sequenc
     out = prepare_output_dir(Path(out) if out is not None else Path("runs") / f"{cls.name}-{preset}", cls.name)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), _cpu_seconds()
-    load = _load_average()
+    load, source = _load_average(), versions()
     jobs = min(jobs, len(seeds))
     if jobs == 1:
         runs = {s: run_seed(cls, preset, s, out, progress=progress, sweep=sweep) for s in seeds}
     else:
         runs = _run_parallel(cls.name, preset, seeds, out, jobs, progress, sweep)
     per_seed = {str(s): runs[s] for s in seeds}
-    claims = {c.key: aggregate(c, {str(s): runs[s]["claims"][c.key] for s in seeds})
-              for c in cls.claims if c.applies_to(preset)}
+    claims = {
+        c.key: aggregate(c, {str(s): runs[s]["claims"][c.key] for s in seeds})
+        for c in cls.claims
+        if c.applies_to(preset)
+    }
     results = {
-        "schema": SCHEMA, "paper": cls.name, "title": cls.title, "preset": preset, "seeds": seeds,
+        "schema": SCHEMA,
+        "paper": cls.name,
+        "title": cls.title,
+        "preset": preset,
+        "seeds": seeds,
         "command": command or f"mechmem reproduce {cls.name} --preset {preset} --seeds {','.join(map(str, seeds))}",
-        "started_at": started, "wall_s": round(time.perf_counter() - t0, 2),
+        "started_at": started,
+        "wall_s": round(time.perf_counter() - t0, 2),
         "cpu_s": round(_cpu_seconds() - c0, 2),
-        "jobs": jobs, "versions": versions(), "machine": {**machine(), "load_average_at_start": load},
+        "jobs": jobs,
+        "versions": source,
+        "machine": {**machine(), "load_average_at_start": load},
         "preset_config": config.to_dict(),
         "summary": {"claims": len(claims), "hold_at_every_seed": sum(c["holds"] for c in claims.values())},
         "claims": claims,
@@ -373,8 +398,14 @@ def default_jobs(n_seeds: int) -> int:
     return max(1, min(n_seeds, os.cpu_count() or 1))
 
 
-def run_seed(paper: "str | type[Reproduction]", preset: str, seed: int, out: Path, progress: bool = True,
-             sweep: SweepOptions = SweepOptions()) -> dict:
+def run_seed(
+    paper: str | type[Reproduction],
+    preset: str,
+    seed: int,
+    out: Path,
+    progress: bool = True,
+    sweep: SweepOptions = SweepOptions(),
+) -> dict:
     """Run every experiment of ``preset`` at ``seed`` into ``out/seed-<seed>``: timings, files, claims."""
     from tqdm.auto import tqdm
 
@@ -402,9 +433,15 @@ def run_seed(paper: "str | type[Reproduction]", preset: str, seed: int, out: Pat
                 timings[name] = {"wall_s": round(time.perf_counter() - t, 2), "cpu_s": round(_cpu_seconds() - c, 2)}
         finally:
             repro.finish(ctx)
-    return {"dir": folder.name, "wall_s": round(time.perf_counter() - w0, 2), "cpu_s": round(_cpu_seconds() - c0, 2),
-            "experiments": timings, "not_run": [n for n in repro.experiments if n not in names], "files": files,
-            "claims": repro.score(ctx)}
+    return {
+        "dir": folder.name,
+        "wall_s": round(time.perf_counter() - w0, 2),
+        "cpu_s": round(_cpu_seconds() - c0, 2),
+        "experiments": timings,
+        "not_run": [n for n in repro.experiments if n not in names],
+        "files": files,
+        "claims": repro.score(ctx),
+    }
 
 
 def save_result(folder: Path, name: str, result: ExperimentResult) -> list[Path]:
@@ -437,34 +474,45 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _load_average() -> Optional[list[float]]:
+def _load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:  # pragma: no cover - not on every platform
         return None
 
 
-def versions() -> dict[str, Optional[str]]:
+def versions() -> dict[str, str | None]:
     """mechmem, torch, TransformerLens and Python versions, and the git commit of the source if known."""
     import mechmem
 
-    def dist(name: str) -> Optional[str]:
+    def dist(name: str) -> str | None:
         try:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    return {"mechmem": mechmem.__version__, "torch": torch.__version__, "transformer_lens": dist("transformer-lens"),
-            "python": platform.python_version(), "git_commit": _git_commit()}
+    return {
+        "mechmem": mechmem.__version__,
+        "torch": torch.__version__,
+        "transformer_lens": dist("transformer-lens"),
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+    }
 
 
-def _git_commit() -> Optional[str]:
+def _git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "") if head else None

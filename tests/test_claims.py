@@ -24,21 +24,24 @@ from mechmem.claims import (
 )
 
 
-@pytest.mark.parametrize("expect, value, holds, text", [
-    (AtLeast(0.95), 0.95, True, "≥ 0.95"),
-    (AtLeast(0.95), 0.9499, False, "≥ 0.95"),
-    (AtMost(5), 5.0, True, "≤ 5"),
-    (Above(1), 1.0, False, "> 1"),
-    (Below(0.01), 0.0099, True, "< 0.01"),
-    (Within(0.4, 1.5), 1.5, True, "in [0.4, 1.5]"),
-    (Within(0.4, 1.5), 0.39, False, "in [0.4, 1.5]"),
-    (Near(-1, 0.15), -1.15, True, "-1 ± 0.15"),
-    (Near(-1, 0.15), -0.84, False, "-1 ± 0.15"),
-    (Near(math.log(32), 0.05, label="ln 32"), 3.5, True, "ln 32 = 3.466 ± 0.05"),
-    (Equals(1.0), 1.0, True, "= 1"),
-    (IsTrue(), True, True, "true"),
-    (IsTrue(), 1, False, "true"),
-])
+@pytest.mark.parametrize(
+    "expect, value, holds, text",
+    [
+        (AtLeast(0.95), 0.95, True, "≥ 0.95"),
+        (AtLeast(0.95), 0.9499, False, "≥ 0.95"),
+        (AtMost(5), 5.0, True, "≤ 5"),
+        (Above(1), 1.0, False, "> 1"),
+        (Below(0.01), 0.0099, True, "< 0.01"),
+        (Within(0.4, 1.5), 1.5, True, "in [0.4, 1.5]"),
+        (Within(0.4, 1.5), 0.39, False, "in [0.4, 1.5]"),
+        (Near(-1, 0.15), -1.15, True, "-1 ± 0.15"),
+        (Near(-1, 0.15), -0.84, False, "-1 ± 0.15"),
+        (Near(math.log(32), 0.05, label="ln 32"), 3.5, True, "ln 32 = 3.466 ± 0.05"),
+        (Equals(1.0), 1.0, True, "= 1"),
+        (IsTrue(), True, True, "true"),
+        (IsTrue(), 1, False, "true"),
+    ],
+)
 def test_each_expectation_tests_and_reads_as_declared(expect, value, holds, text):
     assert expect.holds(value) is holds
     assert expect.text() == text
@@ -66,8 +69,13 @@ def test_tensor_and_numpy_measurements_become_plain_numbers():
 
 
 def test_conditions_must_all_hold_and_optional_ones_may_be_missing():
-    c = claim(unit=" points", also=(Condition("slope", lambda r: r["e"]["slope"], Below(0)),
-                                    Condition("other", lambda r: r["e"].get("other"), AtLeast(2), required=False)))
+    c = claim(
+        unit=" points",
+        also=(
+            Condition("slope", lambda r: r["e"]["slope"], Below(0)),
+            Condition("other", lambda r: r["e"].get("other"), AtLeast(2), required=False),
+        ),
+    )
     assert c.expected == "≥ 1 points; slope < 0; other ≥ 2"
     assert c.score(Evidence({"e": {"x": 3, "slope": -1}}))["holds"]
     assert not c.score(Evidence({"e": {"x": 3, "slope": 1}}))["holds"]
@@ -80,20 +88,27 @@ def test_conditions_must_all_hold_and_optional_ones_may_be_missing():
 def test_a_reported_value_with_conditions_reads_as_its_conditions():
     c = claim(expect=Reported(), also=(Condition("share", lambda r: r["e"]["share"], Within(0.35, 0.65)),))
     assert c.expected == "share in [0.35, 0.65]"
-    assert c.score(Evidence({"e": {"x": 0.1, "share": 0.5}})) == {"measured": 0.1, "holds": True,
-                                                                  "conditions": {"share": 0.5}}
+    assert c.score(Evidence({"e": {"x": 0.1, "share": 0.5}})) == {
+        "measured": 0.1,
+        "holds": True,
+        "conditions": {"share": 0.5},
+    }
 
 
 def test_aggregate_over_seeds():
-    entries = {"0": {"measured": 1.0, "holds": True}, "1": {"measured": 3.0, "holds": True},
-               "2": {"measured": None, "holds": False}}
+    entries = {
+        "0": {"measured": 1.0, "holds": True},
+        "1": {"measured": 3.0, "holds": True},
+        "2": {"measured": None, "holds": False},
+    }
     out = aggregate(claim(), entries)
     assert out["fraction_holding"] == pytest.approx(2 / 3) and out["holds"] is False
     assert out["mean"] is None, "no mean when a seed has no measurement"
     both = aggregate(claim(), {"0": {"measured": 1.0, "holds": True}, "1": {"measured": 3.0, "holds": True}})
     assert (both["mean"], both["std"], both["min"], both["max"], both["holds"]) == (2.0, 1.0, 1.0, 3.0, True)
-    flags = aggregate(claim(IsTrue()), {"0": {"measured": True, "holds": True}, "1": {"measured": False,
-                                                                                    "holds": False}})
+    flags = aggregate(
+        claim(IsTrue()), {"0": {"measured": True, "holds": True}, "1": {"measured": False, "holds": False}}
+    )
     assert flags["mean"] == 0.5, "booleans average as 0/1"
 
 

@@ -141,7 +141,7 @@ def test_hand_written_gd_step_matches_autograd_sgd():
 
 
 def test_outer_product_memory_capacity_matches_reference_at_small_d():
-    # spec reference (independent re-implementation): d=32 -> N=35, d=64 -> N=105 (N ln N / d^2 ~ 0.12)
+    # reference (independent re-implementation): d=32 -> N=35, d=64 -> N=105 (N ln N / d^2 ~ 0.12)
     for d, ref in [(32, 35), (64, 105)]:
         Ns = [max_stored("outer", d, seed=s) for s in range(4)]
         mean = sum(Ns) / len(Ns)

@@ -23,8 +23,12 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The project modules ``path`` imports (``from pkg import mod`` counts as ``pkg.mod`` when that is a module)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
-            for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and _is_type_checking(node.test)
+        for n in ast.walk(node)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -34,7 +38,9 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
     return {m for m in found if m in modules}
@@ -42,7 +48,8 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -99,6 +106,7 @@ def test_no_import_cycles_among_project_modules():
     cycles = find_cycles(import_graph())
     new = [c for c in cycles if c not in KNOWN]
     assert not new, "import circles (each line: modules that import each other, directly or not):\n" + "\n".join(
-        " <-> ".join(c) for c in new)
+        " <-> ".join(c) for c in new
+    )
     gone = [c for c in KNOWN if c not in cycles]
     assert not gone, f"the circle {gone} is gone: remove it from KNOWN in this test"

@@ -49,8 +49,24 @@ def test_results_json_has_the_one_schema(smoke):
     paper, out, results = smoke
     saved = strict_json(out / "results.json")
     assert saved == json.loads(json.dumps(results)), "results.json differs from what run() returned"
-    for key in ("schema", "paper", "title", "preset", "seeds", "command", "started_at", "wall_s", "cpu_s", "jobs",
-                "versions", "machine", "preset_config", "summary", "claims", "runs"):
+    for key in (
+        "schema",
+        "paper",
+        "title",
+        "preset",
+        "seeds",
+        "command",
+        "started_at",
+        "wall_s",
+        "cpu_s",
+        "jobs",
+        "versions",
+        "machine",
+        "preset_config",
+        "summary",
+        "claims",
+        "runs",
+    ):
         assert key in saved, f"{paper}: results.json has no {key!r}"
     assert saved["schema"] == SCHEMA and saved["paper"] == paper and saved["preset"] == "smoke"
     assert saved["seeds"] == [0] and saved["preset_config"]["name"] == "smoke"
@@ -71,8 +87,10 @@ def test_every_declared_claim_is_scored_with_its_declaration(smoke):
         assert entry["holds"] == seed["holds"] and entry["fraction_holding"] == float(seed["holds"])
         if seed["measured"] is None:
             assert not seed["holds"], f"{paper}.{claim.key}: a missing measurement must not hold"
-    assert results["summary"] == {"claims": len(declared),
-                                  "hold_at_every_seed": sum(c["holds"] for c in results["claims"].values())}
+    assert results["summary"] == {
+        "claims": len(declared),
+        "hold_at_every_seed": sum(c["holds"] for c in results["claims"].values()),
+    }
 
 
 def test_every_experiment_is_timed_and_its_files_exist(smoke):
@@ -123,13 +141,16 @@ def extra(ctx: Context) -> ExperimentResult:
 class Tiny(Reproduction, register=False):
     name = "tiny"
     title = "a tiny reproduction"
-    presets = {"smoke": TinyPreset(name="smoke"), "quick": TinyPreset(name="quick", extra=True),
-               "full": TinyPreset(name="full", offset=10.0)}
+    presets = {
+        "smoke": TinyPreset(name="smoke"),
+        "quick": TinyPreset(name="quick", extra=True),
+        "full": TinyPreset(name="full", offset=10.0),
+    }
     experiments = TINY_EXPERIMENTS
-    claims = (Claim("value_at_least_one", lambda r: r["measure"]["value"], AtLeast(1), statement="value",
-                    source="here"),
-              Claim("twice", lambda r: r["extra"]["twice"], AtLeast(0), statement="twice", source="here",
-                    presets=("quick",)))
+    claims = (
+        Claim("value_at_least_one", lambda r: r["measure"]["value"], AtLeast(1), statement="value", source="here"),
+        Claim("twice", lambda r: r["extra"]["twice"], AtLeast(0), statement="twice", source="here", presets=("quick",)),
+    )
 
 
 def test_claims_over_seeds_report_every_seed_mean_spread_and_fraction(tmp_path):
@@ -187,6 +208,7 @@ def test_an_experiment_that_returns_something_else_is_an_error(tmp_path):
 
 def test_a_reproduction_must_declare_three_named_presets():
     with pytest.raises(TypeError, match="presets"):
+
         class Missing(Reproduction, register=False):  # noqa: F841
             name, title, experiments, claims = "m", "m", TINY_EXPERIMENTS, ()
             presets = {"quick": TinyPreset(name="quick")}
@@ -211,8 +233,9 @@ def test_make_context_runs_one_experiment_like_the_runner(smoke):
 
     ctx = make_context("lca", "smoke", seed=0, progress=False)
     again = EXPERIMENTS["hijack_synthetic"](ctx).data
-    assert json.loads(json.dumps(again)) == strict_json(out / "seed-0" / "hijack_synthetic.json"), \
+    assert json.loads(json.dumps(again)) == strict_json(out / "seed-0" / "hijack_synthetic.json"), (
         "an experiment must give the same data given its seed"
+    )
 
 
 def test_seeds_in_parallel_processes_measure_what_one_process_measures(smoke, tmp_path):
@@ -240,11 +263,14 @@ def test_cli_prints_measured_against_expected_for_each_claim(tmp_path):
     assert "[x] value_at_least_one  measured 1  expected ≥ 1" in one
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["reproduce", "lca", "--seeds", "0,x"], "--seeds expects comma-separated integers"),
-    (["reproduce", "lca", "--seeds", "0,0"], "each seed once"),
-    (["reproduce", "nope"], "unknown paper"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["reproduce", "lca", "--seeds", "0,x"], "--seeds expects comma-separated integers"),
+        (["reproduce", "lca", "--seeds", "0,0"], "each seed once"),
+        (["reproduce", "nope"], "unknown paper"),
+    ],
+)
 def test_cli_rejects_bad_reproduce_arguments_before_any_work(argv, message, tmp_path, capsys):
     from mechmem.cli import main
 

@@ -7,12 +7,15 @@ embeddings, memory-recall probes, the hand-built induction head, and the full mo
 
 from mechmem.papers import lazy_exports
 
-__getattr__ = lazy_exports(__name__, {
-    "TASKS": "task:TASKS",
-    "BigramTask": "task:BigramTask",
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "PRESETS": "presets:PRESETS",
-    "BirthReproduction": "reproduction:BirthReproduction",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "TASKS": "task:TASKS",
+        "BigramTask": "task:BigramTask",
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "PRESETS": "presets:PRESETS",
+        "BirthReproduction": "reproduction:BirthReproduction",
+    },
+)
 
 __all__ = ["TASKS", "EXPERIMENTS", "PRESETS", "BirthReproduction", "BigramTask"]

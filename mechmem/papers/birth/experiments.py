@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Optional
 
 import torch
 
@@ -20,8 +19,14 @@ from mechmem.training import TrainConfig, train
 
 from .generator import BigramOptions, bigram_floor, generate
 from .handbuilt import HandbuiltScales
-from .mechanistic import (attention_patterns, attention_views, head_scores, layer_ablations, patching_pair,
-                          patching_sweep)
+from .mechanistic import (
+    attention_patterns,
+    attention_views,
+    head_scores,
+    layer_ablations,
+    patching_pair,
+    patching_sweep,
+)
 from .model import build_handbuilt
 from .plots import plot_bars, plot_curves, plot_handbuilt, plot_patching
 from .presets import BirthPreset
@@ -32,15 +37,21 @@ from .task import BigramTask, incontext_metrics
 #: probe -> (saturation threshold); the step a probe first reaches it is its "learned" step
 SATURATION = {"wo1": 0.95, "wk1": 1.0, "wk0_64": 0.5}
 EXPERIMENTS = Experiments()
-PROBE_LABELS = {"acc_incontext": "in-context accuracy", "wo1": "recall of W_O^2", "wk1": "recall of W_K^2",
-                "wk0_64": "recall of W_K^1 (first 64 positions)", "wk0": "recall of W_K^1 (all positions)",
-                "loss_bigram": "global-bigram loss (c = 0)", "loss_head": "in-context loss (c ≥ 2)"}
+PROBE_LABELS = {
+    "acc_incontext": "in-context accuracy",
+    "wo1": "recall of W_O^2",
+    "wk1": "recall of W_K^2",
+    "wk0_64": "recall of W_K^1 (first 64 positions)",
+    "wk0": "recall of W_K^1 (all positions)",
+    "loss_bigram": "global-bigram loss (c = 0)",
+    "loss_head": "in-context loss (c ≥ 2)",
+}
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
-def first_step(history: list[dict], key: str, reached) -> Optional[int]:
+def first_step(history: list[dict], key: str, reached) -> int | None:
     """The first logged step at which ``reached(history[key])`` holds (None if never)."""
     for record in history:
         if key in record and reached(record[key]):
@@ -54,7 +65,7 @@ def value_at(history: list[dict], key: str, step: float) -> float:
     return float(record[key])
 
 
-def training(cfg: TrainConfig, ctx: Context, steps: Optional[int] = None, **changes) -> TrainConfig:
+def training(cfg: TrainConfig, ctx: Context, steps: int | None = None, **changes) -> TrainConfig:
     """The preset's ``cfg`` with this seed, the run's progress setting and optional changes."""
     return dataclasses.replace(cfg, seed=ctx.seed, progress=ctx.progress, steps=steps or cfg.steps, **changes)
 
@@ -94,14 +105,21 @@ def summarise_dynamics(history: list[dict]) -> dict:
     t90 = first_step(history, "acc_incontext", lambda v: v >= 0.9)
     end = t90 if t90 is not None else final["step"]
     threshold = {k: first_step(history, k, lambda v, th=th: v >= th) for k, th in SATURATION.items()}
-    saturated = {k: first_step(history, k, lambda v, f=float(final[k]): v >= 0.9 * f) if final.get(k) else None
-                 for k in SATURATION}
+    saturated = {
+        k: first_step(history, k, lambda v, f=float(final[k]): v >= 0.9 * f) if final.get(k) else None
+        for k in SATURATION
+    }
     last = saturated["wk0_64"]
     wk1_last = last is not None and all(saturated[k] is not None and saturated[k] <= last for k in ("wo1", "wk1"))
-    return {"final": {k: final.get(k) for k in ("step", "acc_incontext", "loss_head", "wo1", "wk1", "wk0", "wk0_64")},
-            "step_acc_0.9": t90, "before_rise_step": end / 4,
-            "before_rise_accuracy": value_at(history, "acc_incontext", end / 4),
-            "saturated_step": saturated, "threshold_step": threshold, "wk1_learned_last": bool(wk1_last)}
+    return {
+        "final": {k: final.get(k) for k in ("step", "acc_incontext", "loss_head", "wo1", "wk1", "wk0", "wk0_64")},
+        "step_acc_0.9": t90,
+        "before_rise_step": end / 4,
+        "before_rise_accuracy": value_at(history, "acc_incontext", end / 4),
+        "saturated_step": saturated,
+        "threshold_step": threshold,
+        "wk1_learned_last": bool(wk1_last),
+    }
 
 
 def global_vs_incontext(ctx: Context, n_layers: int) -> tuple[dict, object, BigramTask, object]:
@@ -117,14 +135,24 @@ def global_vs_incontext(ctx: Context, n_layers: int) -> tuple[dict, object, Bigr
     t_global = first_step(result.history, "loss_bigram", lambda v: v <= floor + 0.1)
     t_incontext = first_step(result.history, "acc_incontext", lambda v: v >= 0.9)
     ratio = t_incontext / t_global if (t_global and t_incontext) else None
-    record = {"n_layers": n_layers, "bigram_floor": floor, "step_global_within_0.1": t_global,
-              "step_incontext_0.9": t_incontext, "ratio": ratio,
-              "final": {k: result.final.get(k) for k in ("step", "acc_incontext", "loss_bigram", "loss_head")},
-              "model": dataclasses.asdict(model.mechmem_config), "train": dataclasses.asdict(tcfg),
-              "history": result.history}
-    fig = plot_curves(result.history, ["acc_incontext", "loss_bigram", "loss_head"],
-                      f"Full model, {n_layers} layer{'s' * (n_layers > 1)}: global vs in-context bigrams",
-                      labels=PROBE_LABELS, hline=("global-bigram floor", floor))
+    record = {
+        "n_layers": n_layers,
+        "bigram_floor": floor,
+        "step_global_within_0.1": t_global,
+        "step_incontext_0.9": t_incontext,
+        "ratio": ratio,
+        "final": {k: result.final.get(k) for k in ("step", "acc_incontext", "loss_bigram", "loss_head")},
+        "model": dataclasses.asdict(model.mechmem_config),
+        "train": dataclasses.asdict(tcfg),
+        "history": result.history,
+    }
+    fig = plot_curves(
+        result.history,
+        ["acc_incontext", "loss_bigram", "loss_head"],
+        f"Full model, {n_layers} layer{'s' * (n_layers > 1)}: global vs in-context bigrams",
+        labels=PROBE_LABELS,
+        hline=("global-bigram floor", floor),
+    )
     return record, model, task, fig
 
 
@@ -142,7 +170,8 @@ def data_statistics(ctx: Context) -> ExperimentResult:
     trig = c >= 1
     most = torch.stack([torch.bincount(row, minlength=tables.n).max() for row in sample.tokens])
     record = {
-        "n_sequences": n, "seq_len": 256,
+        "n_sequences": n,
+        "seq_len": 256,
         "fixed_triggers_K5": tables.decode(sample.triggers[0].tolist()),
         "incontext_fraction": float((c >= 2).float().mean()),
         "trigger_output_fraction": float(trig.float().mean()),
@@ -152,13 +181,23 @@ def data_statistics(ctx: Context) -> ExperimentResult:
         "bigram_floor": bigram_floor(sample),
         "unigram_entropy": float(-(tables.pi_u * tables.pi_u.log()).sum()),
     }
-    variants = {"fixed K=1": dict(n_triggers=1), "fixed K=3": dict(n_triggers=3), "fixed K=5": dict(n_triggers=5),
-                "fixed K=10": dict(n_triggers=10), "random K=5": dict(n_triggers=5, trigger_mode="random")}
+    variants = {
+        "fixed K=1": dict(n_triggers=1),
+        "fixed K=3": dict(n_triggers=3),
+        "fixed K=5": dict(n_triggers=5),
+        "fixed K=10": dict(n_triggers=10),
+        "random K=5": dict(n_triggers=5, trigger_mode="random"),
+    }
     record["incontext_fraction_by_setting"] = {
         name: float((generate(BigramOptions(seq_len=256, **kw), n, gen).counts >= 2).float().mean())
-        for name, kw in variants.items()}
-    fig = plot_bars(record["incontext_fraction_by_setting"], "In-context-predictable positions (T = 256)",
-                    "fraction of positions with c ≥ 2", xlabel="triggers: fixed or random, K of them")
+        for name, kw in variants.items()
+    }
+    fig = plot_bars(
+        record["incontext_fraction_by_setting"],
+        "In-context-predictable positions (T = 256)",
+        "fraction of positions with c ≥ 2",
+        xlabel="triggers: fixed or random, K of them",
+    )
     return ExperimentResult(record, {"data_statistics": fig})
 
 
@@ -193,8 +232,12 @@ def simplified_dynamics(ctx: Context) -> ExperimentResult:
     record = summarise_dynamics(result.history)
     record.update(model=dataclasses.asdict(p.simplified_model), train=dataclasses.asdict(tcfg), history=result.history)
     ctx.state["simplified"] = (model, task)
-    fig = plot_curves(result.history, ["acc_incontext", "wo1", "wk1", "wk0_64", "wk0"],
-                      "Simplified model: in-context accuracy and memory recall", labels=PROBE_LABELS)
+    fig = plot_curves(
+        result.history,
+        ["acc_incontext", "wo1", "wk1", "wk0_64", "wk0"],
+        "Simplified model: in-context accuracy and memory recall",
+        labels=PROBE_LABELS,
+    )
     return ExperimentResult(record, {"simplified_dynamics": fig})
 
 
@@ -211,11 +254,20 @@ def one_vs_two_layers(ctx: Context) -> ExperimentResult:
     """T5: final in-context accuracy of the 1-layer full model vs the 2-layer one (same data and steps)."""
     two = ctx.data("full_2layer")
     one, _, _, fig_one = global_vs_incontext(ctx, n_layers=1)
-    record = {"one_layer_acc": one["final"]["acc_incontext"], "two_layer_acc": two["final"]["acc_incontext"],
-              "one_layer_loss_bigram": one["final"]["loss_bigram"],
-              "two_layer_loss_bigram": two["final"]["loss_bigram"], "one_layer": one}
-    fig = plot_curves([one["history"], two["history"]], ["acc_incontext"], "In-context accuracy: 1 layer vs 2 layers",
-                      labels=PROBE_LABELS, series_names=["1 layer", "2 layers"])
+    record = {
+        "one_layer_acc": one["final"]["acc_incontext"],
+        "two_layer_acc": two["final"]["acc_incontext"],
+        "one_layer_loss_bigram": one["final"]["loss_bigram"],
+        "two_layer_loss_bigram": two["final"]["loss_bigram"],
+        "one_layer": one,
+    }
+    fig = plot_curves(
+        [one["history"], two["history"]],
+        ["acc_incontext"],
+        "In-context accuracy: 1 layer vs 2 layers",
+        labels=PROBE_LABELS,
+        series_names=["1 layer", "2 layers"],
+    )
     return ExperimentResult(record, {"full_1layer": fig_one, "one_vs_two_layers": fig})
 
 
@@ -238,7 +290,10 @@ def mechanistic_checks(ctx: Context, model, task: BigramTask, name: str) -> Expe
     ab = record["ablations"]
     figures[f"{name}_ablation"] = plot_bars(
         {k.replace("_zero", " heads zeroed"): v.get("acc_incontext", float("nan")) for k, v in ab.items()},
-        "In-context accuracy under ablation", "in-context accuracy (c ≥ 2)", xlabel="ablation (hook_z set to 0)")
+        "In-context accuracy under ablation",
+        "in-context accuracy (c ≥ 2)",
+        xlabel="ablation (hook_z set to 0)",
+    )
     return ExperimentResult(record, figures, html)
 
 
@@ -258,8 +313,10 @@ def mechanistic_simplified(ctx: Context) -> ExperimentResult:
 
 def html_page(title: str, body: str) -> str:
     """A complete offline HTML page around a CircuitsVis ``local_src`` (the JS bundle is inlined)."""
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n"
-            f"<body>\n<h3>{title}</h3>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
+        f"<body>\n<h3>{title}</h3>\n{body}\n</body></html>\n"
+    )
 
 
 @EXPERIMENTS.register(when=lambda preset: preset.studies)
@@ -272,7 +329,8 @@ def data_distribution(ctx: Context) -> ExperimentResult:
         "K=1, most frequent trigger (space)": (dict(n_triggers=1), None),
         "K=1, rarer trigger (offset 20)": (dict(n_triggers=1, trigger_offset=20), None),
         "K=3": (dict(n_triggers=3), None),
-        "K=5": (dict(n_triggers=5), None), "K=10": (dict(n_triggers=10), None),
+        "K=5": (dict(n_triggers=5), None),
+        "K=10": (dict(n_triggers=10), None),
         "bigram outputs -> uniform test": (dict(output_mode="bigram"), dict(output_mode="uniform")),
         "uniform outputs -> uniform test": (dict(output_mode="uniform"), dict(output_mode="uniform")),
         "train outputs 0-47 -> test outputs 48-64": (dict(output_split="train"), dict(output_split="test")),
@@ -284,12 +342,17 @@ def data_distribution(ctx: Context) -> ExperimentResult:
         entry = {"train_acc_incontext": res.final.get("acc_incontext")}
         if test_kw is not None:
             test = BigramTask(seq_len=task.seq_len, **{"n_triggers": 5, **train_kw, **test_kw})
-            entry["test_acc_incontext"] = evaluate_on(model, test, p.simplified_train.eval_batch_size,
-                                                      ctx.seed + 99).get("acc_incontext")
+            entry["test_acc_incontext"] = evaluate_on(
+                model, test, p.simplified_train.eval_batch_size, ctx.seed + 99
+            ).get("acc_incontext")
         record["studies"][name] = entry
     bars = {k: v.get("test_acc_incontext", v["train_acc_incontext"]) for k, v in record["studies"].items()}
-    fig = plot_bars(bars, f"Data distribution: in-context accuracy after {steps} steps",
-                    "in-context accuracy (test set where given)", xlabel="training data")
+    fig = plot_bars(
+        bars,
+        f"Data distribution: in-context accuracy after {steps} steps",
+        "in-context accuracy (test set where given)",
+        xlabel="training data",
+    )
     return ExperimentResult(record, {"data_distribution": fig})
 
 
@@ -300,12 +363,17 @@ def delayed_training(ctx: Context, delayed: str = "blocks.1.attn.W_O") -> Experi
     model, task = simplified(p, ctx.seed)
     trainable = [n for n in weight_names(model) if weight_parameters(model, n).requires_grad]
     if delayed not in trainable:
-        raise ValueError(f"delayed={delayed!r} is not a trained matrix of the simplified model; "
-                         f"choose one of {trainable}")
+        raise ValueError(
+            f"delayed={delayed!r} is not a trained matrix of the simplified model; choose one of {trainable}"
+        )
     tcfg = training(p.simplified_train, ctx, p.delayed_steps, freeze_until={delayed: p.delay})
     result = train(model, task, tcfg, probes=_probe_for(task))
     record = {"delayed": delayed, "delay": p.delay, **summarise_dynamics(result.history), "history": result.history}
-    fig = plot_curves(result.history, ["acc_incontext", "wo1", "wk1", "wk0_64"],
-                      f"{delayed} frozen until step {p.delay}", labels=PROBE_LABELS,
-                      vline=(f"{delayed} starts training", p.delay))
+    fig = plot_curves(
+        result.history,
+        ["acc_incontext", "wo1", "wk1", "wk0_64"],
+        f"{delayed} frozen until step {p.delay}",
+        labels=PROBE_LABELS,
+        vline=(f"{delayed} starts training", p.delay),
+    )
     return ExperimentResult(record, {"delayed_training": fig})

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from mechmem.figures import subplots
 
 
-def plot_curves(histories, keys: Sequence[str], title: str, labels: Optional[dict] = None,
-                series_names: Optional[Sequence[str]] = None, hline: Optional[tuple[str, float]] = None,
-                vline: Optional[tuple[str, float]] = None):
+def plot_curves(
+    histories,
+    keys: Sequence[str],
+    title: str,
+    labels: dict | None = None,
+    series_names: Sequence[str] | None = None,
+    hline: tuple[str, float] | None = None,
+    vline: tuple[str, float] | None = None,
+):
     """Metrics over training steps; losses (keys starting with "loss") dashed, on a second axis.
     ``hline``: (label, value) drawn on the loss axis; ``vline``: (label, step)."""
     if histories and isinstance(histories[0], dict):
@@ -77,8 +83,11 @@ def plot_patching(result: dict, tables):
     toks = [repr(tables.vocab[t])[1:-1] for t in result["clean_tokens"]]
     ax.set_xticks(range(len(toks)))
     ax.set_xticklabels(toks, fontsize=7)
-    ax.set(xlabel="position (clean token)", ylabel="patched activation",
-           title=f"Activation patching: output token changed at position {result['changed_position']}, "
-                 f"read at {result['query_position']}")
+    ax.set(
+        xlabel="position (clean token)",
+        ylabel="patched activation",
+        title=f"Activation patching: output token changed at position {result['changed_position']}, "
+        f"read at {result['query_position']}",
+    )
     fig.colorbar(im, ax=ax, fraction=0.03, label="logit difference restored (fraction)")
     return fig

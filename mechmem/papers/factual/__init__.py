@@ -8,14 +8,18 @@
 
 See ``mechmem/papers/factual/README.md``.
 """
+
 from mechmem.papers import lazy_exports
 
-__getattr__ = lazy_exports(__name__, {
-    "TASKS": "task:TASKS",
-    "FactualRecallTask": "task:FactualRecallTask",
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "PRESETS": "presets:PRESETS",
-    "FactualReproduction": "reproduction:FactualReproduction",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "TASKS": "task:TASKS",
+        "FactualRecallTask": "task:FactualRecallTask",
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "PRESETS": "presets:PRESETS",
+        "FactualReproduction": "reproduction:FactualReproduction",
+    },
+)
 
 __all__ = ["TASKS", "EXPERIMENTS", "PRESETS", "FactualReproduction", "FactualRecallTask"]

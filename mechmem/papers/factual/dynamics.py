@@ -8,13 +8,13 @@ With token counts ``c[v]`` of a sequence, ``out = a * c`` exactly, which makes a
 Training as the authors' notebook: ``A = V = 1e-5`` (all ones), plain gradient descent, lr 0.1, fresh
 minibatches of 1024, 8192 steps, the structured table ``a*(s, r) = 8 r + floor(s / 2)`` at S=16, R=4, D=8.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -127,5 +127,7 @@ def stages(history: list[dict], R: int, D: int, threshold: float = 0.1, band: fl
         "final_loss": history[-1]["total"],
         "final_accuracy": history[-1]["accuracy"],
         "last_step": steps[-1],
-        "ln_answers": math.log(R * D), "ln_D": math.log(D), "ln_R": math.log(R),
+        "ln_answers": math.log(R * D),
+        "ln_D": math.log(D),
+        "ln_R": math.log(R),
     }

@@ -25,8 +25,16 @@ EXPERIMENTS = Experiments()
 
 def _sweep(ctx: Context, fn, configs: list[dict], name: str, desc: str) -> list[dict]:
     """``run_sweep`` into ``<seed folder>/<name>.jsonl`` with the run's sweep options (default: 1 worker)."""
-    return run_sweep(fn, configs, ctx.out / f"{name}.jsonl", backend=ctx.sweep.backend,
-                     workers=ctx.sweep.workers or 1, address=ctx.sweep.address, progress=ctx.progress, desc=desc)
+    return run_sweep(
+        fn,
+        configs,
+        ctx.out / f"{name}.jsonl",
+        backend=ctx.sweep.backend,
+        workers=ctx.sweep.workers or 1,
+        address=ctx.sweep.address,
+        progress=ctx.progress,
+        desc=desc,
+    )
 
 
 def loglog_slope(x, y) -> float:
@@ -47,8 +55,11 @@ def dynamics_experiment(ctx: Context) -> ExperimentResult:
     results = {"config": dataclasses.asdict(cfg), "history": history, **st}
     fig, ax = subplots(figsize=(7, 4.4))
     steps = [h["step"] for h in history]
-    names = {"total": "total loss", "relation": "relation-only loss (right answer block?)",
-             "subject": "subject-only loss (right slot in the block?)"}
+    names = {
+        "total": "total loss",
+        "relation": "relation-only loss (right answer block?)",
+        "subject": "subject-only loss (right slot in the block?)",
+    }
     for key in ("total", "relation", "subject"):
         ax.plot(steps, [h[key] for h in history], label=names[key])
     for value, name in ((math.log(cfg.R * cfg.D), "ln(RD)"), (math.log(cfg.D), "ln D"), (math.log(cfg.R), "ln R")):
@@ -59,8 +70,11 @@ def dynamics_experiment(ctx: Context) -> ExperimentResult:
         if step is not None:
             ax.axvline(step, color="k", lw=0.6, ls="--")
     ax.plot([], [], color="k", lw=0.6, ls="--", label="ends of stage 1 and stage 2")
-    ax.set(xlabel="gradient-descent step", ylabel="test cross-entropy (nats)",
-           title="Linear attention, orthogonal embeddings: sequential learning (Fig. 5)")
+    ax.set(
+        xlabel="gradient-descent step",
+        ylabel="test cross-entropy (nats)",
+        title="Linear attention, orthogonal embeddings: sequential learning (Fig. 5)",
+    )
     ax.legend(loc="center right", fontsize=8)
     return ExperimentResult(results, {"dynamics": fig})
 
@@ -71,8 +85,15 @@ def dynamics_experiment(ctx: Context) -> ExperimentResult:
 def capacity_point(config: dict) -> dict:
     """Sweep entry point: the largest N stored at >= 99 % for one (kind, d, m, M, seed)."""
     with torch_threads(1):
-        N = capacity.max_stored(config["kind"], config["d"], m=config.get("m"), M=config.get("M"),
-                                seed=config["seed"], max_steps=config.get("max_steps"), hi=config.get("hi"))
+        N = capacity.max_stored(
+            config["kind"],
+            config["d"],
+            m=config.get("m"),
+            M=config.get("M"),
+            seed=config["seed"],
+            max_steps=config.get("max_steps"),
+            hi=config.get("hi"),
+        )
     return {"N": N}
 
 
@@ -80,11 +101,18 @@ def capacity_configs(p, seeds: list[int]) -> list[dict]:
     """Every capacity search of preset ``p`` at these seeds."""
     configs = [dict(kind="linear", d=d, seed=seed) for d in p.linear_d for seed in seeds]
     configs += [dict(kind="outer", d=d, seed=seeds[0] + k) for d in p.outer_d for k in range(p.outer_seeds)]
-    configs += [dict(kind="mlp", d=d, m=r * d, seed=seed, max_steps=p.mlp_steps)
-                for d in p.mlp_d for r in p.mlp_ratio for seed in seeds]
+    configs += [
+        dict(kind="mlp", d=d, m=r * d, seed=seed, max_steps=p.mlp_steps)
+        for d in p.mlp_d
+        for r in p.mlp_ratio
+        for seed in seeds
+    ]
     # M = 32: search up to 2 m d (the authors' m d can clip N ~ 0.83 m d at small d)
-    configs += [dict(kind="mlp", d=d, m=d, M=32, seed=seed, max_steps=p.mlp_steps, hi=2 * d * d)
-                for d in p.mlp32_d for seed in seeds]
+    configs += [
+        dict(kind="mlp", d=d, m=d, M=32, seed=seed, max_steps=p.mlp_steps, hi=2 * d * d)
+        for d in p.mlp32_d
+        for seed in seeds
+    ]
     return configs
 
 
@@ -101,15 +129,19 @@ def capacity_experiment(ctx: Context) -> ExperimentResult:
     mlp32 = [p for p in points if p["kind"] == "mlp" and p.get("M") == 32]
     lin_fit = {d: N for d, N in lin.items() if d >= 11} or lin
     results = {
-        "settings": {k: v for k, v in {**dataclasses.asdict(p), "seeds": seeds}.items()
-                     if k.startswith(("linear", "outer", "mlp", "seeds"))},
+        "settings": {
+            k: v
+            for k, v in {**dataclasses.asdict(p), "seeds": seeds}.items()
+            if k.startswith(("linear", "outer", "mlp", "seeds"))
+        },
         "points": points,
         "linear_constant": float(np.mean([capacity.capacity_constant(N, d) for d, N in lin_fit.items()])),
         "linear_slope": loglog_slope([d * d for d in lin], [N * math.log(N) for N in lin.values()]),
         "outer_constant": float(np.mean([capacity.capacity_constant(N, d) for d, N in outer.items()])),
         "mlp_constant": float(np.mean([capacity.capacity_constant(p["N"], p["d"], p["m"]) for p in mlp])),
-        "mlp32_constant": float(np.mean([capacity.capacity_constant(p["N"], p["d"], p["m"], log=False)
-                                         for p in mlp32])),
+        "mlp32_constant": float(
+            np.mean([capacity.capacity_constant(p["N"], p["d"], p["m"], log=False) for p in mlp32])
+        ),
         "mlp32_at_search_ceiling": [p["d"] for p in mlp32 if p["N"] >= p["hi"]],
     }
     return ExperimentResult(results, {"capacity": _capacity_figure(lin, outer, mlp, mlp32)})
@@ -138,8 +170,11 @@ def _capacity_figure(lin, outer, mlp, mlp32):
     a.loglog([d * d for d in outer], list(outer.values()), "s-", label="outer product")
     grid = np.geomspace(min(d2.min(), min(d * d for d in outer)), max(d2.max(), max(d * d for d in outer)))
     a.loglog(grid, _n_from_nlogn(grid / 1.3), "k--", label=r"paper: $N\ln N = d^2/1.3$")
-    a.set(xlabel="$d^2$ (d: embedding dimension)", ylabel="associations N stored at 99 % accuracy",
-          title="Linear associative memory (Fig. 1 left)")
+    a.set(
+        xlabel="$d^2$ (d: embedding dimension)",
+        ylabel="associations N stored at 99 % accuracy",
+        title="Linear associative memory (Fig. 1 left)",
+    )
     a.legend()
     if mlp:
         md = np.array([p["m"] * p["d"] for p in mlp])
@@ -149,8 +184,11 @@ def _capacity_figure(lin, outer, mlp, mlp32):
         md32 = np.array([p["m"] * p["d"] for p in mlp32])
         b.loglog(md32, [p["N"] for p in mlp32], "s", label="MLP, M = 32")
         b.loglog(np.sort(md32), np.sort(md32) / 1.2, "k:", label="paper: $N = md/1.2$")
-    b.set(xlabel="$m d$ (m: MLP width)", ylabel="associations N stored at 99 % accuracy",
-          title="MLP associative memory (Fig. 1 right, Fig. 6)")
+    b.set(
+        xlabel="$m d$ (m: MLP width)",
+        ylabel="associations N stored at 99 % accuracy",
+        title="MLP associative memory (Fig. 1 right, Fig. 6)",
+    )
     b.legend()
     return fig
 
@@ -164,17 +202,40 @@ def tradeoff_experiment(ctx: Context) -> ExperimentResult:
     p = ctx.preset
     d, d_h = 32, 8
     heads, widths = list(p.heads), list(p.widths)
-    configs = [dict(S=p.S, R=p.R, D=p.D, d=d, H=H, d_h=d_h, m=m, lr=1e-2, steps=p.grid_steps,
-                    batch_size=p.batch, stop_at=1.0, seed=ctx.seed, table_seed=64)
-               for H in heads for m in widths]
+    configs = [
+        dict(
+            S=p.S,
+            R=p.R,
+            D=p.D,
+            d=d,
+            H=H,
+            d_h=d_h,
+            m=m,
+            lr=1e-2,
+            steps=p.grid_steps,
+            batch_size=p.batch,
+            stop_at=1.0,
+            seed=ctx.seed,
+            table_seed=64,
+        )
+        for H in heads
+        for m in widths
+    ]
     rows = _sweep(ctx, train_config_point, configs, "tradeoff", "H x m grid")
-    acc = np.array([[r["result"]["accuracy"] for r in rows[i * len(widths):(i + 1) * len(widths)]]
-                    for i in range(len(heads))])  # [H, m]
+    acc = np.array(
+        [[r["result"]["accuracy"] for r in rows[i * len(widths) : (i + 1) * len(widths)]] for i in range(len(heads))]
+    )  # [H, m]
     H_att, m_att = max(heads), min(widths)
     H_mlp, m_mlp = p.mlp_heavy
     results = {
-        "heads": heads, "widths": widths, "accuracy": acc.tolist(), "S": p.S, "R": p.R, "D": p.D,
-        "d": d, "d_h": d_h,
+        "heads": heads,
+        "widths": widths,
+        "accuracy": acc.tolist(),
+        "S": p.S,
+        "R": p.R,
+        "D": p.D,
+        "d": d,
+        "d_h": d_h,
         "attention_only_accuracy": float(acc[heads.index(H_att), widths.index(m_att)]),
         "mlp_heavy_accuracy": float(acc[heads.index(H_mlp), widths.index(max(widths))]),
         "few_heads_accuracy": float(max(acc[i].max() for i, H in enumerate(heads) if H <= 4)),
@@ -187,8 +248,11 @@ def tradeoff_experiment(ctx: Context) -> ExperimentResult:
     for i in range(acc.shape[0]):
         for j in range(acc.shape[1]):
             ax.text(i, j, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
-    ax.set(xlabel="heads H (attention parameters d·d_h·H)", ylabel="MLP width m (MLP parameters d·m)",
-           title=f"Where the facts fit: S = R = {p.S}, D = {p.D}, d = {d}, d_h = {d_h}")
+    ax.set(
+        xlabel="heads H (attention parameters d·d_h·H)",
+        ylabel="MLP width m (MLP parameters d·m)",
+        title=f"Where the facts fit: S = R = {p.S}, D = {p.D}, d = {d}, d_h = {d_h}",
+    )
     fig.colorbar(im, ax=ax, label="accuracy on all facts (fraction)")
     return ExperimentResult(results, {"tradeoff": fig})
 
@@ -205,9 +269,23 @@ def mix_point(config: dict) -> dict:
     tried = {}
 
     def ok(size: int) -> bool:
-        res = train_config_point(dict(S=size, R=size, D=config["D"], d=d, H=H, d_h=d_h, m=m, lr=config["lr"],
-                                      steps=config["steps"], batch_size=config["batch_size"], stop_at=0.99,
-                                      seed=config["seed"], table_seed=64))
+        res = train_config_point(
+            dict(
+                S=size,
+                R=size,
+                D=config["D"],
+                d=d,
+                H=H,
+                d_h=d_h,
+                m=m,
+                lr=config["lr"],
+                steps=config["steps"],
+                batch_size=config["batch_size"],
+                stop_at=0.99,
+                seed=config["seed"],
+                table_seed=64,
+            )
+        )
         tried[size] = res["accuracy"]
         return res["accuracy"] >= 0.99
 
@@ -215,9 +293,15 @@ def mix_point(config: dict) -> dict:
     size = lo if not ok(lo) else _coarse_search(ok, lo, hi, config["ratio"])
     from mechmem.papers.factual.model import parameter_count
 
-    return {"size": size, "facts": size * size if tried.get(size, 0) >= 0.99 else 0, "d_h": d_h, "m": m,
-            "params": parameter_count(d, H, d_h, m), "tried": {str(k): v for k, v in sorted(tried.items())},
-            "at_range_top": size * config["ratio"] >= hi}
+    return {
+        "size": size,
+        "facts": size * size if tried.get(size, 0) >= 0.99 else 0,
+        "d_h": d_h,
+        "m": m,
+        "params": parameter_count(d, H, d_h, m),
+        "tried": {str(k): v for k, v in sorted(tried.items())},
+        "at_range_top": size * config["ratio"] >= hi,
+    }
 
 
 def _coarse_search(ok, lo: int, hi: int, ratio: float) -> int:
@@ -238,17 +322,35 @@ def facts_vs_params_experiment(ctx: Context) -> ExperimentResult:
     """Fig. 4 left: the number of facts stored grows linearly with the parameter count."""
     p = ctx.preset
     lo, hi = p.size_range
-    configs = [dict(alpha=a, beta=b, d=d, H=8, D=8, lr=1e-2, steps=p.mix_steps, batch_size=p.batch,
-                    seed=ctx.seed, lo=lo, hi=hi, ratio=p.search_ratio)
-               for a, b in p.mixes for d in p.mix_d]
+    configs = [
+        dict(
+            alpha=a,
+            beta=b,
+            d=d,
+            H=8,
+            D=8,
+            lr=1e-2,
+            steps=p.mix_steps,
+            batch_size=p.batch,
+            seed=ctx.seed,
+            lo=lo,
+            hi=hi,
+            ratio=p.search_ratio,
+        )
+        for a, b in p.mixes
+        for d in p.mix_d
+    ]
     rows = _sweep(ctx, mix_point, configs, "facts_vs_params", "alpha/beta searches")
     points = [{**r["config"], **r["result"]} for r in rows if not r["result"].get("degenerate")]
     good = [p for p in points if p["facts"] > 0]
     ratio = [p["facts"] / p["params"] for p in good]
-    results = {"points": points, "slope": loglog_slope([p["params"] for p in good], [p["facts"] for p in good]),
-               "facts_per_param": float(np.exp(np.mean(np.log(ratio)))) if ratio else float("nan"),
-               "note": f"lr 1e-2 only (the authors try 1e-3, 3e-3, 1e-2); batch {p.batch}, "
-                       f"{p.mix_steps} steps at most, search ratio {p.search_ratio}"}
+    results = {
+        "points": points,
+        "slope": loglog_slope([p["params"] for p in good], [p["facts"] for p in good]),
+        "facts_per_param": float(np.exp(np.mean(np.log(ratio)))) if ratio else float("nan"),
+        "note": f"lr 1e-2 only (the authors try 1e-3, 3e-3, 1e-2); batch {p.batch}, "
+        f"{p.mix_steps} steps at most, search ratio {p.search_ratio}",
+    }
     fig, ax = subplots(figsize=(6, 4.4))
     for a, b in p.mixes:
         pts = sorted((p["params"], p["facts"]) for p in good if p["alpha"] == a and p["beta"] == b)
@@ -257,8 +359,11 @@ def facts_vs_params_experiment(ctx: Context) -> ExperimentResult:
     if good:
         grid = np.geomspace(min(p["params"] for p in good), max(p["params"] for p in good))
         ax.loglog(grid, 0.15 * grid, "k--", label="paper: facts = 0.15 params")
-    ax.set(xlabel="parameters P = 4 H d_h d + 2 m d", ylabel="facts stored at 99 % accuracy",
-           title="Facts stored vs parameters (Fig. 4 left)")
+    ax.set(
+        xlabel="parameters P = 4 H d_h d + 2 m d",
+        ylabel="facts stored at 99 % accuracy",
+        title="Facts stored vs parameters (Fig. 4 left)",
+    )
     ax.legend(fontsize=8)
     return ExperimentResult(results, {"facts_vs_params": fig})
 
@@ -274,41 +379,71 @@ def mechanism_experiment(ctx: Context) -> ExperimentResult:
     results = {"task": {"S": task.S, "R": task.R, "D": task.D}, "models": {}}
     for label, (H, m) in (("attention_heavy", p.attention_heavy), ("mlp_heavy", p.mlp_heavy)):
         model, fit = train_corner(task, H, m, p.mech_steps, p.batch, seed=ctx.seed)
-        results["models"][label] = {"H": H, "m": m, "d": 32, "d_h": 8, "train_accuracy": fit.accuracy,
-                                    "train_steps": fit.steps, **analyse(model, task, seed=ctx.seed, n=p.mech_n)}
+        results["models"][label] = {
+            "H": H,
+            "m": m,
+            "d": 32,
+            "d_h": 8,
+            "train_accuracy": fit.accuracy,
+            "train_steps": fit.steps,
+            **analyse(model, task, seed=ctx.seed, n=p.mech_n),
+        }
     dis = [results["models"][k]["distractor"] for k in results["models"]]
     results["distractor_flip_rate"] = sum(x["flip_rate"] for x in dis) / len(dis)
-    results["distractor_flip_share"] = sum(x["flip_rate"] / max(x["flip_rate"] + x["kept_rate"], 1e-9)
-                                           for x in dis) / len(dis)
+    results["distractor_flip_share"] = sum(
+        x["flip_rate"] / max(x["flip_rate"] + x["kept_rate"], 1e-9) for x in dis
+    ) / len(dis)
     return ExperimentResult(results, {"mechanism": _mechanism_figure(results)})
 
 
 def _mechanism_figure(results: dict):
     fig, axes = subplots(1, 3, figsize=(16, 5))
     labels = list(results["models"])
-    names = {label: "{} (H = {}, m = {})".format(label.replace("_", "-"), results["models"][label]["H"],
-                                                  results["models"][label]["m"]) for label in labels}
+    names = {
+        label: "{} (H = {}, m = {})".format(
+            label.replace("_", "-"), results["models"][label]["H"], results["models"][label]["m"]
+        )
+        for label in labels
+    }
     x = np.arange(len(labels))
-    mass = {"subject": "the subject", "relation": "the relation", "noise_per_token": "one noise token (mean)",
-            "eos": "EOS itself"}
+    mass = {
+        "subject": "the subject",
+        "relation": "the relation",
+        "noise_per_token": "one noise token (mean)",
+        "eos": "EOS itself",
+    }
     for k, (key, name) in enumerate(mass.items()):
         axes[0].bar(x + 0.2 * k - 0.3, [results["models"][m]["attention_mass"][key] for m in labels], 0.2, label=name)
-    axes[0].set(xticks=x, xticklabels=[names[m] for m in labels], ylabel="attention weight from EOS (mean over heads)",
-                title="Where EOS attends")
+    axes[0].set(
+        xticks=x,
+        xticklabels=[names[m] for m in labels],
+        ylabel="attention weight from EOS (mean over heads)",
+        title="Where EOS attends",
+    )
     axes[0].legend(fontsize=8, title="attention on", title_fontsize=8)
-    ablations = {"clean": "no ablation", "mlp_mean_ablated": "MLP mean-ablated",
-                 "ov_zero_mean_accuracy": "one head's OV set to 0 (mean over heads)",
-                 "head_mean_mean_accuracy": "one head mean-ablated (mean over heads)",
-                 "all_heads_mean_ablated": "all heads mean-ablated"}
+    ablations = {
+        "clean": "no ablation",
+        "mlp_mean_ablated": "MLP mean-ablated",
+        "ov_zero_mean_accuracy": "one head's OV set to 0 (mean over heads)",
+        "head_mean_mean_accuracy": "one head mean-ablated (mean over heads)",
+        "all_heads_mean_ablated": "all heads mean-ablated",
+    }
     for k, (key, name) in enumerate(ablations.items()):
         axes[1].bar(x + 0.16 * k - 0.32, [results["models"][m]["ablations"][key] for m in labels], 0.16, label=name)
-    axes[1].set(xticks=x, xticklabels=[names[m] for m in labels], ylabel="accuracy on all facts (fraction)",
-                title="Ablations: where the facts are stored")
+    axes[1].set(
+        xticks=x,
+        xticklabels=[names[m] for m in labels],
+        ylabel="accuracy on all facts (fraction)",
+        title="Ablations: where the facts are stored",
+    )
     axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     for m in labels:
         heads = results["models"][m]["subject_patching"]["value_per_head"]
         axes[2].plot(range(len(heads)), heads, "o-", label=names[m])
-    axes[2].set(xlabel="attention head", ylabel="logit difference recovered (fraction)",
-                title="Patching one head's values (hook_v) at the subject")
+    axes[2].set(
+        xlabel="attention head",
+        ylabel="logit difference recovered (fraction)",
+        title="Patching one head's values (hook_v) at the subject",
+    )
     axes[2].legend(fontsize=8)
     return fig

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from mechmem.papers import lazy_exports
 
-__getattr__ = lazy_exports(__name__, {
-    "TASKS": "task:TASKS",
-    "LatentConceptTask": "task:LatentConceptTask",
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "PRESETS": "presets:PRESETS",
-    "LCAReproduction": "reproduction:LCAReproduction",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "TASKS": "task:TASKS",
+        "LatentConceptTask": "task:LatentConceptTask",
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "PRESETS": "presets:PRESETS",
+        "LCAReproduction": "reproduction:LCAReproduction",
+    },
+)
 
 
 def add_cli(subparsers) -> None:

@@ -35,8 +35,12 @@ EXPERIMENTS = Experiments()
 
 
 def _model_info(t: Trained) -> dict:
-    return {"task": t.task.to_dict(), "model": t.spec.to_dict(), "train_accuracy": t.train_accuracy,
-            "train_seconds": round(t.seconds, 2)}
+    return {
+        "task": t.task.to_dict(),
+        "model": t.spec.to_dict(),
+        "train_accuracy": t.train_accuracy,
+        "train_seconds": round(t.seconds, 2),
+    }
 
 
 # --------------------------------------------------------------------------- wv_bar
@@ -50,10 +54,20 @@ def wv_bar(ctx: Context) -> ExperimentResult:
     for m in p.wv_bar_m:
         for L in p.wv_bar_L:
             task = lab.task(m=m, context_len=L, d_model=max(2, 2**m // 2))
-            accs = {name: lab.accuracy(lab.trained(task, train_W_V=flag)) for name, flag in
-                    (("trained", True), ("identity", False))}
-            rows.append({"m": m, "L": L, "d": task.d_model, "acc_trained": accs["trained"],
-                         "acc_identity": accs["identity"], "gap_points": 100 * (accs["trained"] - accs["identity"])})
+            accs = {
+                name: lab.accuracy(lab.trained(task, train_W_V=flag))
+                for name, flag in (("trained", True), ("identity", False))
+            }
+            rows.append(
+                {
+                    "m": m,
+                    "L": L,
+                    "d": task.d_model,
+                    "acc_trained": accs["trained"],
+                    "acc_identity": accs["identity"],
+                    "gap_points": 100 * (accs["trained"] - accs["identity"]),
+                }
+            )
     fig, axes = subplots(1, len(p.wv_bar_L), figsize=(4 * len(p.wv_bar_L), 3.4), squeeze=False)
     for ax, L in zip(axes[0], p.wv_bar_L):
         sub = [r for r in rows if r["L"] == L]
@@ -61,7 +75,9 @@ def wv_bar(ctx: Context) -> ExperimentResult:
         ax.bar(x - 0.2, [r["acc_trained"] for r in sub], 0.4, label="trained $W_V$")
         ax.bar(x + 0.2, [r["acc_identity"] for r in sub], 0.4, label="$W_V$ fixed to the identity")
         ax.set_xticks(x.tolist(), [f"m = {r['m']} (V = {2 ** r['m']}, d = {r['d']})" for r in sub])
-        ax.set(ylim=(0, 1.05), title=f"context length L = {L}", xlabel="latent bits m", ylabel="test accuracy (fraction)")
+        ax.set(
+            ylim=(0, 1.05), title=f"context length L = {L}", xlabel="latent bits m", ylabel="test accuracy (fraction)"
+        )
     axes[0][0].legend(loc="lower left")
     fig.suptitle(f"Trained vs identity value matrix (noise rate ε = {p.epsilon})")
     return ExperimentResult({"epsilon": p.epsilon, "rows": rows}, {"wv_bar": fig})
@@ -100,25 +116,37 @@ def wv_replace(ctx: Context) -> ExperimentResult:
         acc = lab.accuracy(trained)
         W_V = trained.model.blocks[0].attn.W_V.detach()[0]
         k = min(task.m + 1, d)
-        rows.append({"d": d, "acc_trained": acc, "acc_replaced": acc_replaced,
-                     "lost_points": 100 * (acc - acc_replaced), "k": k,
-                     "cos_left": principal_cosines(W_V, W_bar, k, "left").tolist(),
-                     "cos_right": principal_cosines(W_V, W_bar, k, "right").tolist()})
+        rows.append(
+            {
+                "d": d,
+                "acc_trained": acc,
+                "acc_replaced": acc_replaced,
+                "lost_points": 100 * (acc - acc_replaced),
+                "k": k,
+                "cos_left": principal_cosines(W_V, W_bar, k, "left").tolist(),
+                "cos_right": principal_cosines(W_V, W_bar, k, "right").tolist(),
+            }
+        )
     fig, (ax1, ax2) = subplots(1, 2, figsize=(9.5, 3.6))
     ds = [r["d"] for r in rows]
     V = 2**p.m
     ax1.plot(ds, [r["acc_trained"] for r in rows], "o-", label="trained $W_V$")
     ax1.plot(ds, [r["acc_replaced"] for r in rows], "s--", label=r"$W_V$ replaced by the constructed $\bar W_V$")
     ax1.axvline(V, color="grey", lw=0.8, ls=":", label=f"d = V = {V}")
-    ax1.set(xlabel="embedding dimension d", ylabel="test accuracy (fraction)",
-            title="Replacing $W_V$ by $\\bar W_V$")
+    ax1.set(xlabel="embedding dimension d", ylabel="test accuracy (fraction)", title="Replacing $W_V$ by $\\bar W_V$")
     ax1.set_xscale("log", base=2)
     ax1.legend(fontsize=8)
     ax2.plot(ds, [min(r["cos_left"][:3]) for r in rows], "o-", label="smallest of the top 3")
-    ax2.plot(ds, [sum(r["cos_left"]) / len(r["cos_left"]) for r in rows], "s--", label=f"mean of the top m+1 = {p.m + 1}")
+    ax2.plot(
+        ds, [sum(r["cos_left"]) / len(r["cos_left"]) for r in rows], "s--", label=f"mean of the top m+1 = {p.m + 1}"
+    )
     ax2.set_xscale("log", base=2)
-    ax2.set(ylim=(0, 1.02), xlabel="embedding dimension d", ylabel="cosine of the principal angle",
-            title="Left singular subspaces of $W_V$ and $\\bar W_V$")
+    ax2.set(
+        ylim=(0, 1.02),
+        xlabel="embedding dimension d",
+        ylabel="cosine of the principal angle",
+        title="Left singular subspaces of $W_V$ and $\\bar W_V$",
+    )
     ax2.legend(fontsize=8)
     return ExperimentResult({"m": p.m, "rows": rows}, {"wv_replace": fig})
 
@@ -140,14 +168,30 @@ def hamming_inner(ctx: Context) -> ExperimentResult:
         means = inner_by_hamming(trained.model.embed.W_E.detach(), m)
         dist = list(range(1, m + 1))
         a, b, r2 = affine_fit(dist, means[1:])
-        data[label] = {"distance": list(range(m + 1)), "mean_inner": means.tolist(), "intercept": a, "slope": b,
-                       "r2": r2, "spearman": spearman(dist, means[1:]),
-                       "memory_by_distance": memory_by_hamming(trained.model, m).tolist(), "model": _model_info(trained)}
+        data[label] = {
+            "distance": list(range(m + 1)),
+            "mean_inner": means.tolist(),
+            "intercept": a,
+            "slope": b,
+            "r2": r2,
+            "spearman": spearman(dist, means[1:]),
+            "memory_by_distance": memory_by_hamming(trained.model, m).tolist(),
+            "model": _model_info(trained),
+        }
         ax.plot(dist, means[1:].tolist(), "o", label=f"{labels[label]}")
-        ax.plot(dist, [a + b * x for x in dist], "-", color=ax.lines[-1].get_color(), lw=0.8,
-                label=f"affine fit (R² = {r2:.2f})")
-    ax.set(xlabel="Hamming distance $D_H(i, j)$ of the latent codes", ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",
-           title=f"Embedding inner products vs Hamming distance (m = {m})")
+        ax.plot(
+            dist,
+            [a + b * x for x in dist],
+            "-",
+            color=ax.lines[-1].get_color(),
+            lw=0.8,
+            label=f"affine fit (R² = {r2:.2f})",
+        )
+    ax.set(
+        xlabel="Hamming distance $D_H(i, j)$ of the latent codes",
+        ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",
+        title=f"Embedding inner products vs Hamming distance (m = {m})",
+    )
     ax.legend(fontsize=8)
     return ExperimentResult(data, {"hamming_inner": fig})
 
@@ -176,13 +220,20 @@ def spectrum(ctx: Context) -> ExperimentResult:
         eig = centred_gram_spectrum(trained.model.embed.W_E.detach(), 2**m)
         k = m + 1
         gap = (eig[k - 1] / eig[k]).item() if eig[k] > 0 else float("inf")
-        data[label] = {"eigenvalues": eig.tolist(), "top_m_plus_1_energy": top_energy(eig, k),
-                       "gap_ratio_m_plus_1": gap, "model": _model_info(trained)}
+        data[label] = {
+            "eigenvalues": eig.tolist(),
+            "top_m_plus_1_energy": top_energy(eig, k),
+            "gap_ratio_m_plus_1": gap,
+            "model": _model_info(trained),
+        }
         n = min(len(eig), ctx.preset.d_model + 2)
         ax.semilogy(range(1, n + 1), eig[:n].clamp_min(1e-8).tolist(), "o-", label=labels[label])
     ax.axvline(m + 1.5, color="grey", ls=":", lw=0.8, label=f"after the top m+1 = {m + 1}")
-    ax.set(xlabel="eigenvalue rank", ylabel="eigenvalue of the centred Gram matrix",
-           title=f"Spectrum of $W_E W_E^T$ (V = {2**m}, d = {ctx.preset.d_model})")
+    ax.set(
+        xlabel="eigenvalue rank",
+        ylabel="eigenvalue of the centred Gram matrix",
+        title=f"Spectrum of $W_E W_E^T$ (V = {2**m}, d = {ctx.preset.d_model})",
+    )
     ax.legend(fontsize=8)
     return ExperimentResult(data, {"spectrum": fig})
 
@@ -228,15 +279,21 @@ def attention(ctx: Context) -> ExperimentResult:
     main_tokens, main_y, main_noise = lab.eval_set(main.task)
     main_alpha = readout_attention(main.model, main_tokens)
     data = {
-        "task": task.to_dict(), "model": _model_info(trained),
+        "task": task.to_dict(),
+        "model": _model_info(trained),
         "mean_attention_same_cluster": alpha[same].mean().item(),
-        "mean_attention_other": alpha[~same].mean().item(), "cluster_ratio": ratio,
+        "mean_attention_other": alpha[~same].mean().item(),
+        "cluster_ratio": ratio,
         "mean_attention_noise": alpha[is_noise].mean().item(),
         "mean_attention_signal": alpha[~is_noise].mean().item(),
-        "accuracy": acc, "accuracy_uniform_attention": acc_uniform, "uniform_drop_points": 100 * (acc - acc_uniform),
-        "main_N1": {"accuracy": lab.accuracy(main), "accuracy_uniform_attention":
-                    uniform_attention_accuracy(main.model, main_tokens, main_y),
-                    "noise_over_signal_attention": (main_alpha[main_noise].mean() / main_alpha[~main_noise].mean()).item()},
+        "accuracy": acc,
+        "accuracy_uniform_attention": acc_uniform,
+        "uniform_drop_points": 100 * (acc - acc_uniform),
+        "main_N1": {
+            "accuracy": lab.accuracy(main),
+            "accuracy_uniform_attention": uniform_attention_accuracy(main.model, main_tokens, main_y),
+            "noise_over_signal_attention": (main_alpha[main_noise].mean() / main_alpha[~main_noise].mean()).item(),
+        },
     }
     qk = _token_scores(trained.model)
     fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 4.2))
@@ -246,18 +303,30 @@ def attention(ctx: Context) -> ExperimentResult:
         c = b * 2 ** (task.m - 2) - 0.5
         ax1.axhline(c, color="k", lw=0.5)
         ax1.axvline(c, color="k", lw=0.5)
-    ax1.set(title="Attention score by token pair\n(lines: cluster boundaries)", xlabel="key token",
-            ylabel="query token")
+    ax1.set(
+        title="Attention score by token pair\n(lines: cluster boundaries)", xlabel="key token", ylabel="query token"
+    )
     clusters = torch.arange(4)
-    by_cluster = torch.stack([torch.stack([alpha[(tokens[:, -1] >> (task.m - 2) == qc)[:, None]
-                                                 & (tokens >> (task.m - 2) == kc)].mean() for kc in clusters])
-                              for qc in clusters])
+    by_cluster = torch.stack(
+        [
+            torch.stack(
+                [
+                    alpha[(tokens[:, -1] >> (task.m - 2) == qc)[:, None] & (tokens >> (task.m - 2) == kc)].mean()
+                    for kc in clusters
+                ]
+            )
+            for qc in clusters
+        ]
+    )
     im2 = ax2.imshow(by_cluster.numpy(), cmap="viridis")
     fig.colorbar(im2, ax=ax2, fraction=0.046, label="mean attention weight")
     ax2.set_xticks(range(4))
     ax2.set_yticks(range(4))
-    ax2.set(xlabel="key token's cluster", ylabel="query token's cluster",
-            title="Read-out attention by cluster\n(first two latent bits)")
+    ax2.set(
+        xlabel="key token's cluster",
+        ylabel="query token's cluster",
+        title="Read-out attention by cluster\n(first two latent bits)",
+    )
     fig.suptitle(f"Cluster variant (ε = {task.epsilon}): same-cluster / other attention = {ratio:.2f}")
     data["attention_by_cluster"] = by_cluster.tolist()
     view = _circuitsvis_view(trained.model, tokens[0], y[0].item(), task)
@@ -303,8 +372,11 @@ def length(ctx: Context) -> ExperimentResult:
     if p.frozen_lengths:
         ax.plot(Ls, [r["acc_frozen"] for r in rows], "s--", label="frozen Gaussian embeddings")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="context length L (tokens)", ylabel="test accuracy (fraction)",
-           title=f"Accuracy vs context length (V = {2**p.m}, d = {p.d_model})")
+    ax.set(
+        xlabel="context length L (tokens)",
+        ylabel="test accuracy (fraction)",
+        title=f"Accuracy vs context length (V = {2**p.m}, d = {p.d_model})",
+    )
     ax.legend(fontsize=8)
     data = {"d": p.d_model, "m": p.m, "rows": rows, "spearman": spearman(Ls, [r["acc_trained"] for r in rows])}
     return ExperimentResult(data, {"length": fig})
@@ -317,8 +389,13 @@ def dim(ctx: Context) -> ExperimentResult:
     rows = []
     for d in p.dims:
         task = lab.task(d_model=d)
-        rows.append({"d": d, "acc_trained": lab.accuracy(lab.trained(task)),
-                     "acc_frozen": lab.accuracy(lab.trained(task, train_embed=False))})
+        rows.append(
+            {
+                "d": d,
+                "acc_trained": lab.accuracy(lab.trained(task)),
+                "acc_frozen": lab.accuracy(lab.trained(task, train_embed=False)),
+            }
+        )
     V = 2**p.m
     fig, ax = subplots(figsize=(5.2, 3.6))
     ds = [r["d"] for r in rows]
@@ -326,8 +403,11 @@ def dim(ctx: Context) -> ExperimentResult:
     ax.plot(ds, [r["acc_frozen"] for r in rows], "s--", label="frozen Gaussian embeddings")
     ax.axvline(V, color="grey", ls=":", lw=0.8, label=f"d = V = {V} (number of tokens)")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="embedding dimension d", ylabel="test accuracy (fraction)",
-           title=f"Accuracy vs embedding dimension (L = {p.context_len})")
+    ax.set(
+        xlabel="embedding dimension d",
+        ylabel="test accuracy (fraction)",
+        title=f"Accuracy vs embedding dimension (L = {p.context_len})",
+    )
     ax.legend(fontsize=8)
     data = {"V": V, "L": p.context_len, "rows": rows, "spearman": spearman(ds, [r["acc_trained"] for r in rows])}
     return ExperimentResult(data, {"dim": fig})
@@ -367,20 +447,32 @@ def hijack_synthetic(ctx: Context) -> ExperimentResult:
         hijacked, y_alt = hijack_context(tokens, y, k, task, ctx.generator(77))
         with torch.no_grad():
             pred = model(hijacked)[:, -1].argmax(-1)
-        rows.append({"k": k, "fraction": frac, "flip_rate": (pred == y_alt).float().mean().item(),
-                     "still_correct": (pred == y).float().mean().item()})
+        rows.append(
+            {
+                "k": k,
+                "fraction": frac,
+                "flip_rate": (pred == y_alt).float().mean().item(),
+                "still_correct": (pred == y).float().mean().item(),
+            }
+        )
     flips = [r["flip_rate"] for r in rows]
     monotone = all(b >= a - 0.02 for a, b in zip(flips, flips[1:]))
     patch = _patching_map(model, tokens[: p.n_patch], y[: p.n_patch], task, ctx.seed)
     fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.6))
     ax1.plot([r["k"] for r in rows], flips, "o-", label="prediction = y' (hijacked)")
     ax1.plot([r["k"] for r in rows], [r["still_correct"] for r in rows], "s--", label="prediction = y (correct)")
-    ax1.set(xlabel=f"k context tokens replaced by neighbours of y' (of L = {L})", ylabel="fraction of test sequences",
-            title="Synthetic context hijacking")
+    ax1.set(
+        xlabel=f"k context tokens replaced by neighbours of y' (of L = {L})",
+        ylabel="fraction of test sequences",
+        title="Synthetic context hijacking",
+    )
     ax1.legend(fontsize=8)
     ax2.bar(range(L), patch["effect"])
-    ax2.set(xlabel="patched position (blocks.0.hook_resid_pre)", ylabel="logit difference restored (fraction)",
-            title="Patching clean activations into the hijacked run")
+    ax2.set(
+        xlabel="patched position (blocks.0.hook_resid_pre)",
+        ylabel="logit difference restored (fraction)",
+        title="Patching clean activations into the hijacked run",
+    )
     data = {"L": L, "rows": rows, "monotone": monotone, "monotone_tolerance": 0.02, "patching": patch}
     return ExperimentResult(data, {"hijack_synthetic": fig})
 
@@ -401,8 +493,12 @@ def _patching_map(model: nn.Module, tokens: Tensor, y: Tensor, task, seed: int) 
     clean, corrupt = logit_diff(model(tokens)).item(), logit_diff(model(corrupted)).item()
     raw = patch_sweep(model, tokens, corrupted, logit_diff, sweep="resid_pre", progress=False)[0]
     effect = ((raw - corrupt) / (clean - corrupt)).tolist()
-    return {"clean_logit_diff": clean, "corrupted_logit_diff": corrupt, "effect": effect,
-            "effect_readout_position": effect[-1],
-            "mean_effect_other_positions": sum(effect[:-1]) / max(1, len(effect) - 1),
-            "sum_effect": sum(effect), "engine": "hooks.patching.patch_sweep(sweep='resid_pre')"}
-
+    return {
+        "clean_logit_diff": clean,
+        "corrupted_logit_diff": corrupt,
+        "effect": effect,
+        "effect_readout_position": effect[-1],
+        "mean_effect_other_positions": sum(effect[:-1]) / max(1, len(effect) - 1),
+        "sum_effect": sum(effect),
+        "engine": "hooks.patching.patch_sweep(sweep='resid_pre')",
+    }

@@ -49,10 +49,17 @@ class Lab:
         base = dict(m=p.m, context_len=p.context_len, neighbourhood="N1", epsilon=p.epsilon, d_model=p.d_model)
         return LatentConceptTask(**{**base, **overrides})
 
-    def trained(self, task: LatentConceptTask, d_model: int | None = None, train_W_V: bool = True,
-                train_embed: bool = True, tied: bool = True) -> Trained:
-        spec = LCAModelSpec(d_model=d_model or task.d_model, train_W_V=train_W_V, train_embed=train_embed,
-                            tied=tied, seed=self.seed)
+    def trained(
+        self,
+        task: LatentConceptTask,
+        d_model: int | None = None,
+        train_W_V: bool = True,
+        train_embed: bool = True,
+        tied: bool = True,
+    ) -> Trained:
+        spec = LCAModelSpec(
+            d_model=d_model or task.d_model, train_W_V=train_W_V, train_embed=train_embed, tied=tied, seed=self.seed
+        )
         key = (tuple(sorted(task.to_dict().items())), spec)
         if key not in self._models:
             t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The one-layer transformer of spec lca.md §3, built with ``mechmem.build_model``.
+"""The one-layer transformer of the paper (its Sections 5-6), built with ``mechmem.build_model``.
 
 One attention head, no MLP, no layer norm, no positional embedding, no biases, logits read at
 the query (last) position. ``d_head = d_model`` and ``W_O`` is fixed to the identity, so the

@@ -1,5 +1,5 @@
 """The sizes of the LCA reproduction: ``QUICK`` (minutes on a CPU), ``SMOKE`` (seconds, for tests)
-and ``FULL`` (the spec's grids: m = 4..7, d = 2..128, L = 4..256, 3000 Adam steps)."""
+and ``FULL`` (the paper-scale grids: m = 4..7, d = 2..128, L = 4..256, 3000 Adam steps)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ from mechmem.training import TrainConfig
 
 def _adam(steps: int, batch_size: int, lr: float, eval_batch_size: int = 1024) -> TrainConfig:
     """Adam at a constant lr, evaluated only at the start and the end (``eval_every = steps``)."""
-    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, optimizer="adam", eval_every=steps,
-                       eval_batch_size=eval_batch_size, progress=False)
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer="adam",
+        eval_every=steps,
+        eval_batch_size=eval_batch_size,
+        progress=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,27 @@ class LCAPreset(Preset):
 
 
 QUICK = LCAPreset()
-SMOKE = QUICK.override(name="smoke", m=4, context_len=16, d_model=8, wv_bar_m=(4,), wv_bar_L=(16, 32), dims=(4, 8, 32),
-                       lengths=(8, 16, 32), n_eval=400, n_patch=16,
-                       train=_adam(steps=60, batch_size=32, lr=1e-2, eval_batch_size=256))
-FULL = QUICK.override(name="full", wv_bar_m=(4, 5, 6, 7), dims=(2, 4, 8, 16, 32, 64, 128),
-                      lengths=(4, 8, 16, 32, 64, 128, 256), frozen_lengths=True, n_eval=5000, n_patch=128,
-                      train=_adam(steps=3000, batch_size=128, lr=3e-3))
+SMOKE = QUICK.override(
+    name="smoke",
+    m=4,
+    context_len=16,
+    d_model=8,
+    wv_bar_m=(4,),
+    wv_bar_L=(16, 32),
+    dims=(4, 8, 32),
+    lengths=(8, 16, 32),
+    n_eval=400,
+    n_patch=16,
+    train=_adam(steps=60, batch_size=32, lr=1e-2, eval_batch_size=256),
+)
+FULL = QUICK.override(
+    name="full",
+    wv_bar_m=(4, 5, 6, 7),
+    dims=(2, 4, 8, 16, 32, 64, 128),
+    lengths=(4, 8, 16, 32, 64, 128, 256),
+    frozen_lengths=True,
+    n_eval=5000,
+    n_patch=128,
+    train=_adam(steps=3000, batch_size=128, lr=3e-3),
+)
 PRESETS = {"smoke": SMOKE, "quick": QUICK, "full": FULL}

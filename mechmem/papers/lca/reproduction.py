@@ -6,7 +6,7 @@ qualitative (no headline numbers), so every threshold below is ours (``ours=True
 
 from __future__ import annotations
 
-from mechmem.claims import AtLeast, AtMost, Above, Below, Claim, Condition, IsTrue, Within
+from mechmem.claims import Above, AtLeast, AtMost, Below, Claim, Condition, IsTrue, Within
 from mechmem.reproducing import Context, Reproduction
 
 from .experiments import EXPERIMENTS
@@ -50,55 +50,136 @@ def _adequate_d(r) -> dict:
 
 
 CLAIMS = (
-    Claim("wv_trained_vs_identity", lambda r: _mean(_gaps(r, "short")), AtLeast(10), unit=" points",
-          statement="trained W_V beats W_V fixed to the identity at L = 64 (d = V/2 < V; mean over m), "
-                    "by less at L = 128", source=f"{PAPER} §5, Fig. 3a (Wv_bar_l64, Wv_bar_l128)", ours=True,
-          also=(Condition("gap at the longest L minus gap at the shortest", _long_minus_short_gap, Below(0),
-                          required=False),)),
-    Claim("wv_constructed_replacement", lambda r: _adequate_d(r)["lost_points"], AtMost(5), unit=" points",
-          statement="replacing W_V by the constructed W̄_V costs little accuracy at adequate d "
-                    "(measured at the largest d)", source=f"{PAPER} §5, App. C (wv_replace_dim)", ours=True),
-    Claim("hamming_inner_spearman", lambda r: r["hamming_inner"]["trained_W_V"]["spearman"], AtMost(-0.9),
-          statement="mean <W_E(i), W_E(j)> strictly decreases with the Hamming distance D_H (trained W_V and "
-                    "embeddings, d < V): Spearman correlation", source=f"{PAPER} §5 eq. 5.2, Fig. 3b", ours=True),
-    Claim("hamming_inner_r2", lambda r: r["hamming_inner"]["trained_W_V"]["r2"], AtLeast(0.9),
-          statement="an affine fit of the mean inner product against D_H explains it (R²), with a negative slope",
-          source=f"{PAPER} §5 eq. 5.2, Fig. 3b", ours=True,
-          also=(Condition("slope", lambda r: r["hamming_inner"]["trained_W_V"]["slope"], Below(0)),)),
-    Claim("spectrum_top_energy", lambda r: r["spectrum"]["trained_embeddings"]["top_m_plus_1_energy"], AtLeast(0.8),
-          statement="the top m+1 eigenvalues of the centred Gram matrix W_E W_E^T carry most of the energy "
-                    "(fraction)", source=f"{PAPER} §5, App. C (spectrum)", ours=True),
-    Claim("attention_cluster_ratio", lambda r: r["attention"]["cluster_ratio"], AtLeast(2), unit="x",
-          statement="cluster variant: mean attention on same-cluster context tokens over the mean on other tokens",
-          source=f"{PAPER} Fig. 3c, App. C (heat_map)", ours=True),
-    Claim("attention_uniform_drop", lambda r: r["attention"]["uniform_drop_points"], Above(1), unit=" points",
-          statement="learned attention beats uniform attention: accuracy lost when the pattern is made uniform "
-                    "(cluster variant)", source=f"{PAPER} §6, Fig. 3c", ours=True),
-    Claim("length_spearman", lambda r: r["length"]["spearman"], Above(0.8),
-          statement="accuracy rises with the context length L (Spearman correlation)",
-          source=f"{PAPER} App. C (length)", ours=True),
-    Claim("dim_spearman", lambda r: r["dim"]["spearman"], Above(0.8),
-          statement="accuracy rises with the embedding dimension d (Spearman correlation)",
-          source=f"{PAPER} App. C (dim)", ours=True),
-    Claim("frozen_gap_small_d", lambda r: _frozen_gap(r, "small"), AtLeast(10), unit=" points",
-          statement="d < V: frozen Gaussian embeddings are clearly worse than trained ones (accuracy gap)",
-          source=f"{PAPER} App. C (dim)", ours=True),
-    Claim("frozen_gap_large_d", lambda r: _frozen_gap(r, "large"), Within(-5, 5), unit=" points",
-          statement="d ≥ V: frozen Gaussian embeddings are about as good as trained ones (accuracy gap at the "
-                    "largest d)", source=f"{PAPER} App. C (dim)", ours=True),
-    Claim("hijack_flip_rate_max_k", lambda r: r["hijack_synthetic"]["rows"][-1]["flip_rate"], AtLeast(0.5),
-          statement="replacing the largest number k of context tokens by neighbours of y' flips most predictions "
-                    "to y' (fraction)", source=f"{PAPER} §6, App. C (confusion_bar)", ours=True),
-    Claim("hijack_monotone", lambda r: r["hijack_synthetic"]["monotone"], IsTrue(),
-          statement="the flip rate rises monotonically with k (each step >= -0.02)",
-          source=f"{PAPER} §6, App. C (confusion_bar)", ours=True),
+    Claim(
+        "wv_trained_vs_identity",
+        lambda r: _mean(_gaps(r, "short")),
+        AtLeast(10),
+        unit=" points",
+        statement="trained W_V beats W_V fixed to the identity at L = 64 (d = V/2 < V; mean over m), "
+        "by less at L = 128",
+        source=f"{PAPER} §5, Fig. 3a (Wv_bar_l64, Wv_bar_l128)",
+        ours=True,
+        also=(
+            Condition(
+                "gap at the longest L minus gap at the shortest", _long_minus_short_gap, Below(0), required=False
+            ),
+        ),
+    ),
+    Claim(
+        "wv_constructed_replacement",
+        lambda r: _adequate_d(r)["lost_points"],
+        AtMost(5),
+        unit=" points",
+        statement="replacing W_V by the constructed W̄_V costs little accuracy at adequate d "
+        "(measured at the largest d)",
+        source=f"{PAPER} §5, App. C (wv_replace_dim)",
+        ours=True,
+    ),
+    Claim(
+        "hamming_inner_spearman",
+        lambda r: r["hamming_inner"]["trained_W_V"]["spearman"],
+        AtMost(-0.9),
+        statement="mean <W_E(i), W_E(j)> strictly decreases with the Hamming distance D_H (trained W_V and "
+        "embeddings, d < V): Spearman correlation",
+        source=f"{PAPER} §5 eq. 5.2, Fig. 3b",
+        ours=True,
+    ),
+    Claim(
+        "hamming_inner_r2",
+        lambda r: r["hamming_inner"]["trained_W_V"]["r2"],
+        AtLeast(0.9),
+        statement="an affine fit of the mean inner product against D_H explains it (R²), with a negative slope",
+        source=f"{PAPER} §5 eq. 5.2, Fig. 3b",
+        ours=True,
+        also=(Condition("slope", lambda r: r["hamming_inner"]["trained_W_V"]["slope"], Below(0)),),
+    ),
+    Claim(
+        "spectrum_top_energy",
+        lambda r: r["spectrum"]["trained_embeddings"]["top_m_plus_1_energy"],
+        AtLeast(0.8),
+        statement="the top m+1 eigenvalues of the centred Gram matrix W_E W_E^T carry most of the energy (fraction)",
+        source=f"{PAPER} §5, App. C (spectrum)",
+        ours=True,
+    ),
+    Claim(
+        "attention_cluster_ratio",
+        lambda r: r["attention"]["cluster_ratio"],
+        AtLeast(2),
+        unit="x",
+        statement="cluster variant: mean attention on same-cluster context tokens over the mean on other tokens",
+        source=f"{PAPER} Fig. 3c, App. C (heat_map)",
+        ours=True,
+    ),
+    Claim(
+        "attention_uniform_drop",
+        lambda r: r["attention"]["uniform_drop_points"],
+        Above(1),
+        unit=" points",
+        statement="learned attention beats uniform attention: accuracy lost when the pattern is made uniform "
+        "(cluster variant)",
+        source=f"{PAPER} §6, Fig. 3c",
+        ours=True,
+    ),
+    Claim(
+        "length_spearman",
+        lambda r: r["length"]["spearman"],
+        Above(0.8),
+        statement="accuracy rises with the context length L (Spearman correlation)",
+        source=f"{PAPER} App. C (length)",
+        ours=True,
+    ),
+    Claim(
+        "dim_spearman",
+        lambda r: r["dim"]["spearman"],
+        Above(0.8),
+        statement="accuracy rises with the embedding dimension d (Spearman correlation)",
+        source=f"{PAPER} App. C (dim)",
+        ours=True,
+    ),
+    Claim(
+        "frozen_gap_small_d",
+        lambda r: _frozen_gap(r, "small"),
+        AtLeast(10),
+        unit=" points",
+        statement="d < V: frozen Gaussian embeddings are clearly worse than trained ones (accuracy gap)",
+        source=f"{PAPER} App. C (dim)",
+        ours=True,
+    ),
+    Claim(
+        "frozen_gap_large_d",
+        lambda r: _frozen_gap(r, "large"),
+        Within(-5, 5),
+        unit=" points",
+        statement="d ≥ V: frozen Gaussian embeddings are about as good as trained ones (accuracy gap at the largest d)",
+        source=f"{PAPER} App. C (dim)",
+        ours=True,
+    ),
+    Claim(
+        "hijack_flip_rate_max_k",
+        lambda r: r["hijack_synthetic"]["rows"][-1]["flip_rate"],
+        AtLeast(0.5),
+        statement="replacing the largest number k of context tokens by neighbours of y' flips most predictions "
+        "to y' (fraction)",
+        source=f"{PAPER} §6, App. C (confusion_bar)",
+        ours=True,
+    ),
+    Claim(
+        "hijack_monotone",
+        lambda r: r["hijack_synthetic"]["monotone"],
+        IsTrue(),
+        statement="the flip rate rises monotonically with k (each step >= -0.02)",
+        source=f"{PAPER} §6, App. C (confusion_bar)",
+        ours=True,
+    ),
 )
 
 
 class LCAReproduction(Reproduction):
     name = "lca"
-    title = ("Jiang, Rajendran, Ravikumar, Aragam (2024): Do LLMs dream of elephants (when told not to)? "
-             "Latent concept association and associative memory in transformers")
+    title = (
+        "Jiang, Rajendran, Ravikumar, Aragam (2024): Do LLMs dream of elephants (when told not to)? "
+        "Latent concept association and associative memory in transformers"
+    )
     presets = PRESETS
     experiments = EXPERIMENTS
     claims = CLAIMS

@@ -7,9 +7,9 @@ zero, which the task's loss mask never reads.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn

@@ -11,10 +11,13 @@ from mechmem.papers import lazy_exports
 from mechmem.papers.scaling.cli import add_cli
 
 TASKS: dict[str, type] = {}
-__getattr__ = lazy_exports(__name__, {
-    "EXPERIMENTS": "experiments:EXPERIMENTS",
-    "PRESETS": "presets:PRESETS",
-    "ScalingReproduction": "reproduction:ScalingReproduction",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EXPERIMENTS": "experiments:EXPERIMENTS",
+        "PRESETS": "presets:PRESETS",
+        "ScalingReproduction": "reproduction:ScalingReproduction",
+    },
+)
 
 __all__ = ["EXPERIMENTS", "PRESETS", "ScalingReproduction", "TASKS", "add_cli"]

@@ -21,8 +21,12 @@ def add_cli(subparsers) -> None:
     add_reproduce_arguments(p)
     p.add_argument("--backend", choices=BACKENDS, default="local", help="sweep backend (default: local processes)")
     p.add_argument("--address", default=None, help="Ray cluster address (backend ray only)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local worker processes of the optimiser grid (default: the preset's: 1 quick, all CPUs full)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes of the optimiser grid (default: the preset's: 1 quick, all CPUs full)",
+    )
     p.set_defaults(func=cmd_scaling_sweep, paper="scaling")
 
 

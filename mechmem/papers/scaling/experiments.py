@@ -41,8 +41,11 @@ from mechmem.reproducing import Context, ExperimentResult, Experiments, torch_th
 from mechmem.sweep import expand_grid, run_sweep
 
 EXPERIMENTS = Experiments()
-SCHEME_LABELS = {"all": "q = 1 on every token", "frequency": "q = p (frequency)",
-                 "threshold": "q = 1{x < d/8} (threshold)"}
+SCHEME_LABELS = {
+    "all": "q = 1 on every token",
+    "frequency": "q = p (frequency)",
+    "threshold": "q = 1{x < d/8} (threshold)",
+}
 # the paper's table (B): threshold P = d // 12 over the seen tokens, N = 1000, M = 5, alpha = 2 (30 trials)
 JOINT_DS = [10, 20, 50, 100, 200, 1000]
 JOINT_TS = [10, 100, 1000, 10000]
@@ -81,8 +84,14 @@ def error_vs_d(ctx: Context) -> ExperimentResult:
     N, M = 1000, 5
     emb = Embeddings.draw(N, M, max(D_GRID), p_.n_trials, ctx.generator())
     f = targets(N, M)
-    res: dict[str, Any] = {"N": N, "M": M, "ds": D_GRID, "n_trials": p_.n_trials, "threshold_divisor": 8,
-                           "by_alpha": {}}
+    res: dict[str, Any] = {
+        "N": N,
+        "M": M,
+        "ds": D_GRID,
+        "n_trials": p_.n_trials,
+        "threshold_divisor": 8,
+        "by_alpha": {},
+    }
     fig, axes = subplots(1, len(alphas), figsize=(5.2 * len(alphas), 4.2), squeeze=False)
     for ax, alpha in zip(axes[0], alphas):
         p = zipf_probs(N, alpha)
@@ -139,20 +148,28 @@ def error_vs_T(ctx: Context) -> ExperimentResult:
     res["fit_window"] = [T_GRID[i] for i in window]
     res["slope_top_seen"] = fit_loglog_slope(res["fit_window"], e)[0]
     res["rel_error_vs_formula"] = [abs(a - b) / b for a, b in zip(e, mm)]
-    res["rel_error_vs_formula_times_1_minus_1_over_M"] = [abs(a - b * (1 - 1 / M)) / (b * (1 - 1 / M))
-                                                          for a, b in zip(e, mm)]
+    res["rel_error_vs_formula_times_1_minus_1_over_M"] = [
+        abs(a - b * (1 - 1 / M)) / (b * (1 - 1 / M)) for a, b in zip(e, mm)
+    ]
     res["formula_vs_exact_rel_error"] = [
         abs(a - b) / b for a, b in zip(res["missing_mass_formula"], res["exact_missing_mass"])
     ]
     fig, ax = subplots(figsize=(6, 4.4))
-    ax.plot(T_GRID, res["mean_error_top_seen"], "o-",
-            label=f"the {d // 12} most frequent seen tokens stored (slope {res['slope_top_seen']:.2f})")
+    ax.plot(
+        T_GRID,
+        res["mean_error_top_seen"],
+        "o-",
+        label=f"the {d // 12} most frequent seen tokens stored (slope {res['slope_top_seen']:.2f})",
+    )
     ax.plot(T_GRID, res["mean_error_seen"], "s-", label="every seen token stored")
     ax.plot(T_GRID, res["exact_missing_mass"], "k-", lw=0.8, label="expected mass of unseen tokens (exact)")
     ax.plot(T_GRID, res["missing_mass_formula"], "k--", lw=0.8, label="missing-mass formula (asymptotic)")
     _log_axes(ax)
-    ax.set(xlabel="number of samples T", ylabel="recall error (probability)",
-           title=f"Error vs data (d = {d}, N = {N}, α = {alpha})")
+    ax.set(
+        xlabel="number of samples T",
+        ylabel="recall error (probability)",
+        title=f"Error vs data (d = {d}, N = {N}, α = {alpha})",
+    )
     ax.legend(fontsize=7)
     return ExperimentResult(res, {"error_vs_T": fig})
 
@@ -168,17 +185,30 @@ def joint_table(ctx: Context) -> ExperimentResult:
         for v, r in zip(row, ref_row):
             rel.append(abs(v - r) / r)
             within.append(abs(v - r) <= 0.2 * r or (r < 0.05 and abs(v - r) <= 0.01))
-    res = {"N": N, "M": M, "alpha": alpha, "ds": JOINT_DS, "Ts": JOINT_TS, "n_trials": n_trials,
-           "mean_error": table, "reference": JOINT_REFERENCE, "max_rel_error": max(rel),
-           "cells_within_tolerance": sum(within), "n_cells": len(within)}
+    res = {
+        "N": N,
+        "M": M,
+        "alpha": alpha,
+        "ds": JOINT_DS,
+        "Ts": JOINT_TS,
+        "n_trials": n_trials,
+        "mean_error": table,
+        "reference": JOINT_REFERENCE,
+        "max_rel_error": max(rel),
+        "cells_within_tolerance": sum(within),
+        "n_cells": len(within),
+    }
     fig, ax = subplots(figsize=(6, 4.4))
     for T, row, ref in zip(JOINT_TS, table, JOINT_REFERENCE):
         line = ax.plot(JOINT_DS, row, "o-", label=f"T = {T} samples")[0]
         ax.plot(JOINT_DS, ref, "x:", color=line.get_color())
     ax.plot([], [], "kx:", label="reference table (same colour)")
     _log_axes(ax)
-    ax.set(xlabel="memory dimension d", ylabel="recall error (probability)",
-           title="Threshold P = d/12 over the seen tokens: measured vs reference")
+    ax.set(
+        xlabel="memory dimension d",
+        ylabel="recall error (probability)",
+        title="Threshold P = d/12 over the seen tokens: measured vs reference",
+    )
     ax.legend(fontsize=7)
     return ExperimentResult(res, {"joint_table": fig})
 
@@ -194,8 +224,11 @@ def naive_contour(ctx: Context) -> ExperimentResult:
     fig, ax = subplots(figsize=(5.5, 4.2))
     im = ax.contourf(np.log10(ds), np.log10(Ts), table.numpy(), levels=12, cmap="viridis")
     fig.colorbar(im, ax=ax, label="recall error (probability)")
-    ax.set(xlabel="log10 memory dimension d", ylabel="log10 number of samples T",
-           title=f"Storing every seen token (N = {N}, α = {alpha})")
+    ax.set(
+        xlabel="log10 memory dimension d",
+        ylabel="log10 number of samples T",
+        title=f"Storing every seen token (N = {N}, α = {alpha})",
+    )
     return ExperimentResult(res, {"naive_contour": fig})
 
 
@@ -216,16 +249,25 @@ def optimiser_grid(preset, seed: int) -> list[dict]:
     """The optimiser mini-grid (N = 100, M = 5, alpha = 2), tagged by study."""
     base = dict(N=100, M=5, alpha=2.0, n_trials=preset.optim_trials, seed=seed, layernorm=False)
     T, lrs = preset.optim_T, [0.1, 1.0, 10.0, 100.0]
-    configs = list(expand_grid({"d": list(preset.tuned_ds), "optimizer": ["sgd", "adam"], "lr": lrs},
-                               {**base, "model": "matrix", "T": T, "B": 256, "study": "tuned"}))
+    configs = list(
+        expand_grid(
+            {"d": list(preset.tuned_ds), "optimizer": ["sgd", "adam"], "lr": lrs},
+            {**base, "model": "matrix", "T": T, "B": 256, "study": "tuned"},
+        )
+    )
     for d in preset.small_ds:
         for B, lr in ((16, 1.0), (1024, 10.0)):
-            configs.append({**base, "model": "matrix", "optimizer": "adam", "T": 1024, "B": B, "lr": lr, "d": d,
-                            "study": "batch"})
-    configs += expand_grid({"d": list(preset.small_ds), "lr": lrs},
-                           {**base, "model": "matrix", "optimizer": "sgd", "T": T, "B": 64, "study": "lr"})
-    configs += expand_grid({"model": ["matrix", "learnable", "exponential"]},
-                           {**base, "optimizer": "sgd", "lr": 1.0, "T": T, "B": 16, "d": 10, "study": "embeddings"})
+            configs.append(
+                {**base, "model": "matrix", "optimizer": "adam", "T": 1024, "B": B, "lr": lr, "d": d, "study": "batch"}
+            )
+    configs += expand_grid(
+        {"d": list(preset.small_ds), "lr": lrs},
+        {**base, "model": "matrix", "optimizer": "sgd", "T": T, "B": 64, "study": "lr"},
+    )
+    configs += expand_grid(
+        {"model": ["matrix", "learnable", "exponential"]},
+        {**base, "optimizer": "sgd", "lr": 1.0, "T": T, "B": 16, "d": 10, "study": "embeddings"},
+    )
     for c in configs:
         c["log_every"] = c["T"] // c["B"]
     return configs
@@ -242,8 +284,16 @@ def optimisers(ctx: Context) -> ExperimentResult:
     configs = optimiser_grid(ctx.preset, ctx.seed)
     path = ctx.out / "sweeps" / "optimisers.jsonl"
     workers = ctx.sweep.workers if ctx.sweep.workers is not None else ctx.preset.workers
-    rows = run_sweep(_run_point, configs, path, backend=ctx.sweep.backend, workers=workers,
-                     address=ctx.sweep.address, progress=ctx.progress, desc="optimiser grid")
+    rows = run_sweep(
+        _run_point,
+        configs,
+        path,
+        backend=ctx.sweep.backend,
+        workers=workers,
+        address=ctx.sweep.address,
+        progress=ctx.progress,
+        desc="optimiser grid",
+    )
     final = {}
     for row in rows:
         c = row["config"]
@@ -252,7 +302,7 @@ def optimisers(ctx: Context) -> ExperimentResult:
 
     # Adam vs SGD at their tuned lr (per trial), d >= 50
     tuned = {}
-    for (study, model, opt, d, B, lr), e in final.items():
+    for (study, _model, opt, d, _B, _lr), e in final.items():
         if study == "tuned":
             tuned[(opt, d)] = torch.minimum(tuned[(opt, d)], e) if (opt, d) in tuned else e
     tuned_ds = sorted({d for _, d in tuned})
@@ -265,10 +315,13 @@ def optimisers(ctx: Context) -> ExperimentResult:
     batch_ds = sorted({k[3] for k in final if k[0] == "batch"})
     small = {d: final[("batch", "matrix", "adam", d, 16, 1.0)] for d in batch_ds}
     large = {d: final[("batch", "matrix", "adam", d, 1024, 10.0)] for d in batch_ds}
-    res["batch"] = {"B16_lr1": {str(d): small[d].mean().item() for d in batch_ds},
-                    "B1024_lr10": {str(d): large[d].mean().item() for d in batch_ds}}
+    res["batch"] = {
+        "B16_lr1": {str(d): small[d].mean().item() for d in batch_ds},
+        "B1024_lr10": {str(d): large[d].mean().item() for d in batch_ds},
+    }
     res["small_batch_beats_large_fraction"] = (
-        torch.stack([small[d] < large[d] for d in batch_ds]).all(0).double().mean().item())
+        torch.stack([small[d] < large[d] for d in batch_ds]).all(0).double().mean().item()
+    )
 
     # SGD learning rate at B = 64
     lr_ds = sorted({k[3] for k in final if k[0] == "lr"})
@@ -303,8 +356,11 @@ def _optimisers_figure(res: dict, tuned_ds, batch_ds, lr_ds, lrs, preset):
         axes[2].plot(lrs, res["sgd_lr"]["mean_error"][str(d)], "o-", label=f"d = {d}")
     axes[2].set(title=f"SGD learning rate (B = 64, T = {T})", xlabel="learning rate")
     _log_axes(*axes[:3])
-    model_names = {"matrix": "fixed embeddings\n(matrix W)", "learnable": "learned\nembeddings",
-                   "exponential": "exponential\nmodel"}
+    model_names = {
+        "matrix": "fixed embeddings\n(matrix W)",
+        "learnable": "learned\nembeddings",
+        "exponential": "exponential\nmodel",
+    }
     axes[3].bar([model_names[m] for m in res["embeddings_d10"]], list(res["embeddings_d10"].values()))
     axes[3].set(title="Learned embeddings (SGD lr 1, B = 16, d = 10)", yscale="log")
     for ax in axes:
@@ -319,8 +375,20 @@ def _optimisers_figure(res: dict, tuned_ds, batch_ds, lr_ds, lrs, preset):
 def sgd_vs_approximation(ctx: Context) -> ExperimentResult:
     """Real SGD (W = 0 at start) vs the analytic recursion of the paper, on the same embeddings and batches."""
     steps = ctx.preset.sgd_steps
-    cfg = OptimConfig(model="matrix", optimizer="sgd", N=100, M=5, alpha=2.0, d=10, T=1000 * steps, B=1000,
-                      lr=1.0, init="zero", n_trials=100, seed=ctx.seed)
+    cfg = OptimConfig(
+        model="matrix",
+        optimizer="sgd",
+        N=100,
+        M=5,
+        alpha=2.0,
+        d=10,
+        T=1000 * steps,
+        B=1000,
+        lr=1.0,
+        init="zero",
+        n_trials=100,
+        seed=ctx.seed,
+    )
     gen = ctx.generator()
     params = init_parameters(cfg, gen)
     xs = sample_stream(cfg, gen)
@@ -331,13 +399,22 @@ def sgd_vs_approximation(ctx: Context) -> ExperimentResult:
     approx = error_curve(q[:, None], emb, [cfg.d], p, f)[:, 0]  # [steps+1, trials]
     real_mean, approx_mean = real.errors.mean(-1)[1:], approx.mean(-1)[1:]
     gap = (real_mean - approx_mean).abs()
-    res = {"steps": list(range(1, steps + 1)), "real_error": real_mean.tolist(), "approx_error": approx_mean.tolist(),
-           "gap_first_10_steps": gap[:10].max().item(), "gap_all_steps": gap.max().item(), "config": config_dict(cfg)}
+    res = {
+        "steps": list(range(1, steps + 1)),
+        "real_error": real_mean.tolist(),
+        "approx_error": approx_mean.tolist(),
+        "gap_first_10_steps": gap[:10].max().item(),
+        "gap_all_steps": gap.max().item(),
+        "config": config_dict(cfg),
+    }
     fig, ax = subplots(figsize=(6, 4.2))
     ax.plot(res["steps"], res["real_error"], label="SGD")
     ax.plot(res["steps"], res["approx_error"], "--", label="analytic approximation of SGD")
-    ax.set(xlabel="SGD step", ylabel="recall error (mean over 100 trials)",
-           title="SGD vs its approximation (N = 100, d = 10, B = 1000, lr = 1)")
+    ax.set(
+        xlabel="SGD step",
+        ylabel="recall error (mean over 100 trials)",
+        title="SGD vs its approximation (N = 100, d = 10, B = 1000, lr = 1)",
+    )
     ax.legend()
     return ExperimentResult(res, {"sgd_approximation": fig})
 
@@ -356,14 +433,30 @@ def heatmaps(ctx: Context) -> ExperimentResult:
     for name, q in (("q=1", torch.ones(N, dtype=torch.float64)), ("q=p_hat", counts / counts.sum())):
         W = memory_matrix(q, E, U, f)
         maps[name] = torch.softmax(E @ W.T @ U.T, -1)
-    cfg = OptimConfig(model="matrix", optimizer="sgd", N=10, M=5, alpha=1.5, d=5, T=200, B=1, lr=0.1, init="zero",
-                      seed=ctx.seed, snapshot_every=50, log_every=50)
+    cfg = OptimConfig(
+        model="matrix",
+        optimizer="sgd",
+        N=10,
+        M=5,
+        alpha=1.5,
+        d=5,
+        T=200,
+        B=1,
+        lr=0.1,
+        init="zero",
+        seed=ctx.seed,
+        snapshot_every=50,
+        log_every=50,
+    )
     snaps = train_memory(cfg).snapshots
-    res = {"association_maps": {k: v.tolist() for k, v in maps.items()},
-           "sgd_snapshots": {str(s): m.tolist() for s, m in snaps}}
+    res = {
+        "association_maps": {k: v.tolist() for k, v in maps.items()},
+        "sgd_snapshots": {str(s): m.tolist() for s, m in snaps},
+    }
     titles = {"q=1": "q = 1 (d = 10)", "q=p_hat": "q = empirical frequency\n(d = 10, T = 1000)"}
-    panels = [(titles[k], m) for k, m in maps.items()] + [(f"SGD, step {s}\n(d = 5, lr 0.1, batch 1)", m)
-                                                         for s, m in snaps]
+    panels = [(titles[k], m) for k, m in maps.items()] + [
+        (f"SGD, step {s}\n(d = 5, lr 0.1, batch 1)", m) for s, m in snaps
+    ]
     fig, axes = subplots(1, len(panels), figsize=(2.9 * len(panels) + 1, 3.6))
     for ax, (title, m) in zip(axes, panels):
         im = ax.imshow(torch.as_tensor(m).numpy(), cmap="magma", vmin=0, vmax=1, aspect="auto")

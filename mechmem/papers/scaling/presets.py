@@ -4,7 +4,6 @@ for tests) and ``FULL`` (alpha = 1.5, 2 and 3, the larger optimiser grid, 100 SG
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from mechmem.reproducing import Preset
 
@@ -29,12 +28,27 @@ class ScalingPreset(Preset):
     small_ds: tuple[int, ...] = (10, 100)
     optim_T: int = 10240
     sgd_steps: int = 20
-    workers: Optional[int] = 1
+    workers: int | None = 1
 
 
 QUICK = ScalingPreset()
-SMOKE = QUICK.override(name="smoke", n_trials=2, d_grid=(10, 20, 54, 112), t_grid=(10, 100, 1000), optim_trials=2,
-                       tuned_ds=(50,), small_ds=(10,), optim_T=1024, sgd_steps=10)
-FULL = QUICK.override(name="full", alphas=(2.0, 1.5, 3.0), tuned_ds=(10, 50, 100, 200, 1000), small_ds=(10, 100, 1000),
-                      sgd_steps=100, workers=None)
+SMOKE = QUICK.override(
+    name="smoke",
+    n_trials=2,
+    d_grid=(10, 20, 54, 112),
+    t_grid=(10, 100, 1000),
+    optim_trials=2,
+    tuned_ds=(50,),
+    small_ds=(10,),
+    optim_T=1024,
+    sgd_steps=10,
+)
+FULL = QUICK.override(
+    name="full",
+    alphas=(2.0, 1.5, 3.0),
+    tuned_ds=(10, 50, 100, 200, 1000),
+    small_ds=(10, 100, 1000),
+    sgd_steps=100,
+    workers=None,
+)
 PRESETS = {"smoke": SMOKE, "quick": QUICK, "full": FULL}

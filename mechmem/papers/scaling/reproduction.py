@@ -37,48 +37,102 @@ def _other_alpha_claims() -> tuple[Claim, ...]:
     for alpha in ("1.5", "3.0"):
         for scheme, tol in (("threshold", 0.15), ("frequency", 0.1)):
             theory = theory_slopes(float(alpha))[scheme]
-            claims.append(Claim(
-                f"{scheme}_d_slope_alpha_{alpha.rstrip('0').rstrip('.')}".replace(".", "_"), _slope(alpha, scheme),
-                Near(theory, tol, label=f"{'-(α-1)' if scheme == 'threshold' else '-(α-1)/(2α)'}"),
-                statement=f"log-log slope of the error in d, {scheme} scheme, at alpha = {alpha}",
-                source=f"{PAPER} §3 (rates in d)", presets=("full",)))
+            claims.append(
+                Claim(
+                    f"{scheme}_d_slope_alpha_{alpha.rstrip('0').rstrip('.')}".replace(".", "_"),
+                    _slope(alpha, scheme),
+                    Near(theory, tol, label=f"{'-(α-1)' if scheme == 'threshold' else '-(α-1)/(2α)'}"),
+                    statement=f"log-log slope of the error in d, {scheme} scheme, at alpha = {alpha}",
+                    source=f"{PAPER} §3 (rates in d)",
+                    presets=("full",),
+                )
+            )
     return tuple(claims)
 
 
 CLAIMS = (
-    Claim("threshold_d_slope", _slope("2.0", "threshold"), Near(-1, 0.15),
-          statement="error ~ d^-(α-1) for q = 1{x < d/8}: log-log slope in d (α = 2, d from 20 to 1000)",
-          source=f"{PAPER} §3 (finite capacity, infinite data), Fig. 1"),
-    Claim("frequency_d_slope", _slope("2.0", "frequency"), Near(-0.25, 0.1),
-          statement="error ~ d^-(α-1)/(2α) for q = p: log-log slope in d (α = 2)",
-          source=f"{PAPER} §3 (finite capacity, infinite data)"),
-    Claim("uniform_no_decay", uniform_no_decay, IsTrue(),
-          statement="q = 1 on all N tokens does not decay until d ~ N: at every d <= N/10 the error keeps at "
-                    "least half its value at the smallest d", source=f"{PAPER} §3"),
-    Claim("data_T_slope", lambda r: r["error_vs_T"]["slope_top_seen"], Near(-0.5, 0.1),
-          statement="error ~ T^(-1+1/α) with enough capacity: log-log slope in T (d = 1000, T from 1e2 to 1e4)",
-          source=f"{PAPER} §3 (finite data), Fig. 1"),
-    Claim("missing_mass_rel_error", lambda r: max(r["error_vs_T"]["rel_error_vs_formula"]), AtMost(0.2),
-          statement="the error follows the missing-mass formula (largest relative difference, T from 1e2 to 1e4)",
-          source=f"{PAPER} §3 (finite data)", ours=True),
-    Claim("joint_table_max_rel_error", lambda r: r["joint_table"]["max_rel_error"], Reported(),
-          statement="error over (d, T) with threshold P = d/12 over the seen tokens matches the reference table "
-                    "within 20 % relative (or 0.01 absolute below 0.05): largest relative difference",
-          source=f"{PAPER} §3 (both finite); reference re-implementation", ours=True,
-          also=(Condition("cells outside the tolerance",
-                          lambda r: r["joint_table"]["n_cells"] - r["joint_table"]["cells_within_tolerance"],
-                          Equals(0)),)),
-    _fraction_claim("adam_beats_sgd_fraction", "Adam beats SGD at their best learning rates for every d >= 50 "
-                    "(fraction of trials)", f"{PAPER} §4 (optimisation), Fig. 4"),
-    _fraction_claim("small_batch_beats_large_fraction", "a small batch (16) beats a large one (1024) at T = 1024 for "
-                    "every d (fraction of trials)", f"{PAPER} §4 (batch size)"),
-    _fraction_claim("sgd_lr_monotone_fraction", "the SGD error decreases strictly with the learning rate over "
-                    "0.1, 1, 10, 100 at B = 64, for every d (fraction of trials)", f"{PAPER} §4 (learning rate)"),
-    _fraction_claim("learned_embeddings_beat_fixed_fraction", "learned embeddings store far more at d = 10: error "
-                    "below half the fixed-embedding error (fraction of trials)", f"{PAPER} §4 (learned embeddings)"),
-    Claim("sgd_approximation_gap", lambda r: r["sgd_approximation"]["gap_first_10_steps"], Below(0.01),
-          statement="the analytic approximation of SGD tracks real SGD over the first 10 steps (largest gap in error)",
-          source=f"{PAPER} §4 (SGD approximation)", ours=True),
+    Claim(
+        "threshold_d_slope",
+        _slope("2.0", "threshold"),
+        Near(-1, 0.15),
+        statement="error ~ d^-(α-1) for q = 1{x < d/8}: log-log slope in d (α = 2, d from 20 to 1000)",
+        source=f"{PAPER} §3 (finite capacity, infinite data), Fig. 1",
+    ),
+    Claim(
+        "frequency_d_slope",
+        _slope("2.0", "frequency"),
+        Near(-0.25, 0.1),
+        statement="error ~ d^-(α-1)/(2α) for q = p: log-log slope in d (α = 2)",
+        source=f"{PAPER} §3 (finite capacity, infinite data)",
+    ),
+    Claim(
+        "uniform_no_decay",
+        uniform_no_decay,
+        IsTrue(),
+        statement="q = 1 on all N tokens does not decay until d ~ N: at every d <= N/10 the error keeps at "
+        "least half its value at the smallest d",
+        source=f"{PAPER} §3",
+    ),
+    Claim(
+        "data_T_slope",
+        lambda r: r["error_vs_T"]["slope_top_seen"],
+        Near(-0.5, 0.1),
+        statement="error ~ T^(-1+1/α) with enough capacity: log-log slope in T (d = 1000, T from 1e2 to 1e4)",
+        source=f"{PAPER} §3 (finite data), Fig. 1",
+    ),
+    Claim(
+        "missing_mass_rel_error",
+        lambda r: max(r["error_vs_T"]["rel_error_vs_formula"]),
+        AtMost(0.2),
+        statement="the error follows the missing-mass formula (largest relative difference, T from 1e2 to 1e4)",
+        source=f"{PAPER} §3 (finite data)",
+        ours=True,
+    ),
+    Claim(
+        "joint_table_max_rel_error",
+        lambda r: r["joint_table"]["max_rel_error"],
+        Reported(),
+        statement="error over (d, T) with threshold P = d/12 over the seen tokens matches the reference table "
+        "within 20 % relative (or 0.01 absolute below 0.05): largest relative difference",
+        source=f"{PAPER} §3 (both finite); reference re-implementation",
+        ours=True,
+        also=(
+            Condition(
+                "cells outside the tolerance",
+                lambda r: r["joint_table"]["n_cells"] - r["joint_table"]["cells_within_tolerance"],
+                Equals(0),
+            ),
+        ),
+    ),
+    _fraction_claim(
+        "adam_beats_sgd_fraction",
+        "Adam beats SGD at their best learning rates for every d >= 50 (fraction of trials)",
+        f"{PAPER} §4 (optimisation), Fig. 4",
+    ),
+    _fraction_claim(
+        "small_batch_beats_large_fraction",
+        "a small batch (16) beats a large one (1024) at T = 1024 for every d (fraction of trials)",
+        f"{PAPER} §4 (batch size)",
+    ),
+    _fraction_claim(
+        "sgd_lr_monotone_fraction",
+        "the SGD error decreases strictly with the learning rate over "
+        "0.1, 1, 10, 100 at B = 64, for every d (fraction of trials)",
+        f"{PAPER} §4 (learning rate)",
+    ),
+    _fraction_claim(
+        "learned_embeddings_beat_fixed_fraction",
+        "learned embeddings store far more at d = 10: error below half the fixed-embedding error (fraction of trials)",
+        f"{PAPER} §4 (learned embeddings)",
+    ),
+    Claim(
+        "sgd_approximation_gap",
+        lambda r: r["sgd_approximation"]["gap_first_10_steps"],
+        Below(0.01),
+        statement="the analytic approximation of SGD tracks real SGD over the first 10 steps (largest gap in error)",
+        source=f"{PAPER} §4 (SGD approximation)",
+        ours=True,
+    ),
 ) + _other_alpha_claims()
 
 

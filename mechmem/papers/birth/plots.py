@@ -35,7 +35,8 @@ def plot_curves(
             if key.startswith("loss"):
                 ax2 = ax2 or ax.twinx()
                 target = ax2
-            target.plot(*zip(*pts), label=label, ls="--" if key.startswith("loss") else "-")
+            color = f"C{len(ax.lines) + (len(ax2.lines) if ax2 is not None else 0)}"  # one colour per curve
+            target.plot(*zip(*pts), label=label, ls="--" if key.startswith("loss") else "-", color=color)
     if hline is not None and ax2 is not None:
         ax2.axhline(hline[1], color="gray", lw=0.8, ls=":", label=f"{hline[0]} ({hline[1]:.3f} nats)")
     if vline is not None:

@@ -64,7 +64,7 @@ def dynamics_experiment(ctx: Context) -> ExperimentResult:
         ax.plot(steps, [h[key] for h in history], label=names[key])
     for value, name in ((math.log(cfg.R * cfg.D), "ln(RD)"), (math.log(cfg.D), "ln D"), (math.log(cfg.R), "ln R")):
         ax.axhline(value, color="grey", lw=0.6, ls=":")
-        ax.text(steps[-1], value, name, fontsize=7, va="bottom", ha="right")
+        ax.text(steps[0], value, name, fontsize=7, va="bottom", ha="left")
     ax.plot([], [], color="grey", lw=0.6, ls=":", label="reference levels ln(RD), ln D, ln R")
     for step in (st["stage1_end_step"], st["stage2_end_step"]):
         if step is not None:
@@ -247,7 +247,9 @@ def tradeoff_experiment(ctx: Context) -> ExperimentResult:
     ax.set_yticks(range(len(widths)), [f"{m} ({d * m})" for m in widths])
     for i in range(acc.shape[0]):
         for j in range(acc.shape[1]):
-            ax.text(i, j, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+            ax.text(
+                i, j, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=8, color="k" if acc[i, j] > 0.6 else "w"
+            )
     ax.set(
         xlabel="heads H (attention parameters d·d_h·H)",
         ylabel="MLP width m (MLP parameters d·m)",
@@ -355,7 +357,7 @@ def facts_vs_params_experiment(ctx: Context) -> ExperimentResult:
     for a, b in p.mixes:
         pts = sorted((p["params"], p["facts"]) for p in good if p["alpha"] == a and p["beta"] == b)
         if pts:
-            ax.loglog(*zip(*pts), "o-", label=f"attention share α = {a}, MLP share β = {b}")
+            ax.loglog(*zip(*pts), "o-", label=f"α = {a} (d_h = α d / H), β = {b} (m = β d)")
     if good:
         grid = np.geomspace(min(p["params"] for p in good), max(p["params"] for p in good))
         ax.loglog(grid, 0.15 * grid, "k--", label="paper: facts = 0.15 params")

@@ -78,7 +78,7 @@ def wv_bar(ctx: Context) -> ExperimentResult:
         ax.set(
             ylim=(0, 1.05), title=f"context length L = {L}", xlabel="latent bits m", ylabel="test accuracy (fraction)"
         )
-    axes[0][0].legend(loc="lower left")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
     fig.suptitle(f"Trained vs identity value matrix (noise rate ε = {p.epsilon})")
     return ExperimentResult({"epsilon": p.epsilon, "rows": rows}, {"wv_bar": fig})
 

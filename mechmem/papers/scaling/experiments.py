@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.ticker import LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from mechmem.figures import subplots
 from mechmem.papers.scaling.data import (
@@ -62,14 +62,21 @@ def theory_slopes(alpha: float) -> dict[str, float]:
     return {"threshold": -(alpha - 1), "frequency": -(alpha - 1) / (2 * alpha), "T": -1 + 1 / alpha}
 
 
-def _log_axes(*axes) -> None:
-    """Log-log axes with major ticks at powers of ten only (no crowded minor labels)."""
-    for ax in axes:
-        ax.set_xscale("log")
+def _log_axes(ax, xs=None, y: bool = True) -> None:
+    """Log axes that stay readable: x ticks at the values ``xs`` (plain numbers) or at powers of ten; y ticks at
+    1, 2 and 5 times powers of ten, in plain numbers; no minor labels."""
+    ax.set_xscale("log")
+    if xs is not None:
+        ax.set_xticks(list(xs), [f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if y:
         ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_locator(LogLocator(base=10, numticks=6))
-            axis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -106,7 +113,7 @@ def error_vs_d(ctx: Context) -> ExperimentResult:
         for scheme, c, style in (("threshold", 3.5, "k--"), ("frequency", 0.35, "k:")):
             s = entry["theory_slopes"][scheme]
             ax.plot(D_GRID, (c * ds**s).tolist(), style, lw=0.8, label=f"theory for {scheme}: slope {s:.2f}")
-        _log_axes(ax)
+        _log_axes(ax, D_GRID)
         ax.set(title=f"Zipf exponent α = {alpha}", xlabel="memory dimension d", ylabel="recall error (probability)")
         ax.legend(fontsize=7)
         res["by_alpha"][str(alpha)] = entry
@@ -164,7 +171,7 @@ def error_vs_T(ctx: Context) -> ExperimentResult:
     ax.plot(T_GRID, res["mean_error_seen"], "s-", label="every seen token stored")
     ax.plot(T_GRID, res["exact_missing_mass"], "k-", lw=0.8, label="expected mass of unseen tokens (exact)")
     ax.plot(T_GRID, res["missing_mass_formula"], "k--", lw=0.8, label="missing-mass formula (asymptotic)")
-    _log_axes(ax)
+    _log_axes(ax, T_GRID)
     ax.set(
         xlabel="number of samples T",
         ylabel="recall error (probability)",
@@ -203,7 +210,7 @@ def joint_table(ctx: Context) -> ExperimentResult:
         line = ax.plot(JOINT_DS, row, "o-", label=f"T = {T} samples")[0]
         ax.plot(JOINT_DS, ref, "x:", color=line.get_color())
     ax.plot([], [], "kx:", label="reference table (same colour)")
-    _log_axes(ax)
+    _log_axes(ax, JOINT_DS)
     ax.set(
         xlabel="memory dimension d",
         ylabel="recall error (probability)",
@@ -355,7 +362,9 @@ def _optimisers_figure(res: dict, tuned_ds, batch_ds, lr_ds, lrs, preset):
     for d in lr_ds:
         axes[2].plot(lrs, res["sgd_lr"]["mean_error"][str(d)], "o-", label=f"d = {d}")
     axes[2].set(title=f"SGD learning rate (B = 64, T = {T})", xlabel="learning rate")
-    _log_axes(*axes[:3])
+    _log_axes(axes[0], tuned_ds)
+    _log_axes(axes[1], batch_ds)
+    _log_axes(axes[2], lrs)
     model_names = {
         "matrix": "fixed embeddings\n(matrix W)",
         "learnable": "learned\nembeddings",
@@ -363,6 +372,9 @@ def _optimisers_figure(res: dict, tuned_ds, batch_ds, lr_ds, lrs, preset):
     }
     axes[3].bar([model_names[m] for m in res["embeddings_d10"]], list(res["embeddings_d10"].values()))
     axes[3].set(title="Learned embeddings (SGD lr 1, B = 16, d = 10)", yscale="log")
+    axes[3].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    axes[3].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[3].yaxis.set_minor_formatter(NullFormatter())
     for ax in axes:
         ax.set_ylabel("final recall error (mean over trials)")
     for ax in axes[:3]:

@@ -130,7 +130,7 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     seeds.add_argument("--seeds", default=None, metavar="S,S,...", help="comma-separated seeds (default 0)")
     seeds.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds S)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="seeds run in parallel processes (default: one per seed, at most one per CPU)")
+                   help="seeds run in parallel processes (default: one per seed, at most one per CPU; smoke: 1)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>-<preset>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

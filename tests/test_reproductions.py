@@ -245,7 +245,15 @@ def test_seeds_in_parallel_processes_measure_what_one_process_measures(smoke, tm
     both = run("lca", "smoke", [0, 1], tmp_path, jobs=2, progress=False)
     assert both["jobs"] == 2
     for key, claim in single["claims"].items():
-        assert both["claims"][key]["per_seed"]["0"] == claim["per_seed"]["0"], f"{key} differs across processes"
+        here, there = claim["per_seed"]["0"], both["claims"][key]["per_seed"]["0"]
+        assert there["holds"] == here["holds"], f"{key}: holds differs across processes"
+        # torch.linalg.lstsq (lca's affine fit) can differ in the last bit between processes (its LAPACK kernel
+        # depends on memory alignment), so values are compared to 1e-12, not bit for bit
+        flat = [(here["measured"], there["measured"])] + [
+            (value, there["conditions"][label]) for label, value in here.get("conditions", {}).items()
+        ]
+        for mine, theirs in flat:
+            assert theirs == pytest.approx(mine, rel=1e-12), f"{key} differs across processes: {here} vs {there}"
     assert set(both["claims"]["length_spearman"]["per_seed"]) == {"0", "1"}
 
 

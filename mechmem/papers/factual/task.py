@@ -207,8 +207,12 @@ class FactualRecallTask(Task):
 
     def token_labels(self) -> list[str]:
         """``s0..`` subjects, ``r0..`` relations, ``n0..`` noise, ``EOS``."""
-        return ([f"s{i}" for i in range(self.S)] + [f"r{i}" for i in range(self.R)]
-                + [f"n{i}" for i in range(self.noise_size)] + ["EOS"])
+        return (
+            [f"s{i}" for i in range(self.S)]
+            + [f"r{i}" for i in range(self.R)]
+            + [f"n{i}" for i in range(self.noise_size)]
+            + ["EOS"]
+        )
 
     def output_labels(self) -> list[str]:
         """``a{r}.{j}``: answer ``j`` of relation ``r``'s block."""

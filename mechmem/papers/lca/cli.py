@@ -23,8 +23,10 @@ from .hijack import SCHEMES, SCORES
 def add_hijack_parser(subparsers) -> None:
     p = subparsers.add_parser("hijack", help="context hijacking (Jiang et al. 2024): efficacy score vs prepends k")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a Hugging Face model name or folder, e.g. gpt2 "
-                        "(local files only: fetch with `hf download NAME`)")
+    source.add_argument(
+        "--model",
+        help="a Hugging Face model name or folder, e.g. gpt2 (local files only: fetch with `hf download NAME`)",
+    )
     source.add_argument("--run", type=Path, help="a saved mechmem run directory holding tokenizer.json")
     p.add_argument("--records", type=Path, required=True, help="CounterFact-format JSON lines")
     p.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated subset of {','.join(SCHEMES)}")

@@ -2,13 +2,14 @@
 
 ``mechmem --help`` and argument errors must not wait for torch and TransformerLens (seconds, a
 minute on a loaded machine), so the names live here as plain strings and the modules are
-imported only when a command uses them. ``tests/test_registry.py`` checks that these
-declarations match what the packages really define.
+imported only when a command uses them. ``tests/test_cli.py`` checks that these declarations
+match what the packages really define.
 
 Each paper package ``mechmem.papers.<paper>`` exposes ``TASKS`` (name -> Task class),
-``EXPERIMENTS`` (name -> callable), ``reproduce(out, quick, seed)`` and optionally
-``add_cli(subparsers)``. A paper package that is not there (or fails to import) is skipped by
-``mechmem list``, so one broken paper never takes the whole CLI down.
+``EXPERIMENTS`` (name -> experiment) and optionally ``add_cli(subparsers)``; its ``reproduction``
+module declares the paper's ``Reproduction`` (``mechmem.reproducing``). A paper package that is not
+there (or fails to import) is skipped by ``mechmem list``, so one broken paper never takes the whole
+CLI down.
 """
 
 from __future__ import annotations

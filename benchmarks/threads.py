@@ -23,13 +23,24 @@ from mechmem import ModelConfig, RecallTask, build_model, train
 
 def _setups(steps: int):
     recall = RecallTask()
-    yield "recall (d_model 32)", recall, recall.model_config(), dataclasses.replace(
-        recall.train_config(), steps=steps, eval_every=steps, eval_batch_size=128, progress=False)
+    yield (
+        "recall (d_model 32)",
+        recall,
+        recall.model_config(),
+        dataclasses.replace(recall.train_config(), steps=steps, eval_every=steps, eval_batch_size=128, progress=False),
+    )
     big = RecallTask(seq_len=32, n_keys=200, n_values=50, n_noise=200)
-    cfg = ModelConfig(n_layers=2, n_heads=4, d_model=128, d_vocab=big.d_vocab, d_vocab_out=big.d_vocab_out,
-                      n_ctx=32, attn_only=False)
-    yield "2 layers, d_model 128", big, cfg, dataclasses.replace(
-        big.train_config(), steps=steps, batch_size=64, eval_every=steps, eval_batch_size=64, progress=False)
+    cfg = ModelConfig(
+        n_layers=2, n_heads=4, d_model=128, d_vocab=big.d_vocab, d_vocab_out=big.d_vocab_out, n_ctx=32, attn_only=False
+    )
+    yield (
+        "2 layers, d_model 128",
+        big,
+        cfg,
+        dataclasses.replace(
+            big.train_config(), steps=steps, batch_size=64, eval_every=steps, eval_batch_size=64, progress=False
+        ),
+    )
 
 
 def _seconds(task, model_cfg, train_cfg, threads: int) -> float:
@@ -43,11 +54,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="the thread count compared with 1 (default: the CPUs this process may use)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="the thread count compared with 1 (default: the CPUs this process may use)",
+    )
     args = parser.parse_args()
-    print(f"{args.steps} training steps, median of {args.reps}; torch's own default here: "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.steps} training steps, median of {args.reps}; torch's own default here: "
+        f"{torch.get_num_threads()} threads"
+    )
     for name, task, model_cfg, train_cfg in _setups(args.steps):
         _seconds(task, model_cfg, dataclasses.replace(train_cfg, steps=2, eval_every=2), 1)  # warm-up
         times: dict[int, list[float]] = {1: [], args.threads: []}
@@ -55,8 +72,10 @@ def main() -> None:
             for threads in times:
                 times[threads].append(_seconds(task, model_cfg, train_cfg, threads))
         one, many = statistics.median(times[1]), statistics.median(times[args.threads])
-        print(f"{name:<22} 1 thread: {one:6.2f} s   {args.threads} threads: {many:6.2f} s   "
-              f"ratio={many / one:.2f}", flush=True)
+        print(
+            f"{name:<22} 1 thread: {one:6.2f} s   {args.threads} threads: {many:6.2f} s   ratio={many / one:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import operator
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,7 @@ def check_tokens(model: nn.Module, tokens, name: str = "tokens") -> Tensor:
     return tokens
 
 
-def check_layers(model: nn.Module, layers: Optional[Sequence[int]], name: str = "layers") -> list[int]:
+def check_layers(model: nn.Module, layers: Sequence[int] | None, name: str = "layers") -> list[int]:
     """``layers`` as a list of ints in ``[0, n_layers)`` (``None``: every layer); floats, bools and
     out-of-range entries are refused, never rounded or dropped."""
     n = model.cfg.n_layers

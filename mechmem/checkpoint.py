@@ -24,8 +24,11 @@ from mechmem.io import safetensors_bytes
 
 FORMAT = 1
 #: The per-parameter state each optimiser keeps (SGD without momentum keeps none).
-OPTIMIZER_KEYS = {"adam": {"step", "exp_avg", "exp_avg_sq"}, "adamw": {"step", "exp_avg", "exp_avg_sq"},
-                  "sgd": {"momentum_buffer"}}
+OPTIMIZER_KEYS = {
+    "adam": {"step", "exp_avg", "exp_avg_sq"},
+    "adamw": {"step", "exp_avg", "exp_avg_sq"},
+    "sgd": {"momentum_buffer"},
+}
 
 
 @dataclass
@@ -39,8 +42,9 @@ class TrainState:
     history: list[dict]
 
 
-def encode(weights: dict[str, torch.Tensor], optimizer_state: dict, rng_state: torch.Tensor, step: int,
-           history: list[dict]) -> bytes:
+def encode(
+    weights: dict[str, torch.Tensor], optimizer_state: dict, rng_state: torch.Tensor, step: int, history: list[dict]
+) -> bytes:
     """The bytes of a checkpoint file."""
     tensors = {f"model.{k}": v for k, v in weights.items()}
     tensors["rng.data"] = rng_state
@@ -74,7 +78,7 @@ def decode(data: bytes, file: Path) -> TrainState:
         torch.Generator().set_state(rng)
     except RuntimeError as err:
         raise ValueError(f"checkpoint {file}: the data-generator state is invalid ({err})") from None
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = _unflatten_optimizer(tensors, meta["optimizer"], file)
     history = meta["history"]
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
@@ -103,8 +107,9 @@ def _check_finite(tensors: dict[str, torch.Tensor], file: Path) -> None:
         raise ValueError(f"checkpoint {file} holds NaN or infinite values in {bad[:5]}; refusing to resume from it")
 
 
-def check_fits(state: TrainState, optimizer: torch.optim.Optimizer, optimizer_name: str, steps: int,
-               eval_every: int, file: Path) -> None:
+def check_fits(
+    state: TrainState, optimizer: torch.optim.Optimizer, optimizer_name: str, steps: int, eval_every: int, file: Path
+) -> None:
     """Refuse a checkpoint whose step or optimiser state cannot come from this training config
     (``optimizer`` is a fresh optimiser with the parameter groups of ``state.step``)."""
     step = state.step

@@ -44,15 +44,25 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a task and save a run directory")
     p.add_argument("task", help="task name (see `mechmem list`)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
-                        "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
+        "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01",
+    )
     p.add_argument("--name", help="run name, one folder name (default: the task name)")
     p.add_argument("--out", type=Path, default=DEFAULT_RUNS, help="folder holding run directories (default: runs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory made by mechmem")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads while training (default: train.threads, 1; results are the same at any count)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads while training (default: train.threads, 1; results are the same at any count)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -69,10 +79,20 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=3, help="examples shown in the attention views (default 3)")
     p.add_argument("--batch-size", type=int, default=128, help="examples for ablations and patching (default 128)")
     p.add_argument("--heads", default=None, metavar="L.H,...", help="only these heads, e.g. 0.1,1.* (default: all)")
-    p.add_argument("--max-vocab", type=int, default=None, metavar="N",
-                   help="OV/QK maps over the N tokens most frequent in the examples (needed above 128 tokens)")
-    p.add_argument("--max-positions", type=int, default=64, metavar="N",
-                   help="longest example shown; longer ones are cut to a prefix (default 64)")
+    p.add_argument(
+        "--max-vocab",
+        type=int,
+        default=None,
+        metavar="N",
+        help="OV/QK maps over the N tokens most frequent in the examples (needed above 128 tokens)",
+    )
+    p.add_argument(
+        "--max-positions",
+        type=int,
+        default=64,
+        metavar="N",
+        help="longest example shown; longer ones are cut to a prefix (default 64)",
+    )
     p.add_argument("--no-patching", dest="patching", action="store_false", help="skip activation patching")
     p.add_argument("--seed", type=int, default=0, help="seed of the examples (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -129,12 +149,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mechmem.training import validate_training
 
     task, model_cfg, train_cfg = build_configs(args.task, args.overrides)
-    train_cfg = dataclasses.replace(train_cfg, progress=not args.quiet,
-                                    threads=train_cfg.threads if args.threads is None else args.threads)
+    train_cfg = dataclasses.replace(
+        train_cfg, progress=not args.quiet, threads=train_cfg.threads if args.threads is None else args.threads
+    )
     model = task.build_model(model_cfg)
     validate_training(model, task, train_cfg)  # every config error before a run directory exists
-    config = {"task": {"name": task.name, **task.to_dict()}, "model": model_cfg.to_dict(),
-              "train": train_cfg.to_dict(), "overrides": args.overrides}
+    config = {
+        "task": {"name": task.name, **task.to_dict()},
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "overrides": args.overrides,
+    }
     run = Run.create(path, config, overwrite=args.overwrite)
     return _train_and_report(args, run, model, task, train_cfg, resume=False)
 
@@ -147,20 +172,27 @@ def _resume(args: argparse.Namespace, path: Path) -> int:
     from mechmem.training import validate_training
 
     if args.overrides or args.overwrite:
-        raise ValueError("--resume continues a run with its recorded config; it cannot be combined with --set or "
-                         "--overwrite")
+        raise ValueError(
+            "--resume continues a run with its recorded config; it cannot be combined with --set or --overwrite"
+        )
     run = Run(path).lock()
     config, file = read_config(run), run.path / "config.json"
     recorded = (config.get("task") or {}).get("name")
     if recorded != args.task:
-        raise ValueError(f"{path} was trained on task {recorded!r}, not {args.task!r}; resume it with "
-                         f"`mechmem train {recorded} --name {path.name} --out {args.out} --resume`")
+        raise ValueError(
+            f"{path} was trained on task {recorded!r}, not {args.task!r}; resume it with "
+            f"`mechmem train {recorded} --name {path.name} --out {args.out} --resume`"
+        )
     task, model_cfg, train_cfg = task_of(config, file), model_config_of(config, file), train_config_of(config, file)
     if args.threads is not None and args.threads != train_cfg.threads:
-        print(f"mechmem train: note: {path} was trained on {train_cfg.threads} thread(s); on {args.threads} the "
-              "last bits may differ from an uninterrupted run (MKL splits sums by thread count)", file=sys.stderr)
-    train_cfg = dataclasses.replace(train_cfg, progress=not args.quiet,
-                                    threads=train_cfg.threads if args.threads is None else args.threads)
+        print(
+            f"mechmem train: note: {path} was trained on {train_cfg.threads} thread(s); on {args.threads} the "
+            "last bits may differ from an uninterrupted run (MKL splits sums by thread count)",
+            file=sys.stderr,
+        )
+    train_cfg = dataclasses.replace(
+        train_cfg, progress=not args.quiet, threads=train_cfg.threads if args.threads is None else args.threads
+    )
     model = task.build_model(model_cfg)
     validate_training(model, task, train_cfg)
     return _train_and_report(args, run, model, task, train_cfg, resume=True)
@@ -170,15 +202,18 @@ def _train_and_report(args, run, model, task, train_cfg, resume: bool) -> int:
     from mechmem.io import remove_stale_temp_files
     from mechmem.training import train
 
-    resume_command = shlex.join(["mechmem", "train", args.task, "--name", run.path.name, "--out",
-                                 str(run.path.parent), "--resume"])
+    resume_command = shlex.join(
+        ["mechmem", "train", args.task, "--name", run.path.name, "--out", str(run.path.parent), "--resume"]
+    )
     t0 = time.perf_counter()
     try:
         result = train(model, task, train_cfg, run=run, resume=resume)
     except KeyboardInterrupt:
         remove_stale_temp_files(run.path)
-        print(f"\nmechmem train: interrupted; {_checkpoint_note(run)}. Continue with:\n  {resume_command}",
-              file=sys.stderr)
+        print(
+            f"\nmechmem train: interrupted; {_checkpoint_note(run)}. Continue with:\n  {resume_command}",
+            file=sys.stderr,
+        )
         return 130
     seconds = time.perf_counter() - t0
     if result.start == train_cfg.steps and (run.path / "results.json").is_file():
@@ -213,8 +248,15 @@ def _save_training_summary(run, result, train_cfg, seconds: float) -> None:
     ax_acc.set(xlabel="step", ylabel="eval accuracy", ylim=(0, 1.02), title="accuracy")
     fig.suptitle(run.path.name)
     run.save_figure(fig, "training")
-    run.save_results({"final": result.final, "steps": steps[-1], "threads": result.threads,
-                      "train_seconds": round(seconds, 3), "figures": ["figures/training.png"]})
+    run.save_results(
+        {
+            "final": result.final,
+            "steps": steps[-1],
+            "threads": result.threads,
+            "train_seconds": round(seconds, 3),
+            "figures": ["figures/training.png"],
+        }
+    )
 
 
 def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
@@ -223,8 +265,10 @@ def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
     started = f" (resumed at step {result.start})" if result.start else ""
     print(f"task {task.name}: {_first_line(type(task).__doc__)}")
     threads = f"{result.threads} thread" + ("s" if result.threads != 1 else "")
-    print(f"trained {train_cfg.steps} steps{started} in {seconds:.1f} s on {threads}: "
-          f"eval loss {final['loss']:.3g}, accuracy {final['accuracy']:.4f}")
+    print(
+        f"trained {train_cfg.steps} steps{started} in {seconds:.1f} s on {threads}: "
+        f"eval loss {final['loss']:.3g}, accuracy {final['accuracy']:.4f}"
+    )
     print(f"run saved to {run.path}")
     files = sorted(p for p in run.path.rglob("*") if p.is_file())
     width = max(len(str(p.relative_to(run.path))) for p in files)
@@ -233,12 +277,18 @@ def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
         print(f"  {name:<{width}}  {_size(p.stat().st_size):>8}  {RUN_FILES.get(name, '')}")
     name, out = run.path.name, run.path.parent
     print("next:")
-    print(f"  mechmem inspect {shlex.quote(str(run.path))}   # an HTML page of what the model does: attention, "
-          "circuits, ablations, patching")
-    print(f"  mechmem train {task.name} --name {name} --out {out} --overwrite --set model.d_model=64   "
-          "# change any config field")
-    print(f"  python -c \"from mechmem import load_run; model, config = load_run('{run.path}')\"   "
-          "# the trained model, in Python")
+    print(
+        f"  mechmem inspect {shlex.quote(str(run.path))}   # an HTML page of what the model does: attention, "
+        "circuits, ablations, patching"
+    )
+    print(
+        f"  mechmem train {task.name} --name {name} --out {out} --overwrite --set model.d_model=64   "
+        "# change any config field"
+    )
+    print(
+        f"  python -c \"from mechmem import load_run; model, config = load_run('{run.path}')\"   "
+        "# the trained model, in Python"
+    )
     print("  mechmem list                     # the other tasks and the paper reproductions")
     print("  mechmem reproduce lca --quick    # a paper's claims, measured")
 
@@ -256,9 +306,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from mechmem.inspect import InspectOptions, inspect_run, parse_heads
 
     options = InspectOptions(
-        out=args.out, bridge=args.bridge, device=args.device, n_examples=args.examples, batch_size=args.batch_size,
-        heads=parse_heads(args.heads) if args.heads is not None else None, max_vocab=args.max_vocab,
-        max_positions=args.max_positions, patching=args.patching, seed=args.seed, progress=not args.quiet,
+        out=args.out,
+        bridge=args.bridge,
+        device=args.device,
+        n_examples=args.examples,
+        batch_size=args.batch_size,
+        heads=parse_heads(args.heads) if args.heads is not None else None,
+        max_vocab=args.max_vocab,
+        max_positions=args.max_positions,
+        patching=args.patching,
+        seed=args.seed,
+        progress=not args.quiet,
     )
     use_file_backend()
     page = inspect_run(args.run_dir, options, command=shlex.join(["mechmem", *sys.argv[1:]]))
@@ -269,20 +327,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``mechmem reproduce`` (also used by paper commands that run a reproduction)."""
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", choices=("smoke", "quick", "full"), default=None,
-                       help="sizes: smoke (seconds, for tests), quick (minutes on a CPU, the default) or full "
-                            "(the paper's sizes)")
+    which.add_argument(
+        "--preset",
+        choices=("smoke", "quick", "full"),
+        default=None,
+        help="sizes: smoke (seconds, for tests), quick (minutes on a CPU, the default) or full (the paper's sizes)",
+    )
     which.add_argument("--quick", action="store_true", help="same as --preset quick")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default=None, metavar="S,S,...", help="comma-separated seeds (default 0)")
     seeds.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds S)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="seeds run in parallel processes (default: one per seed, at most one per CPU; smoke: 1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="seeds run in parallel processes (default: one per seed, at most one per CPU; smoke: 1)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>-<preset>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true",
-                   help="empty the output folder first (only a folder mechmem made; by default a folder of the "
-                        "same paper is reused, so its sweeps resume)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="empty the output folder first (only a folder mechmem made; by default a folder of the "
+        "same paper is reused, so its sweeps resume)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads of each seed (default 1)")
 
 
@@ -309,8 +377,18 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
     seeds = parse_seeds(args)
     out = args.out or DEFAULT_RUNS / f"{args.paper}-{preset}"
     command = "mechmem " + " ".join(args.argv) if getattr(args, "argv", None) else None
-    results = run(args.paper, preset, seeds, out, jobs=args.jobs, progress=not args.quiet,
-                  sweep=sweep or SweepOptions(), command=command, overwrite=args.overwrite, threads=args.threads)
+    results = run(
+        args.paper,
+        preset,
+        seeds,
+        out,
+        jobs=args.jobs,
+        progress=not args.quiet,
+        sweep=sweep or SweepOptions(),
+        command=command,
+        overwrite=args.overwrite,
+        threads=args.threads,
+    )
     print(format_claims(results))
     print(f"results saved to {Path(out) / 'results.json'}")
     return 0
@@ -319,9 +397,11 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
 def format_claims(results: dict) -> str:
     """Each claim: holds (at how many seeds), measured (mean over seeds and range) against expected."""
     seeds, claims = results["seeds"], results["claims"]
-    lines = [f"{results['paper']} ({results['preset']}, seed{'s' * (len(seeds) > 1)} "
-             f"{','.join(map(str, seeds))}): {results['summary']['hold_at_every_seed']}/{len(claims)} claims hold"
-             + (" at every seed" if len(seeds) > 1 else "")]
+    lines = [
+        f"{results['paper']} ({results['preset']}, seed{'s' * (len(seeds) > 1)} "
+        f"{','.join(map(str, seeds))}): {results['summary']['hold_at_every_seed']}/{len(claims)} claims hold"
+        + (" at every seed" if len(seeds) > 1 else "")
+    ]
     width = max((len(k) for k in claims), default=0)
     for key, c in claims.items():
         held = sum(e["holds"] for e in c["per_seed"].values())

@@ -18,7 +18,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from mechmem.threads import DEFAULT_THREADS, check_threads
 
@@ -35,7 +35,14 @@ MAX_SEED = 2**63 - 2
 #: Weight names that can be frozen; ``{l}`` is a layer index (or ``*`` for every layer).
 GLOBAL_WEIGHTS = ("W_E", "W_pos", "W_U", "b_U")
 LAYER_WEIGHTS = (
-    "attn.W_Q", "attn.W_K", "attn.W_V", "attn.W_O", "attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O",
+    "attn.W_Q",
+    "attn.W_K",
+    "attn.W_V",
+    "attn.W_O",
+    "attn.b_Q",
+    "attn.b_K",
+    "attn.b_V",
+    "attn.b_O",
 )
 MLP_WEIGHTS = ("mlp.W_in", "mlp.W_out", "mlp.b_in", "mlp.b_out")
 
@@ -68,12 +75,12 @@ class ModelConfig:
     d_model: int = 64
     d_vocab: int = 64
     n_ctx: int = 64
-    d_head: Optional[int] = None
-    d_vocab_out: Optional[int] = None
+    d_head: int | None = None
+    d_vocab_out: int | None = None
     attn_only: bool = True
-    d_mlp: Optional[int] = None
+    d_mlp: int | None = None
     act_fn: str = "relu"
-    normalization: Optional[str] = None
+    normalization: str | None = None
     positional: bool = True
     use_bias: bool = False
     freeze: tuple[str, ...] = ()
@@ -192,7 +199,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     freeze_until: dict[str, int] = field(default_factory=dict)
-    threads: Optional[int] = DEFAULT_THREADS
+    threads: int | None = DEFAULT_THREADS
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
@@ -244,8 +251,9 @@ def _check_bool(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def _check_number(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False,
-                  what: str = "") -> None:
+def _check_number(
+    name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False, what: str = ""
+) -> None:
     """A finite real number in ``[low, high)`` (``(low, high)`` with ``low_open``)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise TypeError(f"{name} must be {what}, got {value!r}")
@@ -332,8 +340,7 @@ def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") ->
         if key not in fields:
             where = f"{section}." if section else ""
             raise ValueError(
-                f"unknown config key {where + key!r}; valid keys: "
-                + ", ".join(f"{where}{f}" for f in sorted(fields))
+                f"unknown config key {where + key!r}; valid keys: " + ", ".join(f"{where}{f}" for f in sorted(fields))
             )
         full_key = f"{section}.{key}" if section else key
         changes[key] = _parse_value(text, hints[key], full_key)
@@ -362,9 +369,7 @@ def split_overrides(pairs: list[str], sections: dict[str, Any]) -> dict[str, dic
             candidates = ", ".join(f"{s}.{key}" for s in owners)
             raise ValueError(f"--set {key!r} is ambiguous; say which one: {candidates}")
         if not owners:
-            valid = [
-                f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj) if f.init
-            ]
+            valid = [f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj) if f.init]
             raise ValueError(f"--set {key!r} is not a config key; valid keys: {', '.join(valid)}")
         out[owners[0]][key] = text
     return out

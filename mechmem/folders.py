@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from mechmem.io import atomic_write_json, remove_stale_temp_files
 from mechmem.locking import acquire, release
@@ -47,7 +47,7 @@ def _check_parents(path: Path) -> None:
             return
 
 
-def marker_kind(folder: Path) -> Optional[str]:
+def marker_kind(folder: Path) -> str | None:
     """What mechmem made ``folder`` for (``"run"``, ``"reproduce-lca"``, ...), or ``None``."""
     try:
         kind = json.loads((folder / MARKER).read_text()).get("kind")
@@ -103,7 +103,7 @@ def _holds_files(path: Path) -> bool:
     return path.is_dir() and any(name != LOCK_FILE for name in os.listdir(path))
 
 
-def _may_replace(path: Path, kind: str, found: Optional[str], overwrite: bool, reuse: bool) -> None:
+def _may_replace(path: Path, kind: str, found: str | None, overwrite: bool, reuse: bool) -> None:
     """Raise unless the non-empty ``path`` (made by mechmem for ``found``) may be used for ``kind``."""
     if found is None:
         raise FileExistsError(

@@ -15,8 +15,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Callable
+from collections.abc import Callable
 
 PAPERS = ("lca", "birth", "scaling", "factual")
 

@@ -31,7 +31,7 @@ import json
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,8 +51,15 @@ from mechmem.folders import (
 from mechmem.io import atomic_write_bytes, atomic_write_json, read_jsonl, remove_stale_temp_files, safetensors_bytes
 from mechmem.locking import acquire, release
 
-__all__ = ["Run", "check_run_name", "load_run", "load_weights", "prepare_output_dir", "release_output_dir",
-           "save_weights"]
+__all__ = [
+    "Run",
+    "check_run_name",
+    "load_run",
+    "load_weights",
+    "prepare_output_dir",
+    "release_output_dir",
+    "save_weights",
+]
 
 MANIFEST = "manifest.json"
 STATE_FILE = "train_state.safetensors"
@@ -70,7 +77,7 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._lock_key: Optional[str] = None
+        self._lock_key: str | None = None
         if not (self.path / "config.json").is_file():
             hint = ""
             if marker_kind(self.path) == RUN_KIND:
@@ -159,7 +166,7 @@ class Run:
         data = checkpoint.encode(_weights(model), optimizer.state_dict(), generator.get_state(), step, history)
         self._write(STATE_FILE, data)
 
-    def load_train_state(self) -> Optional[checkpoint.TrainState]:
+    def load_train_state(self) -> checkpoint.TrainState | None:
         """The verified, decoded checkpoint; ``None`` if the run never wrote one (killed before its
         first checkpoint). A checkpoint that was written and is now missing or changed raises."""
         file = self.path / STATE_FILE
@@ -176,8 +183,9 @@ class Run:
         listed = entries["files"].get(name, {}).get("sha256")
         pending = entries["pending"].get(name)
         if listed is None and pending is None:
-            raise ValueError(f"{file} is not listed in {self.path / MANIFEST}: mechmem did not write it, "
-                             "so it cannot be verified")
+            raise ValueError(
+                f"{file} is not listed in {self.path / MANIFEST}: mechmem did not write it, so it cannot be verified"
+            )
         if not file.is_file():
             raise ValueError(f"{file} is listed in {MANIFEST} but missing; it was deleted after mechmem wrote it")
         data = file.read_bytes()
@@ -295,8 +303,13 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safetensors",
-             device: Optional[str] = None, verify: bool = True):
+def load_run(
+    path: str | Path,
+    bridge: bool = False,
+    filename: str = "model.safetensors",
+    device: str | None = None,
+    verify: bool = True,
+):
     """Rebuild a saved run's model in one call: returns ``(model, config_dict)``.
 
     ``config.json`` and the weights file are checked against ``manifest.json`` first (``verify``;
@@ -310,8 +323,9 @@ def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safe
     run = Run(path)
     config_file, weights_file = run.path / "config.json", run.path / filename
     if verify and not (run.path / MANIFEST).exists():
-        warnings.warn(f"{run.path} has no {MANIFEST} (saved before mechmem kept one): its files are not verified",
-                      stacklevel=2)
+        warnings.warn(
+            f"{run.path} has no {MANIFEST} (saved before mechmem kept one): its files are not verified", stacklevel=2
+        )
         verify = False
     config = read_config(run) if verify else run.config
     if not isinstance(config.get("model"), dict):
@@ -349,7 +363,7 @@ def train_config_of(config: dict, file: Path) -> TrainConfig:
         raise ValueError(f"{file}: train.{err}") from None
 
 
-def model_config_of(config: dict, file: Path, device: Optional[str] = None) -> ModelConfig:
+def model_config_of(config: dict, file: Path, device: str | None = None) -> ModelConfig:
     """The ``ModelConfig`` recorded in a run's ``config.json`` (errors name ``file``)."""
     fields = dict(config.get("model") or {})
     if device is not None:
@@ -363,7 +377,7 @@ def model_config_of(config: dict, file: Path, device: Optional[str] = None) -> M
         raise ValueError(f"{file}: model.{err}") from None
 
 
-def task_of(config: dict, file: Optional[Path] = None):
+def task_of(config: dict, file: Path | None = None):
     """The task a run was trained on (the built-in ``Task`` base when it is not known here)."""
     from mechmem.registry import TASKS, task_class
     from mechmem.tasks import Task

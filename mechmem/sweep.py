@@ -38,8 +38,9 @@ import os
 import pickle
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -67,7 +68,7 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(config)).encode()).hexdigest()[:16]
 
 
-def expand_grid(axes: Mapping[str, Sequence[Any]], fixed: Optional[Mapping[str, Any]] = None) -> list[dict]:
+def expand_grid(axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None) -> list[dict]:
     """Cartesian product of ``axes`` (name -> values), each config also holding the ``fixed`` entries."""
     fixed = dict(fixed or {})
     for name, values in axes.items():
@@ -87,7 +88,7 @@ def function_name(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def grid_fingerprint(configs: Sequence[Mapping[str, Any]], fn: Optional[Callable] = None) -> str:
+def grid_fingerprint(configs: Sequence[Mapping[str, Any]], fn: Callable | None = None) -> str:
     """Hash of the sorted config keys (and of the function's name): independent of the grid's order."""
     keys = sorted(config_key(c) for c in configs)
     payload = canonical_json({"keys": keys, "function": function_name(fn) if fn is not None else None})
@@ -114,7 +115,7 @@ def read_results(path: str | Path) -> list[dict]:
     rows, seen = [], {}
     if not path.exists():
         return rows
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.endswith("\n"):
                 raise ValueError(f"{path}:{lineno}: truncated last line (no newline): {line[:80]!r}")
@@ -127,7 +128,9 @@ def read_results(path: str | Path) -> list[dict]:
             if config_key(row["config"]) != row["key"]:
                 raise ValueError(f"{path}:{lineno}: key {row['key']} does not match its config")
             if row["key"] in seen:
-                raise ValueError(f"{path}:{lineno}: configuration {row['key']} already recorded on line {seen[row['key']]}")
+                raise ValueError(
+                    f"{path}:{lineno}: configuration {row['key']} already recorded on line {seen[row['key']]}"
+                )
             seen[row["key"]] = lineno
             rows.append(row)
     return rows
@@ -171,7 +174,7 @@ class _Appender:
         os.close(self.fd)
 
 
-def _validate(fn: Callable, configs: Sequence[Mapping], backend: str, workers: Optional[int]) -> list[dict]:
+def _validate(fn: Callable, configs: Sequence[Mapping], backend: str, workers: int | None) -> list[dict]:
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if backend not in BACKENDS:
@@ -203,8 +206,8 @@ def run_sweep(
     path: str | Path,
     *,
     backend: str = "local",
-    workers: Optional[int] = None,
-    address: Optional[str] = None,
+    workers: int | None = None,
+    address: str | None = None,
     progress: bool = True,
     desc: str = "sweep",
 ) -> list[dict]:
@@ -221,7 +224,9 @@ def run_sweep(
     path.parent.mkdir(parents=True, exist_ok=True)
     key = acquire(lock_path(path), f"sweep results {path}")
     try:
-        for stale in path.parent.glob(f".{glob.escape(path.name)}*.tmp"):  # ours only: the folder may hold others' files
+        for stale in path.parent.glob(
+            f".{glob.escape(path.name)}*.tmp"
+        ):  # ours only: the folder may hold others' files
             stale.unlink()
         return _run_locked(fn, configs, path, backend, workers, address, progress, desc)
     finally:
@@ -259,8 +264,9 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
             yield config, _call(fn, config)
         return
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(fn, config): config for config in todo}
         try:
             for fut in cf.as_completed(futures):

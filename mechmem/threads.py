@@ -14,14 +14,14 @@ order, and ``torch.use_deterministic_algorithms(True)`` makes it sum in a fixed 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 #: Threads used when a config does not say (see the module docstring).
 DEFAULT_THREADS = 1
 
 
-def check_threads(threads, name: str = "threads") -> Optional[int]:
+def check_threads(threads, name: str = "threads") -> int | None:
     """``threads`` if it is ``None`` or a positive int, else a ``ValueError`` naming ``name``."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"{name} must be a positive integer (or None: leave torch's setting), got {threads!r}")
@@ -29,7 +29,7 @@ def check_threads(threads, name: str = "threads") -> Optional[int]:
 
 
 @contextmanager
-def torch_threads(threads: Optional[int]) -> Iterator[None]:
+def torch_threads(threads: int | None) -> Iterator[None]:
     """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore it."""
     import torch
 

@@ -13,8 +13,8 @@ both settings are restored afterwards), so the same seeds give the same bits at 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,7 @@ def train(
     model: nn.Module,
     task: Task,
     cfg: TrainConfig,
-    probes: Optional[dict[str, Probe]] = None,
+    probes: dict[str, Probe] | None = None,
     run=None,
     resume: bool = False,
 ) -> TrainResult:
@@ -150,8 +150,9 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
         history = [_log(run, {"step": 0, **evaluate(model, task, eval_batch, probes)}, fresh=True)]
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc=f"train {task.name}", disable=not cfg.progress, initial=start,
-               total=cfg.steps)
+    bar = tqdm(
+        range(start, cfg.steps), desc=f"train {task.name}", disable=not cfg.progress, initial=start, total=cfg.steps
+    )
     running, t0 = [], time.perf_counter()
     for step in bar:
         _unfreeze_due(optimizer, model, cfg, step)
@@ -163,8 +164,12 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
         running.append(loss.item())
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            record = {"step": done, "train_loss": sum(running) / len(running),
-                      **evaluate(model, task, eval_batch, probes), "seconds": time.perf_counter() - t0}
+            record = {
+                "step": done,
+                "train_loss": sum(running) / len(running),
+                **evaluate(model, task, eval_batch, probes),
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(_log(run, record))
             running = []
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
@@ -195,7 +200,7 @@ def _start(model: nn.Module, cfg: TrainConfig, state, run, data_gen: torch.Gener
     return state.step, optimizer, list(state.history)
 
 
-def _metrics_or_none(run) -> Optional[list[dict]]:
+def _metrics_or_none(run) -> list[dict] | None:
     try:
         return run.metrics()
     except ValueError:  # a damaged metrics.jsonl is rewritten from the checkpoint

@@ -41,8 +41,17 @@ from mechmem.cli import main
 from mechmem.runs import load_run
 
 #: A tiny recall run: vocab 21, d_model 16, 20 steps, a checkpoint every 5 steps.
-TINY = ["task.n_keys=12", "task.n_values=6", "task.n_noise=8", "task.seq_len=8", "model.d_model=16",
-        "train.steps=20", "train.batch_size=32", "train.eval_every=5", "train.eval_batch_size=64"]
+TINY = [
+    "task.n_keys=12",
+    "task.n_values=6",
+    "task.n_noise=8",
+    "task.seq_len=8",
+    "model.d_model=16",
+    "train.steps=20",
+    "train.batch_size=32",
+    "train.eval_every=5",
+    "train.eval_batch_size=64",
+]
 OWN_FILES = (".mechmem.lock",)  # rewritten with the pid of each writer: not run data
 
 
@@ -153,7 +162,8 @@ def _kill_and_resume(tmp_path: Path, reference: Path, seed: int, kills: int, rec
         proc = _train_process(tmp_path, name, rng.randint(1, 45), rng.choice(["before", "after"]))
         assert proc.returncode in (0, -signal.SIGKILL), (
             f"kill {attempt + 1}: the process failed instead of dying or finishing (rc={proc.returncode}):\n"
-            f"{proc.stderr[-3000:]}")
+            f"{proc.stderr[-3000:]}"
+        )
         if proc.returncode == 0:
             break
     proc = _train_process(tmp_path, name, 10**6, "after")  # no kill
@@ -167,8 +177,7 @@ def test_kill_9_at_random_write_points_then_resume_ends_bit_identical(tmp_path, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 11))
-def test_many_kill_9s_at_random_write_points_then_resume_ends_bit_identical(tmp_path, reference, seed,
-                                                                          record_property):
+def test_many_kill_9s_at_random_write_points_then_resume_ends_bit_identical(tmp_path, reference, seed, record_property):
     _kill_and_resume(tmp_path, reference, seed, kills=6, record_property=record_property)
 
 
@@ -261,8 +270,10 @@ def _manifest_agrees(run: Path, name: str) -> None:
     manifest = run / "manifest.json"
     if manifest.exists():
         data = json.loads(manifest.read_text())
-        data["files"][name] = {"sha256": hashlib.sha256((run / name).read_bytes()).hexdigest(),
-                               "bytes": (run / name).stat().st_size}
+        data["files"][name] = {
+            "sha256": hashlib.sha256((run / name).read_bytes()).hexdigest(),
+            "bytes": (run / name).stat().st_size,
+        }
         manifest.write_text(json.dumps(data))
 
 
@@ -319,27 +330,33 @@ def _step(value):
     def edit(tensors, meta):
         meta["step"] = value
         return tensors, meta
+
     return edit
 
 
 def _garbage_rng(tensors, meta):
-    tensors["rng.data"] = torch.randint(0, 255, tensors["rng.data"].shape, dtype=torch.uint8,
-                                        generator=torch.Generator().manual_seed(0))
+    tensors["rng.data"] = torch.randint(
+        0, 255, tensors["rng.data"].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     return tensors, meta
 
 
 CORRUPTIONS = {
     "200 flipped bytes in the state": (lambda run: _flip_bytes(run, "train_state.safetensors"), "train_state"),
     "state deleted": (lambda run: (run / "train_state.safetensors").unlink(), "train_state"),
-    "state truncated": (lambda run: (run / "train_state.safetensors").write_bytes(
-        (run / "train_state.safetensors").read_bytes()[:300]), "train_state"),
+    "state truncated": (
+        lambda run: (run / "train_state.safetensors").write_bytes((run / "train_state.safetensors").read_bytes()[:300]),
+        "train_state",
+    ),
     "NaN in the state's weights": (lambda run: _edit_state(run, _set_nan), "train_state"),
     "step = -5": (lambda run: _edit_state(run, _step(-5)), "train_state"),
     "step = 205 of 20": (lambda run: _edit_state(run, _step(205)), "train_state"),
     "step between checkpoints": (lambda run: _edit_state(run, _step(7)), "train_state"),
     "optimiser tensor removed": (lambda run: _edit_state(run, _drop_exp_avg), "train_state"),
-    "optimiser tensor removed from the list too": (lambda run: _edit_state(run, _drop_exp_avg_everywhere),
-                                                   "train_state"),
+    "optimiser tensor removed from the list too": (
+        lambda run: _edit_state(run, _drop_exp_avg_everywhere),
+        "train_state",
+    ),
     "optimiser tensor reshaped": (lambda run: _edit_state(run, _reshape_exp_avg), "train_state"),
     "state without metadata": (lambda run: _edit_state(run, lambda t, m: (t, None)), "train_state"),
     "garbage RNG state": (lambda run: _edit_state(run, _garbage_rng), "train_state"),
@@ -365,8 +382,9 @@ def _copy_run(src: Path, dst: Path) -> Path:
 
 
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
-def test_resume_of_a_corrupted_run_refuses_naming_the_file_and_changes_nothing(tmp_path, finished, corruption,
-                                                                             capsys, record_property):
+def test_resume_of_a_corrupted_run_refuses_naming_the_file_and_changes_nothing(
+    tmp_path, finished, corruption, capsys, record_property
+):
     record_property("faults", 1)  # counted whatever the outcome
     run = _copy_run(finished, tmp_path / "out" / "done")
     damage, named = CORRUPTIONS[corruption]
@@ -443,8 +461,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 def _paused_writer(out: Path, name: str, at: int, resume: bool) -> subprocess.Popen:
     """A ``mechmem train`` process paused in the middle of its ``at``-th file write (it holds the
     run); it goes on when the file ``out/go`` appears."""
-    proc = subprocess.Popen(_driver(out, name, at, "pause", resume=resume), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _driver(out, name, at, "pause", resume=resume), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for(out / "paused", proc)
     return proc
 
@@ -455,8 +474,9 @@ def _go_on(out: Path, proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, f"the first writer failed after the refused second one:\n{err[-2000:]}"
 
 
-def test_a_second_overwrite_while_a_run_trains_is_refused_naming_the_first_pid(tmp_path, reference, capsys,
-                                                                             record_property):
+def test_a_second_overwrite_while_a_run_trains_is_refused_naming_the_first_pid(
+    tmp_path, reference, capsys, record_property
+):
     record_property("faults", 1)  # counted whatever the outcome
     first = _paused_writer(tmp_path, "ow", at=12, resume=False)  # after its first checkpoints
     try:
@@ -510,8 +530,9 @@ def test_a_second_sweep_on_the_same_results_file_is_refused(tmp_path, monkeypatc
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     results = tmp_path / "results.jsonl"
-    first = subprocess.Popen([sys.executable, str(tmp_path / "holder.py"), str(results)], env=env,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, str(tmp_path / "holder.py"), str(results)], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         _wait_for(tmp_path / "results.jsonl.grid.json", first)
         configs = expand_grid({"n": list(range(4))}, fixed={"sleep": 2.0})
@@ -542,12 +563,21 @@ def test_bad_run_names_are_refused_before_anything_is_written(tmp_path, name, ca
 
 
 BAD_VALUES = {
-    "model.device=cuda": "device", "model.device=foo": "device", "model.device=meta": "device",
-    "train.seed=1180591620717411303424": "train.seed", "model.seed=-1": "seed",
+    "model.device=cuda": "device",
+    "model.device=foo": "device",
+    "model.device=meta": "device",
+    "train.seed=1180591620717411303424": "train.seed",
+    "model.seed=-1": "seed",
     "task.table_seed=99999999999999999999999": "table_seed",
-    "train.momentum=nan": "momentum", "train.momentum=inf": "momentum", "train.weight_decay=inf": "weight_decay",
-    "train.weight_decay=nan": "weight_decay", "train.eps=inf": "eps", "train.eps=nan": "eps",
-    "train.lr=inf": "lr", "train.betas=nan,0.9": "betas", "train.threads=0": "threads",
+    "train.momentum=nan": "momentum",
+    "train.momentum=inf": "momentum",
+    "train.weight_decay=inf": "weight_decay",
+    "train.weight_decay=nan": "weight_decay",
+    "train.eps=inf": "eps",
+    "train.eps=nan": "eps",
+    "train.lr=inf": "lr",
+    "train.betas=nan,0.9": "betas",
+    "train.threads=0": "threads",
 }
 
 
@@ -635,8 +665,9 @@ def test_a_half_created_run_folder_is_recoverable_with_overwrite(tmp_path, capsy
 
 def test_ctrl_c_stops_cleanly_and_prints_the_command_that_resumes_exactly(tmp_path, reference, record_property):
     record_property("faults", 1)  # counted whatever the outcome
-    proc = subprocess.run(_driver(tmp_path, "c", at=14, action="ctrl-c", resume=False), capture_output=True,
-                          text=True, timeout=600)  # SIGINT to itself in the middle of training
+    proc = subprocess.run(
+        _driver(tmp_path, "c", at=14, action="ctrl-c", resume=False), capture_output=True, text=True, timeout=600
+    )  # SIGINT to itself in the middle of training
     err = proc.stderr
     assert proc.returncode == 130, f"Ctrl-C: exit {proc.returncode}\n{err[-2000:]}"
     assert "Traceback" not in err, f"Ctrl-C printed a traceback:\n{err[-3000:]}"

@@ -45,8 +45,13 @@ def _tokens(kind: str) -> torch.Tensor:
 
 
 TOKEN_CASES = ["empty batch", "no positions", "longer than n_ctx", "id = d_vocab", "negative id"]
-TOKEN_WORDS = {"empty batch": "empty", "no positions": "empty", "longer than n_ctx": "n_ctx=16",
-               "id = d_vocab": "token id 24", "negative id": "token id -1"}
+TOKEN_WORDS = {
+    "empty batch": "empty",
+    "no positions": "empty",
+    "longer than n_ctx": "n_ctx=16",
+    "id = d_vocab": "token id 24",
+    "negative id": "token id -1",
+}
 
 CALLS = {
     "run_with_ablations": lambda m, t: run_with_ablations(m, t, [Ablation(("z", 0), "zero")]),
@@ -77,22 +82,35 @@ def test_bad_tokens_are_refused_naming_the_argument(models, kind, case, tool):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("layers, error, word", [([0, 9], ValueError, "9"), ([1.7], TypeError, "1.7"),
-                                                 ([True], TypeError, "True"), ([], ValueError, "empty")])
+@pytest.mark.parametrize(
+    "layers, error, word",
+    [([0, 9], ValueError, "9"), ([1.7], TypeError, "1.7"), ([True], TypeError, "True"), ([], ValueError, "empty")],
+)
 def test_ablation_sweep_refuses_bad_layers_instead_of_dropping_or_rounding_them(models, kind, layers, error, word):
     model = models[kind]
     for components in (("heads",), ("mlp_out",), ("resid_mid",)):
-        _refused(model, lambda c=components: ablation_sweep(model, TOK, metric, components=c, layers=layers,
-                                                            progress=False), error, "layers", word)
+        _refused(
+            model,
+            lambda c=components: ablation_sweep(model, TOK, metric, components=c, layers=layers, progress=False),
+            error,
+            "layers",
+            word,
+        )
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("layers, error, word", [([0, 9], ValueError, "9"), ([1.7], TypeError, "1.7"),
-                                                 ([-1], ValueError, "-1")])
+@pytest.mark.parametrize(
+    "layers, error, word", [([0, 9], ValueError, "9"), ([1.7], TypeError, "1.7"), ([-1], ValueError, "-1")]
+)
 def test_patch_sweep_refuses_bad_layers(models, kind, layers, error, word):
     model = models[kind]
-    _refused(model, lambda: patch_sweep(model, TOK, CORRUPT, metric, "resid_pre", layers=layers, progress=False),
-             error, "layers", word)
+    _refused(
+        model,
+        lambda: patch_sweep(model, TOK, CORRUPT, metric, "resid_pre", layers=layers, progress=False),
+        error,
+        "layers",
+        word,
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -100,16 +118,25 @@ def test_patch_sweep_refuses_bad_corrupted_tokens(models, kind):
     model = models[kind]
     bad = CORRUPT.clone()
     bad[0, 0] = 99
-    _refused(model, lambda: patch_sweep(model, TOK, bad, metric, "resid_pre", progress=False),
-             ValueError, "corrupted_tokens", "99")
+    _refused(
+        model,
+        lambda: patch_sweep(model, TOK, bad, metric, "resid_pre", progress=False),
+        ValueError,
+        "corrupted_tokens",
+        "99",
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("budget", [math.inf, math.nan, 0.0, -1.0])
 def test_memory_budget_must_be_finite_and_positive(models, kind, budget):
     model = models[kind]
-    _refused(model, lambda: patch_sweep(model, TOK, CORRUPT, metric, "resid_pre", memory_budget_gb=budget,
-                                        progress=False), ValueError, "memory_budget_gb")
+    _refused(
+        model,
+        lambda: patch_sweep(model, TOK, CORRUPT, metric, "resid_pre", memory_budget_gb=budget, progress=False),
+        ValueError,
+        "memory_budget_gb",
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -117,11 +144,14 @@ def test_memory_budget_must_be_finite_and_positive(models, kind, budget):
 def test_float_ablation_reference_is_refused_naming_it(models, kind, how):
     model = models[kind]
     reference = CORRUPT.float()
-    if how == "run_with_ablations":
-        call = lambda: run_with_ablations(model, TOK, [Ablation(("z", 0), "mean", reference=reference)])  # noqa: E731
-    else:
-        call = lambda: ablation_sweep(model, TOK, metric, components=("heads",), kind="mean",  # noqa: E731
-                                      reference=reference, progress=False)
+
+    def call():
+        if how == "run_with_ablations":
+            return run_with_ablations(model, TOK, [Ablation(("z", 0), "mean", reference=reference)])
+        return ablation_sweep(
+            model, TOK, metric, components=("heads",), kind="mean", reference=reference, progress=False
+        )
+
     _refused(model, call, TypeError, "reference", "float")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -298,7 +299,7 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
     """Convert the text of ``--set key=text`` to the field's declared type."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
         if text.lower() in ("none", "null"):
             return None
         inner = [a for a in args if a is not type(None)]

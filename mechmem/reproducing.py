@@ -332,8 +332,9 @@ def run(
     if min(jobs, len(seeds)) > 1 and not registered:
         raise ValueError(f"{cls.__name__} is not registered: seeds of it can only run in this process (jobs=1)")
     threads = check_threads(threads)
-    out = prepare_output_dir(Path(out) if out is not None else Path("runs") / f"{cls.name}-{preset}", cls.name,
-                             overwrite)
+    out = prepare_output_dir(
+        Path(out) if out is not None else Path("runs") / f"{cls.name}-{preset}", cls.name, overwrite
+    )
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), _cpu_seconds()
     load, source = _load_average(), versions()

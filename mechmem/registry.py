@@ -2,7 +2,7 @@
 
 ``mechmem --help`` and argument errors must not wait for torch and TransformerLens (seconds, a
 minute on a loaded machine), so the names live here as plain strings and the modules are
-imported only when a command uses them. ``tests/test_cli.py`` checks that these declarations
+imported only when a command uses them. ``tests/core/test_cli.py`` checks that these declarations
 match what the packages really define.
 
 Each paper package ``mechmem.papers.<paper>`` exposes ``TASKS`` (name -> Task class),

@@ -19,7 +19,7 @@ from mechmem.tasks.recall import RecallTask
 # OpenMP threads per process slow training down ~10x. Set MECHMEM_TEST_THREADS to change it.
 torch.set_num_threads(int(os.environ.get("MECHMEM_TEST_THREADS", "1")))
 
-# --- the fault-injection summary (tests/test_faults.py) ----------------------------------------
+# --- the fault-injection summary (tests/core/test_faults.py) ----------------------------------------
 # Each fault test records how many faults it injected (record_property("faults", n)); a fault is
 # "clean" when its test passed. The summary line is quoted in the README's Reliability section.
 _FAULTS = {"tried": 0, "clean": 0}

@@ -50,7 +50,7 @@ def test_regeneration_script_rebuilds_the_same_table(tmp_path, tables):
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make_birth_tables.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_birth_tables.py"
     spec = importlib.util.spec_from_file_location("make_birth_tables", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

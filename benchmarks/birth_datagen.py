@@ -20,9 +20,7 @@ from mechmem.papers.birth.generator import BigramOptions, fixed_triggers, genera
 from mechmem.papers.birth.tables import shakespeare_tables
 
 
-def python_loop_batch(
-    batch_size: int, seq_len: int, n_triggers: int, rng: np.random.Generator
-):
+def python_loop_batch(batch_size: int, seq_len: int, n_triggers: int, rng: np.random.Generator):
     """One batch drawn token by token in Python (fixed triggers, uniform outputs), as the authors do."""
     tables = shakespeare_tables()
     pi_u, pi_b = tables.pi_u.numpy(), tables.pi_b.numpy()
@@ -31,7 +29,7 @@ def python_loop_batch(
     for _ in range(batch_size):
         outs = rng.choice(tables.n, size=len(triggers), replace=True)
         out_of = dict(zip(triggers, outs))
-        seen = {q: 0 for q in triggers}
+        seen = dict.fromkeys(triggers, 0)
         x = [rng.choice(tables.n, p=pi_u)]
         c = []
         for _t in range(seq_len):
@@ -63,24 +61,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--loop-batch",
-        type=int,
-        default=64,
-        help="sequences per timing of the slow loop",
-    )
+    parser.add_argument("--loop-batch", type=int, default=64, help="sequences per timing of the slow loop")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     opts = BigramOptions(seq_len=args.seq_len, n_triggers=5)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
-    fast = seqs_per_second(
-        lambda: generate(opts, args.batch, gen), args.batch, args.repeats
-    )
+    fast = seqs_per_second(lambda: generate(opts, args.batch, gen), args.batch, args.repeats)
     slow = seqs_per_second(
-        lambda: python_loop_batch(args.loop_batch, args.seq_len, 5, rng),
-        args.loop_batch,
-        args.repeats,
+        lambda: python_loop_batch(args.loop_batch, args.seq_len, 5, rng), args.loop_batch, args.repeats
     )
     result = {
         "vectorised_seqs_per_s": fast,
@@ -90,9 +79,7 @@ def main(argv=None) -> dict:
         "batch": args.batch,
         "threads": 1,
     }
-    print(
-        f"vectorised generator: {fast:,.0f} sequences/s (batch {args.batch}, T={args.seq_len}, 1 thread)"
-    )
+    print(f"vectorised generator: {fast:,.0f} sequences/s (batch {args.batch}, T={args.seq_len}, 1 thread)")
     print(f"per-token Python loop: {slow:,.0f} sequences/s")
     print(
         f"ratio: {fast / slow:.1f}x  (the authors use 60 loop workers; one vectorised process matches "

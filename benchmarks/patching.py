@@ -18,7 +18,12 @@ Prints, per model, ``<model> speedup=<ratio> max_abs_diff=<value>``: the median 
 of (baseline time / engine time) for the two sweeps together, and the largest difference between
 the two tools' results (over every timed engine run).
 
-    python benchmarks/patching.py                 # toy (5 reps) + gpt2-shaped (1 rep)
+``toy-bridge`` is the toy model as a ``TransformerBridge`` (``hooks.testing.random_bridge``: live
+attention hooks), timed against ``transformer_lens.patching`` on the same bridge: the engine runs
+the bridge's own block modules from the cached residual stream, with cached keys and values. On
+TransformerLens 4.x (no ``HookedTransformer``) only ``toy-bridge`` runs.
+
+    python benchmarks/patching.py                 # toy, toy-bridge (5 reps each) + gpt2-shaped (1 rep)
     python benchmarks/patching.py --only toy --reps-toy 9 --verbose
     python benchmarks/patching.py --only gpt2-shaped --all-logits both --verbose
 """
@@ -34,8 +39,9 @@ import pandas as pd
 import torch
 import transformer_lens.patching as tlp
 
+from hooks.compat import has_hooked_transformer, tl_version
 from hooks.patching import PatchingEngine
-from hooks.testing import hooked_model
+from hooks.testing import hooked_model, random_bridge
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -64,6 +70,7 @@ MODELS = {
         attn_only=False,
     ),
 }
+BRIDGES = {"toy-bridge": "toy"}  # name -> the config of MODELS it is built from
 
 
 def inputs(d_vocab: int, batch: int = 4, pos: int = 16, seed: int = 0):
@@ -87,49 +94,27 @@ def baseline(model, clean, corrupted, metric, resid_layers, head_layers):
     if resid_layers == list(range(model.cfg.n_layers)):
         resid = tlp.get_act_patch_resid_pre(model, corrupted, cache, metric)
     else:
-        index_df = pd.DataFrame(
-            [(l, p) for l in resid_layers for p in range(P)], columns=["layer", "pos"]
-        )
+        index_df = pd.DataFrame([(l, p) for l in resid_layers for p in range(P)], columns=["layer", "pos"])
         resid = tlp.generic_activation_patch(
-            model,
-            corrupted,
-            cache,
-            metric,
-            tlp.layer_pos_patch_setter,
-            "resid_pre",
-            index_df=index_df,
+            model, corrupted, cache, metric, tlp.layer_pos_patch_setter, "resid_pre", index_df=index_df
         ).reshape(len(resid_layers), P)
     if not head_layers:
         return resid, torch.zeros(0)
     rows = [(l, p, h) for l in head_layers for p in range(P) for h in range(H)]
     index_df = pd.DataFrame(rows, columns=["layer", "pos", "head"])
     heads = tlp.generic_activation_patch(
-        model,
-        corrupted,
-        cache,
-        metric,
-        tlp.layer_pos_head_vector_patch_setter,
-        "z",
-        index_df=index_df,
+        model, corrupted, cache, metric, tlp.layer_pos_head_vector_patch_setter, "z", index_df=index_df
     )
     return resid, heads.reshape(len(head_layers), P, H)
 
 
-def engine(
-    model, clean, corrupted, metric, resid_layers, head_layers, logit_positions=(-1,)
-):
+def engine(model, clean, corrupted, metric, resid_layers, head_layers, logit_positions=(-1,)):
     """hooks.patching. ``logit_positions=(-1,)``: the metric reads only the last position, so the
     engine unembeds only there (the metric receives ``logits[:, [-1]]``, and ``logits[:, -1]`` is the
     same slice as in the baseline); ``None``: all positions, like the baseline."""
-    eng = PatchingEngine(
-        model, clean, corrupted, metric, progress=False, logit_positions=logit_positions
-    )
+    eng = PatchingEngine(model, clean, corrupted, metric, progress=False, logit_positions=logit_positions)
     resid = eng.sweep("resid_pre", layers=resid_layers)
-    return resid, (
-        eng.sweep("attn_head_out_by_pos", layers=head_layers)
-        if head_layers
-        else torch.zeros(0)
-    )
+    return resid, (eng.sweep("attn_head_out_by_pos", layers=head_layers) if head_layers else torch.zeros(0))
 
 
 def timed(fn, *args):
@@ -141,16 +126,13 @@ def timed(fn, *args):
 
 def _diff(a, b) -> float:
     (r0, h0), (r1, h1) = a, b
-    return max(
-        (r0 - r1).abs().max().item(),
-        (h0 - h1).abs().max().item() if h0.numel() else 0.0,
-    )
+    return max((r0 - r1).abs().max().item(), (h0 - h1).abs().max().item() if h0.numel() else 0.0)
 
 
 def bench(name: str, reps: int, resid_layers, head_layers, all_logits: bool) -> dict:
     """Per repetition: the baseline, the engine (last-position logits) and, with ``all_logits``,
     the engine computing logits at every position; all on the same inputs, in turn."""
-    model = hooked_model(MODELS[name], seed=0)
+    model = random_bridge(MODELS[BRIDGES[name]], seed=0) if name in BRIDGES else hooked_model(MODELS[name], seed=0)
     clean, corrupted, metric = inputs(model.cfg.d_vocab)
     all_layers = list(range(model.cfg.n_layers))
     resid_layers = all_layers if resid_layers is None else resid_layers
@@ -177,10 +159,8 @@ def bench(name: str, reps: int, resid_layers, head_layers, all_logits: bool) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--only", choices=sorted(MODELS), default=None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(MODELS) + sorted(BRIDGES), default=None)
     parser.add_argument("--reps-toy", type=int, default=5)
     parser.add_argument("--reps-gpt2", type=int, default=1)
     parser.add_argument(
@@ -197,47 +177,38 @@ def main() -> None:
         default=None,
         help="layers of the resid_pre sweep on gpt2-shaped (default: all 12)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: a shared 2-core machine)",
-    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
     parser.add_argument(
         "--all-logits",
         choices=("toy", "both", "none"),
         default="toy",
         help="also time the engine computing logits at every position (like the baseline)",
     )
-    parser.add_argument(
-        "--verbose", action="store_true", help="also print the seconds per rep"
-    )
+    parser.add_argument("--verbose", action="store_true", help="also print the seconds per rep")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plan = [
         ("toy", args.reps_toy, None, None),
+        ("toy-bridge", args.reps_toy, None, None),
         ("gpt2-shaped", args.reps_gpt2, args.gpt2_resid_layers, args.gpt2_head_layers),
     ]
+    print(f"TransformerLens {'.'.join(map(str, tl_version()))}", flush=True)
     for name, reps, resid_layers, head_layers in plan:
         if args.only not in (None, name):
             continue
-        all_logits = args.all_logits == "both" or (
-            args.all_logits == "toy" and name == "toy"
-        )
+        if name not in BRIDGES and not has_hooked_transformer():
+            print(f"{name}: skipped (HookedTransformer needs TransformerLens 3.x)", flush=True)
+            continue
+        all_logits = args.all_logits == "both" or (args.all_logits == "toy" and name in ("toy", "toy-bridge"))
         out = bench(name, reps, resid_layers, head_layers, all_logits)
-        print(
-            f"{name} speedup={out['ratio']:.2f} max_abs_diff={out['diff']:.2e}",
-            flush=True,
-        )
+        print(f"{name} speedup={out['ratio']:.2f} max_abs_diff={out['diff']:.2e}", flush=True)
         if out["ratio_all"] is not None:
             print(
                 f"  {name} speedup with logits at all positions (no logit_positions): {out['ratio_all']:.2f}",
                 flush=True,
             )
         if args.verbose:
-            cols = "baseline s, engine s" + (
-                ", engine all-logits s" if all_logits else ""
-            )
+            cols = "baseline s, engine s" + (", engine all-logits s" if all_logits else "")
             print(f"  {name} ({cols}) per rep: {out['times']}", flush=True)
 
 

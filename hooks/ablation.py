@@ -23,10 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hooks.checks import check_layers, check_tokens
 from hooks.names import (
     HookName,
     active_hook_names,
     check_head,
+    check_hooks_editable,
     check_positions,
     resolve_hook_name,
 )
@@ -76,6 +78,7 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: int | None) -> _Prepared:
     if ab.kind not in KINDS:
         raise ValueError(f"Ablation.kind must be one of {KINDS}, got {ab.kind!r}")
     name = resolve_hook_name(model, ab.hook)
+    check_hooks_editable(model, name)  # a hook that does not feed the output would ablate nothing
     heads = _as_list(ab.heads)
     if heads is not None:
         if not name.endswith(
@@ -102,16 +105,9 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: int | None) -> _Prepared:
         limit = seq_len if seq_len is not None else model.cfg.n_ctx
         check_positions(_as_list(ab.positions), limit)
     if ab.kind != "zero":
-        if (
-            ab.reference is None
-            or not isinstance(ab.reference, Tensor)
-            or ab.reference.dim() != 2
-        ):
-            raise ValueError(
-                f"a {ab.kind!r} ablation needs reference tokens [batch, pos] (Ablation.reference)"
-            )
-        if ab.reference.shape[0] < 1:
-            raise ValueError("Ablation.reference must hold at least one example")
+        if ab.reference is None or not isinstance(ab.reference, Tensor) or ab.reference.dim() != 2:
+            raise ValueError(f"a {ab.kind!r} ablation needs reference tokens [batch, pos] (Ablation.reference)")
+        check_tokens(model, ab.reference, "Ablation.reference")
         if ab.kind == "resample" or ab.per_position:
             if seq_len is not None and ab.reference.shape[1] != seq_len:
                 raise ValueError(
@@ -121,9 +117,7 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: int | None) -> _Prepared:
     return _Prepared(name, ab, heads, None)
 
 
-def _reference_activations(
-    model: nn.Module, prepared: list[_Prepared], cache=None
-) -> None:
+def _reference_activations(model: nn.Module, prepared: list[_Prepared], cache=None) -> None:
     """One cached forward pass per distinct reference batch, storing what each ablation needs
     (``cache``: activations of the reference batch already at hand, used when it has the names)."""
     groups: dict[int, list[_Prepared]] = {}
@@ -135,9 +129,7 @@ def _reference_activations(
         if cache is None or not all(n in cache for n in names):
             with preserved_state(model), torch.no_grad():
                 model.eval()
-                _, cache = model.run_with_cache(
-                    items[0].ablation.reference, names_filter=names
-                )
+                _, cache = model.run_with_cache(items[0].ablation.reference, names_filter=names)
         for p in items:
             act = cache[p.name]
             pos_axis, _ = _axes(p.name, act.dim())
@@ -155,15 +147,14 @@ def _replacement(p: _Prepared, act: Tensor) -> Tensor:
     ref = p.reference_act
     if kind == "resample":
         gen = torch.Generator(device="cpu").manual_seed(p.ablation.seed)
-        index = torch.randint(ref.shape[0], (act.shape[0],), generator=gen).to(
-            ref.device
-        )
+        index = torch.randint(ref.shape[0], (act.shape[0],), generator=gen).to(ref.device)
         ref = ref[index]
     try:
         torch.broadcast_shapes(ref.shape, act.shape)
     except RuntimeError:
         raise ValueError(
-            f"{kind} ablation of {p.name}: reference activations {tuple(ref.shape)} do not fit the run's {tuple(act.shape)}"
+            f"{kind} ablation of {p.name}: reference activations {tuple(ref.shape)} "
+            f"do not fit the run's {tuple(act.shape)}"
         ) from None
     return ref
 
@@ -197,11 +188,7 @@ def _hook_fn(p: _Prepared):
     def hook(act: Tensor, hook=None) -> Tensor:
         new = _replacement(p, act)
         mask = _mask(p, act)
-        out = (
-            torch.zeros_like(act) + new
-            if mask is None
-            else torch.where(mask, new.to(act.dtype), act)
-        )
+        out = torch.zeros_like(act) + new if mask is None else torch.where(mask, new.to(act.dtype), act)
         if torch.is_grad_enabled():
             return out
         # without autograd write in place: on a bridge, hook_resid_mid is an alias of ln2.hook_in
@@ -213,10 +200,7 @@ def _hook_fn(p: _Prepared):
 
 
 def ablation_hooks(
-    model: nn.Module,
-    ablations: Sequence[Ablation],
-    seq_len: int | None = None,
-    reference_cache=None,
+    model: nn.Module, ablations: Sequence[Ablation], seq_len: int | None = None, reference_cache=None
 ) -> list[tuple[str, Callable]]:
     """``(hook_name, hook_fn)`` pairs for ``run_with_hooks`` / ``model.hooks``; validates everything
     and computes reference activations first (one forward pass per reference batch, unless
@@ -228,12 +212,10 @@ def ablation_hooks(
     return [(p.name, _hook_fn(p)) for p in prepared]
 
 
-def run_with_ablations(
-    model: nn.Module, tokens: Tensor, ablations: Sequence[Ablation]
-) -> Tensor:
+def run_with_ablations(model: nn.Module, tokens: Tensor, ablations: Sequence[Ablation]) -> Tensor:
     """Logits of ``model(tokens)`` with all ``ablations`` applied together (no_grad, eval mode;
     the model's hooks, mode and flags are restored afterwards)."""
-    _check_tokens(tokens)
+    check_tokens(model, tokens)
     fwd_hooks = ablation_hooks(model, ablations, seq_len=tokens.shape[1])
     with preserved_state(model), torch.no_grad():
         model.eval()
@@ -254,31 +236,16 @@ def ablate(model: nn.Module, ablations: Sequence[Ablation]) -> Iterator[nn.Modul
         remove_tracked_hooks(handles)
 
 
-def _check_tokens(tokens) -> None:
-    if (
-        not isinstance(tokens, Tensor)
-        or tokens.dim() != 2
-        or tokens.dtype not in (torch.long, torch.int32, torch.int64)
-    ):
-        raise TypeError(
-            f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', type(tokens))}"
-        )
-
-
 def metric_value(metric: Metric, logits: Tensor) -> float:
     """Call ``metric(logits)`` and check it returns a scalar (a float or a one-element tensor)."""
     value = metric(logits)
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(
-                f"the metric must return a scalar, got a tensor of shape {tuple(value.shape)}"
-            )
+            raise ValueError(f"the metric must return a scalar, got a tensor of shape {tuple(value.shape)}")
         return float(value.item())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    raise ValueError(
-        f"the metric must return a scalar (float or 1-element tensor), got {type(value).__name__}"
-    )
+    raise ValueError(f"the metric must return a scalar (float or 1-element tensor), got {type(value).__name__}")
 
 
 _COMPONENTS = {
@@ -297,16 +264,12 @@ _COMPONENTS = {
 _PER_HEAD = ("z", "q", "k", "v", "pattern")
 
 
-def _sweep_items(
-    model: nn.Module, components: Sequence[str], layers: Sequence[int]
-) -> list[dict]:
+def _sweep_items(model: nn.Module, components: Sequence[str], layers: Sequence[int]) -> list[dict]:
     active = active_hook_names(model)
     items = []
     for comp in components:
         if comp not in _COMPONENTS:
-            raise ValueError(
-                f"unknown sweep component {comp!r}; allowed: {sorted(_COMPONENTS)}"
-            )
+            raise ValueError(f"unknown sweep component {comp!r}; allowed: {sorted(_COMPONENTS)}")
         short = _COMPONENTS[comp]
         for layer in layers:
             name = (
@@ -318,13 +281,9 @@ def _sweep_items(
                 continue  # e.g. no MLP in an attention-only model
             heads = range(model.cfg.n_heads) if short in _PER_HEAD else [None]
             for head in heads:
-                items.append(
-                    {"component": comp, "layer": layer, "head": head, "hook": name}
-                )
+                items.append({"component": comp, "layer": layer, "head": head, "hook": name})
     if not items:
-        raise ValueError(
-            f"none of the components {list(components)} exists in this model"
-        )
+        raise ValueError(f"none of the components {list(components)} exists in this model")
     return items
 
 
@@ -353,37 +312,25 @@ def ablation_sweep(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    _check_tokens(tokens)
+    check_tokens(model, tokens)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if isinstance(components, str):
         components = [components]
-    layers = (
-        list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
-    )
+    layers = check_layers(model, layers)
     if kind != "zero" and reference is None:
         reference = tokens
+    if reference is not None:
+        check_tokens(model, reference, "reference")
     items = _sweep_items(model, components, layers)
     with preserved_state(model), torch.no_grad():
         model.eval()
         baseline = metric_value(metric, model(tokens))
         ref_cache = None
         if kind != "zero":
-            _, ref_cache = model.run_with_cache(
-                reference, names_filter=sorted({i["hook"] for i in items})
-            )
-        rows = [
-            {
-                "component": "baseline",
-                "layer": None,
-                "head": None,
-                "hook": None,
-                "metric": baseline,
-            }
-        ]
-        for item in tqdm(
-            items, desc="ablation sweep", disable=not progress or len(items) < 20
-        ):
+            _, ref_cache = model.run_with_cache(reference, names_filter=sorted({i["hook"] for i in items}))
+        rows = [{"component": "baseline", "layer": None, "head": None, "hook": None, "metric": baseline}]
+        for item in tqdm(items, desc="ablation sweep", disable=not progress or len(items) < 20):
             ab = Ablation(
                 item["hook"],
                 kind,
@@ -393,9 +340,7 @@ def ablation_sweep(
                 per_position=per_position,
                 seed=seed,
             )
-            hooks = ablation_hooks(
-                model, [ab], seq_len=tokens.shape[1], reference_cache=ref_cache
-            )
+            hooks = ablation_hooks(model, [ab], seq_len=tokens.shape[1], reference_cache=ref_cache)
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
             rows.append({**item, "metric": metric_value(metric, logits)})
     frame = pd.DataFrame(rows)

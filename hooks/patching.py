@@ -10,14 +10,15 @@ the same shape as TransformerLens's (``[layer, pos]``, ``[layer, pos, head]``, `
    dimension (``[K * batch, pos]``), each with its own patch, in chunks whose estimated activation
    memory stays under ``memory_budget_gb``. The metric is applied to each variant's slice (in one
    ``torch.func.vmap`` call per pass when that gives the same numbers as calling it per variant).
-2. **Start at the patched layer** (``HookedTransformer``): the engine runs the model's own blocks
+2. **Start at the patched layer**: the engine runs the model's own blocks
    from the corrupted run's cached ``resid_pre`` of the patched layer; layers before the patch
    cannot change. Patches of different layers with the same start position share a pass: each
    joins the batch at its own layer, so the later blocks run on one large batch.
-3. **Skip positions before the patch** (``HookedTransformer``, causal attention): a patch at
-   position ``p`` cannot change anything at positions ``< p``, so only positions ``>= p`` are
-   recomputed, attending to the corrupted run's cached keys and values (TransformerLens's
-   ``past_kv_cache``); the logits at ``< p`` are the corrupted run's.
+3. **Skip positions before the patch** (causal attention): a patch at position ``p`` cannot
+   change anything at positions ``< p``, so only positions ``>= p`` are recomputed, attending to
+   the corrupted run's cached keys and values (TransformerLens's ``past_kv_cache`` on a
+   ``HookedTransformer``, :func:`hooks.bridge.past_keys_values` on a bridge); the logits at
+   ``< p`` are the corrupted run's.
 4. **Recompute only the patched position in the patched layer** when the patch is local to it
    (``z``, ``q``, a pattern row, ``attn_out``, ``mlp_out``, ``resid_mid``, ``resid_post`` at one
    position): the patched layer's output changes only at ``p``; later positions of that layer come
@@ -30,10 +31,13 @@ On small models a forward pass costs more in Python overhead than in arithmetic,
 nearby start positions share a pass (a small dynamic programme over start positions trades
 recomputed positions against per-pass overhead, :attr:`PatchingEngine.PASS_OVERHEAD_FLOPS`).
 
-A ``TransformerBridge`` supports neither ``start_at_layer`` nor a KV cache in TransformerLens 3.9,
-and a model with hooks already attached could depend on positions, so there the engine runs full
-forward passes (still batched). Everything runs under ``torch.no_grad()`` in eval mode, and the
-model comes back with its hooks, mode and flags as before.
+2-4 run the model's own block modules from the cached residual stream, on a ``HookedTransformer``
+and on a bridge with live attention hooks (:mod:`hooks.bridge`; the bridge's own ``start_at_layer``
+still runs the earlier blocks). Elsewhere (a bridge without live attention, rotary or shortformer
+positions, logit soft-capping, a model with hooks already attached, which could depend on
+positions) the engine runs full forward passes (still batched). Every patched hook is checked
+first to feed the output (:func:`hooks.names.check_hooks_editable`). Everything runs under
+``torch.no_grad()`` in eval mode, and the model comes back with its hooks, mode and flags as before.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ import torch
 from torch import Tensor, nn
 
 from hooks.ablation import metric_value
-from hooks.names import active_hook_names, check_layer, check_positions
+from hooks.bridge import has_live_attention, past_keys_values
+from hooks.checks import check_layers, check_positive_finite, check_tokens
+from hooks.names import active_hook_names, check_hooks_editable, check_positions
 from hooks.state import count_hooks, preserved_state
 from hooks.weights import is_bridge
 
@@ -83,9 +89,7 @@ _SUFFIX = {
 
 # a patch of these at position p changes the patched layer's output at p only (k / v / resid_pre
 # change every later position of the patched layer through attention)
-_LOCAL = frozenset(
-    {"z", "q", "pattern", "attn_out", "mlp_out", "resid_mid", "resid_post"}
-)
+_LOCAL = frozenset({"z", "q", "pattern", "attn_out", "mlp_out", "resid_mid", "resid_post"})
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,7 @@ def _hook_name(act: str, layer: int) -> str:
     return f"blocks.{layer}.{_SUFFIX[act]}"
 
 
-def _variants(
-    model: nn.Module, sweep: str, layers: Sequence[int], seq_len: int
-) -> list[Variant]:
+def _variants(model: nn.Module, sweep: str, layers: Sequence[int], seq_len: int) -> list[Variant]:
     _, axes = SWEEPS[sweep]
     H = model.cfg.n_heads
     out = []
@@ -123,47 +125,23 @@ def _variants(
         if axes == ("layer", "pos"):
             out += [Variant((li, p), layer, p, None) for p in range(seq_len)]
         elif axes == ("layer", "pos", "head"):
-            out += [
-                Variant((li, p, h), layer, p, h)
-                for p in range(seq_len)
-                for h in range(H)
-            ]
+            out += [Variant((li, p, h), layer, p, h) for p in range(seq_len) for h in range(H)]
         elif axes == ("layer", "head", "dest"):
-            out += [
-                Variant((li, h, p), layer, p, h)
-                for h in range(H)
-                for p in range(seq_len)
-            ]
+            out += [Variant((li, h, p), layer, p, h) for h in range(H) for p in range(seq_len)]
         else:
             out += [Variant((li, h), layer, None, h) for h in range(H)]
     return out
 
 
-def _result_shape(
-    model: nn.Module, sweep: str, n_layers: int, seq_len: int
-) -> tuple[int, ...]:
-    sizes = {
-        "layer": n_layers,
-        "pos": seq_len,
-        "dest": seq_len,
-        "head": model.cfg.n_heads,
-    }
+def _result_shape(model: nn.Module, sweep: str, n_layers: int, seq_len: int) -> tuple[int, ...]:
+    sizes = {"layer": n_layers, "pos": seq_len, "dest": seq_len, "head": model.cfg.n_heads}
     return tuple(sizes[a] for a in SWEEPS[sweep][1])
 
 
 def _check_inputs(clean_tokens, corrupted_tokens) -> None:
-    for label, t in (
-        ("clean_tokens", clean_tokens),
-        ("corrupted_tokens", corrupted_tokens),
-    ):
-        if (
-            not isinstance(t, Tensor)
-            or t.dim() != 2
-            or t.dtype not in (torch.long, torch.int32, torch.int64)
-        ):
-            raise TypeError(
-                f"{label} must be an integer tensor [batch, pos], got {getattr(t, 'shape', type(t))}"
-            )
+    for label, t in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens)):
+        if not isinstance(t, Tensor) or t.dim() != 2 or t.dtype not in (torch.long, torch.int32, torch.int64):
+            raise TypeError(f"{label} must be an integer tensor [batch, pos], got {getattr(t, 'shape', type(t))}")
     if clean_tokens.shape != corrupted_tokens.shape:
         raise ValueError(
             f"clean and corrupted tokens must have the same shape, got {tuple(clean_tokens.shape)} "
@@ -171,30 +149,17 @@ def _check_inputs(clean_tokens, corrupted_tokens) -> None:
         )
 
 
-def _metric_values(
-    metric: Callable, logits: Tensor, per_example: bool, batch: int
-) -> Tensor:
+def _metric_values(metric: Callable, logits: Tensor, per_example: bool, batch: int) -> Tensor:
     if not per_example:
         return torch.tensor(metric_value(metric, logits))
     value = metric(logits)
     if not isinstance(value, Tensor) or tuple(value.shape) != (batch,):
-        shape = (
-            tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        )
-        raise ValueError(
-            f"with per_example=True the metric must return a [batch]={batch} tensor, got {shape}"
-        )
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"with per_example=True the metric must return a [batch]={batch} tensor, got {shape}")
     return value.detach().float().cpu()
 
 
-def _setter(
-    act_name: str,
-    clean: Tensor,
-    start: int,
-    chunk: Sequence[Variant],
-    batch: int,
-    row0: int = 0,
-) -> Callable:
+def _setter(act_name: str, clean: Tensor, start: int, chunk: Sequence[Variant], batch: int, row0: int = 0) -> Callable:
     """A hook writing each variant's clean activation into its rows, in place (vectorised).
 
     In place like transformer_lens.patching's setters: on a bridge, ``hook_resid_mid`` is an alias
@@ -206,19 +171,13 @@ def _setter(
     ex = torch.arange(batch, device=clean.device).repeat(K)
     head = pos = None
     if chunk[0].head is not None:
-        head = torch.tensor(
-            [v.head for v in chunk], device=clean.device
-        ).repeat_interleave(batch)
+        head = torch.tensor([v.head for v in chunk], device=clean.device).repeat_interleave(batch)
     if chunk[0].pos is not None:
-        pos = torch.tensor(
-            [v.pos for v in chunk], device=clean.device
-        ).repeat_interleave(batch)
+        pos = torch.tensor([v.pos for v in chunk], device=clean.device).repeat_interleave(batch)
     is_pattern = act_name == "pattern"
 
     def hook(act: Tensor) -> Tensor:
-        n = (
-            act.shape[1] if not is_pattern else act.shape[2]
-        )  # positions held (queries for patterns)
+        n = act.shape[1] if not is_pattern else act.shape[2]  # positions held (queries for patterns)
         if is_pattern:
             keys = act.shape[-1]
             if pos is None:
@@ -267,12 +226,11 @@ class PatchingEngine:
         logit_positions: Sequence[int] | None = None,
     ):
         _check_inputs(clean_tokens, corrupted_tokens)
+        check_tokens(model, clean_tokens, "clean_tokens")
+        check_tokens(model, corrupted_tokens, "corrupted_tokens")
         if not callable(metric):
-            raise TypeError(
-                f"metric must be callable (logits -> scalar), got {type(metric).__name__}"
-            )
-        if not memory_budget_gb > 0:
-            raise ValueError(f"memory_budget_gb must be > 0, got {memory_budget_gb!r}")
+            raise TypeError(f"metric must be callable (logits -> scalar), got {type(metric).__name__}")
+        check_positive_finite(memory_budget_gb, "memory_budget_gb")
         self.model, self.metric, self.per_example = model, metric, per_example
         self.clean_tokens, self.corrupted_tokens = clean_tokens, corrupted_tokens
         self.batch, self.seq = corrupted_tokens.shape
@@ -280,19 +238,15 @@ class PatchingEngine:
         self.budget = memory_budget_gb * 2**30
         self.progress = progress
         cfg = model.cfg
+        self.bridge = is_bridge(model)
         self.can_start = (
             start_at_layer
-            and not is_bridge(model)
-            and getattr(cfg, "positional_embedding_type", "standard")
-            not in ("shortformer", "relative_positional_bias")
+            and (not self.bridge or has_live_attention(model))
+            and getattr(cfg, "positional_embedding_type", "standard") == "standard"
             and not (getattr(cfg, "output_logits_soft_cap", None) or -1) > 0
             and count_hooks(model) == 0
         )
-        self.can_skip = (
-            self.can_start
-            and skip_positions
-            and getattr(cfg, "attention_dir", "causal") == "causal"
-        )
+        self.can_skip = self.can_start and skip_positions and getattr(cfg, "attention_dir", "causal") == "causal"
         self._clean_cache: dict[str, Tensor] = {}
         self._corrupted: tuple[Tensor, dict[str, Tensor]] | None = None
         self._vmap_ok: bool | None = None
@@ -302,18 +256,14 @@ class PatchingEngine:
         if positions is None:
             return list(range(self.seq))
         if isinstance(positions, int) or not len(positions):
-            raise ValueError(
-                f"logit_positions must be a non-empty sequence of ints or None, got {positions!r}"
-            )
+            raise ValueError(f"logit_positions must be a non-empty sequence of ints or None, got {positions!r}")
         return check_positions(list(positions), self.seq, what="logit_positions entry")
 
     # ------------------------------------------------------------------ caches
 
-    def _capture(
-        self, tokens: Tensor, names: list[str]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def _capture(self, tokens: Tensor, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and the activations at ``names`` of one plain forward pass."""
-        if not self.can_start:  # bridge: TransformerLens's own cache semantics
+        if self.bridge or not self.can_start:  # TransformerLens's own cache (a bridge's hook layouts)
             logits, cache = self.model.run_with_cache(tokens, names_filter=names)
             return logits, {n: cache[n] for n in names}
         store: dict[str, Tensor] = {}
@@ -336,24 +286,16 @@ class PatchingEngine:
         L = self.model.cfg.n_layers
         need = [n for n in names if n not in self._clean_cache]
         if need:
-            self._clean_cache.update(
-                self._capture(self.clean_tokens, need + self._spare_names(need))[1]
-            )
+            self._clean_cache.update(self._capture(self.clean_tokens, need + self._spare_names(need))[1])
         if self._corrupted is None:
             corr = []
             if self.can_start:
-                corr = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [
-                    f"blocks.{L - 1}.hook_resid_post"
-                ]
+                corr = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
             if self.can_skip:
-                corr += [
-                    f"blocks.{l}.attn.hook_{x}" for l in range(L) for x in ("k", "v")
-                ]
+                corr += [f"blocks.{l}.attn.hook_{x}" for l in range(L) for x in ("k", "v")]
             logits, cache = self._capture(self.corrupted_tokens, corr)
             logits = logits[:, self.logit_positions]
-            _metric_values(
-                self.metric, logits, self.per_example, self.batch
-            )  # check it early
+            _metric_values(self.metric, logits, self.per_example, self.batch)  # check it early
             self._corrupted = (logits, cache)
         return self._clean_cache, self._corrupted
 
@@ -364,13 +306,7 @@ class PatchingEngine:
             return []
         cfg = self.model.cfg
         H, d_head, P = cfg.n_heads, cfg.d_head, self.seq
-        size = (
-            4
-            * cfg.n_layers
-            * self.batch
-            * P
-            * (5 * cfg.d_model + 4 * H * d_head + H * P)
-        )
+        size = 4 * cfg.n_layers * self.batch * P * (5 * cfg.d_model + 4 * H * d_head + H * P)
         if size > 0.05 * self.budget:
             return []
         active = active_hook_names(self.model)
@@ -395,9 +331,7 @@ class PatchingEngine:
             )
         per_token, per_logit = self._bytes_per_token
         # the pass returns logits at every logit position (the corrupted run's below the start)
-        per_variant = self.batch * (
-            n_pos * per_token + max(n_logits, len(self.logit_positions)) * per_logit
-        )
+        per_variant = self.batch * (n_pos * per_token + max(n_logits, len(self.logit_positions)) * per_logit)
         return max(1, int(self.budget // per_variant))
 
     def _layer_flops(self) -> float:
@@ -420,13 +354,7 @@ class PatchingEngine:
         """How many logit positions a pass from ``start`` recomputes (the others are the corrupted run's)."""
         return self._logits_from[start]
 
-    def _pass_cost(
-        self,
-        start: int,
-        group: dict[int, list[int]],
-        flops: tuple[float, float],
-        chunk: int,
-    ) -> float:
+    def _pass_cost(self, start: int, group: dict[int, list[int]], flops: tuple[float, float], chunk: int) -> float:
         """Estimated cost (floating-point operations plus per-call overhead) of passes from
         ``start`` over ``group`` (layer -> [last recomputed position of that layer, variants]), at
         most ``chunk`` variants a pass."""
@@ -456,17 +384,10 @@ class PatchingEngine:
             ends[start, v.layer] = max(end, ends.get((start, v.layer), end))
             layers = counts.setdefault(start, {})
             layers[v.layer] = layers.get(v.layer, 0) + 1
-        self._logits_from = [
-            sum(1 for q in self.logit_positions if q >= x) for x in range(self.seq + 1)
-        ]
-        flops = (
-            self._layer_flops(),
-            2.0 * self.model.cfg.d_model * self._d_vocab_out(),
-        )
+        self._logits_from = [sum(1 for q in self.logit_positions if q >= x) for x in range(self.seq + 1)]
+        flops = (self._layer_flops(), 2.0 * self.model.cfg.d_model * self._d_vocab_out())
         starts = sorted(by_start)
-        chunk = {
-            s0: self._chunk_size(self.seq - s0, self._n_logits(s0)) for s0 in starts
-        }
+        chunk = {s0: self._chunk_size(self.seq - s0, self._n_logits(s0)) for s0 in starts}
         best = [0.0] + [float("inf")] * len(starts)  # best[j]: cost of starts[:j]
         cut = [0] * (len(starts) + 1)
         for j in range(1, len(starts) + 1):
@@ -486,27 +407,15 @@ class PatchingEngine:
         passes = []
         for group in reversed(groups):
             start = group[0]
-            vs = sorted(
-                (v for s0 in group for v in by_start[s0]), key=lambda v: v.layer
-            )
+            vs = sorted((v for s0 in group for v in by_start[s0]), key=lambda v: v.layer)
             layer_end = {}
             for s0 in group:
                 for v in by_start[s0]:
-                    layer_end[v.layer] = max(
-                        layer_end.get(v.layer, -1), ends[s0, v.layer]
-                    )
+                    layer_end[v.layer] = max(layer_end.get(v.layer, -1), ends[s0, v.layer])
             k = self._chunk_size(self.seq - start, self._n_logits(start))
             for i in range(0, len(vs), k):
                 chunk = tuple(vs[i : i + k])
-                passes.append(
-                    Pass(
-                        start,
-                        tuple(
-                            (l, layer_end[l]) for l in sorted({v.layer for v in chunk})
-                        ),
-                        chunk,
-                    )
-                )
+                passes.append(Pass(start, tuple((l, layer_end[l]) for l in sorted({v.layer for v in chunk})), chunk))
         return passes
 
     # ------------------------------------------------------------------ running
@@ -514,16 +423,13 @@ class PatchingEngine:
     def _run_pass(self, act: str, p: Pass) -> Tensor:
         """Patched logits ``[K * batch, len(logit_positions), d_vocab]`` of one pass, rows in the
         order of ``p.variants``."""
-        K, B = len(p.variants), self.batch
         names = [_hook_name(act, layer) for layer, _ in p.ends]
         clean_cache, (corr_logits, corr) = self._caches(names)
         if not self.can_start:
             return self._full_forward(act, p, clean_cache)[:, self.logit_positions]
         return self._partial_forward(act, p, corr_logits, corr, clean_cache)
 
-    def _full_forward(
-        self, act: str, p: Pass, clean_cache: dict[str, Tensor]
-    ) -> Tensor:
+    def _full_forward(self, act: str, p: Pass, clean_cache: dict[str, Tensor]) -> Tensor:
         """Full forward passes of the stacked corrupted tokens, one hook per patched layer (the
         variants are sorted by layer, so each layer's rows are contiguous)."""
         fwd_hooks, row0 = [], 0
@@ -533,79 +439,74 @@ class PatchingEngine:
             setter = _setter(act, clean_cache[name], 0, joining, self.batch, row0)
             fwd_hooks.append((name, lambda a, hook=None, setter=setter: setter(a)))
             row0 += len(joining) * self.batch
-        return self.model.run_with_hooks(
-            self.corrupted_tokens.repeat(len(p.variants), 1), fwd_hooks=fwd_hooks
-        )
+        return self.model.run_with_hooks(self.corrupted_tokens.repeat(len(p.variants), 1), fwd_hooks=fwd_hooks)
 
-    def _block(
-        self, layer: int, resid: Tensor, start: int, corr: dict[str, Tensor], hook=None
-    ) -> Tensor:
+    def _block(self, layer: int, resid: Tensor, start: int, corr: dict[str, Tensor], hook=None) -> Tensor:
         """The model's own block ``layer`` on positions ``start..`` of ``resid`` (corrupted keys and
         values below ``start``), with ``hook`` (if any) on the patched hook point."""
+        if self.bridge:
+            return self._bridge_block(layer, resid, start, corr, hook)
         kv = self._kv_entry(layer, start, resid.shape[0] // self.batch, corr)
         if hook is None:
             return self.model.blocks[layer](resid, past_kv_cache_entry=kv)
         name, fn = hook
-        handle = self.model.hook_dict[name].register_forward_hook(
-            lambda mod, inp, out: fn(out)
-        )
+        handle = self.model.hook_dict[name].register_forward_hook(lambda mod, inp, out: fn(out))
         try:
             return self.model.blocks[layer](resid, past_kv_cache_entry=kv)
         finally:
             handle.remove()
 
+    def _bridge_block(self, layer: int, resid: Tensor, start: int, corr: dict[str, Tensor], hook=None) -> Tensor:
+        """:meth:`_block` on a bridge: its ``BlockBridge`` module (hooks fire in their usual layouts);
+        positions below ``start`` come from the corrupted run's keys and values."""
+        block, handles = self.model.blocks[layer], []
+        if hook is not None:
+            name, fn = hook
+            hp = self.model.hook_dict[name]
+            before = list(hp.fwd_hooks)
+            hp.add_hook(lambda act, hook=None: fn(act))
+            handles = [h for h in hp.fwd_hooks if h not in before]
+        try:
+            if start == 0:
+                out = block(resid)
+            else:
+                K = resid.shape[0] // self.batch
+                keys = corr[f"blocks.{layer}.attn.hook_k"][:, :start].repeat(K, 1, 1, 1)
+                values = corr[f"blocks.{layer}.attn.hook_v"][:, :start].repeat(K, 1, 1, 1)
+                with past_keys_values(self.model, layer, keys, values):
+                    out = block(resid)
+        finally:
+            for h in handles:
+                h.hook.remove()
+            if handles:
+                hp.fwd_hooks = [h for h in hp.fwd_hooks if h not in handles]
+        return out[0] if isinstance(out, tuple) else out
+
     def _partial_forward(
-        self,
-        act: str,
-        p: Pass,
-        corr_logits: Tensor,
-        corr: dict[str, Tensor],
-        clean_cache: dict[str, Tensor],
+        self, act: str, p: Pass, corr_logits: Tensor, corr: dict[str, Tensor], clean_cache: dict[str, Tensor]
     ) -> Tensor:
         """Run the model's own blocks on positions ``p.start..`` (KV-cached below), each variant
         joining the batch at its patched layer, then the final norm and unembedding at the logit
         positions the pass can change."""
-        model, P, L, B, s = (
-            self.model,
-            self.seq,
-            self.model.cfg.n_layers,
-            self.batch,
-            p.start,
-        )
+        model, P, L, B, s = self.model, self.seq, self.model.cfg.n_layers, self.batch, p.start
         ends = dict(p.ends)
-        resid: Tensor | None = (
-            None  # rows of the variants in flight, positions s..P-1
-        )
+        resid: Tensor | None = None  # rows of the variants in flight, positions s..P-1
         for layer in range(min(ends), L):
             joining = [v for v in p.variants if v.layer == layer]
             if not joining:
                 resid = self._block(layer, resid, s, corr)
                 continue
             name, end, K = _hook_name(act, layer), ends[layer], len(joining)
-            fresh = corr[f"blocks.{layer}.hook_resid_pre"][:, s : end + 1].repeat(
-                K, 1, 1
-            )
-            if (
-                end == P - 1
-            ):  # the patch changes every later position: join before the block
+            fresh = corr[f"blocks.{layer}.hook_resid_pre"][:, s : end + 1].repeat(K, 1, 1)
+            if end == P - 1:  # the patch changes every later position: join before the block
                 row0 = 0 if resid is None else resid.shape[0]
                 resid = fresh if resid is None else torch.cat([resid, fresh])
                 hook = _setter(act, clean_cache[name], s, joining, B, row0)
                 resid = self._block(layer, resid, s, corr, (name, hook))
                 continue
             # local patch: the patched layer changes positions s..end only; the rest is corrupted
-            out = self._block(
-                layer,
-                fresh,
-                s,
-                corr,
-                (name, _setter(act, clean_cache[name], s, joining, B)),
-            )
-            after = corr[
-                f"blocks.{layer + 1}.hook_resid_pre"
-                if layer < L - 1
-                else f"blocks.{L - 1}.hook_resid_post"
-            ]
+            out = self._block(layer, fresh, s, corr, (name, _setter(act, clean_cache[name], s, joining, B)))
+            after = corr[f"blocks.{layer + 1}.hook_resid_pre" if layer < L - 1 else f"blocks.{L - 1}.hook_resid_post"]
             out = torch.cat([out, after[:, end + 1 :].repeat(K, 1, 1)], dim=1)
             if resid is not None:
                 resid = self._block(layer, resid, s, corr)
@@ -622,9 +523,7 @@ class PatchingEngine:
     def _kv_entry(self, layer: int, start: int, K: int, corr: dict[str, Tensor]):
         if start == 0:
             return None
-        from transformer_lens.cache.key_value_cache_entry import (
-            TransformerLensKeyValueCacheEntry as Entry,
-        )
+        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
 
         keys = corr[f"blocks.{layer}.attn.hook_k"][:, :start].repeat(K, 1, 1, 1)
         values = corr[f"blocks.{layer}.attn.hook_v"][:, :start].repeat(K, 1, 1, 1)
@@ -637,15 +536,9 @@ class PatchingEngine:
         want = (K, B) if self.per_example else (K,)
         if self._vmap_ok is not False and K > 1:
             try:
-                out = torch.func.vmap(self.metric)(
-                    logits.reshape(K, B, *logits.shape[1:])
-                )
-                ok = isinstance(out, Tensor) and out.numel() == K * (
-                    B if self.per_example else 1
-                )
-            except (
-                Exception
-            ):  # vmap cannot batch this metric (.item(), Python control flow, ...)
+                out = torch.func.vmap(self.metric)(logits.reshape(K, B, *logits.shape[1:]))
+                ok = isinstance(out, Tensor) and out.numel() == K * (B if self.per_example else 1)
+            except Exception:  # vmap cannot batch this metric (.item(), Python control flow, ...)
                 out, ok = None, False
             if ok and self._vmap_ok:
                 return out.reshape(want).detach().float().cpu()
@@ -654,12 +547,7 @@ class PatchingEngine:
             else:
                 loop = self._metric_loop(logits, K)
                 self._vmap_ok = bool(
-                    torch.allclose(
-                        out.reshape(want).detach().float().cpu(),
-                        loop,
-                        rtol=1e-6,
-                        atol=1e-6,
-                    )
+                    torch.allclose(out.reshape(want).detach().float().cpu(), loop, rtol=1e-6, atol=1e-6)
                 )
                 return loop
         return self._metric_loop(logits, K)
@@ -667,12 +555,7 @@ class PatchingEngine:
     def _metric_loop(self, logits: Tensor, K: int) -> Tensor:
         B = self.batch
         return torch.stack(
-            [
-                _metric_values(
-                    self.metric, logits[k * B : (k + 1) * B], self.per_example, B
-                )
-                for k in range(K)
-            ]
+            [_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)]
         )
 
     def sweep(self, sweep: str, layers: Sequence[int] | None = None) -> Tensor:
@@ -681,24 +564,15 @@ class PatchingEngine:
         if sweep not in SWEEPS:
             raise ValueError(f"unknown sweep {sweep!r}; allowed: {sorted(SWEEPS)}")
         model = self.model
-        layers = (
-            list(range(model.cfg.n_layers))
-            if layers is None
-            else [check_layer(model, int(l)) for l in layers]
-        )
+        layers = check_layers(model, layers)
         act = SWEEPS[sweep][0]
         active = active_hook_names(model)
-        missing = [
-            _hook_name(act, l) for l in layers if _hook_name(act, l) not in active
-        ]
+        missing = [_hook_name(act, l) for l in layers if _hook_name(act, l) not in active]
         if missing:
-            raise ValueError(
-                f"sweep {sweep!r} needs hook points this model does not fire: {missing}"
-            )
+            raise ValueError(f"sweep {sweep!r} needs hook points this model does not fire: {missing}")
+        check_hooks_editable(model, [_hook_name(act, l) for l in layers])
         variants = _variants(model, sweep, layers, self.seq)
-        shape = _result_shape(model, sweep, len(layers), self.seq) + (
-            (self.batch,) if self.per_example else ()
-        )
+        shape = _result_shape(model, sweep, len(layers), self.seq) + ((self.batch,) if self.per_example else ())
         result = torch.zeros(shape)
         from tqdm.auto import tqdm
 
@@ -707,19 +581,11 @@ class PatchingEngine:
                 model.eval()
             self._caches([_hook_name(act, l) for l in layers])
             passes = self._plan(act, variants)
-            bar = tqdm(
-                total=len(variants),
-                desc=f"patching {sweep}",
-                disable=not self.progress or len(passes) < 8,
-            )
+            bar = tqdm(total=len(variants), desc=f"patching {sweep}", disable=not self.progress or len(passes) < 8)
             with bar:
                 for p in passes:
-                    values = self._metric_per_variant(
-                        self._run_pass(act, p), len(p.variants)
-                    )
-                    result[tuple(torch.tensor([v.index for v in p.variants]).T)] = (
-                        values
-                    )
+                    values = self._metric_per_variant(self._run_pass(act, p), len(p.variants))
+                    result[tuple(torch.tensor([v.index for v in p.variants]).T)] = values
                     bar.update(len(p.variants))
         return result
 
@@ -737,6 +603,4 @@ def patch_sweep(
     (run on ``corrupted_tokens`` with the clean cache of ``clean_tokens``). ``options``:
     ``per_example``, ``memory_budget_gb``, ``start_at_layer``, ``skip_positions``, ``progress``,
     ``logit_positions`` (see :class:`PatchingEngine`)."""
-    return PatchingEngine(
-        model, clean_tokens, corrupted_tokens, metric, **options
-    ).sweep(sweep, layers)
+    return PatchingEngine(model, clean_tokens, corrupted_tokens, metric, **options).sweep(sweep, layers)

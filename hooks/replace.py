@@ -36,7 +36,10 @@ import torch
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 
-from hooks.names import check_head, check_layer
+from hooks.bridge import has_live_attention
+from hooks.checks import check_weight_name
+from hooks.compat import attention_scale
+from hooks.names import check_head, check_hooks_editable, check_layer
 from hooks.state import add_tracked_hook, remove_tracked_hooks
 from hooks.weights import check_replacement, get_weight, is_bridge, set_weight_, slot
 
@@ -93,29 +96,19 @@ def _kv_head(model: nn.Module, head: int) -> int:
 class _Plan:
     """Validated entries: whole-weight writes and OV hooks, nothing applied yet."""
 
-    writes: list[
-        tuple[str, Tensor]
-    ]  # (weight name, full new value in TL layout), in order
+    writes: list[tuple[str, Tensor]]  # (weight name, full new value in TL layout), in order
     ov_hooks: list[tuple[int, int, Tensor, Tensor]]  # (layer, head, M, value-bias term)
 
 
 def _check_value(name: str, value, shape, like: Tensor) -> None:
     if not isinstance(value, Tensor):
-        raise TypeError(
-            f"replacement for {name} must be a torch.Tensor, got {type(value).__name__}"
-        )
+        raise TypeError(f"replacement for {name} must be a torch.Tensor, got {type(value).__name__}")
     if tuple(value.shape) != tuple(shape):
-        raise ValueError(
-            f"replacement for {name} has shape {tuple(value.shape)}, expected {tuple(shape)}"
-        )
+        raise ValueError(f"replacement for {name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
     if value.dtype != like.dtype:
-        raise TypeError(
-            f"replacement for {name} has dtype {value.dtype}, expected {like.dtype}"
-        )
+        raise TypeError(f"replacement for {name} has dtype {value.dtype}, expected {like.dtype}")
     if value.device != like.device:
-        raise ValueError(
-            f"replacement for {name} is on {value.device}, the model's weight is on {like.device}"
-        )
+        raise ValueError(f"replacement for {name} is on {value.device}, the model's weight is on {like.device}")
 
 
 def _normalise_key(key) -> str | Head | OV:
@@ -124,15 +117,14 @@ def _normalise_key(key) -> str | Head | OV:
     if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str):
         return Head(*key)
     raise TypeError(
-        f"replace_weights keys must be a weight name (str), (name, head), Head(name, head) or OV(layer, head); got {key!r}"
+        "replace_weights keys must be a weight name (str), (name, head), Head(name, head) or OV(layer, head); "
+        f"got {key!r}"
     )
 
 
 def _plan(model: nn.Module, replacements: Mapping) -> _Plan:
     if not isinstance(replacements, Mapping):
-        raise TypeError(
-            f"replacements must be a mapping {{name: tensor}}, got {type(replacements).__name__}"
-        )
+        raise TypeError(f"replacements must be a mapping {{name: tensor}}, got {type(replacements).__name__}")
     plan = _Plan(writes=[], ov_hooks=[])
     current: dict[str, Tensor] = {}
 
@@ -143,6 +135,8 @@ def _plan(model: nn.Module, replacements: Mapping) -> _Plan:
 
     for raw_key, value in replacements.items():
         key = _normalise_key(raw_key)
+        if isinstance(key, (str, Head)):
+            check_weight_name(model, key if isinstance(key, str) else key.name)
         if isinstance(key, str):
             check_replacement(model, key, value)
             current[key] = value.detach().clone()
@@ -158,14 +152,13 @@ def _plan_head(model, key: Head, value, full, plan: _Plan) -> None:
     short = key.name.rsplit(".", 1)[-1]
     if short not in _HEAD_WEIGHTS or not key.name.startswith("blocks."):
         raise ValueError(
-            f"head-level entries need an attention weight blocks.{{l}}.attn.{{{'|'.join(_HEAD_WEIGHTS)}}}, got {key.name!r}"
+            f"head-level entries need an attention weight blocks.{{l}}.attn.{{{'|'.join(_HEAD_WEIGHTS)}}}, "
+            f"got {key.name!r}"
         )
     slot(model, key.name)  # unknown name -> error listing the closest
     weight = full(key.name)
     if not isinstance(key.head, int) or not 0 <= key.head < weight.shape[0]:
-        raise ValueError(
-            f"head must be an int in [0, {weight.shape[0] - 1}] for {key.name}, got {key.head!r}"
-        )
+        raise ValueError(f"head must be an int in [0, {weight.shape[0] - 1}] for {key.name}, got {key.head!r}")
     _check_value(f"{key.name}[{key.head}]", value, weight.shape[1:], weight)
     weight[key.head] = value.detach()
     plan.writes.append((key.name, weight))
@@ -181,9 +174,7 @@ def _plan_ov(model, key: OV, value, full, plan: _Plan) -> None:
     W_O = full(f"{prefix}.W_O")
     _check_value(f"OV({key.layer}, {key.head})", value, (cfg.d_model, cfg.d_model), W_O)
     if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
-        raise ValueError(
-            "OV replacement is not supported with grouped-query attention (shared value heads)"
-        )
+        raise ValueError("OV replacement is not supported with grouped-query attention (shared value heads)")
     method = key.method
     if method == "auto":
         method = "weights" if cfg.d_head >= cfg.d_model else "hook"
@@ -195,6 +186,7 @@ def _plan_ov(model, key: OV, value, full, plan: _Plan) -> None:
     W_V = full(f"{prefix}.W_V")
     b_V = full(f"{prefix}.b_V") if _has(model, f"{prefix}.b_V") else None
     if method == "hook":
+        check_hooks_editable(model, f"blocks.{key.layer}.hook_attn_out")
         bias_term = b_V[h] @ W_O[h] if b_V is not None else torch.zeros_like(M[0])
         W_O[h] = 0.0
         plan.writes.append((f"{prefix}.W_O", W_O))
@@ -212,16 +204,12 @@ def _plan_ov(model, key: OV, value, full, plan: _Plan) -> None:
         bias_term = b_V[h] @ W_O[h]
         if method == "weights":
             new_b[: cfg.d_model] = bias_term
-        elif _has(
-            model, f"{prefix}.b_O"
-        ):  # the value-bias term is constant over positions: move it to b_O
+        elif _has(model, f"{prefix}.b_O"):  # the value-bias term is constant over positions: move it to b_O
             b_O = full(f"{prefix}.b_O")
             b_O += bias_term
             plan.writes.append((f"{prefix}.b_O", b_O))
         else:
-            raise ValueError(
-                "OV method 'factor' with a value bias needs an output bias b_O; use 'hook'"
-            )
+            raise ValueError("OV method 'factor' with a value bias needs an output bias b_O; use 'hook'")
         b_V[h] = new_b
         plan.writes.append((f"{prefix}.b_V", b_V))
     W_V[h], W_O[h] = A, B
@@ -234,9 +222,7 @@ def _factorise(M: Tensor, d_head: int) -> tuple[Tensor, Tensor]:
     tol = S.max().clamp_min(1e-30) * max(M.shape) * torch.finfo(M.dtype).eps
     rank = int((S > tol).sum())
     if rank > d_head:
-        raise ValueError(
-            f"OV method 'factor' needs rank(M) <= d_head, got rank {rank} > d_head {d_head}; use 'hook'"
-        )
+        raise ValueError(f"OV method 'factor' needs rank(M) <= d_head, got rank {rank} > d_head {d_head}; use 'hook'")
     k = min(d_head, S.numel())
     root = S[:k].sqrt()
     A = torch.zeros(M.shape[0], d_head, dtype=torch.float64, device=M.device)
@@ -257,49 +243,39 @@ def _has(model, name: str) -> bool:
 # ----------------------------------------------------------------------------- OV hook
 
 
-def _install_ov_hook(
-    model: nn.Module, layer: int, head: int, M: Tensor, bias_term: Tensor
-) -> list:
+def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_term: Tensor) -> list:
     """Hooks that add ``pattern[:, head] @ (x @ M) + bias_term`` to ``blocks.{layer}.hook_attn_out``."""
     seen: dict[str, Tensor] = {}
     handles: list = []
 
     def keep(key):
         def hook(tensor, hook=None):
-            seen[key] = (
-                tensor[:, :, head] if tensor.dim() == 4 else tensor
-            )  # per-head tensors: this head
+            seen[key] = tensor[:, :, head] if tensor.dim() == 4 else tensor  # per-head tensors: this head
 
         return hook
 
     def add_head(attn_out, hook):
         x = seen.pop("x")
-        pattern = (
-            seen.pop("pattern")
-            if "pattern" in seen
-            else _pattern_from_qk(model, seen.pop("q"), seen.pop("k"))
-        )
+        pattern = seen.pop("pattern") if "pattern" in seen else _pattern_from_qk(model, seen.pop("q"), seen.pop("k"))
         return attn_out + pattern @ (x @ M) + bias_term
 
     prefix = f"blocks.{layer}.attn"
-    if is_bridge(model):
-        # the bridge fires hook_pattern only after hook_attn_out: recompute the pattern from q and k
+    if not is_bridge(model) or has_live_attention(model):
+        handles += add_tracked_hook(
+            model, f"{prefix}.hook_pattern", lambda t, hook: seen.__setitem__("pattern", t[:, head])
+        )
+    else:
+        # a raw boot_native bridge fires hook_pattern only after hook_attn_out: recompute it from q and k
         if getattr(model.cfg, "positional_embedding_type", "standard") != "standard":
             raise ValueError(
                 "OV method 'hook' on a TransformerBridge needs standard positional embeddings; use 'factor'"
             )
         handles += add_tracked_hook(model, f"{prefix}.q.hook_out", keep("q"))
         handles += add_tracked_hook(model, f"{prefix}.k.hook_out", keep("k"))
+    if is_bridge(model):
         handles += add_tracked_hook(model, f"{prefix}.v.hook_in", keep("x"))
     else:
-        handles += add_tracked_hook(
-            model,
-            f"{prefix}.hook_pattern",
-            lambda t, hook: seen.__setitem__("pattern", t[:, head]),
-        )
-        ln1 = model.blocks[
-            layer
-        ].ln1  # nn.Identity without normalisation: its output is the value input
+        ln1 = model.blocks[layer].ln1  # nn.Identity without normalisation: its output is the value input
         handle = ln1.register_forward_hook(lambda mod, inp, out: keep("x")(out))
         handles.append((None, handle))
     handles += add_tracked_hook(model, f"blocks.{layer}.hook_attn_out", add_head)
@@ -309,17 +285,10 @@ def _install_ov_hook(
 def _pattern_from_qk(model: nn.Module, q: Tensor, k: Tensor) -> Tensor:
     """Causal softmax attention pattern ``[batch, q_pos, k_pos]`` of one head from its q and k."""
     cfg = model.cfg
-    scale = 1.0
-    if getattr(cfg, "use_attn_scale", True):
-        scale = (
-            cfg.attn_scale if getattr(cfg, "attn_scale", -1) > 0 else cfg.d_head**0.5
-        )
-    scores = q @ k.transpose(-1, -2) / scale
+    scores = q @ k.transpose(-1, -2) / attention_scale(model)
     if getattr(cfg, "attention_dir", "causal") == "causal":
         n_q, n_k = scores.shape[-2:]
-        mask = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril(
-            n_k - n_q
-        )
+        mask = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril(n_k - n_q)
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(dim=-1)
 

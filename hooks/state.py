@@ -23,12 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-_TORCH_HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_pre_hooks",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-)
+_TORCH_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 def _hook_points(model: nn.Module) -> list[nn.Module]:
@@ -61,13 +56,9 @@ def snapshot_state(model: nn.Module, weights: bool = False) -> ModelState:
     state = ModelState(
         training={id(m): (m, m.training) for m in modules},
         requires_grad={id(p): (p, p.requires_grad) for p in model.parameters()},
-        lens_handles={
-            id(hp): (hp, {id(h) for h in hp.fwd_hooks}, {id(h) for h in hp.bwd_hooks})
-            for hp in hook_points
-        },
+        lens_handles={id(hp): (hp, {id(h) for h in hp.fwd_hooks}, {id(h) for h in hp.bwd_hooks}) for hp in hook_points},
         torch_hooks={
-            id(m): (m, {d: set(getattr(m, d, {}).keys()) for d in _TORCH_HOOK_DICTS})
-            for m in modules + hook_points
+            id(m): (m, {d: set(getattr(m, d, {}).keys()) for d in _TORCH_HOOK_DICTS}) for m in modules + hook_points
         },
     )
     if weights:
@@ -145,13 +136,8 @@ def count_hooks(model: nn.Module) -> int:
     not counting the capture hooks TransformerLens's bridge installs on itself."""
     total = 0
     hook_points = _hook_points(model)
-    for (
-        hp
-    ) in hook_points:  # LensHandles, and raw hooks registered directly on a HookPoint
-        total += max(
-            len(hp.fwd_hooks) + len(hp.bwd_hooks),
-            sum(len(getattr(hp, d, {})) for d in _TORCH_HOOK_DICTS),
-        )
+    for hp in hook_points:  # LensHandles, and raw hooks registered directly on a HookPoint
+        total += max(len(hp.fwd_hooks) + len(hp.bwd_hooks), sum(len(getattr(hp, d, {})) for d in _TORCH_HOOK_DICTS))
     seen = {id(hp) for hp in hook_points}
     for m in model.modules():
         if id(m) in seen:
@@ -168,9 +154,7 @@ def state_fingerprint(model: nn.Module) -> dict[str, object]:
         "hooks": count_hooks(model),
         "training": [m.training for m in model.modules()],
         "requires_grad": [p.requires_grad for p in model.parameters()],
-        "tensors": [
-            t.detach().clone() for t in list(model.parameters()) + list(model.buffers())
-        ],
+        "tensors": [t.detach().clone() for t in list(model.parameters()) + list(model.buffers())],
     }
 
 
@@ -184,30 +168,19 @@ def same_state(before: dict[str, object], after: dict[str, object]) -> list[str]
     if len(tb) != len(ta):
         problems.append(f"number of tensors changed: {len(tb)} -> {len(ta)}")
     else:
-        changed = [
-            i
-            for i, (a, b) in enumerate(zip(tb, ta))
-            if a.dtype != b.dtype or not torch.equal(a, b)
-        ]
+        changed = [i for i, (a, b) in enumerate(zip(tb, ta)) if a.dtype != b.dtype or not torch.equal(a, b)]
         if changed:
             problems.append(f"tensors changed at indices {changed}")
     return problems
 
 
-def add_tracked_hook(
-    model: nn.Module, name: str, hook_fn
-) -> list[tuple[nn.Module, object]]:
+def add_tracked_hook(model: nn.Module, name: str, hook_fn) -> list[tuple[nn.Module, object]]:
     """Add a *permanent* forward hook (so that a user's ``run_with_hooks`` inside a context does
     not drop it) and return exactly the handles it created, for :func:`remove_tracked_hooks`."""
     hook_points = _hook_points(model)
     before = {id(hp): {id(h) for h in hp.fwd_hooks} for hp in hook_points}
     model.add_hook(name, hook_fn, is_permanent=True)
-    return [
-        (hp, h)
-        for hp in hook_points
-        for h in hp.fwd_hooks
-        if id(h) not in before[id(hp)]
-    ]
+    return [(hp, h) for hp in hook_points for h in hp.fwd_hooks if id(h) not in before[id(hp)]]
 
 
 def remove_tracked_hooks(handles: list[tuple[nn.Module, object]]) -> None:

@@ -10,10 +10,15 @@ A sidecar file ``<results>.grid.json`` stores the grid's fingerprint (a hash of 
 function's name); running a different grid or function against an existing results file raises a ValueError
 instead of mixing two sweeps. A malformed line is reported with its line number, never silently dropped.
 
+One sweep writes a results file at a time: ``run_sweep`` holds an advisory lock (``<results>.lock``, see
+``mechmem.locking``) while it runs, and a second sweep on the same file is refused with the first one's pid.
+
 Backends: ``"local"`` (default) runs ``fn`` in ``workers`` processes started with the ``spawn`` method
-(``workers=1`` runs in this process); ``"ray"`` submits one Ray task per configuration to a local Ray instance or
-to the cluster at ``address`` (optional extra: ``pip install 'mechmem[ray]'``). ``fn`` must be a module-level
-function (picklable by reference) returning a JSON-serialisable value.
+(``workers=1`` runs in this process); each worker uses one torch thread (so workers do not oversubscribe the
+cores) and exits as soon as the process that started it dies (no orphans after a ``kill -9``). ``"ray"``
+submits one Ray task per configuration to a local Ray instance or to the cluster at ``address`` (optional extra:
+``pip install 'mechmem[ray]'``). ``fn`` must be a module-level function (picklable by reference) returning a
+JSON-serialisable value.
 
 Example::
 
@@ -24,12 +29,14 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures as cf
+import glob
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,7 +44,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mechmem.io import atomic_write_text
+from mechmem.locking import acquire, release
+from mechmem.threads import limit_worker_threads
+
 BACKENDS = ("local", "ray")
+#: How often (seconds) a worker checks that the process that started it is still alive.
+PARENT_POLL_SECONDS = 0.5
 
 
 def canonical_json(obj: Any) -> str:
@@ -45,9 +58,7 @@ def canonical_json(obj: Any) -> str:
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"sweep configs and results must be JSON-serialisable (finite numbers): {exc}"
-        ) from exc
+        raise TypeError(f"sweep configs and results must be JSON-serialisable (finite numbers): {exc}") from exc
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -57,16 +68,12 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(config)).encode()).hexdigest()[:16]
 
 
-def expand_grid(
-    axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None
-) -> list[dict]:
+def expand_grid(axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None) -> list[dict]:
     """Cartesian product of ``axes`` (name -> values), each config also holding the ``fixed`` entries."""
     fixed = dict(fixed or {})
     for name, values in axes.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise TypeError(
-                f"grid axis {name!r} must be a list of values, got {values!r}"
-            )
+            raise TypeError(f"grid axis {name!r} must be a list of values, got {values!r}")
         if name in fixed:
             raise ValueError(f"grid axis {name!r} is also a fixed entry")
     names = list(axes)
@@ -74,30 +81,28 @@ def expand_grid(
     for n, vals in zip(names, value_lists):
         if not vals:
             raise ValueError(f"grid axis {n!r} is empty")
-    return [
-        {**fixed, **dict(zip(names, combo))}
-        for combo in itertools.product(*value_lists)
-    ]
+    return [{**fixed, **dict(zip(names, combo))} for combo in itertools.product(*value_lists)]
 
 
 def function_name(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def grid_fingerprint(
-    configs: Sequence[Mapping[str, Any]], fn: Callable | None = None
-) -> str:
+def grid_fingerprint(configs: Sequence[Mapping[str, Any]], fn: Callable | None = None) -> str:
     """Hash of the sorted config keys (and of the function's name): independent of the grid's order."""
     keys = sorted(config_key(c) for c in configs)
-    payload = canonical_json(
-        {"keys": keys, "function": function_name(fn) if fn is not None else None}
-    )
+    payload = canonical_json({"keys": keys, "function": function_name(fn) if fn is not None else None})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def sidecar_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".grid.json")
+
+
+def lock_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
 
 
 def read_results(path: str | Path) -> list[dict]:
@@ -110,26 +115,18 @@ def read_results(path: str | Path) -> list[dict]:
     rows, seen = [], {}
     if not path.exists():
         return rows
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.endswith("\n"):
-                raise ValueError(
-                    f"{path}:{lineno}: truncated last line (no newline): {line[:80]!r}"
-                )
+                raise ValueError(f"{path}:{lineno}: truncated last line (no newline): {line[:80]!r}")
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{path}:{lineno}: malformed JSON line ({exc.msg}): {line[:80]!r}"
-                ) from exc
+                raise ValueError(f"{path}:{lineno}: malformed JSON line ({exc.msg}): {line[:80]!r}") from exc
             if not isinstance(row, dict) or "key" not in row or "config" not in row:
-                raise ValueError(
-                    f"{path}:{lineno}: a results line must be an object with 'key' and 'config'"
-                )
+                raise ValueError(f"{path}:{lineno}: a results line must be an object with 'key' and 'config'")
             if config_key(row["config"]) != row["key"]:
-                raise ValueError(
-                    f"{path}:{lineno}: key {row['key']} does not match its config"
-                )
+                raise ValueError(f"{path}:{lineno}: key {row['key']} does not match its config")
             if row["key"] in seen:
                 raise ValueError(
                     f"{path}:{lineno}: configuration {row['key']} already recorded on line {seen[row['key']]}"
@@ -155,21 +152,9 @@ def _check_sidecar(path: Path, fingerprint: str, n_configs: int, fn: Callable) -
             )
         return
     if path.exists() and path.stat().st_size > 0:
-        raise ValueError(
-            f"{path} exists without its grid sidecar {side.name}: cannot tell which grid wrote it"
-        )
-    side.parent.mkdir(parents=True, exist_ok=True)
-    tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-    tmp.write_text(
-        json.dumps(
-            {
-                "fingerprint": fingerprint,
-                "n_configs": n_configs,
-                "function": function_name(fn),
-            }
-        )
-    )
-    os.replace(tmp, side)
+        raise ValueError(f"{path} exists without its grid sidecar {side.name}: cannot tell which grid wrote it")
+    record = {"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}
+    atomic_write_text(side, json.dumps(record))
 
 
 class _Appender:
@@ -189,21 +174,13 @@ class _Appender:
         os.close(self.fd)
 
 
-def _validate(
-    fn: Callable, configs: Sequence[Mapping], backend: str, workers: int | None
-) -> list[dict]:
+def _validate(fn: Callable, configs: Sequence[Mapping], backend: str, workers: int | None) -> list[dict]:
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if backend not in BACKENDS:
-        raise ValueError(
-            f"unknown backend {backend!r}; allowed values: {', '.join(BACKENDS)}"
-        )
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise ValueError(
-            f"workers must be a positive int or None (= number of CPUs), got {workers!r}"
-        )
+        raise ValueError(f"unknown backend {backend!r}; allowed values: {', '.join(BACKENDS)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive int or None (= number of CPUs), got {workers!r}")
     configs = [dict(c) if isinstance(c, Mapping) else c for c in configs]
     keys: dict[str, int] = {}
     for i, c in enumerate(configs):
@@ -242,25 +219,30 @@ def run_sweep(
     """
     configs = _validate(fn, configs, backend, workers)
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"sweep results path {path} is a folder; name a .jsonl file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = acquire(lock_path(path), f"sweep results {path}")
+    try:
+        for stale in path.parent.glob(
+            f".{glob.escape(path.name)}*.tmp"
+        ):  # ours only: the folder may hold others' files
+            stale.unlink()
+        return _run_locked(fn, configs, path, backend, workers, address, progress, desc)
+    finally:
+        release(key)
+
+
+def _run_locked(fn, configs: list[dict], path: Path, backend, workers, address, progress, desc) -> list[dict]:
+    """``run_sweep`` once the results file is locked."""
     _check_sidecar(path, grid_fingerprint(configs, fn), len(configs), fn)
     done = {row["key"]: row for row in read_results(path)}
     todo = [c for c in configs if config_key(c) not in done]
-    bar = tqdm(
-        total=len(configs),
-        initial=len(configs) - len(todo),
-        desc=desc,
-        disable=not progress,
-        smoothing=0.1,
-    )
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, disable=not progress, smoothing=0.1)
     appender = _Appender(path)
     try:
         for config, result in _execute(fn, todo, backend, workers, address):
-            row = {
-                "key": config_key(config),
-                "config": config,
-                "result": result,
-                "finished_at": time.time(),
-            }
+            row = {"key": config_key(config), "config": config, "result": result, "finished_at": time.time()}
             appender.append(row)
             done[row["key"]] = json.loads(canonical_json(row))
             bar.update(1)
@@ -283,7 +265,7 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
         return
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)), mp_context=ctx
+        max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
     ) as pool:
         futures = {pool.submit(fn, config): config for config in todo}
         try:
@@ -292,22 +274,30 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
                 try:
                     result = fut.result()
                 except Exception as exc:
-                    raise RuntimeError(
-                        f"sweep function failed on config {config}: {exc!r}"
-                    ) from exc
+                    raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
                 yield config, result
         finally:
             for fut in futures:
                 fut.cancel()
 
 
+def _init_worker(parent_pid: int) -> None:
+    """In each worker: one torch thread, and exit as soon as ``parent_pid`` is gone."""
+    limit_worker_threads()
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # the sweep that started us died: its results file is resumed by the next run
+
+
 def _call(fn, config):
     try:
         return fn(config)
     except Exception as exc:
-        raise RuntimeError(
-            f"sweep function failed on config {config}: {exc!r}"
-        ) from exc
+        raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
 
 
 def _execute_ray(fn, todo, address) -> Iterable[tuple[dict, Any]]:
@@ -329,9 +319,7 @@ def _execute_ray(fn, todo, address) -> Iterable[tuple[dict, Any]]:
                 try:
                     result = ray.get(ref)
                 except Exception as exc:
-                    raise RuntimeError(
-                        f"sweep function failed on config {config}: {exc!r}"
-                    ) from exc
+                    raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
                 yield config, result
     finally:
         for ref in pending:

@@ -3,4 +3,4 @@
 from mechmem.tasks.base import Batch, Task
 from mechmem.tasks.recall import RecallTask
 
-__all__ = ["Batch", "RecallTask", "Task"]
+__all__ = ["Batch", "Task", "RecallTask"]

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from mechmem.config import ModelConfig
+from mechmem.config import ModelConfig, TrainConfig, check_seed
 from mechmem.tasks.base import Batch, Task
 
 
@@ -26,6 +26,9 @@ class RecallTask(Task):
     """
 
     name: ClassVar[str] = "recall"
+    corruption: ClassVar[str] = (
+        "the key is replaced, at the same position, by another key whose value differs (noise and query unchanged)"
+    )
     seq_len: int = 12
     n_keys: int = 24
     n_values: int = 8
@@ -36,13 +39,10 @@ class RecallTask(Task):
         for field in ("seq_len", "n_keys", "n_values", "n_noise"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"recall task: {field} must be a positive integer, got {value!r}"
-                )
+                raise ValueError(f"recall task: {field} must be a positive integer, got {value!r}")
+        check_seed("recall task: table_seed", self.table_seed)
         if self.seq_len < 2:
-            raise ValueError(
-                f"recall task: seq_len must be >= 2 (a key and the query), got {self.seq_len}"
-            )
+            raise ValueError(f"recall task: seq_len must be >= 2 (a key and the query), got {self.seq_len}")
         gen = torch.Generator().manual_seed(self.table_seed)
         self.values = torch.randint(self.n_values, (self.n_keys,), generator=gen)
 
@@ -72,6 +72,28 @@ class RecallTask(Task):
         mask[:, -1] = True
         return Batch(tokens, targets, mask, labels={"key": keys, "key_position": where})
 
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Swap each example's key for a key with a different value: the recalled answer changes."""
+        keys, where = self.batch_labels(batch, "key", "key_position")
+        keys, device = keys.cpu(), batch.tokens.device
+        differs = self.values[None, :] != self.values[keys][:, None]  # [batch, n_keys]
+        if not differs.any(1).all():
+            raise ValueError(
+                "recall task: every key has the same value (n_values=1?); no corruption changes the answer"
+            )
+        new_keys = torch.multinomial(differs.float(), 1, generator=generator).squeeze(1)
+        tokens, targets = batch.tokens.clone(), batch.targets.clone()
+        tokens[torch.arange(len(keys), device=device), where] = new_keys.to(device)
+        targets[:, -1] = self.values[new_keys].to(device)
+        return Batch(tokens, targets, batch.mask.clone(), {**batch.labels, "key": new_keys.to(device)})
+
+    def token_labels(self) -> list[str]:
+        """``k0..`` keys, ``n0..`` noise, ``?`` the query."""
+        return [f"k{i}" for i in range(self.n_keys)] + [f"n{i}" for i in range(self.n_noise)] + ["?"]
+
+    def output_labels(self) -> list[str]:
+        return [f"v{i}" for i in range(self.n_values)]
+
     def model_config(self) -> ModelConfig:
         return ModelConfig(
             n_layers=1,
@@ -84,9 +106,5 @@ class RecallTask(Task):
             positional=False,
         )
 
-    def train_config(self):
-        from mechmem.training import TrainConfig
-
-        return TrainConfig(
-            steps=150, batch_size=128, lr=1e-2, optimizer="adam", eval_every=25
-        )
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=150, batch_size=128, lr=1e-2, optimizer="adam", eval_every=25)

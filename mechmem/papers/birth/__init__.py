@@ -2,7 +2,7 @@
 
 Global vs in-context bigrams on tiny-Shakespeare characters, the simplified two-layer model with frozen random
 embeddings, memory-recall probes, the hand-built induction head, and the full model. See
-``docs/readme/birth.md`` and ``../shared/papers/birth.md``.
+``mechmem/papers/birth/README.md``.
 """
 
 from mechmem.papers import lazy_exports
@@ -13,8 +13,9 @@ __getattr__ = lazy_exports(
         "TASKS": "task:TASKS",
         "BigramTask": "task:BigramTask",
         "EXPERIMENTS": "experiments:EXPERIMENTS",
-        "reproduce": "reproduction:reproduce",
+        "PRESETS": "presets:PRESETS",
+        "BirthReproduction": "reproduction:BirthReproduction",
     },
 )
 
-__all__ = ["EXPERIMENTS", "TASKS", "BigramTask", "reproduce"]
+__all__ = ["TASKS", "EXPERIMENTS", "PRESETS", "BirthReproduction", "BigramTask"]

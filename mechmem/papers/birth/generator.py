@@ -1,4 +1,4 @@
-"""Vectorised, seeded generator of the bigram task of "Birth of a Transformer" (spec section 2.2).
+"""Vectorised, seeded generator of the bigram task of "Birth of a Transformer" (as the authors' ``ihead_data.py``).
 
 A sequence starts with z_1 ~ pi_u. Each of K triggers q_k is always followed by its output o_k; any other
 token z_t is followed by z_{t+1} ~ pi_b(. | z_t). All sequences of a batch are stepped at once (one
@@ -21,9 +21,7 @@ from .tables import CharTables, shakespeare_tables
 TRIGGER_MODES = ("fixed", "random")
 OUTPUT_MODES = ("uniform", "bigram")
 OUTPUT_SPLITS = (None, "train", "test")
-TRAIN_OUTPUT_FRACTION = (
-    0.75  # training outputs: ids 0..47 of 65 (the first 75 %), test outputs: ids 48..64
-)
+TRAIN_OUTPUT_FRACTION = 0.75  # training outputs: ids 0..47 of 65 (the first 75 %), test outputs: ids 48..64
 
 
 @dataclass(frozen=True)
@@ -64,26 +62,16 @@ class BigramOptions:
     def validate_options(self, n_vocab: int) -> None:
         """Raise ValueError naming the field and its allowed values, before any generation work."""
         if not isinstance(self.seq_len, int) or self.seq_len < 1:
-            raise ValueError(
-                f"seq_len must be a positive integer, got {self.seq_len!r}"
-            )
+            raise ValueError(f"seq_len must be a positive integer, got {self.seq_len!r}")
         if not isinstance(self.n_triggers, int) or not 0 <= self.n_triggers <= n_vocab:
             raise ValueError(
-                f"n_triggers (K) must be an integer in [0, {n_vocab}] (the vocabulary size), "
-                f"got {self.n_triggers!r}"
+                f"n_triggers (K) must be an integer in [0, {n_vocab}] (the vocabulary size), got {self.n_triggers!r}"
             )
         if self.trigger_mode not in TRIGGER_MODES:
-            raise ValueError(
-                f"trigger_mode must be one of {TRIGGER_MODES}, got {self.trigger_mode!r}"
-            )
+            raise ValueError(f"trigger_mode must be one of {TRIGGER_MODES}, got {self.trigger_mode!r}")
         if not isinstance(self.trigger_offset, int) or self.trigger_offset < 0:
-            raise ValueError(
-                f"trigger_offset must be a non-negative integer, got {self.trigger_offset!r}"
-            )
-        if (
-            self.trigger_mode == "fixed"
-            and self.trigger_offset + self.n_triggers > n_vocab
-        ):
+            raise ValueError(f"trigger_offset must be a non-negative integer, got {self.trigger_offset!r}")
+        if self.trigger_mode == "fixed" and self.trigger_offset + self.n_triggers > n_vocab:
             raise ValueError(
                 f"trigger_offset={self.trigger_offset} leaves {n_vocab - self.trigger_offset} tokens, "
                 f"too few for n_triggers={self.n_triggers} (need offset + K <= {n_vocab})"
@@ -91,13 +79,9 @@ class BigramOptions:
         if self.trigger_mode == "random" and self.trigger_offset:
             raise ValueError("trigger_offset applies only to trigger_mode='fixed'")
         if self.output_mode not in OUTPUT_MODES:
-            raise ValueError(
-                f"output_mode must be one of {OUTPUT_MODES}, got {self.output_mode!r}"
-            )
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {self.output_mode!r}")
         if self.output_split not in OUTPUT_SPLITS:
-            raise ValueError(
-                f"output_split must be one of {OUTPUT_SPLITS}, got {self.output_split!r}"
-            )
+            raise ValueError(f"output_split must be one of {OUTPUT_SPLITS}, got {self.output_split!r}")
         n_allowed = len(allowed_outputs(self.output_split, n_vocab))
         if n_allowed < (2 if self.no_repeat else 1):
             raise ValueError(
@@ -107,9 +91,7 @@ class BigramOptions:
 
     def options(self) -> BigramOptions:
         """A plain BigramOptions copy of these options (subclasses such as the Task carry extra fields)."""
-        return BigramOptions(
-            **{f.name: getattr(self, f.name) for f in fields(BigramOptions)}
-        )
+        return BigramOptions(**{f.name: getattr(self, f.name) for f in fields(BigramOptions)})
 
 
 def allowed_outputs(output_split: str | None, n_vocab: int) -> list[int]:
@@ -137,26 +119,17 @@ def draw_triggers(
     opts: BigramOptions, tables: CharTables, batch_size: int, generator: torch.Generator
 ) -> Int[Tensor, "batch K"]:
     if opts.trigger_mode == "fixed":
-        q = torch.tensor(
-            fixed_triggers(tables, opts.n_triggers, opts.trigger_offset),
-            dtype=torch.long,
-        )
+        q = torch.tensor(fixed_triggers(tables, opts.n_triggers, opts.trigger_offset), dtype=torch.long)
         return q.expand(batch_size, -1).clone()
     if opts.n_triggers == 0:
         return torch.zeros(batch_size, 0, dtype=torch.long)
     return torch.multinomial(
-        tables.pi_u.expand(batch_size, -1),
-        opts.n_triggers,
-        replacement=False,
-        generator=generator,
+        tables.pi_u.expand(batch_size, -1), opts.n_triggers, replacement=False, generator=generator
     )
 
 
 def draw_outputs(
-    opts: BigramOptions,
-    tables: CharTables,
-    triggers: Int[Tensor, "batch K"],
-    generator: torch.Generator,
+    opts: BigramOptions, tables: CharTables, triggers: Int[Tensor, "batch K"], generator: torch.Generator
 ) -> Int[Tensor, "batch K"]:
     """o_k for every (sequence, trigger): uniform or pi_b(. | q_k), restricted to the allowed outputs."""
     b, k = triggers.shape
@@ -166,27 +139,19 @@ def draw_outputs(
     allowed[allowed_outputs(opts.output_split, tables.n)] = 1.0
     if opts.output_mode == "bigram":
         probs = tables.pi_b[triggers] * allowed
-        empty = (
-            probs.sum(-1, keepdim=True) == 0
-        )  # a trigger whose successors are all held out: uniform
+        empty = probs.sum(-1, keepdim=True) == 0  # a trigger whose successors are all held out: uniform
         probs = torch.where(empty, allowed.expand_as(probs), probs)
     else:
         probs = allowed.expand(b, k, -1).clone()
     if opts.no_repeat:
         probs.scatter_(-1, triggers.unsqueeze(-1), 0.0)
         empty = probs.sum(-1, keepdim=True) == 0
-        uniform_other = allowed.expand_as(probs).scatter(
-            -1, triggers.unsqueeze(-1), 0.0
-        )
+        uniform_other = allowed.expand_as(probs).scatter(-1, triggers.unsqueeze(-1), 0.0)
         probs = torch.where(empty, uniform_other, probs)
-    return torch.multinomial(probs.reshape(b * k, -1), 1, generator=generator).reshape(
-        b, k
-    )
+    return torch.multinomial(probs.reshape(b * k, -1), 1, generator=generator).reshape(b, k)
 
 
-def alias_tables(
-    probs: Float[Tensor, "R N"],
-) -> tuple[Float[Tensor, "R N"], Int[Tensor, "R N"]]:
+def alias_tables(probs: Float[Tensor, "R N"]) -> tuple[Float[Tensor, "R N"], Int[Tensor, "R N"]]:
     """Walker's alias tables of each row of ``probs``: draw column m uniformly, keep it with probability
     ``keep[r, m]``, else take ``alias[r, m]``. Exact (up to float64 rounding) and O(1) per draw."""
     R, N = probs.shape
@@ -207,10 +172,7 @@ def alias_tables(
 
 
 def generate(
-    opts: BigramOptions,
-    batch_size: int,
-    generator: torch.Generator,
-    tables: CharTables | None = None,
+    opts: BigramOptions, batch_size: int, generator: torch.Generator, tables: CharTables | None = None
 ) -> BigramSample:
     """Draw ``batch_size`` sequences of the bigram task, all stepped together.
 
@@ -220,22 +182,14 @@ def generate(
     """
     tables = tables if tables is not None else shakespeare_tables()
     opts.validate_options(tables.n)
-    if (
-        not isinstance(batch_size, int)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator, got {type(generator).__name__}"
-        )
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     T, N = opts.seq_len, tables.n
     triggers = draw_triggers(opts, tables, batch_size, generator)
     outputs = draw_outputs(opts, tables, triggers, generator)
-    forced = torch.full(
-        (batch_size, N), -1, dtype=torch.long
-    )  # forced[b, i] = o_k if i = q_k else -1
+    forced = torch.full((batch_size, N), -1, dtype=torch.long)  # forced[b, i] = o_k if i = q_k else -1
     forced.scatter_(1, triggers, outputs)
     keep, alias = _alias_cache(tables)
     keep, alias = keep.flatten(), alias.flatten()
@@ -252,18 +206,8 @@ def generate(
     z = z.T.contiguous()
     tokens = z[:, :T]
     hit = tokens.unsqueeze(-1) == triggers.unsqueeze(1)  # [B, T, K]
-    counts = (
-        (hit.long().cumsum(1) * hit).sum(-1)
-        if opts.output_counter
-        else hit.any(-1).long()
-    )
-    return BigramSample(
-        tokens=tokens,
-        targets=z[:, 1:],
-        counts=counts,
-        triggers=triggers,
-        outputs=outputs,
-    )
+    counts = (hit.long().cumsum(1) * hit).sum(-1) if opts.output_counter else hit.any(-1).long()
+    return BigramSample(tokens=tokens, targets=z[:, 1:], counts=counts, triggers=triggers, outputs=outputs)
 
 
 _ALIAS: dict[int, tuple[Tensor, Tensor]] = {}
@@ -282,7 +226,7 @@ def conditional_entropies(tables: CharTables) -> Float[Tensor, " N"]:
     return -(pb * torch.where(pb > 0, pb.log(), torch.zeros_like(pb))).sum(-1)
 
 
-def bigram_floor(sample: BigramSample, tables: CharTables | None = None) -> float:
+def bigram_floor(sample: BigramSample, tables: Optional[CharTables] = None) -> float:
     """Best achievable cross-entropy (nats) at the global-bigram positions (c = 0) of a sample: the mean
     conditional entropy H(pi_b(. | z_t)) over those positions."""
     tables = tables if tables is not None else shakespeare_tables()
@@ -294,7 +238,7 @@ def expected_bigram_floor(
     opts: BigramOptions,
     n_output_draws: int = 4096,
     seed: int = 0,
-    tables: CharTables | None = None,
+    tables: Optional[CharTables] = None,
     chunk: int = 512,
 ) -> float:
     """The global-bigram floor of the data distribution: E[sum_t 1{c_t = 0} H(pi_b(. | z_t))] / E[sum_t 1{c_t = 0}]
@@ -318,15 +262,9 @@ def expected_bigram_floor(
         triggers = draw_triggers(opts, tables, n, generator)
         outputs = draw_outputs(opts, tables, triggers, generator)
         P = tables.pi_b.expand(n, N, N).clone()
-        rows = P[
-            torch.arange(n)[:, None], triggers
-        ]  # [n, K, N]: the trigger rows, replaced by one-hot outputs
-        P[torch.arange(n)[:, None], triggers] = torch.zeros_like(rows).scatter_(
-            -1, outputs.unsqueeze(-1), 1.0
-        )
-        glob = torch.ones(n, N, dtype=torch.float64).scatter_(
-            1, triggers, 0.0
-        )  # c = 0 <=> not a trigger
+        rows = P[torch.arange(n)[:, None], triggers]  # [n, K, N]: the trigger rows, replaced by one-hot outputs
+        P[torch.arange(n)[:, None], triggers] = torch.zeros_like(rows).scatter_(-1, outputs.unsqueeze(-1), 1.0)
+        glob = torch.ones(n, N, dtype=torch.float64).scatter_(1, triggers, 0.0)  # c = 0 <=> not a trigger
         m = tables.pi_u.expand(n, N).clone()
         for _ in range(opts.seq_len):
             num += float((m * glob * h).sum())

@@ -1,4 +1,4 @@
-"""Models of "Birth of a Transformer" built with ``mechmem.build_model`` (spec section 3).
+"""Models of "Birth of a Transformer" built with ``mechmem.build_model`` (the paper's Section 4 and the authors' code).
 
 Simplified model (paper section 4.2): 2 attention-only layers, one head each with d_head = d_model, no
 LayerNorm, no biases, W_Q = identity. Frozen: token embeddings, positional embeddings, unembedding,
@@ -23,28 +23,15 @@ from mechmem.models import build_model
 from .tables import N_CHARS
 
 SIMPLIFIED_TRAINED = ("blocks.0.attn.W_K", "blocks.1.attn.W_K", "blocks.1.attn.W_O")
-SIMPLIFIED_FROZEN = (
-    "W_E",
-    "W_pos",
-    "W_U",
-    "blocks.0.attn.W_V",
-    "blocks.0.attn.W_O",
-    "blocks.1.attn.W_V",
-)
+SIMPLIFIED_FROZEN = ("W_E", "W_pos", "W_U", "blocks.0.attn.W_V", "blocks.0.attn.W_O", "blocks.1.attn.W_V")
 
 
 def simplified_config(
-    d_model: int = 128,
-    n_ctx: int = 128,
-    final_ffn: bool = False,
-    seed: int = 0,
-    sqrtd_embeddings: bool = False,
+    d_model: int = 128, n_ctx: int = 128, final_ffn: bool = False, seed: int = 0, sqrtd_embeddings: bool = False
 ) -> ModelConfig:
     """The simplified model's config; ``final_ffn`` adds a ReLU MLP (width 4d) after layer 2 only (W_F)."""
     freeze = SIMPLIFIED_FROZEN
-    if (
-        final_ffn
-    ):  # TransformerLens puts an MLP in every block: layer 1's is zeroed and frozen
+    if final_ffn:  # TransformerLens puts an MLP in every block: layer 1's is zeroed and frozen
         freeze = freeze + ("blocks.0.mlp.W_in", "blocks.0.mlp.W_out")
     init = "normal" if sqrtd_embeddings else "standard"
     return ModelConfig(
@@ -92,17 +79,9 @@ def init_simplified_(model, zero_init_trained: bool = False):
     gen = torch.Generator().manual_seed(10_000 + cfg.seed)
     bound = 1 / math.sqrt(cfg.d_model)
     set_weight_(model, "W_U", _uniform((cfg.d_model, N_CHARS), bound, gen))
-    for name in (
-        "blocks.0.attn.W_V",
-        "blocks.0.attn.W_O",
-        "blocks.1.attn.W_V",
-    ) + SIMPLIFIED_TRAINED:
+    for name in ("blocks.0.attn.W_V", "blocks.0.attn.W_O", "blocks.1.attn.W_V") + SIMPLIFIED_TRAINED:
         shape = get_weight(model, name).shape
-        value = (
-            torch.zeros(shape)
-            if zero_init_trained and name in SIMPLIFIED_TRAINED
-            else _uniform(shape, bound, gen)
-        )
+        value = torch.zeros(shape) if zero_init_trained and name in SIMPLIFIED_TRAINED else _uniform(shape, bound, gen)
         set_weight_(model, name, value)
     if not cfg.attn_only:  # final_ffn: layer 1's MLP is zero
         for name in ("blocks.0.mlp.W_in", "blocks.0.mlp.W_out"):
@@ -148,15 +127,11 @@ def build_full(
     seed: int = 0,
     freeze_embeddings: bool = False,
 ):
-    return build_model(
-        full_config(d_model, n_heads, n_layers, n_ctx, seed, freeze_embeddings)
-    )
+    return build_model(full_config(d_model, n_heads, n_layers, n_ctx, seed, freeze_embeddings))
 
 
-def build_handbuilt(
-    d_model: int = 256, n_ctx: int = 256, seed: int = 0, scales=None, key_tokens=None
-):
-    """The hand-built induction head (spec section 5): N(0, 1/d) embeddings, positions and unembedding,
+def build_handbuilt(d_model: int = 256, n_ctx: int = 256, seed: int = 0, scales=None, key_tokens=None):
+    """The hand-built induction head (the paper's Section 5): N(0, 1/d) embeddings, positions and unembedding,
     TransformerLens's random init for the frozen W_V^1, W_O^1, W_V^2, and the three memories written in."""
     from .handbuilt import HandbuiltScales, install_handbuilt_
 

@@ -1,4 +1,4 @@
-"""Memory-recall probes of "Birth of a Transformer" (spec section 3.4), in TransformerLens orientation.
+"""Memory-recall probes of "Birth of a Transformer" (as in the authors' code), in TransformerLens orientation.
 
 TransformerLens multiplies row vectors: a score is ``q . k`` with ``q = x W_Q`` and ``k = x W_K``, so the
 paper's key-query matrix ``x_t^T W_K x_s`` reads as ``x_t QK x_s^T`` with ``QK = W_Q W_K^T`` (the
@@ -31,15 +31,10 @@ def recall(scores: Float[Tensor, "query key"], targets: Tensor) -> float:
 
 
 def wo_recall(
-    W_E: Float[Tensor, "N d"],
-    OV: Float[Tensor, "d d"],
-    W_U: Float[Tensor, "d N"],
-    tokens: Sequence[int] | None = None,
+    W_E: Float[Tensor, "N d"], OV: Float[Tensor, "d d"], W_U: Float[Tensor, "d N"], tokens: Sequence[int] | None = None
 ) -> float:
     """Recall of the output memory: argmax_j of w_E(k) OV W_U[:, j] should be k."""
-    ids = (
-        torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
-    )
+    ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
     return recall(W_E[ids] @ OV @ W_U, ids)
 
 
@@ -47,14 +42,12 @@ def wk_recall(
     W_E: Float[Tensor, "N d"],
     QK: Float[Tensor, "d d"],
     OV_prev: Float[Tensor, "d d"],
-    tokens: Sequence[int] | None = None,
+    tokens: Optional[Sequence[int]] = None,
 ) -> float:
     """Recall of the induction key memory as the authors define it (``test_wk1``): for each k in ``tokens``
     (None: all tokens), the query w_E(k) should score the key w_1(k) = w_E(k) OV_prev highest among the keys
     w_1(k') of the same ``tokens``."""
-    ids = (
-        torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
-    )
+    ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
     keys = W_E[ids] @ OV_prev
     return recall(W_E[ids] @ QK @ keys.T, torch.arange(len(ids)))
 
@@ -63,22 +56,16 @@ def wk_recall_all_keys(
     W_E: Float[Tensor, "N d"],
     QK: Float[Tensor, "d d"],
     OV_prev: Float[Tensor, "d d"],
-    tokens: Sequence[int] | None = None,
+    tokens: Optional[Sequence[int]] = None,
 ) -> float:
     """The induction key memory with the argmax over the keys w_1(k') of all N tokens (queries: ``tokens``, None:
     all). Equal to :func:`wk_recall` when ``tokens`` is None; never above it otherwise."""
-    ids = (
-        torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
-    )
+    ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
     keys = W_E @ OV_prev
     return recall(W_E[ids] @ QK @ keys.T, ids)
 
 
-def wk0_recall(
-    W_pos: Float[Tensor, "L d"],
-    QK: Float[Tensor, "d d"],
-    n_positions: int | None = None,
-) -> float:
+def wk0_recall(W_pos: Float[Tensor, "L d"], QK: Float[Tensor, "d d"], n_positions: int | None = None) -> float:
     """Recall of the previous-token memory: query p_t (t = 1..L-1) should score key p_{t-1} highest among the
     keys p_0..p_{L-2} (future positions included, as the authors' probe does)."""
     P = W_pos if n_positions is None else W_pos[:n_positions]
@@ -105,33 +92,26 @@ def _circuits(model):
     """(OV^1, QK^1, OV^2, QK^2) of head 0 in layers 0 and 1, dense [d_model, d_model] (TransformerLens layout)."""
     from hooks.replace import ov_circuit, qk_circuit
 
-    return tuple(
-        circuit(model, layer, 0).AB.detach()
-        for layer in (0, 1)
-        for circuit in (ov_circuit, qk_circuit)
-    )
+    return tuple(circuit(model, layer, 0).AB.detach() for layer in (0, 1) for circuit in (ov_circuit, qk_circuit))
 
 
 def memory_probes(
     model,
-    triggers: Sequence[int] | None = None,
-    output_tokens: Sequence[int] | None = None,
-    ff_tokens: Sequence[int] | None = None,
-    pi_b: Tensor | None = None,
+    triggers: Optional[Sequence[int]] = None,
+    output_tokens: Optional[Sequence[int]] = None,
+    ff_tokens: Optional[Sequence[int]] = None,
+    pi_b: Optional[Tensor] = None,
 ) -> dict[str, float]:
     """The probes on a 2-layer model (head 0 of each layer), read with the ``hooks`` circuit readers.
 
-    triggers: the queries and keys of ``wk1`` and the queries of ``wk1_all_keys`` (None or empty: all tokens); output_tokens: the set of ``wo1`` (None: all);
+    triggers: the queries and keys of ``wk1`` and the queries of ``wk1_all_keys`` (None or empty: all tokens);
+    output_tokens: the set of ``wo1`` (None: all);
     ff_tokens / pi_b: the set and bigram table of ``ff1`` (computed only when layer 2 has an MLP).
     """
     from hooks.weights import get_weight
 
     OV1, QK1, OV2, QK2 = _circuits(model)
-    W_E, W_pos, W_U = (
-        get_weight(model, "W_E"),
-        get_weight(model, "W_pos"),
-        get_weight(model, "W_U"),
-    )
+    W_E, W_pos, W_U = get_weight(model, "W_E"), get_weight(model, "W_pos"), get_weight(model, "W_U")
     out = {
         "wo1": wo_recall(W_E, OV2, W_U, output_tokens),
         "wk1": wk_recall(W_E, QK2, OV1, triggers or None),

@@ -25,7 +25,7 @@ class CharTables:
     """Character vocabulary with unigram counts [N] and bigram counts [N, N] (row = previous character)."""
 
     vocab: tuple[str, ...]
-    unigram_counts: Int[np.ndarray, N]
+    unigram_counts: Int[np.ndarray, "N"]
     bigram_counts: Int[np.ndarray, "N N"]
 
     def __post_init__(self) -> None:
@@ -36,7 +36,7 @@ class CharTables:
         return len(self.vocab)
 
     @property
-    def pi_u(self) -> Float[Tensor, N]:
+    def pi_u(self) -> Float[Tensor, "N"]:
         """Unigram distribution (raw character frequencies), float64."""
         u = torch.as_tensor(self.unigram_counts, dtype=torch.float64)
         return u / u.sum()
@@ -53,9 +53,7 @@ class CharTables:
         index = {c: i for i, c in enumerate(self.vocab)}
         missing = sorted(set(chars) - set(index))
         if missing:
-            raise ValueError(
-                f"characters {missing!r} are not in the {self.n}-character vocabulary"
-            )
+            raise ValueError(f"characters {missing!r} are not in the {self.n}-character vocabulary")
         return [index[c] for c in chars]
 
     def decode(self, ids) -> str:
@@ -66,20 +64,14 @@ def validate_counts(unigram: np.ndarray, bigram: np.ndarray, n: int) -> None:
     """Raise ValueError unless unigram is [n] and bigram [n, n], both finite, non-negative, with positive mass."""
     unigram, bigram = np.asarray(unigram), np.asarray(bigram)
     if unigram.shape != (n,):
-        raise ValueError(
-            f"unigram_counts must have shape ({n},) to match the vocabulary, got {unigram.shape}"
-        )
+        raise ValueError(f"unigram_counts must have shape ({n},) to match the vocabulary, got {unigram.shape}")
     if bigram.shape != (n, n):
-        raise ValueError(
-            f"bigram_counts must have shape ({n}, {n}) to match the vocabulary, got {bigram.shape}"
-        )
+        raise ValueError(f"bigram_counts must have shape ({n}, {n}) to match the vocabulary, got {bigram.shape}")
     for name, arr in (("unigram_counts", unigram), ("bigram_counts", bigram)):
         if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must hold finite numbers")
         if (arr < 0).any():
-            raise ValueError(
-                f"{name} must be non-negative; found {int((arr < 0).sum())} negative entries"
-            )
+            raise ValueError(f"{name} must be non-negative; found {int((arr < 0).sum())} negative entries")
         if arr.sum() <= 0:
             raise ValueError(f"{name} must have a positive total count")
 
@@ -88,14 +80,8 @@ def tables_from_bigram(bigram_counts, vocab=None) -> CharTables:
     """Build tables from a bigram count matrix alone (unigram = row sums), e.g. for synthetic tests."""
     bigram = np.asarray(bigram_counts)
     if bigram.ndim != 2 or bigram.shape[0] != bigram.shape[1]:
-        raise ValueError(
-            f"bigram_counts must be a square [N, N] matrix, got shape {bigram.shape}"
-        )
-    vocab = (
-        tuple(vocab)
-        if vocab is not None
-        else tuple(str(i) for i in range(bigram.shape[0]))
-    )
+        raise ValueError(f"bigram_counts must be a square [N, N] matrix, got shape {bigram.shape}")
+    vocab = tuple(vocab) if vocab is not None else tuple(str(i) for i in range(bigram.shape[0]))
     validate_counts(bigram.sum(1), bigram, len(vocab))
     return CharTables(vocab, bigram.sum(1), bigram)
 
@@ -105,11 +91,7 @@ def shakespeare_tables() -> CharTables:
     """The shipped 65-character tiny-Shakespeare tables (unigram = bigram row sums + the file's last character)."""
     meta = json.loads((DATA_DIR / "vocab.json").read_text(encoding="utf-8"))
     bigram = np.load(DATA_DIR / "bigram_counts.npy", allow_pickle=False)
-    tables = CharTables(
-        tuple(meta["vocab"]), np.asarray(meta["unigram_counts"], dtype=np.int64), bigram
-    )
+    tables = CharTables(tuple(meta["vocab"]), np.asarray(meta["unigram_counts"], dtype=np.int64), bigram)
     if tables.n != N_CHARS:
-        raise ValueError(
-            f"shipped vocabulary has {tables.n} characters, expected {N_CHARS}"
-        )
+        raise ValueError(f"shipped vocabulary has {tables.n} characters, expected {N_CHARS}")
     return tables

@@ -4,7 +4,9 @@
 - ``task``: the synthetic factual-recall task; ``model``: the one-layer transformer as a HookedTransformer;
 - ``fit``: fast count-based training for the sweeps; ``dynamics``: the linear-attention model of Fig. 5;
 - ``mechanism``: hook experiments (attention mass, ablations, OV replacement, patching, distractors);
-- ``experiments`` / ``reproduce``: everything end to end (``mechmem reproduce factual``).
+- ``experiments`` / ``reproduction``: everything end to end (``mechmem reproduce factual``).
+
+See ``mechmem/papers/factual/README.md``.
 """
 
 from mechmem.papers import lazy_exports
@@ -15,9 +17,9 @@ __getattr__ = lazy_exports(
         "TASKS": "task:TASKS",
         "FactualRecallTask": "task:FactualRecallTask",
         "EXPERIMENTS": "experiments:EXPERIMENTS",
-        "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
-        "reproduce": "reproduction:reproduce",
+        "PRESETS": "presets:PRESETS",
+        "FactualReproduction": "reproduction:FactualReproduction",
     },
 )
 
-__all__ = ["CLAIM_KEYS", "EXPERIMENTS", "TASKS", "FactualRecallTask", "reproduce"]
+__all__ = ["TASKS", "EXPERIMENTS", "PRESETS", "FactualReproduction", "FactualRecallTask"]

@@ -33,7 +33,7 @@ class MemoryProblem:
 
     E: Float[Tensor, "N d"]
     U: Float[Tensor, "M d"]
-    target: Int[Tensor, N]
+    target: Int[Tensor, "N"]
 
 
 def unit_vectors(n: int, d: int, generator: torch.Generator) -> Float[Tensor, "n d"]:
@@ -51,12 +51,10 @@ def make_problem(N: int, d: int, M: int | None, seed: int) -> MemoryProblem:
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + N * 7919 + d)
     n_out = N if M is None else M
     target = torch.arange(N) if M is None else (torch.arange(N) * M) // N
-    return MemoryProblem(
-        E=unit_vectors(N, d, g), U=unit_vectors(n_out, d, g), target=target
-    )
+    return MemoryProblem(E=unit_vectors(N, d, g), U=unit_vectors(n_out, d, g), target=target)
 
 
-def accuracy(logits: Float[Tensor, "N M"], target: Int[Tensor, N]) -> float:
+def accuracy(logits: Float[Tensor, "N M"], target: Int[Tensor, "N"]) -> float:
     return (logits.argmax(-1) == target).float().mean().item()
 
 
@@ -66,9 +64,7 @@ def outer_product_accuracy(p: MemoryProblem) -> float:
     return accuracy(p.E @ W.T @ p.U.T, p.target)
 
 
-def train_linear(
-    p: MemoryProblem, lr: float = 1000.0, max_steps: int = 4096, seed: int = 0
-) -> float:
+def train_linear(p: MemoryProblem, lr: float = 1000.0, max_steps: int = 4096, seed: int = 0) -> float:
     """Full-batch Adam on ``W`` (LeCun-normal init); early stop at accuracy > 0.99; returns the best accuracy.
 
     The gradient ``dL/dW = (P U)^T E`` (``P`` = softmax minus one-hot, over N) and the Adam update are
@@ -100,12 +96,7 @@ def train_linear(
 
 
 def train_mlp(
-    p: MemoryProblem,
-    m: int,
-    lr: float = 3e-2,
-    max_steps: int = 32768,
-    eval_every: int = 256,
-    seed: int = 0,
+    p: MemoryProblem, m: int, lr: float = 3e-2, max_steps: int = 32768, eval_every: int = 256, seed: int = 0
 ) -> float:
     """Full-batch Adam on ``W_1, b_1, W_2`` (Flax Dense init: LeCun normal, zero bias)."""
     if m < 1:
@@ -115,27 +106,12 @@ def train_mlp(
     W1 = (torch.randn(d, m, generator=g) / math.sqrt(d)).requires_grad_(True)
     b1 = torch.zeros(m, requires_grad=True)
     W2 = (torch.randn(m, d, generator=g) / math.sqrt(m)).requires_grad_(True)
-    return _fit(
-        [W1, b1, W2],
-        lambda: torch.relu(p.E @ W1 + b1) @ W2 @ p.U.T,
-        p.target,
-        lr,
-        max_steps,
-        eval_every,
-    )
+    return _fit([W1, b1, W2], lambda: torch.relu(p.E @ W1 + b1) @ W2 @ p.U.T, p.target, lr, max_steps, eval_every)
 
 
-def _fit(
-    params,
-    logits_fn: Callable[[], Tensor],
-    target,
-    lr: float,
-    max_steps: int,
-    eval_every: int,
-) -> float:
+def _fit(params, logits_fn: Callable[[], Tensor], target, lr: float, max_steps: int, eval_every: int) -> float:
     """Full-batch cross-entropy with Adam; the reported accuracy is the max over evaluations (as the authors)."""
     opt = torch.optim.Adam(params, lr=lr)
-    best = 0.0
     with _flush_denormal():
         return _fit_loop(params, logits_fn, target, opt, max_steps, eval_every)
 
@@ -169,13 +145,7 @@ class _flush_denormal:
 
 
 def stores(
-    kind: Kind,
-    N: int,
-    d: int,
-    m: int | None = None,
-    M: int | None = None,
-    seed: int = 0,
-    max_steps: int | None = None,
+    kind: Kind, N: int, d: int, m: int | None = None, M: int | None = None, seed: int = 0, max_steps: int | None = None
 ) -> float:
     """Accuracy of memory ``kind`` on a fresh problem of size ``N`` (embeddings drawn from ``seed``)."""
     if kind not in KINDS:
@@ -232,14 +202,10 @@ def max_stored(
     default_hi = max(default_lo + 1, d * d // 2 if kind != "mlp" else m * d)
     lo = default_lo if lo is None else lo
     hi = default_hi if hi is None else hi
-    return binary_search(
-        lambda N: stores(kind, N, d, m, M, seed, max_steps) >= SUCCESS, lo, hi
-    )
+    return binary_search(lambda N: stores(kind, N, d, m, M, seed, max_steps) >= SUCCESS, lo, hi)
 
 
-def capacity_constant(
-    N: float, d: int, m: int | None = None, log: bool = True
-) -> float:
+def capacity_constant(N: int | float, d: int, m: int | None = None, log: bool = True) -> float:
     """``N ln N / d^2`` (linear), ``N ln N / (m d)`` (MLP, M = N) or ``N / (m d)`` (``log=False``)."""
     size = d * d if m is None else m * d
     return (N * math.log(N) if log else N) / size

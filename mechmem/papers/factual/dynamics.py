@@ -15,44 +15,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mechmem.papers.factual.task import FactualRecallTask, token_counts
-
-
-def decomposed_losses(
-    logits: Float[Tensor, "batch answers"], target: Int[Tensor, batch], D: int
-) -> dict:
-    """Mean total, relation-only and subject-only cross-entropies.
-
-    - total: ``-log p(a*)``;
-    - relation-only: ``-log sum_{a in A_r} p(a)``, the mass on the right relation's block (``a // D``);
-    - subject-only: ``-log sum_{a : a mod D = a* mod D} p(a)``, the mass on the right within-block slot.
-    """
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return decomposed_losses_from_logprobs(logp, target, D)
-
-
-def decomposed_losses_from_logprobs(
-    logp: Float[Tensor, "batch answers"], target: Int[Tensor, batch], D: int
-) -> dict:
-    """As ``decomposed_losses`` from log-probabilities (e.g. ``log`` of hand-made probabilities)."""
-    B, n_answers = logp.shape
-    if n_answers % D:
-        raise ValueError(f"D={D} must divide the number of answers {n_answers}")
-    blocks = logp.view(B, n_answers // D, D)  # [batch, R, D]
-    rows = torch.arange(B)
-    total = -logp[rows, target]
-    relation = -torch.logsumexp(blocks[rows, target // D], dim=-1)
-    subject = -torch.logsumexp(blocks[rows, :, target % D], dim=-1)
-    return {
-        "total": total.mean().item(),
-        "relation": relation.mean().item(),
-        "subject": subject.mean().item(),
-    }
+from mechmem.papers.factual.task import FactualRecallTask, decomposed_losses, token_counts
 
 
 class LinearAttentionMemory(nn.Module):
@@ -64,14 +31,10 @@ class LinearAttentionMemory(nn.Module):
         self.a = nn.Parameter(torch.full((d_vocab,), float(init)))
         self.V = nn.Parameter(torch.full((d_vocab, n_answers), float(init)))
 
-    def forward(
-        self, tokens: Int[Tensor, "batch pos"]
-    ) -> Float[Tensor, "batch answers"]:
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch answers"]:
         return self.forward_counts(token_counts(tokens, self.d_vocab))
 
-    def forward_counts(
-        self, counts: Float[Tensor, "batch d_vocab"]
-    ) -> Float[Tensor, "batch answers"]:
+    def forward_counts(self, counts: Float[Tensor, "batch d_vocab"]) -> Float[Tensor, "batch answers"]:
         return (counts * self.a) @ self.V
 
 
@@ -100,15 +63,11 @@ class DynamicsConfig:
 
 
 def dynamics_task(cfg: DynamicsConfig) -> FactualRecallTask:
-    return FactualRecallTask(
-        S=cfg.S, R=cfg.R, D=cfg.D, seq_len=cfg.seq_len, table="structured"
-    )
+    return FactualRecallTask(S=cfg.S, R=cfg.R, D=cfg.D, seq_len=cfg.seq_len, table="structured")
 
 
 @torch.no_grad()
-def gd_step_(
-    model: LinearAttentionMemory, counts: Tensor, target: Tensor, lr: float
-) -> None:
+def gd_step_(model: LinearAttentionMemory, counts: Tensor, target: Tensor, lr: float) -> None:
     """One plain gradient-descent step on the mean cross-entropy, gradients written out by hand
     (``dL/dV = X^T P``, ``dL/da = sum_b c * (P V^T)`` with ``X = a * c`` and ``P = softmax - onehot``, over B):
     the same update as autograd + ``torch.optim.SGD`` at a fraction of the per-step overhead."""
@@ -127,23 +86,14 @@ def train_dynamics(cfg: DynamicsConfig, progress: bool = True) -> list[dict]:
     model = LinearAttentionMemory(task.d_vocab, task.d_vocab_out, cfg.init)
     data = torch.Generator().manual_seed(cfg.seed)
     test = task.sample(cfg.eval_size, torch.Generator().manual_seed(cfg.seed + 1))
-    test_counts, test_target = (
-        token_counts(test.tokens, task.d_vocab),
-        test.targets[:, -1],
-    )
+    test_counts, test_target = token_counts(test.tokens, task.d_vocab), test.targets[:, -1]
     history = []
     for step in tqdm(range(cfg.steps + 1), desc="fig5 dynamics", disable=not progress):
         if step % cfg.eval_every == 0 or step == cfg.steps:
             with torch.no_grad():
                 logits = model.forward_counts(test_counts)
             acc = (logits.argmax(-1) == test_target).float().mean().item()
-            history.append(
-                {
-                    "step": step,
-                    **decomposed_losses(logits, test_target, task.D),
-                    "accuracy": acc,
-                }
-            )
+            history.append({"step": step, **decomposed_losses(logits, test_target, task.D), "accuracy": acc})
         if step == cfg.steps:
             break
         counts, answers, _ = task.sample_counts(cfg.batch_size, data)
@@ -151,9 +101,7 @@ def train_dynamics(cfg: DynamicsConfig, progress: bool = True) -> list[dict]:
     return history
 
 
-def stages(
-    history: list[dict], R: int, D: int, threshold: float = 0.1, band: float = 0.1
-) -> dict:
+def stages(history: list[dict], R: int, D: int, threshold: float = 0.1, band: float = 0.1) -> dict:
     """Read the three stages off the loss curves.
 
     - ``stage1_end_step``: first evaluation with relation-only loss ``< threshold`` (the answer block is known);
@@ -167,21 +115,15 @@ def stages(
     s1 = next((h["step"] for h in history if h["relation"] < threshold), None)
     s2 = next((h["step"] for h in history if h["total"] < threshold), None)
     plateau = [h["total"] for h in history if s1 is None or h["step"] <= s1 / 2]
-    window = [
-        h
-        for h in history
-        if s1 is not None and h["step"] >= s1 and h["subject"] > math.log(D) - band
-    ]
-    median = lambda xs: float(torch.tensor(xs).median()) if xs else float("nan")
+    window = [h for h in history if s1 is not None and h["step"] >= s1 and h["subject"] > math.log(D) - band]
+    median = lambda xs: float(torch.tensor(xs).median()) if xs else float("nan")  # noqa: E731
     return {
         "stage1_end_step": s1,
         "stage2_end_step": s2,
         "plateau_loss": sum(plateau) / len(plateau) if plateau else float("nan"),
         "hallucination_loss": median([h["total"] for h in window]),
         "hallucination_relation_loss": median([h["relation"] for h in window]),
-        "hallucination_steps": (window[-1]["step"] - window[0]["step"])
-        if window
-        else 0,
+        "hallucination_steps": (window[-1]["step"] - window[0]["step"]) if window else 0,
         "final_loss": history[-1]["total"],
         "final_accuracy": history[-1]["accuracy"],
         "last_step": steps[-1],

@@ -17,11 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mechmem.models import trainable_parameters
-from mechmem.papers.factual.model import (
-    build_factual_model,
-    eos_logits,
-    parameter_count,
-)
+from mechmem.papers.factual.model import build_factual_model, eos_logits, parameter_count
 from mechmem.papers.factual.task import FactualRecallTask
 from mechmem.reproducing import torch_threads
 
@@ -47,15 +43,11 @@ def fit_counts(
 ) -> FitResult:
     """Adam on the trainable parameters; see the module docstring."""
     if steps < 1 or batch_size < 1 or eval_every < 1:
-        raise ValueError(
-            f"steps, batch_size and eval_every must be >= 1, got {steps}, {batch_size}, {eval_every}"
-        )
+        raise ValueError(f"steps, batch_size and eval_every must be >= 1, got {steps}, {batch_size}, {eval_every}")
     t0 = time.perf_counter()
     opt = torch.optim.Adam(trainable_parameters(model), lr=lr)
     data = torch.Generator().manual_seed(seed)
-    test_counts, test_answers, _ = task.sample_counts(
-        test_size, torch.Generator().manual_seed(seed + 1)
-    )
+    test_counts, test_answers, _ = task.sample_counts(test_size, torch.Generator().manual_seed(seed + 1))
     best, loss, step = 0.0, float("nan"), 0
     for step in range(steps + 1):
         if step % eval_every == 0 or step == steps:
@@ -70,9 +62,7 @@ def fit_counts(
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         opt.step()
-    return FitResult(
-        accuracy=best, loss=loss, steps=step, seconds=time.perf_counter() - t0
-    )
+    return FitResult(accuracy=best, loss=loss, steps=step, seconds=time.perf_counter() - t0)
 
 
 def train_config_point(config: dict) -> dict:
@@ -81,19 +71,9 @@ def train_config_point(config: dict) -> dict:
     Keys: ``S, R, D, d, H, d_h, m`` (sizes), ``lr, steps, batch_size, stop_at, seed`` (training), optional
     ``table_seed``.
     """
-    task = FactualRecallTask(
-        S=config["S"],
-        R=config["R"],
-        D=config["D"],
-        table_seed=config.get("table_seed", 64),
-    )
+    task = FactualRecallTask(S=config["S"], R=config["R"], D=config["D"], table_seed=config.get("table_seed", 64))
     model = build_factual_model(
-        task,
-        d=config["d"],
-        H=config["H"],
-        d_h=config["d_h"],
-        m=config["m"],
-        seed=config.get("seed", 0),
+        task, d=config["d"], H=config["H"], d_h=config["d_h"], m=config["m"], seed=config.get("seed", 0)
     )
     with torch_threads(1):
         res = fit_counts(

@@ -29,9 +29,7 @@ def accuracy(logits: Tensor, answers: Tensor) -> float:
 
 def attention_mass(model, batch) -> dict:
     """Mean attention (over heads and examples) from EOS to the subject, the relation, the noise and EOS."""
-    _, cache = model.run_with_cache(
-        batch.tokens, names_filter="blocks.0.attn.hook_pattern"
-    )
+    _, cache = model.run_with_cache(batch.tokens, names_filter="blocks.0.attn.hook_pattern")
     pattern = cache["blocks.0.attn.hook_pattern"][:, :, -1, :]  # [B, H, T]
     rows = torch.arange(len(pattern))
     subject = pattern[rows, :, batch.labels["subject_pos"]]  # [B, H]
@@ -64,16 +62,7 @@ def ablations(model, batch, reference) -> dict:
         clean = accuracy(model(batch.tokens), answers)
         mlp = accuracy(
             run_with_ablations(
-                model,
-                batch.tokens,
-                [
-                    Ablation(
-                        "blocks.0.hook_mlp_out",
-                        "mean",
-                        positions=[-1],
-                        reference=reference,
-                    )
-                ],
+                model, batch.tokens, [Ablation("blocks.0.hook_mlp_out", "mean", positions=[-1], reference=reference)]
             ),
             answers,
         )
@@ -86,31 +75,14 @@ def ablations(model, batch, reference) -> dict:
                     run_with_ablations(
                         model,
                         batch.tokens,
-                        [
-                            Ablation(
-                                "blocks.0.attn.hook_z",
-                                "mean",
-                                heads=[h],
-                                positions=[-1],
-                                reference=reference,
-                            )
-                        ],
+                        [Ablation("blocks.0.attn.hook_z", "mean", heads=[h], positions=[-1], reference=reference)],
                     ),
                     answers,
                 )
             )
         all_mean = accuracy(
             run_with_ablations(
-                model,
-                batch.tokens,
-                [
-                    Ablation(
-                        "blocks.0.attn.hook_z",
-                        "mean",
-                        positions=[-1],
-                        reference=reference,
-                    )
-                ],
+                model, batch.tokens, [Ablation("blocks.0.attn.hook_z", "mean", positions=[-1], reference=reference)]
             ),
             answers,
         )
@@ -125,14 +97,7 @@ def ablations(model, batch, reference) -> dict:
     }
 
 
-def patch_at_positions(
-    model,
-    corrupted: Tensor,
-    clean_cache,
-    name: str,
-    positions: Tensor,
-    head: int | None,
-):
+def patch_at_positions(model, corrupted: Tensor, clean_cache, name: str, positions: Tensor, head: int | None):
     """Logits of ``corrupted`` with activation ``name`` at each example's ``positions[b]`` (and ``head``) taken
     from ``clean_cache``."""
     rows = torch.arange(len(corrupted))
@@ -148,9 +113,7 @@ def patch_at_positions(
     return model.run_with_hooks(corrupted, fwd_hooks=[(name, patch)])
 
 
-def subject_patching(
-    model, task: FactualRecallTask, batch, generator: torch.Generator
-) -> dict:
+def subject_patching(model, task: FactualRecallTask, batch, generator: torch.Generator) -> dict:
     """Swap the subject for another one whose fact differs; patch the clean subject position back in.
 
     Metric: logit difference ``logit[a_clean] - logit[a_corrupt]`` at EOS, normalised so that 0 = corrupted run and
@@ -175,13 +138,10 @@ def subject_patching(
     with torch.no_grad():
         clean_logits, cache = model.run_with_cache(clean_tokens, names_filter=names)
         base_clean, base_corr = ld(clean_logits), ld(model(corrupted))
-        norm = lambda x: (x - base_corr) / (base_clean - base_corr)
-        resid = norm(
-            ld(patch_at_positions(model, corrupted, cache, names[0], pos, None))
-        )
+        norm = lambda x: (x - base_corr) / (base_clean - base_corr)  # noqa: E731
+        resid = norm(ld(patch_at_positions(model, corrupted, cache, names[0], pos, None)))
         heads = [
-            norm(ld(patch_at_positions(model, corrupted, cache, names[1], pos, h)))
-            for h in range(model.cfg.n_heads)
+            norm(ld(patch_at_positions(model, corrupted, cache, names[1], pos, h))) for h in range(model.cfg.n_heads)
         ]
     return {
         "pairs": int(keep.sum()),
@@ -194,9 +154,7 @@ def subject_patching(
     }
 
 
-def distractor_flip_rate(
-    model, task: FactualRecallTask, batch, generator: torch.Generator
-) -> dict:
+def distractor_flip_rate(model, task: FactualRecallTask, batch, generator: torch.Generator) -> dict:
     """Put a second subject ``s'`` (with ``a*(s', r) != a*(s, r)``) at a random noise position.
 
     Returns the fraction of such prompts answered with the distractor's fact (``flip_rate``), with the original
@@ -220,22 +178,13 @@ def distractor_flip_rate(
         pred = model(tokens)[:, -1].argmax(-1)
     flip = (pred == task.answer(other[keep], r[keep])).float().mean().item()
     kept = (pred == task.answer(s[keep], r[keep])).float().mean().item()
-    return {
-        "prompts": len(tokens),
-        "flip_rate": flip,
-        "kept_rate": kept,
-        "other_rate": 1 - flip - kept,
-    }
+    return {"prompts": len(tokens), "flip_rate": flip, "kept_rate": kept, "other_rate": 1 - flip - kept}
 
 
-def train_corner(
-    task: FactualRecallTask, H: int, m: int, steps: int, batch_size: int, seed: int = 0
-):
+def train_corner(task: FactualRecallTask, H: int, m: int, steps: int, batch_size: int, seed: int = 0):
     """Train one of the two corner models (d=32, d_h=8) to full accuracy (early stop at 1.0)."""
     model = build_factual_model(task, d=32, H=H, d_h=8, m=m, seed=seed)
-    fit = fit_counts(
-        model, task, steps=steps, batch_size=batch_size, lr=1e-2, stop_at=1.0, seed=seed
-    )
+    fit = fit_counts(model, task, steps=steps, batch_size=batch_size, lr=1e-2, stop_at=1.0, seed=seed)
     model.eval()
     return model, fit
 

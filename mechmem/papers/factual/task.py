@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -22,9 +23,7 @@ from mechmem.tasks.base import Batch, Task
 TABLES = ("random", "structured")
 
 
-def token_counts(
-    tokens: Int[Tensor, "batch pos"], d_vocab: int
-) -> Float[Tensor, "batch d_vocab"]:
+def token_counts(tokens: Int[Tensor, "batch pos"], d_vocab: int) -> Float[Tensor, "batch d_vocab"]:
     """How often each token occurs in each sequence."""
     counts = torch.zeros(tokens.shape[0], d_vocab)
     return counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=counts.dtype))
@@ -44,13 +43,9 @@ def structured_fact_table(S: int, R: int, D: int) -> Int[Tensor, "S R"]:
 def check_fact_table(table: Tensor, S: int, R: int, D: int) -> None:
     """Raise ``ValueError`` unless ``table`` is an ``[S, R]`` integer table with ``a*(s, r) in A_r``."""
     if tuple(table.shape) != (S, R):
-        raise ValueError(
-            f"facts: the fact table must have shape (S, R) = ({S}, {R}), got {tuple(table.shape)}"
-        )
+        raise ValueError(f"facts: the fact table must have shape (S, R) = ({S}, {R}), got {tuple(table.shape)}")
     if table.is_floating_point() or table.dtype == torch.bool:
-        raise ValueError(
-            f"facts: the fact table must hold integer answer ids, got dtype {table.dtype}"
-        )
+        raise ValueError(f"facts: the fact table must hold integer answer ids, got dtype {table.dtype}")
     block = table - D * torch.arange(R)[None, :]
     bad = (block < 0) | (block >= D)
     if bad.any():
@@ -70,6 +65,10 @@ class FactualRecallTask(Task):
     """
 
     name: ClassVar[str] = "factual"
+    corruption: ClassVar[str] = (
+        "the subject is replaced, at the same position, by another subject whose answer for the same relation "
+        "differs (any other subject when none does); relation, noise and EOS unchanged"
+    )
     seq_len: int = 32
     S: int = 16
     R: int = 16
@@ -87,25 +86,18 @@ class FactualRecallTask(Task):
         for name in ("S", "R", "D"):
             if getattr(self, name) < 1:
                 raise ValueError(
-                    f"{name} must be >= 1 to place a subject, a relation and an answer, "
-                    f"got {getattr(self, name)}"
+                    f"{name} must be >= 1 to place a subject, a relation and an answer, got {getattr(self, name)}"
                 )
         if self.seq_len < 3:
             raise ValueError(
-                f"seq_len must be >= 3 (subject, relation and EOS at distinct positions), "
-                f"got {self.seq_len}"
+                f"seq_len must be >= 3 (subject, relation and EOS at distinct positions), got {self.seq_len}"
             )
-        if self.n_noise is not None and (
-            not isinstance(self.n_noise, int) or self.n_noise < 1
-        ):
+        if self.n_noise is not None and (not isinstance(self.n_noise, int) or self.n_noise < 1):
             raise ValueError(
-                f"n_noise must be None (= S + R) or >= 1 (the noise vocabulary cannot be empty), "
-                f"got {self.n_noise!r}"
+                f"n_noise must be None (= S + R) or >= 1 (the noise vocabulary cannot be empty), got {self.n_noise!r}"
             )
         if self.table not in TABLES:
-            raise ValueError(
-                f"table={self.table!r} is not supported; allowed values: {list(TABLES)}"
-            )
+            raise ValueError(f"table={self.table!r} is not supported; allowed values: {list(TABLES)}")
         if self.facts is not None:
             table = torch.as_tensor(self.facts)
             check_fact_table(table, self.S, self.R, self.D)
@@ -154,14 +146,8 @@ class FactualRecallTask(Task):
         r = torch.randint(self.R, (B,), generator=generator)
         subject_pos = torch.randint(T - 1, (B,), generator=generator)
         relation_pos = torch.randint(T - 2, (B,), generator=generator)
-        relation_pos = (
-            relation_pos + (relation_pos >= subject_pos).long()
-        )  # uniform over the other T-2 slots
-        tokens = (
-            self.S
-            + self.R
-            + torch.randint(self.noise_size, (B, T), generator=generator)
-        )
+        relation_pos = relation_pos + (relation_pos >= subject_pos).long()  # uniform over the other T-2 slots
+        tokens = self.S + self.R + torch.randint(self.noise_size, (B, T), generator=generator)
         rows = torch.arange(B)
         tokens[rows, subject_pos] = s
         tokens[rows, relation_pos] = self.S + r
@@ -170,12 +156,7 @@ class FactualRecallTask(Task):
         targets[:, -1] = self.answer(s, r)
         mask = torch.zeros(B, T, dtype=torch.bool)
         mask[:, -1] = True
-        labels = {
-            "subject": s,
-            "relation": r,
-            "subject_pos": subject_pos,
-            "relation_pos": relation_pos,
-        }
+        labels = {"subject": s, "relation": r, "subject_pos": subject_pos, "relation_pos": relation_pos}
         return Batch(tokens, targets, mask, labels)
 
     def sample_counts(self, batch_size: int, generator: torch.Generator):
@@ -187,11 +168,7 @@ class FactualRecallTask(Task):
         B = batch_size
         s = torch.randint(self.S, (B,), generator=generator)
         r = torch.randint(self.R, (B,), generator=generator)
-        noise = (
-            self.S
-            + self.R
-            + torch.randint(self.noise_size, (B, self.seq_len - 3), generator=generator)
-        )
+        noise = self.S + self.R + torch.randint(self.noise_size, (B, self.seq_len - 3), generator=generator)
         counts = token_counts(noise, self.d_vocab)
         rows = torch.arange(B)
         counts[rows, s] += 1
@@ -212,9 +189,38 @@ class FactualRecallTask(Task):
         labels = {**batch.labels, "subject": s, "relation": r}
         return Batch(tokens, targets, batch.mask, labels)
 
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Swap each example's subject for one with a different answer ``a*(s', r) != a*(s, r)``."""
+        s, r, where = self.batch_labels(batch, "subject", "relation", "subject_pos")
+        if self.S < 2:
+            raise ValueError("factual task: S=1 subject leaves no other subject to corrupt to")
+        device = batch.tokens.device
+        s, r = s.cpu(), r.cpu()
+        candidates = self._table[:, r].T != self.answer(s, r)[:, None]  # [batch, S]: a different answer
+        other = torch.arange(self.S)[None, :] != s[:, None]
+        candidates = torch.where(candidates.any(1, keepdim=True), candidates, other)
+        new = torch.multinomial(candidates.float(), 1, generator=generator).squeeze(1)
+        tokens, targets = batch.tokens.clone(), batch.targets.clone()
+        tokens[torch.arange(len(s), device=device), where] = new.to(device)
+        targets[:, -1] = self.answer(new, r).to(device)
+        return Batch(tokens, targets, batch.mask.clone(), {**batch.labels, "subject": new.to(device)})
+
+    def token_labels(self) -> list[str]:
+        """``s0..`` subjects, ``r0..`` relations, ``n0..`` noise, ``EOS``."""
+        return (
+            [f"s{i}" for i in range(self.S)]
+            + [f"r{i}" for i in range(self.R)]
+            + [f"n{i}" for i in range(self.noise_size)]
+            + ["EOS"]
+        )
+
+    def output_labels(self) -> list[str]:
+        """``a{r}.{j}``: answer ``j`` of relation ``r``'s block."""
+        return [f"a{r}.{j}" for r in range(self.R) for j in range(self.D)]
+
     # --- defaults and metrics ---------------------------------------------------------------------
     def model_config(self):
-        """The spec's CPU configuration (d=32, H=8, d_h=8, m=64); see ``model.factual_model_config``."""
+        """A CPU-sized configuration (d=32, H=8, d_h=8, m=64); see ``model.factual_model_config``."""
         from mechmem.papers.factual.model import factual_model_config
 
         return factual_model_config(self)
@@ -227,25 +233,38 @@ class FactualRecallTask(Task):
         return finish_factual_model_(build_model(cfg))
 
     def train_config(self):
-        from mechmem.training import TrainConfig
+        from mechmem.config import TrainConfig
 
-        return TrainConfig(
-            steps=3000,
-            batch_size=1024,
-            lr=1e-2,
-            optimizer="adam",
-            eval_every=128,
-            eval_batch_size=1024,
-        )
+        return TrainConfig(steps=3000, batch_size=1024, lr=1e-2, optimizer="adam", eval_every=128, eval_batch_size=1024)
 
-    def extra_metrics(
-        self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
-    ) -> dict[str, float]:
+    def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
         """Relation-only and subject-only losses at EOS (Fig. 5's decomposition of the loss)."""
-        from mechmem.papers.factual.dynamics import decomposed_losses
-
         losses = decomposed_losses(logits[:, -1], batch.targets[:, -1], self.D)
         return {"relation_loss": losses["relation"], "subject_loss": losses["subject"]}
+
+
+def decomposed_losses(logits: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"], D: int) -> dict:
+    """Mean total, relation-only and subject-only cross-entropies.
+
+    - total: ``-log p(a*)``;
+    - relation-only: ``-log sum_{a in A_r} p(a)``, the mass on the right relation's block (``a // D``);
+    - subject-only: ``-log sum_{a : a mod D = a* mod D} p(a)``, the mass on the right within-block slot.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return decomposed_losses_from_logprobs(logp, target, D)
+
+
+def decomposed_losses_from_logprobs(logp: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"], D: int) -> dict:
+    """As ``decomposed_losses`` from log-probabilities (e.g. ``log`` of hand-made probabilities)."""
+    B, n_answers = logp.shape
+    if n_answers % D:
+        raise ValueError(f"D={D} must divide the number of answers {n_answers}")
+    blocks = logp.view(B, n_answers // D, D)  # [batch, R, D]
+    rows = torch.arange(B)
+    total = -logp[rows, target]
+    relation = -torch.logsumexp(blocks[rows, target // D], dim=-1)
+    subject = -torch.logsumexp(blocks[rows, :, target % D], dim=-1)
+    return {"total": total.mean().item(), "relation": relation.mean().item(), "subject": subject.mean().item()}
 
 
 TASKS = {FactualRecallTask.name: FactualRecallTask}

@@ -1,8 +1,8 @@
 """Paper A: "Do LLMs dream of elephants (when told not to)?" (Jiang et al., 2024).
 
 Latent concept association (a one-layer transformer whose value matrix acts as an associative
-memory, with Hamming-structured embeddings) and context hijacking of language models.
-See docs/readme/lca.md and the spec ../shared/papers/lca.md.
+memory, with Hamming-structured embeddings) and context hijacking of language models. See
+``mechmem/papers/lca/README.md``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ __getattr__ = lazy_exports(
         "TASKS": "task:TASKS",
         "LatentConceptTask": "task:LatentConceptTask",
         "EXPERIMENTS": "experiments:EXPERIMENTS",
-        "CLAIM_KEYS": "reproduction:CLAIM_KEYS",
-        "reproduce": "reproduction:reproduce",
+        "PRESETS": "presets:PRESETS",
+        "LCAReproduction": "reproduction:LCAReproduction",
     },
 )
 
@@ -28,11 +28,4 @@ def add_cli(subparsers) -> None:
     add_hijack_parser(subparsers)
 
 
-__all__ = [
-    "CLAIM_KEYS",
-    "EXPERIMENTS",
-    "TASKS",
-    "LatentConceptTask",
-    "add_cli",
-    "reproduce",
-]
+__all__ = ["TASKS", "EXPERIMENTS", "PRESETS", "LCAReproduction", "add_cli", "LatentConceptTask"]

@@ -1,4 +1,4 @@
-"""Closed-form constructions of spec lca.md §5 and the statistics used to compare them with trained models.
+"""Closed-form constructions of the paper's Section 5 and the statistics used to compare them with trained models.
 
 Convention: the paper writes the value matrix in column convention, ``logit_k = <W_E(k), W̄_V h>``.
 TransformerLens multiplies row vectors (``h @ W_V @ W_O @ W_U``), so the TransformerLens-layout
@@ -21,9 +21,7 @@ def neighbour_adjacency(nb: Neighbourhood | str, m: int) -> Float[Tensor, "V V"]
     return (neighbourhood_matrix(nb, m) > 0).float()
 
 
-def constructed_W_V(
-    W_E: Float[Tensor, "V d"], adjacency: Float[Tensor, "V V"]
-) -> Float[Tensor, "d d"]:
+def constructed_W_V(W_E: Float[Tensor, "V d"], adjacency: Float[Tensor, "V V"]) -> Float[Tensor, "d d"]:
     """W̄_V = Σ_i W_E(i) (Σ_{j ∈ N(i)} W_E(j))^T (paper layout), returned transposed for TransformerLens.
 
     Only the first V rows of ``W_E`` (the latent tokens) enter.
@@ -34,9 +32,7 @@ def constructed_W_V(
     return paper.T
 
 
-def argmax_random_ties(
-    logits: Float[Tensor, "batch V"], generator: torch.Generator
-) -> Int[Tensor, " batch"]:
+def argmax_random_ties(logits: Float[Tensor, "batch V"], generator: torch.Generator) -> Int[Tensor, " batch"]:
     """Argmax that breaks exact ties uniformly at random (seeded), so ties do not favour low token ids."""
     top = logits.max(dim=-1, keepdim=True).values
     is_top = logits >= top
@@ -71,16 +67,10 @@ def bayes_log_likelihood(
     V = 2**m
     q = neighbourhood_matrix(neighbourhood, m)  # [k, j] = q(j | k)
     off_diagonal = 1.0 - torch.eye(V, dtype=torch.float64)
-    log_p = torch.log(
-        (1 - epsilon) * q + epsilon * off_diagonal / (V - 1)
-    )  # -inf on the diagonal
+    log_p = torch.log((1 - epsilon) * q + epsilon * off_diagonal / (V - 1))  # -inf on the diagonal
     counts = torch.zeros(context.shape[0], V, dtype=torch.float64)
-    counts.scatter_add_(
-        1, context.long(), torch.ones(context.shape, dtype=torch.float64)
-    )
-    present = (
-        counts @ torch.isinf(log_p).double().T > 0
-    )  # [batch, k]: some token impossible under k
+    counts.scatter_add_(1, context.long(), torch.ones(context.shape, dtype=torch.float64))
+    present = counts @ torch.isinf(log_p).double().T > 0  # [batch, k]: some token impossible under k
     finite = torch.where(torch.isinf(log_p), torch.zeros_like(log_p), log_p)
     return (counts @ finite.T).masked_fill(present, float("-inf"))
 
@@ -94,9 +84,7 @@ def bayes_accuracy(
     generator: torch.Generator,
 ) -> float:
     """Accuracy of the Bayes-optimal predictor (the best any model can do on these examples, in expectation)."""
-    pred = argmax_random_ties(
-        bayes_log_likelihood(context, m, neighbourhood, epsilon), generator
-    )
+    pred = argmax_random_ties(bayes_log_likelihood(context, m, neighbourhood, epsilon), generator)
     return (pred == y).float().mean().item()
 
 
@@ -116,16 +104,12 @@ def hamming_vote_accuracy(
     ids = torch.arange(V)
     dist = hamming(ids[:, None], ids[None, :]).double()
     counts = torch.zeros(context.shape[0], V, dtype=torch.float64)
-    counts.scatter_add_(
-        1, context.long(), torch.ones(context.shape, dtype=torch.float64)
-    )
+    counts.scatter_add_(1, context.long(), torch.ones(context.shape, dtype=torch.float64))
     pred = argmax_random_ties(-(counts @ dist), generator)
     return (pred == y).float().mean().item()
 
 
-def orthonormal_embeddings(
-    V: int, d: int, generator: torch.Generator
-) -> Float[Tensor, "V d"]:
+def orthonormal_embeddings(V: int, d: int, generator: torch.Generator) -> Float[Tensor, "V d"]:
     """V orthonormal rows in R^d (needs d >= V): a random rotation of the first V basis vectors."""
     if d < V:
         raise ValueError(f"orthonormal embeddings need d >= V, got d={d}, V={V}")
@@ -160,9 +144,7 @@ def top_energy(eigenvalues: Tensor, k: int) -> float:
     return float(eigenvalues[:k].sum().item() / total) if total > 0 else float("nan")
 
 
-def principal_cosines(
-    A: Float[Tensor, "d d"], B: Float[Tensor, "d d"], k: int, side: str = "left"
-) -> Tensor:
+def principal_cosines(A: Float[Tensor, "d d"], B: Float[Tensor, "d d"], k: int, side: str = "left") -> Tensor:
     """Cosines of the principal angles between the top-``k`` singular subspaces of A and B (descending)."""
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")

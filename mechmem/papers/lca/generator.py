@@ -1,4 +1,4 @@
-"""Vectorised, seeded sampler for the latent concept association task (spec lca.md §2).
+"""Vectorised, seeded sampler for the latent concept association task.
 
 Every token ``t`` in ``[V]``, ``V = 2**m``, is paired with a binary latent ``z(t)``: bit ``z_k``
 (k = 1..m) is bit ``m - k`` of the integer ``t``, so ``z_1`` is the most significant bit and the
@@ -47,35 +47,25 @@ def parse_neighbourhood(spec: str, m: int) -> Neighbourhood:
     """Parse ``"N1"``, ``"ball(r)"`` (1 <= r <= m), ``"bitflip(p)"`` (0 < p <= 1) or ``"cluster2"`` (m >= 3)."""
     check_m(m)
     if not isinstance(spec, str):
-        raise TypeError(
-            f"neighbourhood must be a str, one of {NEIGHBOURHOOD_KINDS}, got {type(spec).__name__}"
-        )
+        raise TypeError(f"neighbourhood must be a str, one of {NEIGHBOURHOOD_KINDS}, got {type(spec).__name__}")
     s = spec.strip()
     if s == "N1":
         return Neighbourhood("N1", radius=1)
     if s == "cluster2":
         if m < 3:
-            raise ValueError(
-                f"neighbourhood 'cluster2' needs m >= 3 (a cluster of 2^(m-2) >= 2 tokens), got m={m}"
-            )
+            raise ValueError(f"neighbourhood 'cluster2' needs m >= 3 (a cluster of 2^(m-2) >= 2 tokens), got m={m}")
         return Neighbourhood("cluster2")
     if match := _BALL.match(s):
         r = int(match.group(1))
         if not 1 <= r <= m:
-            raise ValueError(
-                f"neighbourhood ball(r): radius r must be in 1..m={m}, got r={r}"
-            )
+            raise ValueError(f"neighbourhood ball(r): radius r must be in 1..m={m}, got r={r}")
         return Neighbourhood("ball", radius=r)
     if match := _BITFLIP.match(s):
         p = float(match.group(1))
         if not 0.0 < p <= 1.0:
-            raise ValueError(
-                f"neighbourhood bitflip(p): p must be in (0, 1], got p={p}"
-            )
+            raise ValueError(f"neighbourhood bitflip(p): p must be in (0, 1], got p={p}")
         return Neighbourhood("bitflip", p=p)
-    raise ValueError(
-        f"neighbourhood {spec!r} does not exist; allowed kinds: {', '.join(NEIGHBOURHOOD_KINDS)}"
-    )
+    raise ValueError(f"neighbourhood {spec!r} does not exist; allowed kinds: {', '.join(NEIGHBOURHOOD_KINDS)}")
 
 
 def check_m(m: int) -> None:
@@ -88,14 +78,8 @@ def check_m(m: int) -> None:
 
 def check_epsilon(epsilon: float) -> None:
     """Noise rate: a float in [0, 1]."""
-    if (
-        isinstance(epsilon, bool)
-        or not isinstance(epsilon, (int, float))
-        or math.isnan(epsilon)
-    ):
-        raise TypeError(
-            f"epsilon (noise rate) must be a number in [0, 1], got {epsilon!r}"
-        )
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or math.isnan(epsilon):
+        raise TypeError(f"epsilon (noise rate) must be a number in [0, 1], got {epsilon!r}")
     if not 0.0 <= float(epsilon) <= 1.0:
         raise ValueError(f"epsilon (noise rate) must be in [0, 1], got {epsilon}")
 
@@ -108,7 +92,7 @@ def check_context_len(L: int) -> None:
         raise ValueError(f"context_len (L) must be >= 1, got {L}")
 
 
-def popcount(x: Int[Tensor, ...]) -> Int[Tensor, ...]:
+def popcount(x: Int[Tensor, "..."]) -> Int[Tensor, "..."]:
     """Number of set bits of each (non-negative, < 2**16) integer."""
     x = x.long()
     count = torch.zeros_like(x)
@@ -117,12 +101,12 @@ def popcount(x: Int[Tensor, ...]) -> Int[Tensor, ...]:
     return count
 
 
-def hamming(a: Int[Tensor, ...], b: Int[Tensor, ...]) -> Int[Tensor, ...]:
+def hamming(a: Int[Tensor, "..."], b: Int[Tensor, "..."]) -> Int[Tensor, "..."]:
     """Hamming distance D_H(z(a), z(b)) between token latents."""
     return popcount(a.long() ^ b.long())
 
 
-def cluster_of(tokens: Int[Tensor, ...], m: int) -> Int[Tensor, ...]:
+def cluster_of(tokens: Int[Tensor, "..."], m: int) -> Int[Tensor, "..."]:
     """The cluster id (first two latent bits z_1 z_2) of each token."""
     return tokens.long() >> (m - 2)
 
@@ -167,9 +151,7 @@ def sample_context(
     V = 2**m
     B = y.shape[0]
     w = mask_weights(neighbourhood, m).float()
-    masks = torch.multinomial(w, B * L, replacement=True, generator=generator).view(
-        B, L
-    )
+    masks = torch.multinomial(w, B * L, replacement=True, generator=generator).view(B, L)
     context = y[:, None] ^ masks
     is_noise = torch.rand(B, L, generator=generator) < epsilon
     u = torch.randint(0, V - 1, (B, L), generator=generator)
@@ -177,8 +159,6 @@ def sample_context(
     return torch.where(is_noise, noise, context), is_noise
 
 
-def sample_targets(
-    batch_size: int, m: int, generator: torch.Generator
-) -> Int[Tensor, " batch"]:
+def sample_targets(batch_size: int, m: int, generator: torch.Generator) -> Int[Tensor, " batch"]:
     """Targets y uniform over [V]."""
     return torch.randint(0, 2**m, (batch_size,), generator=generator)

@@ -61,9 +61,7 @@ class WordTokenizer:
     def load(cls, path: str | Path) -> WordTokenizer:
         data = json.loads(Path(path).read_text())
         if data.get("kind") != "word" or not isinstance(data.get("vocab"), list):
-            raise ValueError(
-                f"{path}: not a WordTokenizer file (expected kind='word' and a vocab list)"
-            )
+            raise ValueError(f"{path}: not a WordTokenizer file (expected kind='word' and a vocab list)")
         return cls(data["vocab"][len(SPECIALS) :])
 
 
@@ -71,12 +69,7 @@ def tokenizer_for_records(records, extra_texts: Iterable[str] = ()) -> WordToken
     """A vocabulary covering every record's prompt, subject, targets and the hijack templates."""
     from .hijack import GENERIC_TEMPLATE, RELATION_REVERSE_TEMPLATES, RELATION_TEMPLATES
 
-    texts = [
-        GENERIC_TEMPLATE,
-        *RELATION_TEMPLATES.values(),
-        *RELATION_REVERSE_TEMPLATES.values(),
-        *extra_texts,
-    ]
+    texts = [GENERIC_TEMPLATE, *RELATION_TEMPLATES.values(), *RELATION_REVERSE_TEMPLATES.values(), *extra_texts]
     for r in records:
         texts += [r.text, r.target_true, r.target_false, r.subject]
     return WordTokenizer.from_texts(texts)
@@ -110,9 +103,7 @@ def bag_of_words_model(d_vocab: int, n_ctx: int = 512) -> nn.Module:
     return model.eval()
 
 
-def tiny_random_model(
-    d_vocab: int, d_model: int = 32, n_layers: int = 2, n_ctx: int = 256, seed: int = 0
-) -> nn.Module:
+def tiny_random_model(d_vocab: int, d_model: int = 32, n_layers: int = 2, n_ctx: int = 256, seed: int = 0) -> nn.Module:
     """A randomly initialised 2-layer HookedTransformer with MLPs (for mechanics tests)."""
     cfg = ModelConfig(
         n_layers=n_layers,

@@ -3,7 +3,8 @@
 One JSON object per line, either in ROME's layout::
 
     {"case_id": 0, "requested_rewrite": {"prompt": "{} is located in the city of", "subject": "Eiffel Tower",
-     "relation_id": "P131", "target_true": {"str": "Paris", "id": "Q90"}, "target_new": {"str": "Chicago", "id": "Q1297"}}}
+     "relation_id": "P131", "target_true": {"str": "Paris", "id": "Q90"},
+     "target_new": {"str": "Chicago", "id": "Q1297"}}}
 
 or flat (the same fields at the top level; targets may be plain strings; ``target_false`` is
 accepted for ``target_new``). The prompt template holds ``{}`` where the subject goes. A bad
@@ -41,9 +42,7 @@ def _target(value, field: str, where: str) -> str:
             raise ValueError(f"{where}: field {field!r} has no 'str' entry")
         value = value["str"]
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(
-            f"{where}: field {field!r} must be a non-empty string (or {{'str': ...}}), got {value!r}"
-        )
+        raise ValueError(f"{where}: field {field!r} must be a non-empty string (or {{'str': ...}}), got {value!r}")
     return value.strip()
 
 
@@ -51,9 +50,7 @@ def parse_record(obj, line: int, source: str = "<records>") -> CounterFactRecord
     """Validate one decoded JSON object (see the module docstring for the accepted layouts)."""
     where = f"{source}: line {line}"
     if not isinstance(obj, dict):
-        raise ValueError(
-            f"{where}: a record must be a JSON object, got {type(obj).__name__}"
-        )
+        raise ValueError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
     body = obj.get("requested_rewrite", obj)
     prefix = "requested_rewrite." if "requested_rewrite" in obj else ""
     if not isinstance(body, dict):
@@ -65,13 +62,9 @@ def parse_record(obj, line: int, source: str = "<records>") -> CounterFactRecord
             raise ValueError(f"{where}: missing field {prefix + field!r}")
     for field in ("subject", "prompt", "relation_id"):
         if not isinstance(body[field], str) or not body[field].strip():
-            raise ValueError(
-                f"{where}: field {prefix + field!r} must be a non-empty string, got {body[field]!r}"
-            )
+            raise ValueError(f"{where}: field {prefix + field!r} must be a non-empty string, got {body[field]!r}")
     if "{}" not in body["prompt"]:
-        raise ValueError(
-            f"{where}: field {prefix + 'prompt'!r} must contain '{{}}' where the subject goes"
-        )
+        raise ValueError(f"{where}: field {prefix + 'prompt'!r} must contain '{{}}' where the subject goes")
     true = _target(body["target_true"], prefix + "target_true", where)
     false = _target(body["target_new"], prefix + "target_new", where)
     if true == false:
@@ -92,9 +85,7 @@ def load_records(path: str | Path, limit: int | None = None) -> list[CounterFact
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"record file {path} does not exist")
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-    ):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int, got {limit!r}")
     records = []
     with path.open(encoding="utf-8") as f:
@@ -104,9 +95,7 @@ def load_records(path: str | Path, limit: int | None = None) -> list[CounterFact
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}: line {number} is not valid JSON ({err.msg})"
-                ) from None
+                raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
             records.append(parse_record(obj, number, str(path)))
             if limit is not None and len(records) >= limit:
                 break

@@ -1,9 +1,9 @@
-"""The latent concept association task (spec lca.md §2) as a mechmem ``Task``.
+"""The latent concept association task of the paper as a mechmem ``Task``.
 
 One sequence is ``[x_1, ..., x_L]``: ``L`` context tokens drawn i.i.d. from q(. | y) (mixed with
 noise). The model reads out the V-way prediction of the target ``y`` at the last position, so the
-attention query is the last context token ``x_L``. That is what lets attention select (spec §5
-(3)): the score of ``x_l`` depends on the pair ``(x_L, x_l)``, and ``x_L`` itself is (mostly) near
+attention query is the last context token ``x_L``. That is what lets attention select (the
+paper's Section 5): the score of ``x_l`` depends on the pair ``(x_L, x_l)``, and ``x_L`` itself is (mostly) near
 ``y``, so a block- or Hamming-structured QK form concentrates on informative tokens. (A dedicated
 query token would give every key a score that depends on the key alone.) The paper's model
 (``model.build_lca_model``) has no residual; the plain default model of :meth:`model_config`
@@ -34,8 +34,7 @@ from .generator import (
 )
 
 if TYPE_CHECKING:
-    from mechmem.config import ModelConfig
-    from mechmem.training import TrainConfig
+    from mechmem.config import ModelConfig, TrainConfig
 
 
 @dataclass
@@ -48,6 +47,10 @@ class LatentConceptTask(Task):
     """
 
     name: ClassVar[str] = "lca"
+    corruption: ClassVar[str] = (
+        "every token x is replaced by x XOR (y XOR y') for a new target y' != y: the context of y' with the same "
+        "Hamming structure and the same noise positions"
+    )
     m: int = 5
     context_len: int = 64
     neighbourhood: str = "N1"
@@ -61,11 +64,7 @@ class LatentConceptTask(Task):
         check_epsilon(self.epsilon)
         self.epsilon = float(self.epsilon)
         self.parsed = parse_neighbourhood(self.neighbourhood, self.m)
-        if (
-            isinstance(self.d_model, bool)
-            or not isinstance(self.d_model, int)
-            or self.d_model < 1
-        ):
+        if isinstance(self.d_model, bool) or not isinstance(self.d_model, int) or self.d_model < 1:
             raise ValueError(f"d_model must be a positive int, got {self.d_model!r}")
         self.seq_len = self.context_len
 
@@ -83,20 +82,12 @@ class LatentConceptTask(Task):
         return self.V
 
     def sample_with_target(
-        self,
-        batch_size: int,
-        generator: torch.Generator,
-        neighbourhood: Neighbourhood | None = None,
+        self, batch_size: int, generator: torch.Generator, neighbourhood: Neighbourhood | None = None
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"], Tensor]:
         """``(tokens [B, L], y [B], is_noise [B, L])`` drawn from ``generator`` only."""
         y = sample_targets(batch_size, self.m, generator)
         context, is_noise = sample_context(
-            y,
-            self.context_len,
-            self.m,
-            neighbourhood or self.parsed,
-            self.epsilon,
-            generator,
+            y, self.context_len, self.m, neighbourhood or self.parsed, self.epsilon, generator
         )
         return context, y, is_noise
 
@@ -105,10 +96,7 @@ class LatentConceptTask(Task):
         return self.to_batch(tokens, y, is_noise)
 
     def to_batch(
-        self,
-        tokens: Int[Tensor, "batch pos"],
-        y: Int[Tensor, " batch"],
-        is_noise: Tensor | None = None,
+        self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"], is_noise: Tensor | None = None
     ) -> Batch:
         """Targets and loss mask at the read-out (last) position only."""
         targets = torch.zeros_like(tokens)
@@ -120,11 +108,26 @@ class LatentConceptTask(Task):
             labels["is_noise"] = is_noise
         return Batch(tokens, targets, mask, labels)
 
-    def same_cluster(
-        self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"]
-    ) -> Tensor:
+    def same_cluster(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"]) -> Tensor:
         """Which context positions hold a token of the target's cluster (first two latent bits)."""
         return cluster_of(tokens, self.m) == cluster_of(y, self.m)[:, None]
+
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Move each example to a new target ``y' != y`` by XOR-ing every latent with ``y ^ y'``: Hamming
+        distances (hence the neighbourhood and the noise) are kept, the answer changes."""
+        (y,) = self.batch_labels(batch, "y")
+        delta = 1 + torch.randint(self.V - 1, (len(y),), generator=generator)  # non-zero XOR mask
+        delta = delta.to(batch.tokens.device)
+        labels = {k: v for k, v in batch.labels.items() if k != "y"}
+        corrupted = self.to_batch(batch.tokens ^ delta[:, None], y ^ delta)
+        return Batch(corrupted.tokens, corrupted.targets, batch.mask.clone(), {**labels, "y": y ^ delta})
+
+    def token_labels(self) -> list[str]:
+        """Each token's latent bits ``z_1..z_m`` (most significant first)."""
+        return [format(t, f"0{self.m}b") for t in range(self.V)]
+
+    def output_labels(self) -> list[str]:
+        return self.token_labels()
 
     def model_config(self) -> ModelConfig:
         from mechmem.config import ModelConfig
@@ -153,16 +156,9 @@ class LatentConceptTask(Task):
         return finish_lca_model_(build_model(cfg))
 
     def train_config(self) -> TrainConfig:
-        from mechmem.training import TrainConfig
+        from mechmem.config import TrainConfig
 
-        return TrainConfig(
-            steps=1500,
-            batch_size=128,
-            lr=1e-2,
-            optimizer="adam",
-            eval_every=500,
-            eval_batch_size=1024,
-        )
+        return TrainConfig(steps=1500, batch_size=128, lr=1e-2, optimizer="adam", eval_every=500, eval_batch_size=1024)
 
     def to_dict(self) -> dict:
         return {

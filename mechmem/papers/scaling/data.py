@@ -1,4 +1,4 @@
-"""Zipf data and random embeddings of "Scaling Laws for Associative Memories" (spec section 2 and 5).
+"""Zipf data and random embeddings of "Scaling Laws for Associative Memories".
 
 Inputs ``x in {0..N-1}`` follow ``p(x) ∝ (x+1)^-alpha`` (token 0 is the most frequent); the target map is
 ``f*(x) = x mod M``. Input embeddings ``e_x ~ N(0, I/d)``, output embeddings ``u_y`` uniform on the unit sphere.
@@ -22,9 +22,7 @@ from torch import Tensor
 def check_positive_int(name: str, value: int) -> None:
     """Raise a ValueError/TypeError naming ``name`` unless ``value`` is a positive int."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"{name} must be a positive int, got {value!r} ({type(value).__name__})"
-        )
+        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
     if value <= 0:
         raise ValueError(f"{name} must be a positive int (> 0), got {value}")
 
@@ -34,20 +32,14 @@ def check_data_params(N: int, M: int, alpha: float) -> None:
     check_positive_int("N", N)
     check_positive_int("M", M)
     if N < M:
-        raise ValueError(
-            f"N (number of input tokens) must be >= M (number of classes), got N={N} < M={M}"
-        )
+        raise ValueError(f"N (number of input tokens) must be >= M (number of classes), got N={N} < M={M}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise TypeError(f"alpha must be a positive float, got {alpha!r}")
     if not alpha > 0 or not math.isfinite(alpha):
-        raise ValueError(
-            f"alpha (Zipf exponent) must be a finite number > 0, got {alpha}"
-        )
+        raise ValueError(f"alpha (Zipf exponent) must be a finite number > 0, got {alpha}")
 
 
-def zipf_probs(
-    N: int, alpha: float, dtype: torch.dtype = torch.float64
-) -> Float[Tensor, N]:
+def zipf_probs(N: int, alpha: float, dtype: torch.dtype = torch.float64) -> Float[Tensor, "N"]:
     """``p(x) = (x+1)^-alpha / sum_{x'<N} (x'+1)^-alpha`` for x = 0..N-1."""
     check_positive_int("N", N)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
@@ -56,34 +48,26 @@ def zipf_probs(
     return weights / weights.sum()
 
 
-def targets(N: int, M: int) -> Int[Tensor, N]:
+def targets(N: int, M: int) -> Int[Tensor, "N"]:
     """The deterministic association ``f*(x) = x mod M``."""
     check_data_params(N, M, 1.0)
     return torch.arange(N) % M
 
 
-def sample_tokens(
-    p: Float[Tensor, N], T: int, n_trials: int, generator: torch.Generator
-) -> Int[Tensor, "trials T"]:
+def sample_tokens(p: Float[Tensor, "N"], T: int, n_trials: int, generator: torch.Generator) -> Int[Tensor, "trials T"]:
     """``n_trials`` independent sequences of ``T`` i.i.d. draws from ``p``."""
     check_positive_int("T", T)
     check_positive_int("n_trials", n_trials)
-    return torch.multinomial(
-        p.float().expand(n_trials, -1), T, replacement=True, generator=generator
-    )
+    return torch.multinomial(p.float().expand(n_trials, -1), T, replacement=True, generator=generator)
 
 
-def prefix_counts(
-    tokens: Int[Tensor, "trials T_max"], Ts: list[int], N: int
-) -> Float[Tensor, "n_T trials N"]:
+def prefix_counts(tokens: Int[Tensor, "trials T_max"], Ts: list[int], N: int) -> Float[Tensor, "n_T trials N"]:
     """Token counts ``n_T(x)`` of the prefixes ``tokens[:, :T]`` for each T in ``Ts`` (the notebooks' reuse of
     one long draw across values of T)."""
     for T in Ts:
         check_positive_int("T", T)
         if T > tokens.shape[1]:
-            raise ValueError(
-                f"T={T} is larger than the number of drawn samples {tokens.shape[1]}"
-            )
+            raise ValueError(f"T={T} is larger than the number of drawn samples {tokens.shape[1]}")
     out = torch.zeros(len(Ts), tokens.shape[0], N, dtype=torch.float64)
     for i, T in enumerate(Ts):
         prefix = tokens[:, :T]
@@ -91,7 +75,7 @@ def prefix_counts(
     return out
 
 
-def missing_mass(p: Float[Tensor, N], T: int) -> float:
+def missing_mass(p: Float[Tensor, "N"], T: int) -> float:
     """Exact expected mass of the tokens never seen in T draws: ``sum_x p(x) (1 - p(x))^T``."""
     check_positive_int("T", T)
     p = p.double()
@@ -110,21 +94,11 @@ def missing_mass_formula(alpha: float, T: int, N: int | None = None) -> float:
         raise ValueError(f"alpha must be > 1 for the missing-mass law, got {alpha}")
     if N is None:
         Z = float(
-            torch.special.zeta(
-                torch.tensor(float(alpha), dtype=torch.float64),
-                torch.tensor(1.0, dtype=torch.float64),
-            )
+            torch.special.zeta(torch.tensor(float(alpha), dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
         )
     else:
-        Z = float(
-            (torch.arange(1, N + 1, dtype=torch.float64) ** (-float(alpha))).sum()
-        )
-    return (
-        (1.0 / alpha)
-        * math.gamma(1.0 - 1.0 / alpha)
-        * Z ** (-1.0 / alpha)
-        * T ** (-1.0 + 1.0 / alpha)
-    )
+        Z = float((torch.arange(1, N + 1, dtype=torch.float64) ** (-float(alpha))).sum())
+    return (1.0 / alpha) * math.gamma(1.0 - 1.0 / alpha) * Z ** (-1.0 / alpha) * T ** (-1.0 + 1.0 / alpha)
 
 
 @dataclass
@@ -139,13 +113,7 @@ class Embeddings:
 
     @classmethod
     def draw(
-        cls,
-        N: int,
-        M: int,
-        d_max: int,
-        n_trials: int,
-        generator: torch.Generator,
-        dtype: torch.dtype = torch.float64,
+        cls, N: int, M: int, d_max: int, n_trials: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
     ) -> Embeddings:
         check_data_params(N, M, 1.0)
         check_positive_int("d_max", d_max)
@@ -163,9 +131,7 @@ class Embeddings:
         if d > self.d_max:
             raise ValueError(f"d={d} exceeds the drawn dimension d_max={self.d_max}")
 
-    def at(
-        self, d: int
-    ) -> tuple[Float[Tensor, "trials N d"], Float[Tensor, "trials M d"]]:
+    def at(self, d: int) -> tuple[Float[Tensor, "trials N d"], Float[Tensor, "trials M d"]]:
         """``(E, U)`` at dimension d: ``E ~ N(0, I/d)`` rows, ``U`` unit-norm rows (normalised after truncation)."""
         self.check_d(d)
         E = self.E_raw[..., :d] / math.sqrt(d)

@@ -33,9 +33,7 @@ on the P most frequent seen tokens by count, ties broken by token index; the pap
 
 def check_scheme(scheme: str) -> None:
     if scheme not in SCHEMES:
-        raise ValueError(
-            f"unknown scheme {scheme!r}; allowed values: {', '.join(SCHEMES)}"
-        )
+        raise ValueError(f"unknown scheme {scheme!r}; allowed values: {', '.join(SCHEMES)}")
 
 
 def threshold_P(d: int, divisor: int) -> int:
@@ -47,7 +45,7 @@ def threshold_P(d: int, divisor: int) -> int:
 
 def memory_weights(
     scheme: str,
-    p: Float[Tensor, N],
+    p: Float[Tensor, "N"],
     *,
     P: int | Int[Tensor, "*batch"] | None = None,
     counts: Float[Tensor, "*batch N"] | None = None,
@@ -80,9 +78,7 @@ def memory_weights(
         return seen
     # top_seen: rank tokens by count (stable sort: ties go to the smaller token index)
     order = torch.sort(counts, dim=-1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(
-        -1, order, torch.arange(N).expand_as(order).contiguous()
-    )
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(N).expand_as(order).contiguous())
     p_hat = counts / counts.sum(-1, keepdim=True).clamp_min(1)
     q = torch.where(seen > 0, p_hat.clamp_min(1e-300) ** rho, torch.zeros_like(p_hat))
     return q * (rank < P).to(p.dtype)
@@ -94,32 +90,23 @@ def memory_weights(
 
 
 def memory_matrix(
-    q: Float[Tensor, N],
-    E: Float[Tensor, "N d"],
-    U: Float[Tensor, "M d"],
-    f: Int[Tensor, N],
+    q: Float[Tensor, "N"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"], f: Int[Tensor, "N"]
 ) -> Float[Tensor, "d d"]:
     """``W = sum_x q(x) u_{f(x)} e_x^T`` (column convention: ``u_y^T W e_x`` scores class y for input x)."""
     return U[f].T @ (q[:, None] * E)
 
 
-def scores(
-    W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"]
-) -> Float[Tensor, "N M"]:
+def scores(W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"]) -> Float[Tensor, "N M"]:
     """``scores[x, y] = u_y^T W e_x``."""
     return E @ W.T @ U.T
 
 
-def predict(
-    W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"]
-) -> Int[Tensor, N]:
+def predict(W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"]) -> Int[Tensor, "N"]:
     """``f_W(x) = argmax_y u_y^T W e_x`` (ties to the smallest class)."""
     return scores(W, E, U).argmax(-1)
 
 
-def recall_error(
-    pred: Int[Tensor, "... N"], f: Int[Tensor, N], p: Float[Tensor, N]
-) -> Float[Tensor, ...]:
+def recall_error(pred: Int[Tensor, "... N"], f: Int[Tensor, "N"], p: Float[Tensor, "N"]) -> Float[Tensor, "..."]:
     """The exact p-weighted error ``sum_x p(x) 1{pred(x) != f(x)}``."""
     return ((pred != f).to(p.dtype) * p).sum(-1)
 
@@ -129,9 +116,7 @@ def recall_error(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _dimension_mask(
-    ds: Sequence[int], d_max: int, dtype: torch.dtype
-) -> Float[Tensor, "n_d d_max"]:
+def _dimension_mask(ds: Sequence[int], d_max: int, dtype: torch.dtype) -> Float[Tensor, "n_d d_max"]:
     for d in ds:
         check_positive_int("d", int(d))
         if d > d_max:
@@ -140,10 +125,7 @@ def _dimension_mask(
 
 
 def batched_predictions(
-    q: Float[Tensor, "*batch n_d trials N"],
-    emb: Embeddings,
-    ds: Sequence[int],
-    f: Int[Tensor, N],
+    q: Float[Tensor, "*batch n_d trials N"], emb: Embeddings, ds: Sequence[int], f: Int[Tensor, "N"]
 ) -> Int[Tensor, "*batch n_d trials N"]:
     """Predictions of the memories with weights ``q`` for every trial and every d in ``ds`` at once.
 
@@ -159,9 +141,7 @@ def batched_predictions(
     shape = torch.broadcast_shapes(q.shape, (len(ds), n_trials, N))
     q = q.expand(shape)
     onehot = F.one_hot(f, M).to(E.dtype)  # [N, M]
-    V = (
-        torch.einsum("...dtx,xc,txk->...dtck", q, onehot, E) * mask[:, None, None, :]
-    )  # v_c at each d
+    V = torch.einsum("...dtx,xc,txk->...dtck", q, onehot, E) * mask[:, None, None, :]  # v_c at each d
     A = torch.einsum("...dtck,txk->...dtcx", V, E)  # v_c . e_x
     U_d = U[None] * mask[:, None, None, :]
     U_d = U_d / U_d.norm(dim=-1, keepdim=True)
@@ -174,8 +154,8 @@ def error_curve(
     q: Float[Tensor, "*batch n_d trials N"],
     emb: Embeddings,
     ds: Sequence[int],
-    p: Float[Tensor, N],
-    f: Int[Tensor, N],
+    p: Float[Tensor, "N"],
+    f: Int[Tensor, "N"],
 ) -> Float[Tensor, "*batch n_d trials"]:
     """Exact p-weighted error of every memory in the batch (see :func:`batched_predictions`)."""
     return recall_error(batched_predictions(q, emb, ds, f), f, p.to(emb.E_raw.dtype))
@@ -185,8 +165,8 @@ def scheme_error_curve(
     scheme: str,
     emb: Embeddings,
     ds: Sequence[int],
-    p: Float[Tensor, N],
-    f: Int[Tensor, N],
+    p: Float[Tensor, "N"],
+    f: Int[Tensor, "N"],
     *,
     divisor: int = 8,
     counts: Float[Tensor, "*batch trials N"] | None = None,
@@ -194,18 +174,10 @@ def scheme_error_curve(
 ) -> Float[Tensor, "*batch n_d trials"]:
     """Error vs d of one scheme; thresholds are ``P = d // divisor``; ``counts`` (if any) per trial."""
     check_scheme(scheme)
-    P = torch.tensor([threshold_P(int(d), divisor) for d in ds])[
-        :, None
-    ]  # [n_d, 1] -> broadcasts over trials
+    P = torch.tensor([threshold_P(int(d), divisor) for d in ds])[:, None]  # [n_d, 1] -> broadcasts over trials
     if counts is not None:
         counts = counts.unsqueeze(-3)  # [*batch, 1, trials, N]
-    q = memory_weights(
-        scheme,
-        p,
-        P=P if scheme in ("threshold", "top_seen") else None,
-        counts=counts,
-        rho=rho,
-    )
+    q = memory_weights(scheme, p, P=P if scheme in ("threshold", "top_seen") else None, counts=counts, rho=rho)
     if scheme in ("all", "frequency"):
         q = q.expand(len(ds), 1, p.shape[-1])
     return error_curve(q, emb, ds, p, f)
@@ -215,8 +187,8 @@ def loop_error_curve(
     scheme: str,
     emb: Embeddings,
     ds: Sequence[int],
-    p: Float[Tensor, N],
-    f: Int[Tensor, N],
+    p: Float[Tensor, "N"],
+    f: Int[Tensor, "N"],
     *,
     divisor: int = 8,
     counts: Float[Tensor, "trials N"] | None = None,
@@ -229,13 +201,9 @@ def loop_error_curve(
         E_all, U_all = emb.at(int(d))
         P = threshold_P(int(d), divisor)
         for t in range(E_all.shape[0]):
-            q = memory_weights(
-                scheme, p, P=P, counts=None if counts is None else counts[t], rho=rho
-            )
+            q = memory_weights(scheme, p, P=P, counts=None if counts is None else counts[t], rho=rho)
             W = memory_matrix(q.to(E_all.dtype), E_all[t], U_all[t], f)
-            out[i, t] = recall_error(
-                predict(W, E_all[t], U_all[t]), f, p.to(E_all.dtype)
-            )
+            out[i, t] = recall_error(predict(W, E_all[t], U_all[t]), f, p.to(E_all.dtype))
     return out
 
 
@@ -247,14 +215,10 @@ def fit_loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, f
     xs = [float(x) for x in xs]
     ys = [float(y) for y in ys]
     if len(xs) != len(ys) or len(xs) < 2:
-        raise ValueError(
-            f"need at least two (x, y) points of equal length, got {len(xs)} xs and {len(ys)} ys"
-        )
+        raise ValueError(f"need at least two (x, y) points of equal length, got {len(xs)} xs and {len(ys)} ys")
     for x, y in zip(xs, ys):
         if not (x > 0 and y > 0):
-            raise ValueError(
-                f"log-log fit needs positive values, got point (x={x}, y={y})"
-            )
+            raise ValueError(f"log-log fit needs positive values, got point (x={x}, y={y})")
     lx = torch.tensor([math.log(x) for x in xs], dtype=torch.float64)
     ly = torch.tensor([math.log(y) for y in ys], dtype=torch.float64)
     lx_c = lx - lx.mean()

@@ -1,5 +1,5 @@
-"""Optimisation-based estimators (spec section 3.2-3.3): the matrix, learnable-embeddings and exponential models
-trained with SGD or Adam in one pass over T samples, plus the analytic approximation of SGD.
+"""Optimisation-based estimators (the paper's optimisation experiments): the matrix, learnable-embeddings and
+exponential models trained with SGD or Adam in one pass over T samples, plus the analytic approximation of SGD.
 
 All ``n_trials`` independent runs (own embeddings, data and init, from one seed) are trained at once: every
 parameter carries a leading trial axis, the loss is the sum over trials of each trial's mean cross-entropy, and
@@ -27,12 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechmem.papers.scaling.data import (
-    check_data_params,
-    check_positive_int,
-    targets,
-    zipf_probs,
-)
+from mechmem.papers.scaling.data import check_data_params, check_positive_int, targets, zipf_probs
 from mechmem.papers.scaling.memories import recall_error
 
 MODELS = ("matrix", "learnable", "exponential")
@@ -69,29 +64,19 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
-            raise ValueError(
-                f"unknown model {self.model!r}; allowed values: {', '.join(MODELS)}"
-            )
+            raise ValueError(f"unknown model {self.model!r}; allowed values: {', '.join(MODELS)}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"unknown optimizer {self.optimizer!r}; allowed values: {', '.join(OPTIMIZERS)}"
-            )
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed values: {', '.join(OPTIMIZERS)}")
         if self.init not in INITS:
-            raise ValueError(
-                f"unknown init {self.init!r}; allowed values: {', '.join(INITS)}"
-            )
+            raise ValueError(f"unknown init {self.init!r}; allowed values: {', '.join(INITS)}")
         check_data_params(self.N, self.M, self.alpha)
         for name in ("d", "T", "B", "n_trials", "log_every"):
             check_positive_int(name, getattr(self, name))
         if self.T % self.B:
-            raise ValueError(
-                f"B={self.B} must divide T={self.T} (one pass over the T samples in T/B full batches)"
-            )
+            raise ValueError(f"B={self.B} must divide T={self.T} (one pass over the T samples in T/B full batches)")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        self.betas = tuple(
-            float(b) for b in self.betas
-        )  # torch rejects integer betas (0, 0)
+        self.betas = tuple(float(b) for b in self.betas)  # torch rejects integer betas (0, 0)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two floats in [0, 1), got {self.betas}")
 
@@ -109,7 +94,7 @@ class OptimResult:
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
 
     @property
-    def final(self) -> Float[Tensor, trials]:
+    def final(self) -> Float[Tensor, "trials"]:
         return self.errors[-1]
 
 
@@ -127,11 +112,7 @@ def init_parameters(cfg: OptimConfig, gen: torch.Generator) -> dict[str, Tensor]
         U = U / U.norm(dim=-1, keepdim=True)
     params["U"] = U
     if cfg.model != "exponential":
-        params["W"] = (
-            torch.zeros(t, d, d, dtype=torch.float64)
-            if cfg.init == "zero"
-            else _normal((t, d, d), d, gen)
-        )
+        params["W"] = torch.zeros(t, d, d, dtype=torch.float64) if cfg.init == "zero" else _normal((t, d, d), d, gen)
     return params
 
 
@@ -154,11 +135,7 @@ def logits(
 
 def param_groups(cfg: OptimConfig, params: dict[str, Tensor]) -> list[dict]:
     """Trainable tensors with their learning rates (Adam: lr/d for W, lr/sqrt(d) for E and U)."""
-    trainable = (
-        ["W"]
-        if cfg.model == "matrix"
-        else (["W", "E", "U"] if cfg.model == "learnable" else ["E", "U"])
-    )
+    trainable = ["W"] if cfg.model == "matrix" else (["W", "E", "U"] if cfg.model == "learnable" else ["E", "U"])
     groups = []
     for name in trainable:
         scale = 1.0
@@ -171,25 +148,19 @@ def param_groups(cfg: OptimConfig, params: dict[str, Tensor]) -> list[dict]:
 def make_optimizer(cfg: OptimConfig, groups: list[dict]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.0, weight_decay=0.0)
-    return torch.optim.Adam(
-        groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=0.0
-    )
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=0.0)
 
 
 def sample_stream(cfg: OptimConfig, gen: torch.Generator) -> Int[Tensor, "trials T"]:
     """The T training inputs of each trial, drawn i.i.d. from the Zipf law."""
     p = zipf_probs(cfg.N, cfg.alpha)
-    return torch.multinomial(
-        p.float().expand(cfg.n_trials, -1), cfg.T, replacement=True, generator=gen
-    )
+    return torch.multinomial(p.float().expand(cfg.n_trials, -1), cfg.T, replacement=True, generator=gen)
 
 
 def run_steps(
     cfg: OptimConfig,
     groups: list[dict],
-    batch_logits: Callable[
-        [Int[Tensor, "trials batch"]], Float[Tensor, "trials batch M"]
-    ],
+    batch_logits: Callable[[Int[Tensor, "trials batch"]], Float[Tensor, "trials batch M"]],
     xs: Int[Tensor, "trials T"],
     snapshot: Callable[[], Tensor] | None = None,
 ) -> OptimResult:
@@ -207,21 +178,14 @@ def run_steps(
             pred = batch_logits(all_tokens).argmax(-1)
         steps.append(step)
         errors.append(recall_error(pred, f, p))
-        if (
-            snapshot is not None
-            and cfg.snapshot_every
-            and step % cfg.snapshot_every == 0
-        ):
+        if snapshot is not None and cfg.snapshot_every and step % cfg.snapshot_every == 0:
             snaps.append((step, snapshot()))
 
     log(0)
     for step in range(1, cfg.steps + 1):
         x = xs[:, (step - 1) * cfg.B : step * cfg.B]
         out = batch_logits(x)
-        loss = (
-            F.cross_entropy(out.reshape(-1, cfg.M), f[x].reshape(-1), reduction="sum")
-            / cfg.B
-        )
+        loss = F.cross_entropy(out.reshape(-1, cfg.M), f[x].reshape(-1), reduction="sum") / cfg.B
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -238,13 +202,9 @@ def train_memory(cfg: OptimConfig) -> OptimResult:
 
     def snapshot() -> Tensor:
         with torch.no_grad():
-            return torch.softmax(
-                logits(cfg, params, torch.arange(cfg.N).expand(cfg.n_trials, -1)), -1
-            )[0].clone()
+            return torch.softmax(logits(cfg, params, torch.arange(cfg.N).expand(cfg.n_trials, -1)), -1)[0].clone()
 
-    return run_steps(
-        cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs, snapshot
-    )
+    return run_steps(cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs, snapshot)
 
 
 def config_dict(cfg: OptimConfig) -> dict:
@@ -252,13 +212,11 @@ def config_dict(cfg: OptimConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# analytic approximation of SGD (spec section 3.3)
+# analytic approximation of SGD (the paper's recursion)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def batch_counts(
-    xs: Int[Tensor, "trials T"], N: int, B: int
-) -> Float[Tensor, "steps trials N"]:
+def batch_counts(xs: Int[Tensor, "trials T"], N: int, B: int) -> Float[Tensor, "steps trials N"]:
     """``n_t(x)``: how often token x appears in batch t."""
     check_positive_int("B", B)
     if xs.shape[1] % B:
@@ -266,9 +224,7 @@ def batch_counts(
     steps = xs.shape[1] // B
     batches = xs.reshape(xs.shape[0], steps, B).transpose(0, 1)  # [steps, trials, B]
     counts = torch.zeros(steps, xs.shape[0], N, dtype=torch.float64)
-    return counts.scatter_add_(
-        2, batches, torch.ones_like(batches, dtype=torch.float64)
-    )
+    return counts.scatter_add_(2, batches, torch.ones_like(batches, dtype=torch.float64))
 
 
 def sgd_approximation(

@@ -1,4 +1,4 @@
-"""An associative memory living inside a one-layer attention-only ``HookedTransformer``.
+"""An associative memory living inside a one-layer attention-only transformer (``mechmem.build_model``).
 
 The memory ``W`` (column convention: ``u_y^T W e_x`` scores class y) becomes the OV circuit of the only head:
 
@@ -23,16 +23,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooks.weights import set_weight_
+from hooks.weights import get_weight, set_weight_
 from mechmem.config import ModelConfig
 from mechmem.models import build_model
 
 FROZEN = ("W_E", "W_U", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_O")
 
 
-def memory_model_config(
-    N: int, M: int, d: int, seed: int = 0, dtype: str = "float64"
-) -> ModelConfig:
+def memory_model_config(N: int, M: int, d: int, seed: int = 0, dtype: str = "float64") -> ModelConfig:
     """One layer, one head of size d, attention only, vocab N in and M out, context 1; only W_V is trainable."""
     return ModelConfig(
         n_layers=1,
@@ -67,24 +65,15 @@ def remove_direct_path_(model) -> None:
     model.add_perma_hook("blocks.0.hook_resid_post", subtract)
 
 
-def memory_transformer(
-    W: Float[Tensor, "d d"],
-    E: Float[Tensor, "N d"],
-    U: Float[Tensor, "M d"],
-    seed: int = 0,
-):
-    """A ``HookedTransformer`` whose forward on ``[[x]]`` gives the logits ``u_y^T W e_x`` (see module docstring)."""
+def memory_transformer(W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"], seed: int = 0):
+    """A model whose forward on ``[[x]]`` gives the logits ``u_y^T W e_x`` (see module docstring)."""
     N, d = E.shape
     M = U.shape[0]
     if W.shape != (d, d) or U.shape[1] != d:
-        raise ValueError(
-            f"shapes do not match: W {tuple(W.shape)}, E {tuple(E.shape)}, U {tuple(U.shape)}"
-        )
-    cfg = memory_model_config(
-        N, M, d, seed=seed, dtype="float64" if E.dtype == torch.float64 else "float32"
-    )
+        raise ValueError(f"shapes do not match: W {tuple(W.shape)}, E {tuple(E.shape)}, U {tuple(U.shape)}")
+    cfg = memory_model_config(N, M, d, seed=seed, dtype="float64" if E.dtype == torch.float64 else "float32")
     model = build_model(cfg)
-    dtype = model.W_E.dtype
+    dtype = get_weight(model, "W_E").dtype
     set_weight_(model, "W_E", E.to(dtype))
     set_weight_(model, "W_U", U.T.contiguous().to(dtype))
     set_weight_(model, "blocks.0.attn.W_O", torch.eye(d, dtype=dtype)[None])
@@ -94,12 +83,12 @@ def memory_transformer(
     return model
 
 
-def memory_logits(model, tokens: Int[Tensor, batch]) -> Float[Tensor, "batch M"]:
+def memory_logits(model, tokens: Int[Tensor, "batch"]) -> Float[Tensor, "batch M"]:
     """Logits of every input token, each fed alone as a length-1 sequence."""
     return model(tokens[:, None])[:, 0]
 
 
-def memory_predictions(model) -> Int[Tensor, N]:
+def memory_predictions(model) -> Int[Tensor, "N"]:
     """``argmax_y`` of the transformer's logits for every input token."""
     with torch.no_grad():
         return memory_logits(model, torch.arange(model.cfg.d_vocab)).argmax(-1)
@@ -116,9 +105,7 @@ def train_ov_memory(model, cfg, xs: Int[Tensor, "1 T"]):
     from mechmem.papers.scaling.optim import run_steps
 
     if cfg.model != "matrix" or cfg.n_trials != 1 or cfg.layernorm:
-        raise ValueError(
-            "train_ov_memory trains the matrix model only: model='matrix', n_trials=1, layernorm=False"
-        )
+        raise ValueError("train_ov_memory trains the matrix model only: model='matrix', n_trials=1, layernorm=False")
     W_V = weight_parameters(model, "blocks.0.attn.W_V")
     lr = cfg.lr / cfg.d if cfg.optimizer == "adam" else cfg.lr
     groups = [{"params": [W_V], "lr": lr, "name": "W_V"}]

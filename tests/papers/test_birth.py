@@ -3,6 +3,8 @@ and the memory-recall probes (the paper's data, probes and hand-built head)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch

@@ -168,7 +168,7 @@ def test_claims_have_the_issue_keys_and_honest_holds():
                 "2.0": {"slope": {"threshold": -1.3, "frequency": -0.28}, "mean_error": {"all": [0.8, 0.7, 0.3, 0.2]}}
             },
         },
-        "error_vs_T": {"slope_top_seen": -0.47, "rel_error_vs_formula": [0.1, 0.25]},
+        "error_vs_T": {"slope_top_seen": -0.47, "rel_error_seen_vs_missing_mass": [0.1, 0.25]},
         "joint_table": {"max_rel_error": 0.3, "cells_within_tolerance": 23, "n_cells": 24},
         "optimisers": {
             "adam_beats_sgd_fraction": 0.9,

@@ -19,8 +19,10 @@ from mechmem.reproducing import Context, ExperimentResult, Experiments
 
 from .constructions import (
     affine_fit,
+    bayes_accuracy,
     centred_gram_spectrum,
     constructed_W_V,
+    hamming_vote_accuracy,
     inner_by_hamming,
     neighbour_adjacency,
     principal_cosines,
@@ -50,7 +52,9 @@ def _model_info(t: Trained) -> dict:
 
 @EXPERIMENTS.register
 def wv_bar(ctx: Context) -> ExperimentResult:
-    """Accuracy with trained W_V vs W_V fixed to the identity, for each m and L (d = V / 2 < V)."""
+    """Accuracy with trained W_V vs W_V fixed to the identity, for each m and L (d = V / 2 < V), next to two
+    decoders on the same test sequences: the Bayes-optimal predictor (the best any model can do) and the per-bit
+    Hamming majority vote argmin_k sum_l D_H(k, x_l) (what W_V = identity computes on Hamming-structured embeddings)."""
     lab, p = lab_of(ctx), ctx.preset
     rows = []
     for m in p.wv_bar_m:
@@ -60,6 +64,8 @@ def wv_bar(ctx: Context) -> ExperimentResult:
                 name: lab.accuracy(lab.trained(task, train_W_V=flag))
                 for name, flag in (("trained", True), ("identity", False))
             }
+            tokens, y, _ = lab.eval_set(task)
+            gen = ctx.generator(31)
             rows.append(
                 {
                     "m": m,
@@ -68,6 +74,8 @@ def wv_bar(ctx: Context) -> ExperimentResult:
                     "acc_trained": accs["trained"],
                     "acc_identity": accs["identity"],
                     "gap_points": 100 * (accs["trained"] - accs["identity"]),
+                    "acc_bayes": bayes_accuracy(tokens, y, m, task.parsed, task.epsilon, gen),
+                    "acc_hamming_vote": hamming_vote_accuracy(tokens, y, m, gen),
                 }
             )
     fig, axes = subplots(1, len(p.wv_bar_L), figsize=(4 * len(p.wv_bar_L), 3.4), squeeze=False)
@@ -158,19 +166,28 @@ def wv_replace(ctx: Context) -> ExperimentResult:
 
 @EXPERIMENTS.register
 def hamming_inner(ctx: Context) -> ExperimentResult:
-    """Mean <W_E(i), W_E(j)> vs D_H(i, j) (i != j) for the main trained model (d < V), with the
-    affine fit and Spearman correlation; the identity-W_V model is reported alongside."""
-    lab = lab_of(ctx)
+    """Mean <W_E(i), W_E(j)> vs D_H(i, j) (i != j) with the affine fit and Spearman correlation: the main trained
+    model (d < V), the identity-W_V model, and a trained-W_V model on the preset's ``hamming_generator`` (bitflip:
+    log q(j | k) is affine in D_H(j, k), so eq. (5.2) is the geometry of its Bayes kernel) at m = ``hamming_m``,
+    d = ``hamming_d``."""
+    lab, p = lab_of(ctx), ctx.preset
     data = {}
-    fig, ax = subplots(figsize=(5.2, 3.6))
-    m = ctx.preset.m
-    labels = {"trained_W_V": "trained $W_V$", "identity_W_V": "$W_V$ fixed to the identity"}
-    for label, flag in (("trained_W_V", True), ("identity_W_V", False)):
-        trained = lab.trained(lab.task(), train_W_V=flag)
+    fig, ax = subplots(figsize=(5.6, 3.8))
+    bitflip = lab.task(m=p.hamming_m, d_model=p.hamming_d, neighbourhood=p.hamming_generator)
+    variants = {
+        "trained_W_V": (lab.task(), True, f"trained $W_V$ (N1, m = {p.m})"),
+        "identity_W_V": (lab.task(), False, f"$W_V$ fixed to the identity (N1, m = {p.m})"),
+        "generator_trained_W_V": (bitflip, True, f"trained $W_V$ ({p.hamming_generator}, m = {p.hamming_m})"),
+    }
+    for key, (task, flag, label) in variants.items():
+        trained = lab.trained(task, train_W_V=flag)
+        m = task.m
         means = inner_by_hamming(get_weight(trained.model, "W_E"), m)
         dist = list(range(1, m + 1))
         a, b, r2 = affine_fit(dist, means[1:])
-        data[label] = {
+        data[key] = {
+            "neighbourhood": task.neighbourhood,
+            "m": m,
             "distance": list(range(m + 1)),
             "mean_inner": means.tolist(),
             "intercept": a,
@@ -178,23 +195,17 @@ def hamming_inner(ctx: Context) -> ExperimentResult:
             "r2": r2,
             "spearman": spearman(dist, means[1:]),
             "memory_by_distance": memory_by_hamming(trained.model, m).tolist(),
+            "accuracy": lab.accuracy(trained),
             "model": _model_info(trained),
         }
-        ax.plot(dist, means[1:].tolist(), "o", label=f"{labels[label]}")
-        ax.plot(
-            dist,
-            [a + b * x for x in dist],
-            "-",
-            color=ax.lines[-1].get_color(),
-            lw=0.8,
-            label=f"affine fit (R² = {r2:.2f})",
-        )
+        ax.plot(dist, means[1:].tolist(), "o", label=label)
+        ax.plot(dist, [a + b * x for x in dist], "-", color=ax.lines[-1].get_color(), lw=0.8, label=f"R² = {r2:.2f}")
     ax.set(
         xlabel="Hamming distance $D_H(i, j)$ of the latent codes",
         ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",
-        title=f"Embedding inner products vs Hamming distance (m = {m})",
+        title="Embedding inner products vs Hamming distance",
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return ExperimentResult(data, {"hamming_inner": fig})
 
 
@@ -275,6 +286,8 @@ def attention(ctx: Context) -> ExperimentResult:
     alpha = readout_attention(trained.model, tokens)
     same = task.same_cluster(tokens, y)
     ratio = (alpha[same].mean() / alpha[~same].mean()).item()
+    query_in = task.same_cluster(tokens[:, -1:], y)[:, 0]  # the read-out token is in the target's cluster
+    ratio_query_in = (alpha[same & query_in[:, None]].mean() / alpha[~same & query_in[:, None]].mean()).item()
     acc = lab.accuracy(trained)
     acc_uniform = uniform_attention_accuracy(trained.model, tokens, y)
     main = lab.trained(lab.task())
@@ -286,6 +299,8 @@ def attention(ctx: Context) -> ExperimentResult:
         "mean_attention_same_cluster": alpha[same].mean().item(),
         "mean_attention_other": alpha[~same].mean().item(),
         "cluster_ratio": ratio,
+        "cluster_ratio_query_in_target_cluster": ratio_query_in,
+        "fraction_query_in_target_cluster": query_in.float().mean().item(),
         "mean_attention_noise": alpha[is_noise].mean().item(),
         "mean_attention_signal": alpha[~is_noise].mean().item(),
         "accuracy": acc,
@@ -411,8 +426,27 @@ def dim(ctx: Context) -> ExperimentResult:
         title=f"Accuracy vs embedding dimension (L = {p.context_len})",
     )
     ax.legend(fontsize=8)
-    data = {"V": V, "L": p.context_len, "rows": rows, "spearman": spearman(ds, [r["acc_trained"] for r in rows])}
+    accs = [r["acc_trained"] for r in rows]
+    data = {
+        "V": V,
+        "L": p.context_len,
+        "n_eval": p.n_eval,
+        "rows": rows,
+        "spearman": spearman(ds, accs),
+        "drops_beyond_2_se": drops_beyond_2_se(accs, p.n_eval),
+        "rise_points": 100 * (accs[-1] - accs[0]),
+    }
     return ExperimentResult(data, {"dim": fig})
+
+
+def drops_beyond_2_se(accs: list[float], n: int) -> int:
+    """How many steps of ``accs`` (accuracies on ``n`` test sequences each) fall by more than two standard errors of
+    the difference, sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n): "non-decreasing up to sampling noise"."""
+    drops = 0
+    for a, b in zip(accs, accs[1:]):
+        se = (a * (1 - a) / n + b * (1 - b) / n) ** 0.5
+        drops += int(b < a - 2 * se)
+    return drops
 
 
 # --------------------------------------------------------------------------- synthetic hijacking

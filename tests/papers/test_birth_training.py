@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from mechmem.config import TrainConfig
-from mechmem.papers.birth.experiments import summarise_dynamics
-from mechmem.papers.birth.model import build_simplified
+from mechmem.papers.birth.experiments import learned_steps, summarise_dynamics
+from mechmem.papers.birth.mechanistic import attention_by_offset, offset_peak_ratio, repeated_token_queries
+from mechmem.papers.birth.model import build_handbuilt, build_simplified
 from mechmem.papers.birth.probes import memory_probes
 from mechmem.papers.birth.reproduction import CLAIMS
 from mechmem.papers.birth.task import BigramTask
@@ -71,6 +72,7 @@ def test_the_reproduction_declares_exactly_the_claims_of_the_issue():
         "recall_wk1_final",
         "wk1_learned_last",
         "global_before_incontext_ratio",
+        "global_before_incontext_ratio_90",
         "one_layer_incontext_accuracy",
         "two_layer_incontext_accuracy",
         "handbuilt_incontext_accuracy",
@@ -78,4 +80,34 @@ def test_the_reproduction_declares_exactly_the_claims_of_the_issue():
         "layer2_ablation_bigram_loss_change",
         "previous_token_head_score",
         "induction_head_score",
+        "random_triggers_incontext_accuracy",
+        "random_triggers_wo2_before_wk2",
     ]
+
+
+def test_learned_steps_uses_the_0_1_nat_rule_and_the_90_percent_rule():
+    hist = [{"step": s, "loss_bigram": v} for s, v in [(0, 4.14), (10, 2.5), (20, 2.33), (40, 2.25), (80, 2.20)]]
+    # floor 2.14: 90 % of the way from 4.14 is 2.34 (step 20); within 0.1 nat is 2.24 (step 80)
+    assert learned_steps(hist, 2.14) == {"within_0.1": 80, "90%": 20}
+    assert learned_steps(hist, 1.0) == {"within_0.1": None, "90%": None}, "a floor never approached: never learned"
+
+
+def test_attention_by_offset_reads_a_previous_token_head_and_its_peak_ratio():
+    torch.manual_seed(0)
+    model = build_handbuilt(128, 32, seed=0)  # layer 1 of the hand-built head attends to t - 1
+    tokens = torch.randint(0, 65, (4, 32), generator=torch.Generator().manual_seed(1))
+    profile = attention_by_offset(model, tokens, layer=0)
+    assert profile.shape == (model.cfg.n_heads, 7)
+    assert torch.allclose(profile.sum(-1), torch.ones(model.cfg.n_heads), atol=1e-5), "rows are attention mass"
+    assert profile[0, 1] > 0.9, f"hand-built previous-token head puts {profile[0, 1]:.3f} on offset 1"
+    assert offset_peak_ratio(profile, 0) > 20
+    flat = torch.full((1, 7), 1 / 7)
+    assert offset_peak_ratio(flat, 0) == 1.0, "uniform attention has no offset-1 peak"
+
+
+def test_repeated_token_queries_are_c0_positions_repeating_an_earlier_nonadjacent_token():
+    tokens = torch.tensor([[5, 6, 5, 5, 7, 6]])
+    counts = torch.tensor([[0, 0, 0, 2, 0, 0]])
+    got = repeated_token_queries(tokens, counts)[0].tolist()
+    # pos 2 repeats pos 0; pos 3 is c = 2 (in context, excluded); pos 5 repeats pos 1; pos 4 is new
+    assert got == [False, False, True, False, False, True]

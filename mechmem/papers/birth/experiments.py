@@ -18,15 +18,19 @@ from mechmem.models import build_model
 from mechmem.reproducing import Context, ExperimentResult, Experiments
 from mechmem.training import train
 
-from .generator import BigramOptions, bigram_floor, generate
+from .generator import BigramOptions, bigram_floor, expected_bigram_floor, generate
 from .handbuilt import HandbuiltScales
 from .mechanistic import (
+    attention_by_offset,
     attention_patterns,
     attention_views,
     head_scores,
+    induction_score_on,
     layer_ablations,
+    offset_peak_ratio,
     patching_pair,
     patching_sweep,
+    repeated_token_queries,
 )
 from .model import build_handbuilt
 from .plots import plot_bars, plot_curves, plot_handbuilt, plot_patching
@@ -41,7 +45,8 @@ EXPERIMENTS = Experiments()
 PROBE_LABELS = {
     "acc_incontext": "in-context accuracy",
     "wo1": "recall of W_O^2",
-    "wk1": "recall of W_K^2",
+    "wk1": "recall of W_K^2 (keys: the triggers)",
+    "wk1_all_keys": "recall of W_K^2 (keys: all tokens)",
     "wk0_64": "recall of W_K^1 (first 64 positions)",
     "wk0": "recall of W_K^1 (all positions)",
     "loss_bigram": "global-bigram loss (c = 0)",
@@ -113,7 +118,10 @@ def summarise_dynamics(history: list[dict]) -> dict:
     last = saturated["wk0_64"]
     wk1_last = last is not None and all(saturated[k] is not None and saturated[k] <= last for k in ("wo1", "wk1"))
     return {
-        "final": {k: final.get(k) for k in ("step", "acc_incontext", "loss_head", "wo1", "wk1", "wk0", "wk0_64")},
+        "final": {
+            k: final.get(k)
+            for k in ("step", "acc_incontext", "loss_head", "wo1", "wk1", "wk1_all_keys", "wk0", "wk0_64")
+        },
         "step_acc_0.9": t90,
         "before_rise_step": end / 4,
         "before_rise_accuracy": value_at(history, "acc_incontext", end / 4),
@@ -123,26 +131,45 @@ def summarise_dynamics(history: list[dict]) -> dict:
     }
 
 
+def learned_steps(history: list[dict], floor: float) -> dict[str, int | None]:
+    """When the global bigrams count as learned: ``within_0.1``: the global-bigram loss first within 0.1 nats of
+    ``floor``; ``90%``: the first step at which it has come 90 % of the way from its initial value to ``floor``
+    (the same 90 % of the achievable improvement as the in-context accuracy's 0.9)."""
+    start = history[0]["loss_bigram"]
+    return {
+        "within_0.1": first_step(history, "loss_bigram", lambda v: v <= floor + 0.1),
+        "90%": first_step(history, "loss_bigram", lambda v: start - v >= 0.9 * (start - floor)),
+    }
+
+
 def global_vs_incontext(ctx: Context, n_layers: int) -> tuple[dict, object, BigramTask, object]:
-    """Train the full model (loss everywhere): steps until the global-bigram loss is within 0.1 nats of its
-    floor vs steps until the in-context accuracy reaches 0.9. Returns (record, model, task, figure)."""
+    """Train the full model (loss everywhere): steps until the global bigrams are learned (:func:`learned_steps`,
+    against the floor of the data distribution) vs steps until the in-context accuracy reaches 0.9.
+    Returns (record, model, task, figure)."""
     p = ctx.preset
     steps = p.one_layer_steps if (n_layers == 1 and p.one_layer_steps) else p.full_train.steps
     task = BigramTask(seq_len=p.full_model.n_ctx, n_triggers=5, loss_head_only=False)
     model = build_model(dataclasses.replace(p.full_model, n_layers=n_layers, seed=ctx.seed))
     tcfg = training(p.full_train, ctx, steps)
-    floor = bigram_floor(task.generate(tcfg.eval_batch_size, torch.Generator().manual_seed(tcfg.seed + 1)))
+    floor = expected_bigram_floor(task.options())
+    eval_floor = bigram_floor(task.generate(tcfg.eval_batch_size, torch.Generator().manual_seed(tcfg.seed + 1)))
     result = train(model, task, tcfg)
-    t_global = first_step(result.history, "loss_bigram", lambda v: v <= floor + 0.1)
+    t_global = learned_steps(result.history, floor)
     t_incontext = first_step(result.history, "acc_incontext", lambda v: v >= 0.9)
-    ratio = t_incontext / t_global if (t_global and t_incontext) else None
+
+    def ratio(t):
+        return t_incontext / t if (t and t_incontext) else None
+
     record = {
         "n_layers": n_layers,
         "bigram_floor": floor,
-        "step_global_within_0.1": t_global,
+        "bigram_floor_eval_batch": eval_floor,
+        "step_global_within_0.1": t_global["within_0.1"],
+        "step_global_90%": t_global["90%"],
         "step_incontext_0.9": t_incontext,
-        "ratio": ratio,
-        "final": {k: result.final.get(k) for k in ("step", "acc_incontext", "loss_bigram", "loss_head")},
+        "ratio": ratio(t_global["within_0.1"]),
+        "ratio_90%": ratio(t_global["90%"]),
+        "final": {k: result.final.get(k) for k in ("step", "acc_incontext", "acc_c2", "loss_bigram", "loss_head")},
         "model": dataclasses.asdict(model.mechmem_config),
         "train": dataclasses.asdict(tcfg),
         "history": result.history,
@@ -152,7 +179,7 @@ def global_vs_incontext(ctx: Context, n_layers: int) -> tuple[dict, object, Bigr
         ["acc_incontext", "loss_bigram", "loss_head"],
         f"Full model, {n_layers} layer{'s' * (n_layers > 1)}: global vs in-context bigrams",
         labels=PROBE_LABELS,
-        hline=("global-bigram floor", floor),
+        hline=("global-bigram floor (data distribution)", floor),
     )
     return record, model, task, fig
 
@@ -179,7 +206,8 @@ def data_statistics(ctx: Context) -> ExperimentResult:
         "first_occurrence_share": float((c == 1).sum() / trig.sum()),
         "repeat_frac": float((sample.targets == sample.tokens)[trig].float().mean()),
         "degenerate_fraction": float((most > 128).float().mean()),
-        "bigram_floor": bigram_floor(sample),
+        "bigram_floor": expected_bigram_floor(BigramOptions(seq_len=256, n_triggers=5), seed=ctx.seed),
+        "bigram_floor_sample": bigram_floor(sample),
         "unigram_entropy": float(-(tables.pi_u * tables.pi_u.log()).sum()),
     }
     variants = {
@@ -235,11 +263,38 @@ def simplified_dynamics(ctx: Context) -> ExperimentResult:
     ctx.state["simplified"] = (model, task)
     fig = plot_curves(
         result.history,
-        ["acc_incontext", "wo1", "wk1", "wk0_64", "wk0"],
+        ["acc_incontext", "wo1", "wk1", "wk1_all_keys", "wk0_64", "wk0"],
         "Simplified model: in-context accuracy and memory recall",
         labels=PROBE_LABELS,
     )
     return ExperimentResult(record, {"simplified_dynamics": fig})
+
+
+@EXPERIMENTS.register(when=lambda preset: preset.random_triggers_steps > 0)
+def random_triggers(ctx: Context) -> ExperimentResult:
+    """T4 with random triggers (K = 5 drawn per sequence from pi_u): the simplified model of ``simplified_dynamics``
+    trained ``random_triggers_steps`` steps; probes over all tokens (the authors' choice when triggers are not
+    fixed); the layer-2 attention on repeated tokens that no trigger rule makes predictable (a generic induction
+    head, paper Fig. 2)."""
+    p = ctx.preset
+    model, task = simplified(p, ctx.seed, trigger_mode="random")
+    tcfg = training(p.simplified_train, ctx, p.random_triggers_steps)
+    result = train(model, task, tcfg, probes=_probe_for(task))
+    record = summarise_dynamics(result.history)
+    sat = record["saturated_step"]
+    record["wo2_before_wk2"] = sat["wo1"] is not None and sat["wk1"] is not None and sat["wo1"] < sat["wk1"]
+    batch = task.sample(p.mechanistic_batch, ctx.generator(7))
+    counts = batch.labels["count"]
+    record["generic_induction"] = induction_score_on(model, batch.tokens, repeated_token_queries(batch.tokens, counts))
+    record["incontext_induction"] = induction_score_on(model, batch.tokens, counts >= 2)
+    record.update(model=dataclasses.asdict(p.simplified_model), train=dataclasses.asdict(tcfg), history=result.history)
+    fig = plot_curves(
+        result.history,
+        ["acc_incontext", "wo1", "wk1", "wk0_64"],
+        "Simplified model, random triggers: in-context accuracy and memory recall",
+        labels=PROBE_LABELS,
+    )
+    return ExperimentResult(record, {"random_triggers": fig})
 
 
 @EXPERIMENTS.register
@@ -258,6 +313,8 @@ def one_vs_two_layers(ctx: Context) -> ExperimentResult:
     record = {
         "one_layer_acc": one["final"]["acc_incontext"],
         "two_layer_acc": two["final"]["acc_incontext"],
+        "one_layer_acc_c2": one["final"].get("acc_c2"),
+        "two_layer_acc_c2": two["final"].get("acc_c2"),
         "one_layer_loss_bigram": one["final"]["loss_bigram"],
         "two_layer_loss_bigram": two["final"]["loss_bigram"],
         "one_layer": one,
@@ -277,6 +334,14 @@ def mechanistic_checks(ctx: Context, model, task: BigramTask, name: str) -> Expe
     tables = shakespeare_tables()
     batch = task.sample(ctx.preset.mechanistic_batch, ctx.generator(7))
     record = {"head_scores": head_scores(model, batch), "ablations": layer_ablations(model, batch)}
+    profile = attention_by_offset(model, batch.tokens, layer=0)
+    best = max(range(profile.shape[0]), key=lambda h: record["head_scores"]["previous_token"][0][h])
+    record["layer1_attention_by_offset"] = {
+        "offsets": [*range(profile.shape[1] - 1), "further"],
+        "per_head": profile.tolist(),
+        "best_previous_token_head": best,
+        "offset1_peak_ratio": offset_peak_ratio(profile, best),
+    }
     figures, html = {}, {}
     pair = patching_pair(batch, tables.n, ctx.generator())
     if pair is not None:

@@ -40,6 +40,54 @@ def attention_patterns(model, tokens: Int[Tensor, "batch pos"]) -> list[Float[Te
     return [cache[n] for n in names]
 
 
+def attention_by_offset(
+    model, tokens: Int[Tensor, "batch pos"], layer: int = 0, max_offset: int = 5
+) -> Float[Tensor, "head offset"]:
+    """Mean attention of each head of ``layer`` on the key ``k`` positions back, for k = 0..max_offset, and (last
+    column) on all keys further back; queries t >= max_offset + 1, so every offset exists."""
+    A = attention_patterns(model, tokens)[layer]  # [batch, head, q, k]
+    T = A.shape[-1]
+    q = torch.arange(max_offset + 1, T)
+    cols = [A[:, :, q, q - k].mean((0, 2)) for k in range(max_offset + 1)]
+    near = torch.stack(cols, -1)
+    return torch.cat([near, (1 - near.sum(-1, keepdim=True)).clamp_min(0)], -1)
+
+
+def offset_peak_ratio(profile: Float[Tensor, "head offset"], head: int) -> float:
+    """Attention of ``head`` at offset 1 over its largest attention at any other single offset 0, 2, 3, ...
+    (``profile`` from :func:`attention_by_offset`, whose last column, the far keys, is left out)."""
+    row = profile[head, :-1]
+    others = torch.cat([row[:1], row[2:]])
+    return float(row[1] / others.max().clamp_min(1e-12))
+
+
+def induction_score_on(model, tokens: Int[Tensor, "batch pos"], rows: Tensor, layer: int = 1) -> list[float]:
+    """Per head of ``layer``: the fraction of attention on the tokens that followed earlier occurrences of the
+    query's token (TransformerLens induction pattern, "mul"), over the query positions where ``rows`` is true."""
+    A = attention_patterns(model, tokens)[layer]
+    scores = torch.zeros(A.shape[1])
+    n = 0
+    for b in range(tokens.shape[0]):
+        r = rows[b].float().unsqueeze(-1)
+        if r.sum() == 0:
+            continue
+        n += 1
+        pat = get_induction_head_detection_pattern(tokens[b : b + 1])
+        for h in range(A.shape[1]):
+            scores[h] += compute_head_attention_similarity_score(
+                A[b, h] * r, pat * r, exclude_bos=False, exclude_current_token=False, error_measure="mul"
+            )
+    return (scores / max(n, 1)).tolist()
+
+
+def repeated_token_queries(tokens: Int[Tensor, "batch pos"], counts: Int[Tensor, "batch pos"]) -> Tensor:
+    """Query positions with c = 0 (no trigger rule applies) whose token occurred earlier, not at the previous position:
+    where a generic induction head (random triggers) attends although nothing there is predictable in context."""
+    same = tokens[:, :, None] == tokens[:, None, :]  # [b, q, k]
+    earlier = torch.tril(same, diagonal=-2).any(-1)
+    return earlier & (counts == 0)
+
+
 def head_scores(model, batch: Batch, n_sequences: int = 8) -> dict[str, list[list[float]]]:
     """Per (layer, head) scores ("mul" measure), averaged over sequences: previous-token (every query),
     previous-token after a trigger (queries whose previous token is a trigger, where the circuit needs it) and

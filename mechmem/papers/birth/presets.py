@@ -53,13 +53,14 @@ class BirthPreset(Preset):
     one-layer variant trains ``one_layer_steps`` steps, ``None``: as many as the 2-layer one);
     ``handbuilt_*``: the hand-built induction head; ``data_batch``: sequences for the data statistics;
     ``mechanistic_batch``: sequences for head scores and ablations; ``studies`` / ``study_steps``: the
-    data-distribution studies; ``delayed`` / ``delayed_steps`` / ``delay``: W_O^2 frozen until ``delay``.
+    data-distribution studies; ``delayed`` / ``delayed_steps`` / ``delay``: W_O^2 frozen until ``delay``;
+    ``random_triggers_steps``: steps of the simplified model with random triggers (0: not run).
     """
 
     simplified_model: ModelConfig = field(default_factory=lambda: simplified_config(d_model=128, n_ctx=128))
     simplified_train: TrainConfig = field(default_factory=lambda: sgd(300, 64, 0.1, 25, 128))
     full_model: ModelConfig = field(default_factory=lambda: full_config(d_model=64, n_heads=4, n_ctx=128))
-    full_train: TrainConfig = field(default_factory=lambda: adamw(200, 64, 0.01, 10, 64))
+    full_train: TrainConfig = field(default_factory=lambda: adamw(300, 64, 0.01, 10, 256))
     one_layer_steps: int | None = None
     handbuilt_d_model: int = 256
     handbuilt_seq_len: int = 256
@@ -71,6 +72,7 @@ class BirthPreset(Preset):
     delayed: bool = False
     delayed_steps: int = 600
     delay: int = 300
+    random_triggers_steps: int = 500
 
 
 QUICK = BirthPreset()
@@ -88,6 +90,7 @@ SMOKE = QUICK.override(
     study_steps=20,
     delayed_steps=20,
     delay=10,
+    random_triggers_steps=60,
 )
 FULL = QUICK.override(
     name="full",

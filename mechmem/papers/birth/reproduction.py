@@ -6,7 +6,7 @@ ours, and ``ours=True`` marks the claims whose threshold itself is ours (the pap
 
 from __future__ import annotations
 
-from mechmem.claims import AtLeast, AtMost, Claim, IsTrue, Near, Within
+from mechmem.claims import AtLeast, AtMost, Claim, Condition, IsTrue, Near, Reported, Within
 from mechmem.reproducing import Reproduction
 
 from .experiments import EXPERIMENTS
@@ -36,7 +36,8 @@ CLAIMS = (
         lambda r: r["data_statistics"]["bigram_floor"],
         Near(2.145, 0.02),
         unit=" nats",
-        statement="global-bigram loss floor of the data (entropy of the character bigrams)",
+        statement="global-bigram loss floor of the data distribution (mean entropy of the character bigrams at the "
+        "c = 0 positions, T = 256)",
         source=f"{PAPER} §4.1; tiny-Shakespeare statistics",
     ),
     Claim(
@@ -65,8 +66,8 @@ CLAIMS = (
         "recall_wk2_final",
         _final("wk1"),
         AtLeast(1.0),
-        statement="W_K^2 recalls every trigger (memory recall; fixed triggers)",
-        source=f"{PAPER} §4.2, Fig. 3 (recall of W_K^2)",
+        statement="W_K^2 recalls every trigger (memory recall; fixed triggers; keys restricted to the triggers)",
+        source=f"{PAPER} §4.2, Fig. 3 (recall of W_K^2); the authors' test_wk1",
     ),
     Claim(
         "recall_wk1_final",
@@ -88,16 +89,28 @@ CLAIMS = (
         lambda r: r["full_2layer"]["ratio"],
         AtLeast(3),
         statement="full model: steps until in-context accuracy reaches 0.9 over steps until the global-bigram "
-        "loss is within 0.1 nats of its floor",
+        "loss is within 0.1 nats of the floor of the data distribution",
         source=f"{PAPER} §4.1, Fig. 4",
+    ),
+    Claim(
+        "global_before_incontext_ratio_90",
+        lambda r: r["full_2layer"]["ratio_90%"],
+        AtLeast(3),
+        statement="the same ratio with the global bigrams counted as learned when their loss has come 90 % of the "
+        "way from its initial value to the floor (as the in-context side counts 0.9 accuracy)",
+        source=f"{PAPER} §4.1, Fig. 4; the 90 % criterion is ours",
+        ours=True,
     ),
     Claim(
         "one_layer_incontext_accuracy",
         lambda r: r["one_vs_two_layers"]["one_layer_acc"],
-        AtMost(0.5),
-        statement="a one-layer full model cannot learn the in-context bigrams (final in-context accuracy)",
+        Reported(),
+        statement="a one-layer full model cannot learn the in-context bigrams: its accuracy at the second "
+        "occurrence of a trigger (c = 2), where the bag of earlier tokens gives a no-induction predictor 0.135, "
+        "stays low (measured: final in-context accuracy at c ≥ 2, which a no-induction predictor brings to ~0.55)",
         source=f"{PAPER} §4.1",
         ours=True,
+        also=(Condition("accuracy at c = 2", lambda r: r["one_vs_two_layers"]["one_layer_acc_c2"], AtMost(0.3)),),
     ),
     Claim(
         "two_layer_incontext_accuracy",
@@ -118,10 +131,12 @@ CLAIMS = (
     Claim(
         "layer2_ablation_incontext_accuracy",
         lambda r: _ablation(r, "layer2_zero", "acc_incontext"),
-        AtMost(0.3),
-        statement="full 2-layer model with the layer-2 heads zeroed (hook_z): in-context accuracy collapses",
+        Reported(),
+        statement="full 2-layer model with the layer-2 heads zeroed (hook_z): in-context prediction collapses to "
+        "what no induction head gives (accuracy at c = 2; measured: accuracy at c ≥ 2)",
         source=f"{PAPER} Fig. 2 (induction head in layer 2)",
         ours=True,
+        also=(Condition("accuracy at c = 2", lambda r: _ablation(r, "layer2_zero", "acc_c2"), AtMost(0.3)),),
     ),
     Claim(
         "layer2_ablation_bigram_loss_change",
@@ -135,11 +150,18 @@ CLAIMS = (
     Claim(
         "previous_token_head_score",
         lambda r: max(r["mechanistic_full"]["head_scores"]["previous_token"][0]),
-        AtLeast(0.5),
-        statement="full 2-layer model: a layer-1 head attends to the previous token (best head, "
-        "TransformerLens 'mul' score)",
+        Reported(),
+        statement="full 2-layer model: a layer-1 head attends to the previous token: in the best head (TransformerLens "
+        "'mul' score, measured) the attention at offset 1 stands out over every other single offset 0, 2-5",
         source=f"{PAPER} Fig. 2",
         ours=True,
+        also=(
+            Condition(
+                "offset-1 attention over the largest other offset",
+                lambda r: r["mechanistic_full"]["layer1_attention_by_offset"]["offset1_peak_ratio"],
+                AtLeast(5),
+            ),
+        ),
     ),
     Claim(
         "induction_head_score",
@@ -149,6 +171,23 @@ CLAIMS = (
         "at in-context queries c ≥ 2)",
         source=f"{PAPER} Fig. 2",
         ours=True,
+    ),
+    Claim(
+        "random_triggers_incontext_accuracy",
+        lambda r: r["random_triggers"]["final"]["acc_incontext"],
+        AtLeast(0.9),
+        statement="with random triggers (K = 5 drawn per sequence) the simplified model still learns the in-context "
+        "bigrams (final in-context accuracy)",
+        source=f"{PAPER} §4, Fig. 2 (random triggers)",
+        ours=True,
+    ),
+    Claim(
+        "random_triggers_wo2_before_wk2",
+        lambda r: r["random_triggers"]["wo2_before_wk2"],
+        IsTrue(),
+        statement="with random triggers W_O^2 saturates before W_K^2 (each at 90 % of its final recall): the "
+        "top-down order that the fixed triggers cannot show",
+        source=f"{PAPER} §4.2 and §5, Fig. 3",
     ),
 )
 

@@ -135,14 +135,15 @@ def to_batch(sample: BigramSample, loss_head_only: bool = True) -> Batch:
 
 
 def incontext_metrics(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
-    """acc_incontext (acc_end: accuracy at c >= 2), acc_first (c = 1), acc_bigram (c = 0), loss_bigram (c = 0)
-    and loss_head (c >= 2), in nats."""
+    """acc_incontext (acc_end: accuracy at c >= 2), acc_c2 (c = 2: the first position an induction head can
+    predict, where the bag of earlier tokens helps least), acc_first (c = 1), acc_bigram (c = 0), loss_bigram
+    (c = 0) and loss_head (c >= 2), in nats."""
     c = batch.labels["count"]
     logits = logits.float()
     nll = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none").view_as(c)
     correct = (logits.argmax(-1) == batch.targets).float()
     out = {}
-    for name, where in (("incontext", c >= 2), ("first", c == 1), ("bigram", c == 0)):
+    for name, where in (("incontext", c >= 2), ("c2", c == 2), ("first", c == 1), ("bigram", c == 0)):
         if where.any():
             out[f"acc_{name}"] = float(correct[where].mean())
     if (c == 0).any():

@@ -329,9 +329,10 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--preset",
-        choices=("smoke", "quick", "full"),
         default=None,
-        help="sizes: smoke (seconds, for tests), quick (minutes on a CPU, the default) or full (the paper's sizes)",
+        metavar="NAME",
+        help="sizes: smoke (seconds, for tests), quick (minutes on a CPU, the default), full (the paper's sizes) "
+        "or a preset of the paper's own (e.g. full-cpu: the full experiments at sizes one CPU core finishes)",
     )
     which.add_argument("--quick", action="store_true", help="same as --preset quick")
     seeds = p.add_mutually_exclusive_group()

@@ -4,7 +4,8 @@ A reproduction is a subclass of :class:`Reproduction` that declares
 
 - ``name`` and ``title``;
 - ``presets``: ``{"smoke": ..., "quick": ..., "full": ...}``, instances of its :class:`Preset`
-  dataclass (``smoke``: seconds, for tests; ``quick``: minutes on a CPU; ``full``: the paper's sizes);
+  dataclass (``smoke``: seconds, for tests; ``quick``: minutes on a CPU; ``full``: the paper's sizes),
+  plus any presets of its own (e.g. ``full-cpu``: the full experiments at sizes one CPU core finishes);
 - ``experiments``: an :class:`Experiments` registry of functions ``fn(ctx) -> ExperimentResult``;
 - ``claims``: a tuple of :class:`mechmem.claims.Claim`.
 
@@ -199,8 +200,8 @@ class Reproduction(ABC):
         for attr in ("name", "title", "presets", "experiments", "claims"):
             if not hasattr(cls, attr):
                 raise TypeError(f"{cls.__name__} must declare `{attr}`")
-        if set(cls.presets) != set(PRESET_NAMES):
-            raise TypeError(f"{cls.__name__}.presets must have exactly {PRESET_NAMES}, got {sorted(cls.presets)}")
+        if not set(PRESET_NAMES) <= set(cls.presets):
+            raise TypeError(f"{cls.__name__}.presets must have at least {PRESET_NAMES}, got {sorted(cls.presets)}")
         for key, preset in cls.presets.items():
             if not isinstance(preset, Preset) or preset.name != key:
                 raise TypeError(f"{cls.__name__}.presets[{key!r}] must be a Preset named {key!r}, got {preset!r}")
@@ -212,7 +213,7 @@ class Reproduction(ABC):
 
     def preset(self, name: str) -> Preset:
         if name not in self.presets:
-            raise ValueError(f"unknown preset {name!r} for {self.name}; allowed values: {list(PRESET_NAMES)}")
+            raise ValueError(f"unknown preset {name!r} for {self.name}; allowed values: {list(self.presets)}")
         return self.presets[name]
 
     def start(self, ctx: Context) -> None:  # noqa: B027 - an optional hook, not an abstract method

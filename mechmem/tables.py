@@ -76,7 +76,8 @@ def _column_title(preset: str, results: dict | None) -> str:
     if results is None:
         return preset
     seeds = results["seeds"]
-    return f"{preset} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
+    ran = f"preset {results['preset']}, " if results.get("preset", preset) != preset else ""
+    return f"{preset} ({ran}seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

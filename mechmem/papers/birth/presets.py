@@ -1,6 +1,6 @@
 """The sizes of the Birth reproduction: ``QUICK`` (the CPU budget: minutes), ``SMOKE`` (seconds, for
-tests and the notebook) and ``FULL`` (the authors' README configuration, plus the data-distribution
-studies and delayed training).
+tests and the notebook), ``FULL`` (the authors' README configuration, plus the data-distribution
+studies and delayed training) and ``FULL_CPU`` (preset ``full-cpu``: the full experiments at the quick sizes).
 
 Models are ``ModelConfig``s (``simplified_config`` / ``full_config``; the runner sets their seed) and
 their training ``TrainConfig``s (the runner sets seed and progress).
@@ -104,4 +104,7 @@ FULL = QUICK.override(
     delayed_steps=1000,
     delay=300,
 )
-PRESETS = {"smoke": SMOKE, "quick": QUICK, "full": FULL}
+#: the full preset's experiments (data-distribution studies, delayed training) at the quick sizes: the README
+#: configuration (d 256, T 256, batch 512, 1000 steps) takes about 6 hours on a CPU, this about 20 CPU-minutes
+FULL_CPU = QUICK.override(name="full-cpu", studies=True, study_steps=300, delayed=True, delayed_steps=600, delay=300)
+PRESETS = {"smoke": SMOKE, "quick": QUICK, "full": FULL, "full-cpu": FULL_CPU}

@@ -220,6 +220,23 @@ def test_a_reproduction_must_declare_three_named_presets():
             name, title, experiments, claims = "m", "m", TINY_EXPERIMENTS, ()
             presets = {"quick": TinyPreset(name="quick")}
 
+    with pytest.raises(TypeError, match="named 'full-cpu'"):
+
+        class Misnamed(Reproduction, register=False):  # noqa: F841
+            name, title, experiments, claims = "m", "m", TINY_EXPERIMENTS, ()
+            presets = {**Tiny.presets, "full-cpu": TinyPreset(name="full")}
+
+
+def test_a_reproduction_may_add_a_preset_of_its_own_and_runs_it_by_name(tmp_path):
+    class Extra(Reproduction, register=False):
+        name, title, experiments, claims = "tiny", "tiny", TINY_EXPERIMENTS, Tiny.claims
+        presets = {**Tiny.presets, "full-cpu": TinyPreset(name="full-cpu", offset=5.0)}
+
+    results = run(Extra, "full-cpu", [0], tmp_path, progress=False)
+    assert results["preset"] == "full-cpu" and results["claims"]["value_at_least_one"]["per_seed"]["0"]["measured"] == 5
+    with pytest.raises(ValueError, match=r"allowed values: \['smoke', 'quick', 'full', 'full-cpu'\]"):
+        run(Extra, "medium", [0], tmp_path / "never", progress=False)
+
 
 def test_preset_override_replaces_nested_fields_and_names_unknown_ones():
     from mechmem.papers.lca.presets import QUICK

@@ -36,3 +36,11 @@ def test_fill_replaces_only_between_markers_and_needs_them():
     assert fill(text, {"claims": "new"}) == "a\n<!-- generated:claims -->\nnew\n<!-- /generated:claims -->\nb\n"
     with pytest.raises(ValueError, match="generated:timings"):
         fill(text, {"timings": "x"})
+
+
+def test_a_column_names_the_preset_it_ran_when_it_is_not_the_column_s_own():
+    from mechmem.tables import _column_title
+
+    assert _column_title("full", {"preset": "full", "seeds": [0]}) == "full (seed 0)"
+    assert _column_title("full", {"preset": "full-cpu", "seeds": [0]}) == "full (preset full-cpu, seed 0)"
+    assert _column_title("quick", {"preset": "quick", "seeds": [0, 1, 2]}) == "quick (seeds 0, 1, 2)"

@@ -179,9 +179,10 @@ def papers_table(reproductions: dict) -> str:
                 cells.append("not run")
                 continue
             s, seeds = res["summary"], res["seeds"]
+            ran = f"preset {res['preset']}, " if res.get("preset", preset) != preset else ""
             cells.append(
                 f"{s['hold_at_every_seed']}/{s['claims']} claims hold"
-                + (f" at all {len(seeds)} seeds" if len(seeds) > 1 else f" (seed {seeds[0]})")
+                + (f" at all {len(seeds)} seeds" if len(seeds) > 1 else f" ({ran}seed {seeds[0]})")
             )
         rows.append([repro.title, f"[`mechmem/papers/{paper}`](mechmem/papers/{paper}/README.md)", *cells])
     return markdown_table(header, rows)

@@ -111,3 +111,14 @@ def test_repeated_token_queries_are_c0_positions_repeating_an_earlier_nonadjacen
     got = repeated_token_queries(tokens, counts)[0].tolist()
     # pos 2 repeats pos 0; pos 3 is c = 2 (in context, excluded); pos 5 repeats pos 1; pos 4 is new
     assert got == [False, False, True, False, False, True]
+
+
+def test_training_config_changes_win_over_the_run_settings():
+    from mechmem.papers.birth.experiments import training
+    from mechmem.papers.birth.presets import QUICK
+    from mechmem.reproducing import make_context
+
+    ctx = make_context("birth", "smoke", seed=3, progress=True)
+    cfg = training(QUICK.simplified_train, ctx, 40, progress=False)
+    assert (cfg.seed, cfg.steps, cfg.progress) == (3, 40, False), "the data-distribution studies pass progress=False"
+    assert training(QUICK.simplified_train, ctx).steps == QUICK.simplified_train.steps

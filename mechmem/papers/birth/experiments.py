@@ -72,8 +72,10 @@ def value_at(history: list[dict], key: str, step: float) -> float:
 
 
 def training(cfg: TrainConfig, ctx: Context, steps: int | None = None, **changes) -> TrainConfig:
-    """The preset's ``cfg`` with this seed, the run's progress setting and optional changes."""
-    return dataclasses.replace(cfg, seed=ctx.seed, progress=ctx.progress, steps=steps or cfg.steps, **changes)
+    """The preset's ``cfg`` with this seed, the run's progress setting and optional changes (which win)."""
+    return dataclasses.replace(
+        cfg, **{"seed": ctx.seed, "progress": ctx.progress, "steps": steps or cfg.steps, **changes}
+    )
 
 
 def simplified(preset: BirthPreset, seed: int, **task_options):

@@ -1,0 +1,81 @@
+"""``logits(model, tokens)``: the model's forward through the fused path when it applies.
+
+Plans are cached per model and re-made whenever :func:`plan.signature` or a parameter changes,
+so hooks added later (``run_with_hooks``, ``model.hooks()``, a probe's ablation) are always seen:
+a model with a hook the path does not know runs through ``model(tokens)``, and the reason is
+logged once per reason (logger ``mechmem.fastpath``).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .fused import fused_logits
+from .plan import Plan, Unsupported, make_plan, signature
+
+logger = logging.getLogger("mechmem.fastpath")
+
+_plans: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Plan | str]] = weakref.WeakKeyDictionary()
+_logged: set[str] = set()
+_enabled = [True]
+
+
+@contextmanager
+def fast_path_enabled(enabled: bool) -> Iterator[None]:
+    """Turn the fused path on or off inside the block (off: every call is ``model(tokens)``)."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {enabled!r}")
+    previous, _enabled[0] = _enabled[0], enabled
+    try:
+        yield
+    finally:
+        _enabled[0] = previous
+
+
+def plan_for(model: nn.Module) -> Plan | str:
+    """The model's current :class:`Plan`, or the reason the fast path cannot run it."""
+    sig = signature(model)
+    cached = _plans.get(model)
+    if cached is not None and cached[0] == sig:
+        plan = cached[1]
+        if not isinstance(plan, Plan) or plan.weights_unchanged():
+            return plan
+    try:
+        plan = make_plan(model)
+    except Unsupported as err:
+        plan = str(err)
+    _plans[model] = (sig, plan)
+    return plan
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why the fast path would not run ``model`` now (``None``: it would)."""
+    plan = plan_for(model)
+    return None if isinstance(plan, Plan) else plan
+
+
+def _tokens_fit(model: nn.Module, tokens) -> bool:
+    return (isinstance(tokens, Tensor) and tokens.ndim == 2 and not tokens.dtype.is_floating_point
+            and tokens.dtype != torch.bool and 0 < tokens.shape[1] <= model.cfg.n_ctx)
+
+
+def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
+    """``model(tokens)``, computed by the fused forward from the model's own parameters when the fast
+    path supports the model and its hooks (see :mod:`mechmem.fastpath.plan`), else by ``model(tokens)``."""
+    if not _enabled[0]:
+        return model(tokens)
+    plan = plan_for(model)
+    if isinstance(plan, Plan) and _tokens_fit(model, tokens):
+        return fused_logits(plan.weights(), tokens)
+    if not isinstance(plan, Plan) and plan not in _logged:
+        _logged.add(plan)
+        logger.warning("fast path not used, running model(tokens): %s", plan)
+    return model(tokens)
+

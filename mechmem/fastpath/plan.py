@@ -51,13 +51,14 @@ class Unsupported(Exception):
 
 
 def signature(model: nn.Module) -> tuple:
-    """What must stay unchanged for a plan (or a refusal) to stay valid."""
+    """What must stay unchanged for a plan (or a refusal) to stay valid (module ids, not modules: the
+    cache must not keep models alive)."""
     mods = tuple(model.modules())
     hooks = tuple((i, *(tuple(getattr(m, d)) for d in _HOOK_DICTS)) for i, m in enumerate(mods)
                   if m._forward_pre_hooks or m._forward_hooks or m._backward_pre_hooks or m._backward_hooks)
     overridden = tuple(i for i, m in enumerate(mods) if "forward" in m.__dict__)
     global_hooks = tuple(tuple(getattr(torch_module, g)) for g in _GLOBAL_HOOKS)
-    return mods, tuple(map(type, mods)), hooks, overridden, global_hooks
+    return tuple(map(id, mods)), tuple(map(type, mods)), hooks, overridden, global_hooks
 
 
 # --- weights ---------------------------------------------------------------------------------------------
@@ -329,9 +330,10 @@ def make_plan(model: nn.Module) -> Plan:
         raise Unsupported(f"weights not addressable: {err}") from None
     missing = [n for n in _expected_names(layers, final) if n not in refs]
     unread = {id(p) for p in model.parameters()} - {id(ref.param) for ref in refs.values()}
-    if missing or unread:
-        raise Unsupported(f"weights {missing or ''} are not plain parameters, or {len(unread)} parameters have no "
-                          "TransformerLens name (parametrized or replaced?)")
+    if missing:
+        raise Unsupported(f"weights {missing} are not plain parameters (parametrized, e.g. tied?)")
+    if unread:
+        raise Unsupported(f"{len(unread)} parameters have no TransformerLens weight name (parametrizations?)")
     return Plan(kind, layers, final, effects, refs)
 
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from hooks.weights import set_weight_, weight_parameters
 from mechmem.config import ModelConfig
+from mechmem.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
 from mechmem.models import build_model
 
 FROZEN = ("W_E", "W_U", "b_U", "blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V",
@@ -86,6 +87,8 @@ def remove_embedding_residual_(model) -> None:
     def drop_embedding(resid_mid, hook):
         return resid_mid - store["embedding"]
 
+    declare_effect(keep_embedding, OBSERVE)  # what the hooks do, for mechmem.fastpath
+    declare_effect(drop_embedding, SUBTRACT_BLOCK_INPUT)
     model.add_hook("blocks.0.hook_resid_pre", keep_embedding, is_permanent=True)
     model.add_hook("blocks.0.hook_resid_mid", drop_embedding, is_permanent=True)
 

@@ -25,6 +25,7 @@ from torch.nn.utils import parametrize
 
 from hooks.weights import set_weight_
 from mechmem.config import ModelConfig
+from mechmem.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
 from mechmem.models import build_model
 
 from .task import LatentConceptTask
@@ -139,6 +140,8 @@ def remove_residual_(model: nn.Module) -> None:
     def drop_residual(resid_post, hook):
         return resid_post - store.pop("resid_pre")
 
+    declare_effect(keep_resid_pre, OBSERVE)  # what the hooks do, for mechmem.fastpath
+    declare_effect(drop_residual, SUBTRACT_BLOCK_INPUT)
     block.attn.register_forward_pre_hook(keep_resid_pre, with_kwargs=True)
     block.hook_resid_post.add_perma_hook(drop_residual)
     model.lca_residual = False

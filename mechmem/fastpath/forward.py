@@ -3,7 +3,8 @@
 Plans are cached per model and re-made whenever :func:`plan.signature` or a parameter changes,
 so hooks added later (``run_with_hooks``, ``model.hooks()``, a probe's ablation) are always seen:
 a model with a hook the path does not know runs through ``model(tokens)``, and the reason is
-logged once per reason (logger ``mechmem.fastpath``).
+logged once per reason (logger ``mechmem.fastpath``): as a warning, or at INFO level when only a
+temporary (non-permanent) hook is in the way, since that fallback is what an intervention wants.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .plan import Plan, Unsupported, make_plan, signature
 
 logger = logging.getLogger("mechmem.fastpath")
 
-_plans: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Plan | str]] = weakref.WeakKeyDictionary()
+_plans: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Plan | Unsupported]] = weakref.WeakKeyDictionary()
 _logged: set[str] = set()
 _enabled = [True]
 
@@ -39,8 +40,8 @@ def fast_path_enabled(enabled: bool) -> Iterator[None]:
         _enabled[0] = previous
 
 
-def plan_for(model: nn.Module) -> Plan | str:
-    """The model's current :class:`Plan`, or the reason the fast path cannot run it."""
+def plan_for(model: nn.Module) -> Plan | Unsupported:
+    """The model's current :class:`Plan`, or why the fast path cannot run it."""
     sig = signature(model)
     cached = _plans.get(model)
     if cached is not None and cached[0] == sig:
@@ -50,7 +51,7 @@ def plan_for(model: nn.Module) -> Plan | str:
     try:
         plan = make_plan(model)
     except Unsupported as err:
-        plan = str(err)
+        plan = err
     _plans[model] = (sig, plan)
     return plan
 
@@ -58,7 +59,7 @@ def plan_for(model: nn.Module) -> Plan | str:
 def unsupported_reason(model: nn.Module) -> str | None:
     """Why the fast path would not run ``model`` now (``None``: it would)."""
     plan = plan_for(model)
-    return None if isinstance(plan, Plan) else plan
+    return None if isinstance(plan, Plan) else str(plan)
 
 
 def _tokens_fit(model: nn.Module, tokens) -> bool:
@@ -74,8 +75,9 @@ def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab
     plan = plan_for(model)
     if isinstance(plan, Plan) and _tokens_fit(model, tokens):
         return fused_logits(plan.weights(), tokens)
-    if not isinstance(plan, Plan) and plan not in _logged:
-        _logged.add(plan)
-        logger.warning("fast path not used, running model(tokens): %s", plan)
+    if not isinstance(plan, Plan) and str(plan) not in _logged:
+        _logged.add(str(plan))
+        level = logging.INFO if plan.temporary else logging.WARNING
+        logger.log(level, "fast path not used, running model(tokens): %s", plan)
     return model(tokens)
 

@@ -47,7 +47,12 @@ _HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_
 
 
 class Unsupported(Exception):
-    """The fast path cannot run this model (the message says why); use the model's own forward."""
+    """The fast path cannot run this model (the message says why); use the model's own forward.
+    ``temporary``: only because of a non-permanent hook (an intervention the caller meant to run)."""
+
+    def __init__(self, message: str, temporary: bool = False):
+        super().__init__(message)
+        self.temporary = temporary
 
 
 def signature(model: nn.Module) -> tuple:
@@ -249,9 +254,12 @@ def _hook_effects(model: nn.Module, kind: str) -> dict[tuple[int, str], tuple[Ho
         for fn, permanent, direction in _hook_functions(module, internal):
             where = f"{direction} hook {getattr(fn, '__name__', fn)!r} on {name or 'the model'}"
             effect = declared_effect(fn)
-            if direction != "fwd" or not permanent or effect is None:
-                raise Unsupported(f"{where} is {'not permanent' if not permanent else 'not declared'}"
-                                  if direction == "fwd" else f"{where}: backward hooks are not supported")
+            if direction != "fwd":
+                raise Unsupported(f"{where}: backward hooks are not supported", temporary=not permanent)
+            if not permanent:
+                raise Unsupported(f"{where} is not permanent", temporary=True)
+            if effect is None:
+                raise Unsupported(f"{where} does not declare its effect (mechmem.fastpath.declare_effect)")
             if effect is HookEffect.OBSERVE:
                 continue
             layer, location = _location(getattr(module, "name", None) or name, points)

@@ -11,6 +11,7 @@ HookedTransformer forward and TransformerLens hooks, never through this function
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -22,7 +23,7 @@ def query_logits(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Te
         raise ValueError("query_logits needs a 1-layer, attention-only model without LayerNorm")
     attn = model.blocks[0].attn
     P = tokens.shape[1]
-    resid = model.embed.W_E[tokens] + model.pos_embed.W_pos[:P]  # [B, P, d_model]
+    resid = F.embedding(tokens, model.embed.W_E) + model.pos_embed.W_pos[:P]  # [B, P, d_model]; deterministic backward
     q = torch.einsum("bd,hde->bhe", resid[:, -1], attn.W_Q) + attn.b_Q  # [B, H, d_head]
     # score_p = (x_p W_K + b_K) . q = x_p . (W_K q) + b_K . q: no per-position keys needed
     u = torch.einsum("hde,bhe->bhd", attn.W_K, q)

@@ -1,7 +1,10 @@
 """Train one LCA model variant with mechmem's one training loop (``mechmem.training.train``).
 
 The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the read-out-position logits (:func:`fast.query_logits`, exact, O(L)) and
-leaves the other positions' logits at zero, which the task's loss mask never reads.
+leaves the other positions' logits at zero, which the task's loss mask never reads. This is
+cheaper than the generic fast path (``mechmem.fastpath``, which computes every position), so
+training turns that one off; :func:`accuracy` uses it (it falls back to the HookedTransformer
+forward whenever hooks or replacements are active).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from mechmem import fastpath
 from mechmem.training import TrainConfig, TrainResult, train
 
 from .fast import query_logits
@@ -66,18 +70,19 @@ def train_lca(
         steps=schedule.steps, batch_size=schedule.batch_size, lr=schedule.lr, optimizer="adam",
         eval_every=schedule.steps, eval_batch_size=schedule.eval_batch_size, seed=seed, progress=progress,
     )
-    with query_readout(model):
+    with fastpath.fast_path_enabled(False), query_readout(model):
         result = train(model, task, cfg)
     untie_(model)
     model.eval()
     return model, result
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def accuracy(model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512) -> float:
-    """Query-position accuracy of the HookedTransformer forward (hooks and replacements apply)."""
+    """Query-position accuracy of the HookedTransformer forward (hooks and replacements apply), through
+    ``mechmem.fastpath`` (the same function; the model's own forward while a hook is active)."""
     hits = 0
     for start in range(0, tokens.shape[0], batch_size):
-        logits = model(tokens[start : start + batch_size])[:, -1]
+        logits = fastpath.logits(model, tokens[start : start + batch_size])[:, -1]
         hits += (logits.argmax(-1) == y[start : start + batch_size]).sum().item()
     return hits / tokens.shape[0]

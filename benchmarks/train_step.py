@@ -10,7 +10,8 @@ model three variants run in this process, alternating, so machine load affects t
 
 - ``fast``: the ``HookedTransformer`` trained through ``mechmem.fastpath.logits`` (what ``train`` does);
 - ``plain``: a plain ``nn.Module`` holding copies of the same parameters, computing the same function
-  (``F.embedding``, ``F.layer_norm``, ``F.linear``, ``F.scaled_dot_product_attention``);
+  with the same operations (``F.embedding``, ``F.layer_norm`` with the affine part apart, as the fast path
+  does for thread-count-invariant gradients, ``F.linear``, ``F.scaled_dot_product_attention``);
 - ``hooked``: the ``HookedTransformer``'s own forward, ``model(tokens)`` (what users get without the path).
 
 Prints median times and the median per-repetition ratios ``ratio=<fast/plain>``,
@@ -65,7 +66,7 @@ class PlainTransformer(nn.Module):
                                                          for w in "wb"})
 
     def _ln(self, x: Tensor, w: Tensor | None, b: Tensor | None) -> Tensor:
-        return x if w is None else F.layer_norm(x, x.shape[-1:], w, b, self.cfg.eps)
+        return x if w is None else F.layer_norm(x, x.shape[-1:], eps=self.cfg.eps) * w + b
 
     def _attention(self, p, x: Tensor) -> Tensor:
         B, T, _ = x.shape

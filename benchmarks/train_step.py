@@ -39,15 +39,18 @@ WITH_MLP = ModelConfig(n_layers=2, n_heads=4, d_model=128, d_vocab=65, n_ctx=256
 BATCH = 64
 
 
+def _copy(t: Tensor) -> nn.Parameter:
+    return nn.Parameter(t.detach().clone())
+
+
 class PlainTransformer(nn.Module):
     """The same transformer in plain PyTorch, parameters copied from ``hooked`` (row-vector layout)."""
 
     def __init__(self, hooked):
         super().__init__()
-        copy = lambda t: nn.Parameter(t.detach().clone())  # noqa: E731
         self.cfg = hooked.cfg
-        self.W_E, self.W_pos = copy(hooked.W_E), copy(hooked.W_pos)
-        self.W_U, self.b_U = copy(hooked.W_U), copy(hooked.b_U)
+        self.W_E, self.W_pos = _copy(hooked.W_E), _copy(hooked.W_pos)
+        self.W_U, self.b_U = _copy(hooked.W_U), _copy(hooked.b_U)
         self.blocks = nn.ModuleList(self._block(b) for b in hooked.blocks)
         self.ln_final = self._norm(getattr(hooked, "ln_final", None))
 
@@ -59,11 +62,10 @@ class PlainTransformer(nn.Module):
         if not self.cfg.attn_only:
             p |= {"W_in": block.mlp.W_in, "b_in": block.mlp.b_in, "W_out": block.mlp.W_out, "b_out": block.mlp.b_out}
             p |= {f"ln{i}_{w}": getattr(getattr(block, f"ln{i}"), w) for i in (1, 2) for w in "wb"}
-        return nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in p.items()})
+        return nn.ParameterDict({k: _copy(v) for k, v in p.items()})
 
     def _norm(self, ln) -> nn.ParameterDict | None:
-        return None if ln is None else nn.ParameterDict({w: nn.Parameter(getattr(ln, w).detach().clone())
-                                                         for w in "wb"})
+        return None if ln is None else nn.ParameterDict({w: _copy(getattr(ln, w)) for w in "wb"})
 
     def _ln(self, x: Tensor, w: Tensor | None, b: Tensor | None) -> Tensor:
         return x if w is None else F.layer_norm(x, x.shape[-1:], eps=self.cfg.eps) * w + b
@@ -124,6 +126,10 @@ def compare(cfg: ModelConfig, reps: int, steps: int, with_hooked: bool) -> dict[
     return times
 
 
+def ms(times: list[float]) -> str:
+    return f"{statistics.median(times) * 1e3:.1f} ms"
+
+
 def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
@@ -139,7 +145,6 @@ def main() -> None:
 
     attn = compare(ATTN_ONLY, args.reps, args.steps, with_hooked=True)
     mlp = compare(WITH_MLP, args.reps, args.steps, with_hooked=False)
-    ms = lambda ts: f"{statistics.median(ts) * 1e3:.1f} ms"  # noqa: E731
     print(f"{torch.get_num_threads()} threads; median ms/step")
     print(f"attention-only: fast {ms(attn['fast'])}  plain {ms(attn['plain'])}  hooked {ms(attn['hooked'])}")
     print(f"with MLP + LN:  fast {ms(mlp['fast'])}  plain {ms(mlp['plain'])}")

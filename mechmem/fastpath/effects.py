@@ -14,8 +14,18 @@ Effects (a small, closed vocabulary; each one is implemented by the fast path):
   ``blocks.{l}.hook_resid_mid`` and ``blocks.{l}.hook_resid_post`` (bridge: ``blocks.{l}.ln2.hook_in``,
   ``blocks.{l}.hook_out``), e.g. to keep only the attention output in the residual stream.
 
->>> def keep(resid_pre, hook): store["x"] = resid_pre
->>> declare_effect(keep, OBSERVE)  # doctest: +SKIP
+Example (the factual model's pair of hooks)::
+
+    def keep_embedding(resid_pre, hook):
+        store["embedding"] = resid_pre
+
+    def drop_embedding(resid_mid, hook):
+        return resid_mid - store["embedding"]
+
+    declare_effect(keep_embedding, OBSERVE)
+    declare_effect(drop_embedding, SUBTRACT_BLOCK_INPUT)
+    model.add_hook("blocks.0.hook_resid_pre", keep_embedding, is_permanent=True)
+    model.add_hook("blocks.0.hook_resid_mid", drop_embedding, is_permanent=True)
 """
 
 from __future__ import annotations

@@ -62,9 +62,12 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None if isinstance(plan, Plan) else str(plan)
 
 
-def _tokens_fit(model: nn.Module, tokens) -> bool:
+def _tokens_fit(model: nn.Module, plan: Plan, tokens) -> bool:
+    """A ``[batch, pos]`` integer tensor on the model's device, no longer than ``n_ctx`` (anything else,
+    e.g. a string, goes to ``model(tokens)``, which handles or rejects it)."""
     return (isinstance(tokens, Tensor) and tokens.ndim == 2 and not tokens.dtype.is_floating_point
-            and tokens.dtype != torch.bool and 0 < tokens.shape[1] <= model.cfg.n_ctx)
+            and tokens.dtype != torch.bool and 0 < tokens.shape[1] <= model.cfg.n_ctx
+            and tokens.device == plan.refs["W_E"].param.device)
 
 
 def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
@@ -73,7 +76,7 @@ def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab
     if not _enabled[0]:
         return model(tokens)
     plan = plan_for(model)
-    if isinstance(plan, Plan) and _tokens_fit(model, tokens):
+    if isinstance(plan, Plan) and _tokens_fit(model, plan, tokens):
         return fused_logits(plan.weights(), tokens)
     if not isinstance(plan, Plan) and str(plan) not in _logged:
         _logged.add(str(plan))

@@ -303,3 +303,15 @@ def test_train_and_evaluate_use_the_fast_path(tiny_task, tiny_model_config, fast
     fast = training.evaluate(model, tiny_task, batch)
     assert plain.keys() == fast.keys()
     assert all(abs(plain[k] - fast[k]) < 1e-5 for k in plain), (plain, fast)
+
+
+def test_bridge_with_a_modified_causal_mask_falls_back():
+    from hooks.weights import _unwrap
+
+    model = build_bridge(CONFIGS["attn_only"])
+    attn = _unwrap(_unwrap(model.original_model.layers[0]).attn)
+    with torch.no_grad():
+        attn.causal_mask[3, 1] = True  # position 3 may no longer see position 1
+    assert "mask" in fastpath.unsupported_reason(model)
+    tokens = _tokens(model)
+    assert torch.equal(fastpath.logits(model, tokens), model(tokens))

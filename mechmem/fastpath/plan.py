@@ -187,6 +187,11 @@ def _same(a, b) -> bool:
         return a is b
 
 
+def _is_causal_mask(mask: Tensor) -> bool:
+    """The native attention's mask buffer is the standard causal one (True above the diagonal)."""
+    return bool(torch.equal(mask, torch.ones_like(mask).triu(1)))
+
+
 def _bridge_layers(model: nn.Module) -> tuple[list[LayerShape], NormShape]:
     from transformer_lens.model_bridge.sources.native import model as native_module
 
@@ -203,8 +208,8 @@ def _bridge_layers(model: nn.Module) -> tuple[list[LayerShape], NormShape]:
         attn, mlp = _unwrap(block.attn), getattr(block, "mlp", None)
         mlp = None if mlp is None else _unwrap(mlp)
         if (type(attn).__name__ != "NativeAttention" or attn.rotary is not None or attn.kv_repeats != 1
-                or attn.attn_scores_soft_cap > 0 or not attn.causal):
-            raise Unsupported("bridge attention with rotary, grouped queries, a soft cap or no causal mask")
+                or attn.attn_scores_soft_cap > 0 or not attn.causal or not _is_causal_mask(attn.causal_mask)):
+            raise Unsupported("bridge attention with rotary, grouped queries, a soft cap or a non-causal mask")
         act = (model.cfg.act_fn or "gelu").lower()
         if mlp is not None and (type(mlp).__name__ != "NativeMLP" or act not in ACTIVATIONS
                                 or mlp.act is not native_module._ACTIVATIONS.get(act)):

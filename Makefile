@@ -1,6 +1,7 @@
 # Set-up and the everyday commands. Every target that runs code bootstraps its own virtual
 # environment from a lock file, so a fresh machine gets exactly the versions CI tested:
-#   requirements.lock    TransformerLens 3.9 (HookedTransformer), the default
+#   requirements.lock      TransformerLens 3.9 (HookedTransformer), the default, in .venv
+#   requirements-tl4.lock  TransformerLens 4.x (TransformerBridge only), in .venv-tl4 (make test-tl4)
 # The lock pins the CPU build of torch (torch==2.13.0+cpu): a bare `torch` requirement resolved
 # from PyPI would pull a multi-GB CUDA build. `make lock` regenerates the lock after a change to
 # pyproject.toml (see "Refreshing the lock" in README.md).
@@ -16,7 +17,7 @@ UV       ?= uv==0.13.9
 # extra uv options for `make lock`, e.g. TORCH_SOURCE="--extra-index-url https://download.pytorch.org/whl/cpu"
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-all test-latest bench lock clean
+.PHONY: install run test test-tl4 test-all test-latest bench lock clean
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -35,6 +36,10 @@ run: $(VENV)/.installed
 ## the default test suite (what CI runs)
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+## the default test suite on TransformerLens 4.x (requirements-tl4.lock, in .venv-tl4)
+test-tl4:
+	$(MAKE) --no-print-directory VENV=.venv-tl4 LOCK=requirements-tl4.lock test
 
 ## also the slow reproductions
 test-all: $(VENV)/.installed
@@ -56,13 +61,15 @@ test-latest:
 bench: $(VENV)/.installed
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-## regenerate requirements.lock from pyproject.toml (needs network access)
+## regenerate requirements.lock (TransformerLens 3.9) and requirements-tl4.lock (4.x) from
+## pyproject.toml (needs network access)
+COMPILE = .venv-tools/bin/uv pip compile pyproject.toml --extra test --extra notebooks \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
+	--constraint <(echo "$(TORCH)") --no-emit-find-links --no-emit-index-url --custom-compile-command "make lock"
 lock:
 	test -x .venv-tools/bin/uv || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install $(PIP) "$(UV)")
-	.venv-tools/bin/uv pip compile pyproject.toml --extra test --extra notebooks \
-		--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
-		--constraint <(echo "$(TORCH)") --no-emit-find-links --no-emit-index-url \
-		--custom-compile-command "make lock" -o requirements.lock
+	$(COMPILE) --constraint <(echo "transformer-lens<4") -o requirements.lock
+	$(COMPILE) --constraint <(echo "transformer-lens>=4,<5") -o requirements-tl4.lock
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-tools runs
+	rm -rf $(VENV) .venv-tl4 .venv-latest .venv-tools runs

@@ -18,7 +18,12 @@ Prints, per model, ``<model> speedup=<ratio> max_abs_diff=<value>``: the median 
 of (baseline time / engine time) for the two sweeps together, and the largest difference between
 the two tools' results (over every timed engine run).
 
-    python benchmarks/patching.py                 # toy (5 reps) + gpt2-shaped (1 rep)
+``toy-bridge`` is the toy model as a ``TransformerBridge`` (``hooks.testing.random_bridge``: live
+attention hooks), timed against ``transformer_lens.patching`` on the same bridge: the engine runs
+the bridge's own block modules from the cached residual stream, with cached keys and values. On
+TransformerLens 4.x (no ``HookedTransformer``) only ``toy-bridge`` runs.
+
+    python benchmarks/patching.py                 # toy, toy-bridge (5 reps each) + gpt2-shaped (1 rep)
     python benchmarks/patching.py --only toy --reps-toy 9 --verbose
     python benchmarks/patching.py --only gpt2-shaped --all-logits both --verbose
 """
@@ -34,8 +39,9 @@ import pandas as pd
 import torch
 import transformer_lens.patching as tlp
 
+from hooks.compat import has_hooked_transformer, tl_version
 from hooks.patching import PatchingEngine
-from hooks.testing import hooked_model
+from hooks.testing import hooked_model, random_bridge
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -45,6 +51,7 @@ MODELS = {
     "gpt2-shaped": dict(n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, n_ctx=1024, d_vocab=50257,
                         act_fn="gelu_new", normalization_type="LN", attn_only=False),
 }
+BRIDGES = {"toy-bridge": "toy"}  # name -> the config of MODELS it is built from
 
 
 def inputs(d_vocab: int, batch: int = 4, pos: int = 16, seed: int = 0):
@@ -104,7 +111,7 @@ def _diff(a, b) -> float:
 def bench(name: str, reps: int, resid_layers, head_layers, all_logits: bool) -> dict:
     """Per repetition: the baseline, the engine (last-position logits) and, with ``all_logits``,
     the engine computing logits at every position; all on the same inputs, in turn."""
-    model = hooked_model(MODELS[name], seed=0)
+    model = random_bridge(MODELS[BRIDGES[name]], seed=0) if name in BRIDGES else hooked_model(MODELS[name], seed=0)
     clean, corrupted, metric = inputs(model.cfg.d_vocab)
     all_layers = list(range(model.cfg.n_layers))
     resid_layers = all_layers if resid_layers is None else resid_layers
@@ -128,7 +135,7 @@ def bench(name: str, reps: int, resid_layers, head_layers, all_logits: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=sorted(MODELS), default=None)
+    parser.add_argument("--only", choices=sorted(MODELS) + sorted(BRIDGES), default=None)
     parser.add_argument("--reps-toy", type=int, default=5)
     parser.add_argument("--reps-gpt2", type=int, default=1)
     parser.add_argument("--gpt2-head-layers", type=int, nargs="*", default=[3, 8],
@@ -141,12 +148,16 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="also print the seconds per rep")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    plan = [("toy", args.reps_toy, None, None),
+    plan = [("toy", args.reps_toy, None, None), ("toy-bridge", args.reps_toy, None, None),
             ("gpt2-shaped", args.reps_gpt2, args.gpt2_resid_layers, args.gpt2_head_layers)]
+    print(f"TransformerLens {'.'.join(map(str, tl_version()))}", flush=True)
     for name, reps, resid_layers, head_layers in plan:
         if args.only not in (None, name):
             continue
-        all_logits = args.all_logits == "both" or (args.all_logits == "toy" and name == "toy")
+        if name not in BRIDGES and not has_hooked_transformer():
+            print(f"{name}: skipped (HookedTransformer needs TransformerLens 3.x)", flush=True)
+            continue
+        all_logits = args.all_logits == "both" or (args.all_logits == "toy" and name in ("toy", "toy-bridge"))
         out = bench(name, reps, resid_layers, head_layers, all_logits)
         print(f"{name} speedup={out['ratio']:.2f} max_abs_diff={out['diff']:.2e}", flush=True)
         if out["ratio_all"] is not None:

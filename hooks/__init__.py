@@ -5,7 +5,9 @@ cheap; ``from hooks import replace_weights`` loads only what it needs.
 
 - :mod:`hooks.weights`: read/write weights by TransformerLens name on both model kinds.
 - :mod:`hooks.state`: :func:`preserved_state` (no hooks left, weights/modes/flags restored).
-- :mod:`hooks.names`: hook-name resolution and range checks.
+- :mod:`hooks.names`: hook-name resolution, range checks, :func:`check_hooks_editable` (no silent no-ops).
+- :mod:`hooks.bridge`: :func:`boot_bridge`, bridges whose ``hook_pattern`` / ``hook_attn_scores`` feed the output.
+- :mod:`hooks.compat`: what differs between TransformerLens 3.9 and 4.x, in one place.
 - :mod:`hooks.replace`: :func:`replace_weights`, :func:`ov_circuit`, :func:`qk_circuit`.
 - :mod:`hooks.ablation`: zero / mean / resample ablations, :func:`ablation_sweep`.
 - :mod:`hooks.patching`: the batched activation-patching engine.
@@ -27,6 +29,9 @@ _EXPORTS = {
     "count_hooks": "hooks.state",
     "resolve_hook_name": "hooks.names",
     "active_hook_names": "hooks.names",
+    "check_hooks_editable": "hooks.names",
+    "boot_bridge": "hooks.bridge",
+    "make_attention_hooks_live_": "hooks.bridge",
     "replace_weights": "hooks.replace",
     "Head": "hooks.replace",
     "OV": "hooks.replace",

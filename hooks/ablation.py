@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from hooks.names import HookName, active_hook_names, check_head, check_positions, hook_layer, resolve_hook_name
+from hooks.names import check_hooks_editable
 from hooks.state import add_tracked_hook, preserved_state, remove_tracked_hooks
 
 KINDS = ("zero", "mean", "resample")
@@ -70,6 +71,7 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: Optional[int]) -> _Prepar
     if ab.kind not in KINDS:
         raise ValueError(f"Ablation.kind must be one of {KINDS}, got {ab.kind!r}")
     name = resolve_hook_name(model, ab.hook)
+    check_hooks_editable(model, name)  # a hook that does not feed the output would ablate nothing
     heads = _as_list(ab.heads)
     if heads is not None:
         if not name.endswith(("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_pattern",

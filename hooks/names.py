@@ -6,6 +6,11 @@ A ``HookedTransformer`` lists hook points that never fire unless a config flag i
 ``hook_in`` / ``hook_out`` names. A hook on a point that never fires silently does nothing, so
 :func:`active_hook_names` runs one 1-token forward pass, records which hook points fire, and
 every tool only accepts those names.
+
+A hook point can also fire and still not matter: on a raw ``TransformerBridge.boot_native`` model
+of TransformerLens 3.9, ``hook_pattern`` fires after the attention output is computed, so editing
+it changes nothing. :func:`check_hooks_editable` perturbs each hook in one tiny forward pass and
+raises if the logits do not move; every tool that patches, ablates or replaces calls it first.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from torch import nn
 HookName = Union[str, tuple]
 
 _ACTIVE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, frozenset[str]]]" = weakref.WeakKeyDictionary()
+# model -> (config key, names whose edits were seen to change the logits); inert answers are not
+# cached (they raise, and a later weight change could make the hook matter)
+_EDITABLE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, set[str]]]" = weakref.WeakKeyDictionary()
 
 _FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_tokens")
 
@@ -27,6 +35,13 @@ _FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp
 def _flags_key(model: nn.Module) -> tuple:
     cfg = model.cfg
     return tuple(getattr(cfg, f, None) for f in _FLAGS) + (len(model.hook_dict),)
+
+
+def forget_hook_checks(model: nn.Module) -> None:
+    """Drop the cached answers of :func:`active_hook_names` and :func:`check_hooks_editable`
+    (called when a model's attention implementation is swapped)."""
+    _ACTIVE_CACHE.pop(model, None)
+    _EDITABLE_CACHE.pop(model, None)
 
 
 def active_hook_names(model: nn.Module) -> frozenset[str]:
@@ -54,6 +69,70 @@ def active_hook_names(model: nn.Module) -> frozenset[str]:
     return names
 
 
+def _probe_tokens(model: nn.Module) -> torch.Tensor:
+    n = min(int(model.cfg.n_ctx), 4)
+    device = next(model.parameters()).device
+    return (torch.arange(n, device=device) % int(model.cfg.d_vocab)).unsqueeze(0)
+
+
+def _logits_move(model: nn.Module, name: str, tokens: torch.Tensor, base: torch.Tensor) -> bool:
+    """Whether adding N(0, 1) noise (in place, as the tools write) at ``name`` changes the logits."""
+    gen = torch.Generator().manual_seed(0)
+
+    def perturb(act: torch.Tensor, hook=None) -> torch.Tensor:
+        act.add_(torch.randn(act.shape, generator=gen, dtype=act.dtype).to(act.device))
+        return act
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, perturb)])
+    return not torch.equal(logits, base)
+
+
+def _inert_reason(model: nn.Module, name: str, n_tokens: int) -> str:
+    if name.endswith(("attn.hook_pattern", "attn.hook_attn_scores")):
+        from hooks.weights import is_bridge
+
+        if is_bridge(model):
+            from hooks.bridge import has_live_attention
+
+            if not has_live_attention(model):
+                return (
+                    f"{name} is computed but not used by this model's attention implementation "
+                    "(TransformerLens's NativeAttention fires it after the attention output exists); "
+                    "build the model with mechmem.build_bridge or hooks.testing.bridge_like, or call "
+                    "hooks.bridge.make_attention_hooks_live_(model) first"
+                )
+    return (
+        f"{name} does not affect this model's output: adding noise there in a test forward pass of "
+        f"{n_tokens} token(s) left the logits unchanged, so patching, ablating or replacing it would "
+        "only return constants"
+    )
+
+
+def check_hooks_editable(model: nn.Module, names) -> None:
+    """Raise a ``ValueError`` naming the hook and the reason if an edit at any of ``names`` cannot
+    change the model's output. One tiny forward pass per name, on first use (cached per model)."""
+    if isinstance(names, str):
+        names = [names]
+    key = _flags_key(model)
+    cached = _EDITABLE_CACHE.get(model)
+    if cached is None or cached[0] != key:
+        cached = (key, set())
+        _EDITABLE_CACHE[model] = cached
+    todo = [n for n in dict.fromkeys(names) if n not in cached[1]]
+    if not todo:
+        return
+    from hooks.state import preserved_state  # local import: state imports nothing from here
+
+    tokens = _probe_tokens(model)
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        base = model(tokens)
+        for name in todo:
+            if not _logits_move(model, name, tokens, base):
+                raise ValueError(_inert_reason(model, name, tokens.shape[1]))
+            cached[1].add(name)
+
+
 def resolve_hook_name(model: nn.Module, name: HookName, layer: int | None = None) -> str:
     """Full hook name from a full name, a short name + layer, or a ``(short, layer)`` tuple.
 
@@ -61,7 +140,7 @@ def resolve_hook_name(model: nn.Module, name: HookName, layer: int | None = None
     ``"blocks.0.attn.hook_z"``. Unknown or inactive names raise a ``ValueError`` listing the
     closest valid names.
     """
-    from transformer_lens.utils import get_act_name
+    from transformer_lens.utilities import get_act_name  # 3.9 and 4.x (transformer_lens.utils is 3.x only)
 
     if isinstance(name, tuple):
         if len(name) != 2 or not isinstance(name[0], str):

@@ -10,14 +10,15 @@ the same shape as TransformerLens's (``[layer, pos]``, ``[layer, pos, head]``, `
    dimension (``[K * batch, pos]``), each with its own patch, in chunks whose estimated activation
    memory stays under ``memory_budget_gb``. The metric is applied to each variant's slice (in one
    ``torch.func.vmap`` call per pass when that gives the same numbers as calling it per variant).
-2. **Start at the patched layer** (``HookedTransformer``): the engine runs the model's own blocks
+2. **Start at the patched layer**: the engine runs the model's own blocks
    from the corrupted run's cached ``resid_pre`` of the patched layer; layers before the patch
    cannot change. Patches of different layers with the same start position share a pass: each
    joins the batch at its own layer, so the later blocks run on one large batch.
-3. **Skip positions before the patch** (``HookedTransformer``, causal attention): a patch at
-   position ``p`` cannot change anything at positions ``< p``, so only positions ``>= p`` are
-   recomputed, attending to the corrupted run's cached keys and values (TransformerLens's
-   ``past_kv_cache``); the logits at ``< p`` are the corrupted run's.
+3. **Skip positions before the patch** (causal attention): a patch at position ``p`` cannot
+   change anything at positions ``< p``, so only positions ``>= p`` are recomputed, attending to
+   the corrupted run's cached keys and values (TransformerLens's ``past_kv_cache`` on a
+   ``HookedTransformer``, :func:`hooks.bridge.past_keys_values` on a bridge); the logits at
+   ``< p`` are the corrupted run's.
 4. **Recompute only the patched position in the patched layer** when the patch is local to it
    (``z``, ``q``, a pattern row, ``attn_out``, ``mlp_out``, ``resid_mid``, ``resid_post`` at one
    position): the patched layer's output changes only at ``p``; later positions of that layer come
@@ -30,10 +31,13 @@ On small models a forward pass costs more in Python overhead than in arithmetic,
 nearby start positions share a pass (a small dynamic programme over start positions trades
 recomputed positions against per-pass overhead, :attr:`PatchingEngine.PASS_OVERHEAD_FLOPS`).
 
-A ``TransformerBridge`` supports neither ``start_at_layer`` nor a KV cache in TransformerLens 3.9,
-and a model with hooks already attached could depend on positions, so there the engine runs full
-forward passes (still batched). Everything runs under ``torch.no_grad()`` in eval mode, and the
-model comes back with its hooks, mode and flags as before.
+2-4 run the model's own block modules from the cached residual stream, on a ``HookedTransformer``
+and on a bridge with live attention hooks (:mod:`hooks.bridge`; the bridge's own ``start_at_layer``
+still runs the earlier blocks). Elsewhere (a bridge without live attention, rotary or shortformer
+positions, logit soft-capping, a model with hooks already attached, which could depend on
+positions) the engine runs full forward passes (still batched). Every patched hook is checked
+first to feed the output (:func:`hooks.names.check_hooks_editable`). Everything runs under
+``torch.no_grad()`` in eval mode, and the model comes back with its hooks, mode and flags as before.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ import torch
 from torch import Tensor, nn
 
 from hooks.ablation import metric_value
-from hooks.names import active_hook_names, check_layer, check_positions
+from hooks.bridge import has_live_attention, past_keys_values
+from hooks.names import active_hook_names, check_hooks_editable, check_layer, check_positions
 from hooks.state import count_hooks, preserved_state
 from hooks.weights import is_bridge
 
@@ -214,9 +219,10 @@ class PatchingEngine:
         self.budget = memory_budget_gb * 2**30
         self.progress = progress
         cfg = model.cfg
+        self.bridge = is_bridge(model)
         self.can_start = (
-            start_at_layer and not is_bridge(model)
-            and getattr(cfg, "positional_embedding_type", "standard") not in ("shortformer", "relative_positional_bias")
+            start_at_layer and (not self.bridge or has_live_attention(model))
+            and getattr(cfg, "positional_embedding_type", "standard") == "standard"
             and not (getattr(cfg, "output_logits_soft_cap", None) or -1) > 0 and count_hooks(model) == 0
         )
         self.can_skip = self.can_start and skip_positions and getattr(cfg, "attention_dir", "causal") == "causal"
@@ -236,7 +242,7 @@ class PatchingEngine:
 
     def _capture(self, tokens: Tensor, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and the activations at ``names`` of one plain forward pass."""
-        if not self.can_start:  # bridge: TransformerLens's own cache semantics
+        if self.bridge or not self.can_start:  # TransformerLens's own cache (a bridge's hook layouts)
             logits, cache = self.model.run_with_cache(tokens, names_filter=names)
             return logits, {n: cache[n] for n in names}
         store: dict[str, Tensor] = {}
@@ -410,6 +416,8 @@ class PatchingEngine:
     def _block(self, layer: int, resid: Tensor, start: int, corr: dict[str, Tensor], hook=None) -> Tensor:
         """The model's own block ``layer`` on positions ``start..`` of ``resid`` (corrupted keys and
         values below ``start``), with ``hook`` (if any) on the patched hook point."""
+        if self.bridge:
+            return self._bridge_block(layer, resid, start, corr, hook)
         kv = self._kv_entry(layer, start, resid.shape[0] // self.batch, corr)
         if hook is None:
             return self.model.blocks[layer](resid, past_kv_cache_entry=kv)
@@ -419,6 +427,32 @@ class PatchingEngine:
             return self.model.blocks[layer](resid, past_kv_cache_entry=kv)
         finally:
             handle.remove()
+
+    def _bridge_block(self, layer: int, resid: Tensor, start: int, corr: dict[str, Tensor], hook=None) -> Tensor:
+        """:meth:`_block` on a bridge: its ``BlockBridge`` module (hooks fire in their usual layouts);
+        positions below ``start`` come from the corrupted run's keys and values."""
+        block, handles = self.model.blocks[layer], []
+        if hook is not None:
+            name, fn = hook
+            hp = self.model.hook_dict[name]
+            before = list(hp.fwd_hooks)
+            hp.add_hook(lambda act, hook=None: fn(act))
+            handles = [h for h in hp.fwd_hooks if h not in before]
+        try:
+            if start == 0:
+                out = block(resid)
+            else:
+                K = resid.shape[0] // self.batch
+                keys = corr[f"blocks.{layer}.attn.hook_k"][:, :start].repeat(K, 1, 1, 1)
+                values = corr[f"blocks.{layer}.attn.hook_v"][:, :start].repeat(K, 1, 1, 1)
+                with past_keys_values(self.model, layer, keys, values):
+                    out = block(resid)
+        finally:
+            for h in handles:
+                h.hook.remove()
+            if handles:
+                hp.fwd_hooks = [h for h in hp.fwd_hooks if h not in handles]
+        return out[0] if isinstance(out, tuple) else out
 
     def _partial_forward(self, act: str, p: Pass, corr_logits: Tensor, corr: dict[str, Tensor],
                          clean_cache: dict[str, Tensor]) -> Tensor:
@@ -503,6 +537,7 @@ class PatchingEngine:
         missing = [_hook_name(act, l) for l in layers if _hook_name(act, l) not in active]
         if missing:
             raise ValueError(f"sweep {sweep!r} needs hook points this model does not fire: {missing}")
+        check_hooks_editable(model, [_hook_name(act, l) for l in layers])
         variants = _variants(model, sweep, layers, self.seq)
         shape = _result_shape(model, sweep, len(layers), self.seq) + ((self.batch,) if self.per_example else ())
         result = torch.zeros(shape)

@@ -36,7 +36,9 @@ import torch
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 
-from hooks.names import check_head, check_layer
+from hooks.bridge import has_live_attention
+from hooks.compat import attention_scale
+from hooks.names import check_head, check_hooks_editable, check_layer
 from hooks.state import add_tracked_hook, remove_tracked_hooks
 from hooks.weights import check_replacement, get_weight, is_bridge, set_weight_, slot
 
@@ -177,6 +179,7 @@ def _plan_ov(model, key: OV, value, full, plan: _Plan) -> None:
     W_V = full(f"{prefix}.W_V")
     b_V = full(f"{prefix}.b_V") if _has(model, f"{prefix}.b_V") else None
     if method == "hook":
+        check_hooks_editable(model, f"blocks.{key.layer}.hook_attn_out")
         bias_term = b_V[h] @ W_O[h] if b_V is not None else torch.zeros_like(M[0])
         W_O[h] = 0.0
         plan.writes.append((f"{prefix}.W_O", W_O))
@@ -249,15 +252,18 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
         return attn_out + pattern @ (x @ M) + bias_term
 
     prefix = f"blocks.{layer}.attn"
-    if is_bridge(model):
-        # the bridge fires hook_pattern only after hook_attn_out: recompute the pattern from q and k
+    if not is_bridge(model) or has_live_attention(model):
+        handles += add_tracked_hook(model, f"{prefix}.hook_pattern",
+                                    lambda t, hook: seen.__setitem__("pattern", t[:, head]))
+    else:
+        # a raw boot_native bridge fires hook_pattern only after hook_attn_out: recompute it from q and k
         if getattr(model.cfg, "positional_embedding_type", "standard") != "standard":
             raise ValueError("OV method 'hook' on a TransformerBridge needs standard positional embeddings; use 'factor'")
         handles += add_tracked_hook(model, f"{prefix}.q.hook_out", keep("q"))
         handles += add_tracked_hook(model, f"{prefix}.k.hook_out", keep("k"))
+    if is_bridge(model):
         handles += add_tracked_hook(model, f"{prefix}.v.hook_in", keep("x"))
     else:
-        handles += add_tracked_hook(model, f"{prefix}.hook_pattern", lambda t, hook: seen.__setitem__("pattern", t[:, head]))
         ln1 = model.blocks[layer].ln1  # nn.Identity without normalisation: its output is the value input
         handle = ln1.register_forward_hook(lambda mod, inp, out: keep("x")(out))
         handles.append((None, handle))
@@ -268,10 +274,7 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
 def _pattern_from_qk(model: nn.Module, q: Tensor, k: Tensor) -> Tensor:
     """Causal softmax attention pattern ``[batch, q_pos, k_pos]`` of one head from its q and k."""
     cfg = model.cfg
-    scale = 1.0
-    if getattr(cfg, "use_attn_scale", True):
-        scale = cfg.attn_scale if getattr(cfg, "attn_scale", -1) > 0 else cfg.d_head**0.5
-    scores = q @ k.transpose(-1, -2) / scale
+    scores = q @ k.transpose(-1, -2) / attention_scale(model)
     if getattr(cfg, "attention_dir", "causal") == "causal":
         n_q, n_k = scores.shape[-2:]
         mask = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril(n_k - n_q)

@@ -1,6 +1,7 @@
-"""Small twin models for tests, benchmarks and notebooks: a ``HookedTransformer`` and a
-``TransformerBridge.boot_native`` model holding the same weights (copied with
-:mod:`hooks.weights`), both on CPU and in eval mode.
+"""Small models for tests, benchmarks and notebooks, on whichever TransformerLens line is installed:
+a ``HookedTransformer`` (3.x only) and a ``TransformerBridge.boot_native`` model (both lines, built
+by :func:`hooks.bridge.boot_bridge`, so its attention hooks are live) holding the same random
+weights, drawn from a local generator (the global RNG is untouched), on CPU and in eval mode.
 """
 
 from __future__ import annotations
@@ -8,9 +9,17 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from hooks.weights import get_weight, set_weight_, weight_names
+from hooks.bridge import boot_bridge
+from hooks.compat import has_hooked_transformer
+from hooks.weights import get_weight, set_weights_, weight_names, weight_shapes
+
+#: the model kinds the installed TransformerLens offers
+KINDS: tuple[str, ...] = ("hooked", "bridge") if has_hooked_transformer() else ("bridge",)
+
+_BRIDGE_KEYS = ("n_layers", "d_model", "d_head", "n_heads", "n_ctx", "d_vocab", "d_vocab_out", "act_fn",
+                "normalization_type", "attn_only", "d_mlp")
 
 
 def tiny_config(**overrides) -> dict:
@@ -23,41 +32,60 @@ def tiny_config(**overrides) -> dict:
     return cfg
 
 
+def random_weights(cfg: dict, seed: int = 0) -> dict[str, Tensor]:
+    """Random weights for ``cfg`` by TransformerLens name: LayerNorm scales 1 + N(0, 0.01), every
+    other weight N(0, 1/fan) with fan its last dimension."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in weight_shapes(cfg).items():
+        if name.endswith(".w"):
+            out[name] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        else:
+            out[name] = torch.randn(shape, generator=gen) / shape[-1] ** 0.5
+    return out
+
+
 def hooked_model(cfg: dict, seed: int = 0) -> nn.Module:
-    """A ``HookedTransformer`` with random weights drawn from a local generator (global RNG untouched)."""
+    """A ``HookedTransformer`` (TransformerLens 3.x) with :func:`random_weights`."""
+    if not has_hooked_transformer():
+        raise RuntimeError("HookedTransformer was removed in TransformerLens 4.0; use random_bridge")
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(HookedTransformerConfig(**cfg, device="cpu"))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith((".w",)):
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
-            else:
-                param.copy_(torch.randn(param.shape, generator=gen) / param.shape[-1] ** 0.5)
+        hcfg = HookedTransformerConfig(**cfg, device="cpu", init_weights=False)
+        model = HookedTransformer(hcfg, move_to_device=False)
+    set_weights_(model, random_weights(cfg, seed))
     return model.eval()
 
 
-def bridge_like(model: nn.Module) -> nn.Module:
-    """A ``TransformerBridge.boot_native`` model with ``model``'s config and exactly its weights."""
-    from transformer_lens.model_bridge import TransformerBridge
+def random_bridge(cfg: dict, seed: int = 0) -> nn.Module:
+    """A bridge (live attention hooks) with :func:`random_weights`: the same weights as
+    ``hooked_model(cfg, seed)``."""
+    bridge = boot_bridge(cfg)
+    set_weights_(bridge, random_weights(cfg, seed))
+    return bridge.eval()
 
+
+def bridge_like(model: nn.Module) -> nn.Module:
+    """A bridge (live attention hooks) with ``model``'s config and exactly its weights; ``model`` is
+    a ``HookedTransformer`` or a bridge."""
     cfg = model.cfg
-    keys = ("n_layers", "d_model", "d_head", "n_heads", "n_ctx", "d_vocab", "act_fn", "normalization_type", "attn_only")
-    bridge_cfg = {k: getattr(cfg, k) for k in keys}
-    if not cfg.attn_only:
-        bridge_cfg["d_mlp"] = cfg.d_mlp
-    bridge = TransformerBridge.boot_native(bridge_cfg, device="cpu")
-    names = set(weight_names(bridge))
-    for name in weight_names(model):
-        if name in names:
-            set_weight_(bridge, name, get_weight(model, name))
+    bridge_cfg = {k: getattr(cfg, k) for k in _BRIDGE_KEYS}
+    if cfg.attn_only or bridge_cfg["d_mlp"] is None:
+        bridge_cfg.pop("d_mlp")
+    bridge = boot_bridge(bridge_cfg, dtype=next(model.parameters()).dtype)
+    set_weights_(bridge, {name: get_weight(model, name) for name in weight_names(model)})
     return bridge.eval()
 
 
 def twin_models(seed: int = 0, **overrides) -> tuple[nn.Module, nn.Module]:
-    """``(HookedTransformer, TransformerBridge)`` with the same random weights."""
+    """``(HookedTransformer, TransformerBridge)`` with the same random weights (TransformerLens 3.x)."""
     model = hooked_model(tiny_config(**overrides), seed=seed)
     return model, bridge_like(model)
+
+
+def models_by_kind(seed: int = 0, **overrides) -> dict[str, nn.Module]:
+    """``{kind: model}`` for every kind in :data:`KINDS`, all with the same random weights."""
+    cfg = tiny_config(**overrides)
+    return {kind: hooked_model(cfg, seed) if kind == "hooked" else random_bridge(cfg, seed) for kind in KINDS}

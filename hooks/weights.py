@@ -14,8 +14,11 @@ This module hides the difference. Every weight has one name and one shape, Hooke
 - ``blocks.{l}.mlp.W_in`` [d_model, d_mlp], ``W_out`` [d_mlp, d_model], ``b_in``, ``b_out``
 - ``blocks.{l}.ln1.w|b``, ``blocks.{l}.ln2.w|b``, ``ln_final.w|b`` (only with a learned LayerNorm)
 
-``get_weight`` reads a detached copy, ``set_weight_`` writes the real parameter, and
-``weight_parameters`` returns the real ``nn.Parameter`` (to freeze it, or to hand it to an optimiser).
+``get_weight`` reads a detached copy, ``set_weight_`` writes the real parameter,
+``weight_parameters`` returns the real ``nn.Parameter`` (to freeze it, or to hand it to an optimiser)
+and ``weight_views`` gives differentiable views in TransformerLens layout (for code that computes
+with the weights). A weight tied by a ``torch.nn.utils.parametrize`` parametrization reads as its
+tied value and cannot be written.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 _ATTN = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
 _MLP = ("W_in", "W_out", "b_in", "b_out")
@@ -33,12 +37,35 @@ _MLP = ("W_in", "W_out", "b_in", "b_out")
 
 @dataclass(frozen=True)
 class WeightSlot:
-    """Where a named weight really lives, and how to convert to/from TransformerLens layout."""
+    """Where a named weight really lives (``getattr(owner, attr)``), and how to convert to/from
+    TransformerLens layout."""
 
     name: str
-    parameter: nn.Parameter
+    owner: nn.Module
+    attr: str
     to_tl: Callable[[Tensor], Tensor]
     from_tl: Callable[[Tensor], Tensor]
+
+    @property
+    def tied(self) -> bool:
+        """Whether the weight is computed by a parametrization (e.g. tied to another weight)."""
+        return parametrize.is_parametrized(self.owner, self.attr)
+
+    @property
+    def parameter(self) -> nn.Parameter:
+        """The real ``nn.Parameter`` (a parametrization's ``original`` when tied)."""
+        if self.tied:
+            return getattr(self.owner.parametrizations, self.attr).original
+        return getattr(self.owner, self.attr)
+
+    @property
+    def value(self) -> Tensor:
+        """The weight as the model uses it, in the owner's layout (differentiable)."""
+        return getattr(self.owner, self.attr)
+
+
+def _has_weight(owner: nn.Module, attr: str) -> bool:
+    return isinstance(getattr(owner, attr, None), nn.Parameter) or parametrize.is_parametrized(owner, attr)
 
 
 def _identity(t: Tensor) -> Tensor:
@@ -61,9 +88,8 @@ def _hooked_slots(model: nn.Module) -> dict[str, WeightSlot]:
     slots: dict[str, WeightSlot] = {}
 
     def add(name: str, owner: nn.Module, attr: str) -> None:
-        param = getattr(owner, attr, None)
-        if isinstance(param, nn.Parameter):
-            slots[name] = WeightSlot(name, param, _identity, _identity)
+        if _has_weight(owner, attr):
+            slots[name] = WeightSlot(name, owner, attr, _identity, _identity)
 
     add("W_E", model.embed, "W_E")
     if hasattr(model, "pos_embed"):
@@ -73,7 +99,7 @@ def _hooked_slots(model: nn.Module) -> dict[str, WeightSlot]:
     for layer, block in enumerate(model.blocks):
         for attr in _ATTN:
             # grouped-query attention stores K and V as `_W_K`, `_W_V`
-            real = attr if isinstance(getattr(block.attn, attr, None), nn.Parameter) else f"_{attr}"
+            real = attr if _has_weight(block.attn, attr) else f"_{attr}"
             add(f"blocks.{layer}.attn.{attr}", block.attn, real)
         if getattr(block, "mlp", None) is not None:
             for attr in _MLP:
@@ -101,14 +127,18 @@ def _linear_slots(prefix: str, linear: nn.Linear, n_heads: int, d_head: int, kin
         from_w = lambda t: t.transpose(1, 2).reshape(n * d_head, d_model)  # noqa: E731
         to_b = lambda b: b.reshape(n, d_head)  # noqa: E731
         from_b = lambda t: t.reshape(n * d_head)  # noqa: E731
-    slots = [WeightSlot(f"{prefix}.W_{kind}", linear.weight, to_w, from_w)]
-    if linear.bias is not None:
-        slots.append(WeightSlot(f"{prefix}.b_{kind}", linear.bias, to_b, from_b))
+    slots = [WeightSlot(f"{prefix}.W_{kind}", linear, "weight", to_w, from_w)]
+    if _has_weight(linear, "bias"):
+        slots.append(WeightSlot(f"{prefix}.b_{kind}", linear, "bias", to_b, from_b))
     return slots
 
 
-def _transposed(name: str, param: nn.Parameter) -> WeightSlot:
-    return WeightSlot(name, param, lambda w: w.T, lambda t: t.T)
+def _transposed(name: str, owner: nn.Module, attr: str = "weight") -> WeightSlot:
+    return WeightSlot(name, owner, attr, lambda w: w.T, lambda t: t.T)
+
+
+def _plain(name: str, owner: nn.Module, attr: str) -> list[WeightSlot]:
+    return [WeightSlot(name, owner, attr, _identity, _identity)] if _has_weight(owner, attr) else []
 
 
 def _bridge_slots(model: nn.Module) -> dict[str, WeightSlot]:
@@ -119,13 +149,11 @@ def _bridge_slots(model: nn.Module) -> dict[str, WeightSlot]:
             f"models; this bridge wraps {type(native).__name__}"
         )
     cfg = model.cfg
-    slots = [WeightSlot("W_E", _unwrap(native.tok_embed).weight, _identity, _identity)]
+    slots = _plain("W_E", _unwrap(native.tok_embed), "weight")
     if getattr(native, "pos", None) is not None:
-        slots.append(WeightSlot("W_pos", _unwrap(native.pos).weight, _identity, _identity))
+        slots += _plain("W_pos", _unwrap(native.pos), "weight")
     head = _unwrap(native.head)
-    slots.append(_transposed("W_U", head.weight))
-    if head.bias is not None:
-        slots.append(WeightSlot("b_U", head.bias, _identity, _identity))
+    slots += [_transposed("W_U", head)] + _plain("b_U", head, "bias")
     for layer, wrapped in enumerate(native.layers):
         block = _unwrap(wrapped)
         attn = _unwrap(block.attn)
@@ -135,11 +163,10 @@ def _bridge_slots(model: nn.Module) -> dict[str, WeightSlot]:
         if hasattr(block, "mlp"):
             mlp = _unwrap(block.mlp)
             fc_in, fc_out = _unwrap(mlp.fc_in), _unwrap(mlp.fc_out)
-            slots.append(_transposed(f"blocks.{layer}.mlp.W_in", fc_in.weight))
-            slots.append(_transposed(f"blocks.{layer}.mlp.W_out", fc_out.weight))
-            for bname, lin in (("b_in", fc_in), ("b_out", fc_out)):
-                if lin.bias is not None:
-                    slots.append(WeightSlot(f"blocks.{layer}.mlp.{bname}", lin.bias, _identity, _identity))
+            slots.append(_transposed(f"blocks.{layer}.mlp.W_in", fc_in))
+            slots.append(_transposed(f"blocks.{layer}.mlp.W_out", fc_out))
+            slots += _plain(f"blocks.{layer}.mlp.b_in", fc_in, "bias")
+            slots += _plain(f"blocks.{layer}.mlp.b_out", fc_out, "bias")
         for ln in ("ln1", "ln2"):
             slots += _norm_slots(f"blocks.{layer}.{ln}", getattr(block, ln, None))
     slots += _norm_slots("ln_final", getattr(native, "ln_out", None))
@@ -150,12 +177,7 @@ def _norm_slots(prefix: str, wrapped: nn.Module | None) -> list[WeightSlot]:
     if wrapped is None:
         return []
     norm = _unwrap(wrapped)
-    out = []
-    for short, attr in (("w", "weight"), ("b", "bias")):
-        param = getattr(norm, attr, None)
-        if isinstance(param, nn.Parameter):
-            out.append(WeightSlot(f"{prefix}.{short}", param, _identity, _identity))
-    return out
+    return _plain(f"{prefix}.w", norm, "weight") + _plain(f"{prefix}.b", norm, "bias")
 
 
 def weight_slots(model: nn.Module) -> dict[str, WeightSlot]:
@@ -188,7 +210,7 @@ def slot(model: nn.Module, name: str) -> WeightSlot:
 def get_weight(model: nn.Module, name: str) -> Tensor:
     """A detached copy of the weight ``name`` in TransformerLens layout."""
     s = slot(model, name)
-    return s.to_tl(s.parameter.detach()).clone()
+    return s.to_tl(s.value.detach()).clone()
 
 
 def weight_parameters(model: nn.Module, name: str) -> nn.Parameter:
@@ -201,6 +223,8 @@ def check_replacement(model: nn.Module, name: str, value: Tensor) -> WeightSlot:
     s = slot(model, name)
     if not isinstance(value, Tensor):
         raise TypeError(f"replacement for {name!r} must be a torch.Tensor, got {type(value).__name__}")
+    if s.tied:
+        raise ValueError(f"{name!r} is tied to another weight (a parametrization); it cannot be written")
     expected = tuple(s.to_tl(s.parameter.detach()).shape)
     if tuple(value.shape) != expected:
         raise ValueError(f"replacement for {name!r} has shape {tuple(value.shape)}, expected {expected}")
@@ -218,3 +242,59 @@ def set_weight_(model: nn.Module, name: str, value: Tensor) -> None:
     s = check_replacement(model, name, value)
     with torch.no_grad():
         s.parameter.copy_(s.from_tl(value))
+
+
+def weight_views(model: nn.Module, *names: str) -> tuple[Tensor, ...]:
+    """The weights ``names`` in TransformerLens layout, as differentiable views of the real
+    parameters (tied weights as their tied value): for code that computes with the weights."""
+    slots = weight_slots(model)
+    for name in names:
+        if name not in slots:
+            slot(model, name)  # the error listing the closest names
+    return tuple(slots[name].to_tl(slots[name].value) for name in names)
+
+
+def set_weights_(model: nn.Module, weights: dict[str, Tensor]) -> None:
+    """Write every weight of ``model`` from ``weights`` (TransformerLens names and layout): all
+    names, shapes, dtypes and devices are checked before anything is written."""
+    slots = weight_slots(model)
+    missing, unexpected = sorted(set(slots) - set(weights)), sorted(set(weights) - set(slots))
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    for name, value in weights.items():
+        check_replacement(model, name, value)
+    with torch.no_grad():
+        for name, value in weights.items():
+            slots[name].parameter.copy_(slots[name].from_tl(value))
+
+
+def weight_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Every weight name and TransformerLens shape of a toy model with config ``cfg`` (a dict or an
+    object with the ``HookedTransformerConfig`` fields), in the order of ``HookedTransformer
+    .named_parameters()`` (TransformerLens 3.9). Standard positions, LN / LNPre / no norm."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    L, H, d, d_head = get("n_layers"), get("n_heads"), get("d_model"), get("d_head")
+    d_vocab, n_ctx = get("d_vocab"), get("n_ctx")
+    d_out = get("d_vocab_out", -1)
+    d_out = d_vocab if d_out is None or d_out <= 0 else d_out
+    ln = get("normalization_type") == "LN"
+    mlp = not get("attn_only", False)
+    d_mlp = get("d_mlp") or 4 * d
+    shapes: dict[str, tuple[int, ...]] = {"W_E": (d_vocab, d), "W_pos": (n_ctx, d)}
+    for layer in range(L):
+        p = f"blocks.{layer}"
+        if ln:
+            shapes.update({f"{p}.ln1.w": (d,), f"{p}.ln1.b": (d,)})
+            if mlp:
+                shapes.update({f"{p}.ln2.w": (d,), f"{p}.ln2.b": (d,)})
+        shapes.update({f"{p}.attn.W_Q": (H, d, d_head), f"{p}.attn.W_O": (H, d_head, d),
+                       f"{p}.attn.b_Q": (H, d_head), f"{p}.attn.b_O": (d,),
+                       f"{p}.attn.W_K": (H, d, d_head), f"{p}.attn.W_V": (H, d, d_head),
+                       f"{p}.attn.b_K": (H, d_head), f"{p}.attn.b_V": (H, d_head)})
+        if mlp:
+            shapes.update({f"{p}.mlp.W_in": (d, d_mlp), f"{p}.mlp.b_in": (d_mlp,),
+                           f"{p}.mlp.W_out": (d_mlp, d), f"{p}.mlp.b_out": (d,)})
+    if ln:
+        shapes.update({"ln_final.w": (d,), "ln_final.b": (d,)})
+    shapes.update({"W_U": (d, d_out), "b_U": (d_out,)})
+    return shapes

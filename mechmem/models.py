@@ -1,24 +1,37 @@
-"""Build toy transformers from a ``ModelConfig``: a ``HookedTransformer``, or the same model as a
-``TransformerBridge.boot_native`` (the TransformerLens 4.x path), with identical weights.
+"""Build toy transformers from a ``ModelConfig``, on TransformerLens 3.9 or 4.x.
 
-Construction runs inside ``torch.random.fork_rng``, seeded by ``cfg.seed``, so the caller's
-global RNG is never reseeded or advanced (``HookedTransformerConfig.seed`` would reseed it).
+- :func:`build_model`: a ``HookedTransformer`` on TransformerLens 3.x (the default line), a
+  ``TransformerBridge.boot_native`` model on 4.x (``HookedTransformer`` was removed in 4.0);
+- :func:`build_bridge`: the same model as a bridge, on both lines.
+
+Every weight is drawn by :func:`initial_weights`, mechmem's own code, from local generators seeded
+by ``cfg.seed`` (neither line's default init is used, and the caller's global RNG is never reseeded
+or advanced), so a config and seed give bit-identical parameters on both kinds and both lines.
+The draws replicate those of TransformerLens 3.9's ``HookedTransformer`` "gpt2" init (every
+``W_*`` matrix N(0, (0.8 / sqrt(d_model))^2), in ``named_parameters`` order, biases 0, LayerNorm
+scales 1) followed by the paper-specific draws, so models built before the explicit init was
+introduced are reproduced bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from hooks.weights import get_weight, set_weight_, weight_names, weight_parameters
+from hooks.bridge import boot_bridge
+from hooks.compat import has_hooked_transformer
+from hooks.weights import set_weights_, weight_names, weight_parameters, weight_shapes
 from mechmem.config import ModelConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_BRIDGES_ONLY: ContextVar[bool] = ContextVar("mechmem_bridges_only", default=False)
 
 
 def tl_config_dict(cfg: ModelConfig) -> dict:
@@ -32,14 +45,6 @@ def tl_config_dict(cfg: ModelConfig) -> dict:
     if not cfg.attn_only:
         out["d_mlp"] = cfg.d_mlp if cfg.d_mlp is not None else 4 * cfg.d_model
     return out
-
-
-@contextmanager
-def _seeded(seed: int) -> Iterator[torch.Generator]:
-    """Seed torch inside a forked RNG (the caller's RNG state is restored on exit)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield torch.Generator().manual_seed(seed)
 
 
 def _init_vectors(kind: str, shape: tuple[int, int], d_model: int, gen: torch.Generator) -> Tensor:
@@ -58,25 +63,42 @@ def _identity_W_Q(cfg: ModelConfig) -> Float[Tensor, "n_heads d_model d_head"]:
     return eye.reshape(cfg.d_model, cfg.n_heads, cfg.head_dim).permute(1, 0, 2).contiguous()
 
 
-def _initialise(model: nn.Module, cfg: ModelConfig, gen: torch.Generator) -> None:
-    """Apply the paper-specific parts of the init that TransformerLens does not offer."""
+def _base_weights(cfg: ModelConfig) -> dict[str, Tensor]:
+    """TransformerLens 3.9's "gpt2" init, drawn here: ``W_*`` ~ N(0, (0.8/sqrt(d_model))^2) in
+    ``HookedTransformer.named_parameters()`` order from a generator seeded by ``cfg.seed``; biases
+    0; LayerNorm scales 1."""
     dtype = _DTYPES[cfg.dtype]
+    std = 0.8 / math.sqrt(cfg.d_model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    weights = {}
+    for name, shape in weight_shapes(tl_config_dict(cfg)).items():
+        short = name.rsplit(".", 1)[-1]
+        if short.startswith("W_"):
+            weights[name] = torch.empty(shape, dtype=dtype).normal_(0.0, std, generator=gen)
+        else:
+            weights[name] = (torch.ones if short == "w" else torch.zeros)(shape, dtype=dtype)
+    return weights
+
+
+def initial_weights(cfg: ModelConfig) -> dict[str, Tensor]:
+    """Every initial weight of the model for ``cfg``, by TransformerLens name and layout: the base
+    init, then the paper-specific parts (from a second generator seeded by ``cfg.seed``)."""
+    dtype = _DTYPES[cfg.dtype]
+    weights = _base_weights(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
     inits = {"W_E": (cfg.embed_init, (cfg.d_vocab, cfg.d_model), False),
              "W_pos": (cfg.pos_init, (cfg.n_ctx, cfg.d_model), False),
              "W_U": (cfg.unembed_init, (cfg.d_out, cfg.d_model), True)}
     for name, (kind, shape, transpose) in inits.items():
         if kind != "default":
             value = _init_vectors(kind, shape, cfg.d_model, gen)
-            set_weight_(model, name, (value.T if transpose else value).to(dtype))
+            weights[name] = (value.T if transpose else value).to(dtype).contiguous()
     if cfg.identity_W_Q:
         for layer in range(cfg.n_layers):
-            set_weight_(model, f"blocks.{layer}.attn.W_Q", _identity_W_Q(cfg).to(dtype))
+            weights[f"blocks.{layer}.attn.W_Q"] = _identity_W_Q(cfg).to(dtype)
     if not cfg.positional:
-        set_weight_(model, "W_pos", torch.zeros(cfg.n_ctx, cfg.d_model, dtype=dtype))
-    if not cfg.use_bias:
-        for name in weight_names(model):
-            if name.split(".")[-1].startswith("b_"):
-                set_weight_(model, name, torch.zeros_like(get_weight(model, name)))
+        weights["W_pos"] = torch.zeros(cfg.n_ctx, cfg.d_model, dtype=dtype)
+    return weights  # biases are zero already (with or without use_bias)
 
 
 def freeze_weights_(model: nn.Module, names: list[str]) -> None:
@@ -96,42 +118,51 @@ def _finish(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     return model
 
 
-def build_model(cfg: ModelConfig):
-    """A ``HookedTransformer`` for ``cfg``, initialised reproducibly from ``cfg.seed``.
-
-    >>> model = build_model(ModelConfig(n_layers=2, d_model=32, d_vocab=10, n_ctx=8))
-    """
+def _hooked_transformer(cfg: ModelConfig) -> nn.Module:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    if not isinstance(cfg, ModelConfig):
-        raise TypeError(f"build_model expects a ModelConfig, got {type(cfg).__name__}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        hcfg = HookedTransformerConfig(**tl_config_dict(cfg), device="cpu", dtype=_DTYPES[cfg.dtype])
-        with _seeded(cfg.seed) as gen:
-            model = HookedTransformer(hcfg, move_to_device=False)
-            _initialise(model, cfg, gen)
+        hcfg = HookedTransformerConfig(**tl_config_dict(cfg), device="cpu", dtype=_DTYPES[cfg.dtype],
+                                       init_weights=False)
+        return HookedTransformer(hcfg, move_to_device=False)
+
+
+def _build(cfg: ModelConfig, bridge: bool) -> nn.Module:
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"expected a ModelConfig, got {type(cfg).__name__}")
+    if bridge:
+        model = boot_bridge(tl_config_dict(cfg), dtype=_DTYPES[cfg.dtype])
+    else:
+        model = _hooked_transformer(cfg)
+    set_weights_(model, initial_weights(cfg))
     if cfg.device != "cpu":
         model = model.to(cfg.device)
     return _finish(model, cfg)
 
 
-def build_bridge(cfg: ModelConfig):
-    """The same model as ``build_model(cfg)``, built as a ``TransformerBridge.boot_native``.
+@contextmanager
+def bridges_only() -> Iterator[None]:
+    """Inside the block, :func:`build_model` builds bridges on every line (so a paper's own builder,
+    with its permanent hooks, can rebuild a run as a bridge)."""
+    token = _BRIDGES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _BRIDGES_ONLY.reset(token)
 
-    Every weight is copied from the ``HookedTransformer`` so both compute the same function;
-    this lets tools be tested on both kinds. The bridge comes back in train mode, like
-    ``build_model``'s model.
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model for ``cfg``, initialised reproducibly from ``cfg.seed``, in train mode: a
+    ``HookedTransformer`` on TransformerLens 3.x, a ``TransformerBridge`` on 4.x (and inside
+    :func:`bridges_only`).
+
+    >>> model = build_model(ModelConfig(n_layers=2, d_model=32, d_vocab=10, n_ctx=8))
     """
-    from transformer_lens.model_bridge import TransformerBridge
+    return _build(cfg, bridge=_BRIDGES_ONLY.get() or not has_hooked_transformer())
 
-    hooked = build_model(cfg)
-    with _seeded(cfg.seed):
-        bridge = TransformerBridge.boot_native(
-            {**tl_config_dict(cfg), "init_weights": False}, device="cpu", dtype=_DTYPES[cfg.dtype]
-        )
-    for name in weight_names(bridge):
-        set_weight_(bridge, name, get_weight(hooked, name))
-    if cfg.device != "cpu":
-        bridge = bridge.to(cfg.device)
-    return _finish(bridge, cfg)
+
+def build_bridge(cfg: ModelConfig) -> nn.Module:
+    """The same model as ``build_model(cfg)`` (bit-identical weights), as a
+    ``TransformerBridge.boot_native`` model with live attention hooks, on either line."""
+    return _build(cfg, bridge=True)

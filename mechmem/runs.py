@@ -12,6 +12,7 @@ is written atomically; nothing is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -178,14 +179,15 @@ def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safe
     When the run records a known task, the task's own ``build_model`` rebuilds the model (so a
     paper's permanent hooks come back too); ``bridge=True`` builds a ``TransformerBridge`` instead.
     """
-    from mechmem.models import build_bridge
+    from mechmem.models import bridges_only
 
     run = Run(path)
     config = run.config
     if "model" not in config:
         raise ValueError(f"{run.path / 'config.json'} has no 'model' section; cannot rebuild the model")
     model_cfg = ModelConfig(**{**config["model"], "freeze": tuple(config["model"].get("freeze", ()))})
-    model = build_bridge(model_cfg) if bridge else _task_of(config).build_model(model_cfg)
+    with bridges_only() if bridge else contextlib.nullcontext():
+        model = _task_of(config).build_model(model_cfg)
     load_weights(model, run.path / filename)
     model.eval()
     return model, config

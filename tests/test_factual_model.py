@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from hooks.weights import get_weight, weight_names, weight_parameters
 from mechmem import TrainConfig, train
 from mechmem.papers.factual.fit import fit_counts
 from mechmem.papers.factual.model import build_factual_model, eos_logits, parameter_count
@@ -35,13 +36,15 @@ def test_mlp_and_logits_see_no_eos_embedding(task):
 
 def test_only_attention_and_mlp_weights_train_and_parameter_count(task):
     model = build_factual_model(task, d=16, H=3, d_h=4, m=8)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    trainable = {n for n in weight_names(model) if weight_parameters(model, n).requires_grad}
     assert trainable == {"blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V", "blocks.0.attn.W_O",
                          "blocks.0.mlp.W_in", "blocks.0.mlp.b_in", "blocks.0.mlp.W_out"}, trainable
-    counted = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ".b_" not in n)
+    real = {id(weight_parameters(model, n)) for n in trainable}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == real, "a parameter trains outside the weight names"
+    counted = sum(get_weight(model, n).numel() for n in trainable if ".b_" not in n)
     assert parameter_count(16, 3, 4, 8) == counted == 4 * 3 * 4 * 16 + 2 * 8 * 16
     assert model.cfg.d_vocab_out == task.R * task.D and model.cfg.positional_embedding_type == "standard"
-    assert torch.count_nonzero(model.W_pos) == 0, "positional embeddings must be zero"
+    assert torch.count_nonzero(get_weight(model, "W_pos")) == 0, "positional embeddings must be zero"
 
 
 @pytest.mark.parametrize("field, kwargs", [("d_h", dict(d_h=0)), ("m", dict(m=0)), ("H", dict(H=0))])
@@ -52,13 +55,13 @@ def test_zero_sizes_are_rejected_naming_the_field(task, field, kwargs):
 
 def test_training_smoke_with_mechmem_loop_learns_the_facts(task):
     model = build_factual_model(task, d=16, H=4, d_h=4, m=32, seed=0)
-    W_E = model.W_E.detach().clone()
+    W_E = get_weight(model, "W_E")
     cfg = TrainConfig(steps=250, batch_size=128, lr=1e-2, eval_every=50, eval_batch_size=256, progress=False)
     result = train(model, task, cfg)
     first, last = result.history[0], result.final
     assert last["loss"] < 0.5 * first["loss"], f"loss did not halve: {first['loss']:.3f} -> {last['loss']:.3f}"
     assert last["accuracy"] > 0.9, f"16 facts not learned: accuracy {last['accuracy']:.3f}"
-    assert torch.equal(model.W_E, W_E), "the frozen embeddings moved"
+    assert torch.equal(get_weight(model, "W_E"), W_E), "the frozen embeddings moved"
     assert "relation_loss" in last and last["relation_loss"] <= last["loss"] + 1e-6
 
 

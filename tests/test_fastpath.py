@@ -120,16 +120,17 @@ def test_factual_model_with_its_permanent_hooks():
     assert_same_function(model, task.sample(8, torch.Generator().manual_seed(0)).tokens)
 
 
-def test_lca_model_untied_with_its_residual_hook_and_tied_falls_back():
+def test_lca_model_tied_and_untied_with_its_residual_hook():
+    """The tie (a parametrization of W_U) is read as the model reads it: gradients reach W_E."""
     from mechmem.papers.lca.model import LCAModelSpec, build_lca_model, untie_
     from mechmem.papers.lca.task import LatentConceptTask
 
     task = LatentConceptTask(m=4, context_len=16, d_model=8)
-    tied = build_lca_model(task, LCAModelSpec(d_model=8))
-    tokens = torch.randint(task.d_vocab, (4, tied.cfg.n_ctx), generator=torch.Generator().manual_seed(0))
-    assert "W_U" in fastpath.unsupported_reason(tied)  # the tie is a parametrization: model(tokens) runs
-    assert_same_function(tied, tokens, fast_used=False)
-    untied = untie_(tied)
+    model = build_lca_model(task, LCAModelSpec(d_model=8))
+    tokens = torch.randint(task.d_vocab, (4, model.cfg.n_ctx), generator=torch.Generator().manual_seed(0))
+    assert fastpath.plan_for(model).refs["W_U"].tied
+    assert_same_function(model, tokens)
+    untied = untie_(model)
     assert fastpath.plan_for(untied).effects == {(0, "resid_post"): (SUBTRACT_BLOCK_INPUT,)}
     assert_same_function(untied, tokens)
 
@@ -139,17 +140,31 @@ def test_lca_model_untied_with_its_residual_hook_and_tied_falls_back():
 
 @pytest.mark.parametrize("kind", BUILDERS)
 @pytest.mark.parametrize("point", ["hook_resid_mid", "hook_resid_post"])
-def test_subtract_block_input_at_each_point(kind, point):
-    """On the bridge ``hook_resid_mid`` is an alias of ``ln2.hook_in`` (it changes the MLP input only)."""
+@pytest.mark.parametrize("in_place", [True, False])
+def test_subtract_block_input_at_each_point(kind, point, in_place):
+    """On a bridge ``hook_resid_mid`` is an alias of ``ln2.hook_in``, whose tensor is the residual stream:
+    only an in-place subtraction changes the residual; a returned new tensor changes the MLP input only.
+    The fast path applies the declared (residual) effect, so the second case must fall back."""
     model = BUILDERS[kind](CONFIGS["mlp_ln_heads_bias"])
-    model(_tokens(model))  # a bridge wires its internal capture hooks on the first forward
     store = {}
     keep = declare_effect(lambda x, hook: store.__setitem__("x", x), OBSERVE)
-    drop = declare_effect(lambda x, hook: x - store["x"], SUBTRACT_BLOCK_INPUT)
+    drop = declare_effect((lambda x, hook: x.sub_(store["x"])) if in_place else (lambda x, hook: x - store["x"]),
+                          SUBTRACT_BLOCK_INPUT)
     model.add_hook("blocks.1.hook_resid_pre", keep, is_permanent=True)
     model.add_hook(f"blocks.1.{point}", drop, is_permanent=True)
-    assert len(fastpath.plan_for(model).effects) == 1
-    assert_same_function(model, _tokens(model))
+    mlp_input_only = kind == "bridge" and point == "hook_resid_mid" and not in_place
+    if mlp_input_only:
+        assert "differs from model(tokens)" in fastpath.unsupported_reason(model)
+    else:
+        assert fastpath.plan_for(model).effects == {(1, point.removeprefix("hook_")): (SUBTRACT_BLOCK_INPUT,)}
+    assert_same_function(model, _tokens(model), fast_used=not mlp_input_only)
+
+
+def test_a_hook_that_does_not_do_what_it_declares_falls_back():
+    model = build_model(CONFIGS["attn_only"])
+    model.add_hook("blocks.0.hook_resid_post", declare_effect(lambda x, hook: 2 * x, OBSERVE), is_permanent=True)
+    assert "differs from model(tokens)" in fastpath.unsupported_reason(model)
+    assert_same_function(model, _tokens(model), fast_used=False)
 
 
 def test_unknown_temporary_and_backward_hooks_fall_back_and_are_logged_once(caplog):

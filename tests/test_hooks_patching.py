@@ -4,11 +4,11 @@ import pytest
 import torch
 import transformer_lens.patching as tlp
 
+from hooks.compat import tl_patching
 from hooks.patching import SWEEPS, PatchingEngine, patch_sweep
 from hooks.state import same_state, state_fingerprint
-from hooks.testing import twin_models
+from hooks.testing import KINDS, models_by_kind
 
-KINDS = ["hooked", "bridge"]
 GEN = torch.Generator().manual_seed(0)
 CLEAN = torch.randint(0, 24, (3, 7), generator=GEN)
 CORRUPTED = CLEAN.clone()
@@ -21,8 +21,7 @@ def metric(logits):
 
 @pytest.fixture(scope="module")
 def models():
-    ht, br = twin_models(seed=6)
-    return {"hooked": ht, "bridge": br}
+    return models_by_kind(seed=6)
 
 
 def _reference(model, sweep):
@@ -32,8 +31,7 @@ def _reference(model, sweep):
             *a, patch_setter=tlp.layer_pos_patch_setter, activation_name="resid_post", index_axis_names=("layer", "pos"))
     else:
         fn = getattr(tlp, f"get_act_patch_{sweep}")
-    with torch.no_grad():
-        return fn(model, CORRUPTED, cache, metric)
+    return tl_patching(fn, model, CORRUPTED, cache, metric)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -49,16 +47,20 @@ def test_sweep_matches_transformer_lens_patching(models, kind, sweep):
 
 
 @pytest.mark.parametrize("budget", [1e-9, 1e-4, 10.0])
-def test_chunking_and_shortcuts_do_not_change_the_numbers(models, budget):
-    model = models["hooked"]
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunking_and_shortcuts_do_not_change_the_numbers(models, kind, budget):
+    model = models[kind]
     slow = PatchingEngine(model, CLEAN, CORRUPTED, metric, start_at_layer=False, skip_positions=False,
                           memory_budget_gb=1e-9, progress=False).sweep("attn_head_out_by_pos")
-    fast = PatchingEngine(model, CLEAN, CORRUPTED, metric, memory_budget_gb=budget, progress=False).sweep("attn_head_out_by_pos")
+    engine = PatchingEngine(model, CLEAN, CORRUPTED, metric, memory_budget_gb=budget, progress=False)
+    assert engine.can_start and engine.can_skip, f"the {kind} model does not take the fast path"
+    fast = engine.sweep("attn_head_out_by_pos")
     assert (slow - fast).abs().max() <= 1e-5
 
 
-def test_sweep_on_a_layer_subset_and_per_example_metric(models):
-    model = models["hooked"]
+@pytest.mark.parametrize("kind", KINDS)
+def test_sweep_on_a_layer_subset_and_per_example_metric(models, kind):
+    model = models[kind]
     full = patch_sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", progress=False)
     sub = patch_sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", layers=[1], progress=False)
     assert torch.allclose(sub[0], full[1], atol=1e-6)
@@ -87,8 +89,7 @@ def test_bad_patching_input_raises_before_any_work(models, kind):
 
 
 def test_mlp_sweep_on_an_attention_only_model_is_refused():
-    ht, br = twin_models(seed=0, attn_only=True, normalization_type=None)
-    for model in (ht, br):
+    for model in models_by_kind(seed=0, attn_only=True, normalization_type=None).values():
         with pytest.raises(ValueError, match="does not fire"):
             patch_sweep(model, CLEAN, CORRUPTED, metric, "mlp_out", progress=False)
 
@@ -114,14 +115,16 @@ def test_metric_failing_mid_sweep_leaves_no_trace(models, kind):
 
 
 @pytest.fixture(scope="module")
-def deep_model():
-    return twin_models(seed=3, n_layers=3)[0]
+def deep_models():
+    return models_by_kind(seed=3, n_layers=3)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("sweep", sorted(SWEEPS))
-def test_one_pass_per_start_position_matches_transformer_lens(deep_model, sweep):
+def test_one_pass_per_start_position_matches_transformer_lens(deep_models, kind, sweep):
     """With no per-pass overhead assumed, every start position gets its own pass, patches of all
     layers share it (joining at their layer), and local patches recompute one position of their layer."""
+    deep_model = deep_models[kind]
     engine = PatchingEngine(deep_model, CLEAN, CORRUPTED, metric, progress=False)
     engine.PASS_OVERHEAD_FLOPS = 0.0
     if sweep.endswith("by_pos") or sweep in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
@@ -137,8 +140,9 @@ def test_one_pass_per_start_position_matches_transformer_lens(deep_model, sweep)
     assert diff <= 1e-5, f"{sweep}: max abs diff {diff:.2e} vs transformer_lens.patching"
 
 
-def test_logit_positions_give_the_same_numbers_and_only_those_logits(models):
-    model = models["hooked"]
+@pytest.mark.parametrize("kind", KINDS)
+def test_logit_positions_give_the_same_numbers_and_only_those_logits(models, kind):
+    model = models[kind]
     shapes = []
 
     def last_only(logits):
@@ -156,8 +160,9 @@ def test_logit_positions_give_the_same_numbers_and_only_those_logits(models):
             patch_sweep(model, CLEAN, CORRUPTED, metric, logit_positions=bad, progress=False)
 
 
-def test_metric_that_vmap_cannot_batch_is_called_per_variant(models):
-    model = models["hooked"]
+@pytest.mark.parametrize("kind", KINDS)
+def test_metric_that_vmap_cannot_batch_is_called_per_variant(models, kind):
+    model = models[kind]
     want = patch_sweep(model, CLEAN, CORRUPTED, metric, "attn_head_out_by_pos", progress=False)
     python_float = lambda lg: float((lg[:, -1, 3] - lg[:, -1, 5]).mean())  # noqa: E731
     got = patch_sweep(model, CLEAN, CORRUPTED, python_float, "attn_head_out_by_pos", progress=False)

@@ -6,24 +6,21 @@ import torch
 from hooks.names import resolve_hook_name
 from hooks.replace import OV, Head, ov_circuit, qk_circuit, replace_weights
 from hooks.state import same_state, state_fingerprint
-from hooks.testing import twin_models
+from hooks.testing import KINDS, models_by_kind
 from hooks.weights import get_weight
 
-KINDS = ["hooked", "bridge"]
 TOK = torch.randint(0, 24, (3, 9), generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module")
 def models():
-    ht, br = twin_models(seed=1)
-    return {"hooked": ht, "bridge": br}
+    return models_by_kind(seed=1)
 
 
 @pytest.fixture(scope="module")
 def wide_models():
     """d_head == d_model, so an OV circuit of any rank fits in W_V W_O."""
-    ht, br = twin_models(seed=2, d_model=16, d_head=16, n_heads=2, attn_only=True, normalization_type=None)
-    return {"hooked": ht, "bridge": br}
+    return models_by_kind(seed=2, d_model=16, d_head=16, n_heads=2, attn_only=True, normalization_type=None)
 
 
 def _randn(*shape, seed=0):

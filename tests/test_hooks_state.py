@@ -4,15 +4,13 @@ import pytest
 import torch
 
 from hooks.state import count_hooks, preserved_state, same_state, state_fingerprint
-from hooks.testing import twin_models
+from hooks.testing import KINDS, models_by_kind
 
-KINDS = ["hooked", "bridge"]
 
 
 @pytest.fixture(scope="module")
 def models():
-    ht, br = twin_models(seed=3)
-    return {"hooked": ht, "bridge": br}
+    return models_by_kind(seed=3)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -156,3 +156,59 @@ def test_word_tokenizer_round_trips_through_json(tmp_path, tokenizer):
     assert again.vocab == tokenizer.vocab
     with pytest.raises(ValueError, match="not in the vocabulary"):
         again.encode("Zanzibar")
+
+
+def _tiny_pretrained_lm(path: Path) -> Path:
+    """A 1-layer GPT-2 and a byte-level BPE tokenizer, saved with save_pretrained (safetensors)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["Do not think of Paris."], vocab_size=280, special_tokens=["<|endoftext|>"],
+                            show_progress=False)
+    tok = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    end = tok.convert_tokens_to_ids("<|endoftext|>")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=256,
+                                        bos_token_id=end, eos_token_id=end))
+    lm.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_hijack_command_loads_a_pretrained_model_from_local_files_only(tmp_path, no_network):
+    from mechmem.cli import main
+
+    path = _tiny_pretrained_lm(tmp_path / "tiny-gpt2")
+    assert (path / "model.safetensors").is_file() and not list(path.glob("*.bin"))
+    out = tmp_path / "out"
+    code = main(["hijack", "--model", str(path), "--records", str(RECORDS), "--max-k", "1",
+                 "--schemes", "generic", "--score", "sequence", "--out", str(out)])
+    assert code == 0
+    data = json.loads((out / "hijack.json").read_text())
+    assert data["n_records"]["generic"] == 6 and len(data["efficacy"]["generic"]) == 2
+
+
+def test_hijack_command_names_the_fetch_command_for_a_model_not_on_disk(tmp_path, no_network, capsys):
+    from mechmem.cli import main
+
+    code = main(["hijack", "--model", "mechmem-test/no-such-model", "--records", str(RECORDS),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "not found in local files" in err and "hf download mechmem-test/no-such-model" in err, err
+    assert not (tmp_path / "out").exists()

@@ -18,8 +18,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from .architecture import Unsupported
 from .fused import fused_logits
-from .plan import Plan, Unsupported, make_plan, signature
+from .hookscan import signature
+from .plan import Plan, busy, make_plan
 
 logger = logging.getLogger("mechmem.fastpath")
 
@@ -42,9 +44,14 @@ def fast_path_enabled(enabled: bool) -> Iterator[None]:
 
 def plan_for(model: nn.Module) -> Plan | Unsupported:
     """The model's current :class:`Plan`, or why the fast path cannot run it."""
-    sig = signature(model)
+    try:
+        reason = busy(model)
+    except Unsupported as err:
+        return err
+    if reason is not None:
+        return Unsupported(reason, temporary=True)
     cached = _plans.get(model)
-    if cached is not None and cached[0] == sig:
+    if cached is not None and cached[0] == signature(model):
         plan = cached[1]
         if not isinstance(plan, Plan) or plan.weights_unchanged():
             return plan
@@ -52,7 +59,7 @@ def plan_for(model: nn.Module) -> Plan | Unsupported:
         plan = make_plan(model)
     except Unsupported as err:
         plan = err
-    _plans[model] = (sig, plan)
+    _plans[model] = (signature(model), plan)  # after make_plan: a bridge wires hooks on its first forward
     return plan
 
 

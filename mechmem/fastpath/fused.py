@@ -9,7 +9,7 @@ backward pass writes the model's own ``.grad``. ``None`` stands for an identity 
 
 Per block (pre-LayerNorm, as TransformerLens):
 ``resid_mid = resid_pre + attn(ln1(resid_pre))``, ``resid_post = resid_mid + mlp(ln2(resid_mid))``,
-with the declared hook effects applied at ``resid_pre``, ``resid_mid``, ``mlp_in`` and ``resid_post``.
+with the declared hook effects applied at ``resid_pre``, ``resid_mid`` and ``resid_post``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "silu": F.silu,
 }
-LOCATIONS = ("resid_pre", "resid_mid", "mlp_in", "resid_post")
 
 
 @dataclass
@@ -124,8 +123,7 @@ def block_forward(blk: Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Te
     if blk.ln2 is None:
         resid_post = resid_mid
     else:
-        mlp_in = apply_effects(fx.get("mlp_in", ()), resid_mid, resid_pre)
-        hidden = ACTIVATIONS[blk.act_fn](linear(blk.ln2(mlp_in), blk.W_in, blk.b_in))
+        hidden = ACTIVATIONS[blk.act_fn](linear(blk.ln2(resid_mid), blk.W_in, blk.b_in))
         resid_post = resid_mid + linear(hidden, blk.W_out, blk.b_out)
     return apply_effects(fx.get("resid_post", ()), resid_post, resid_pre)
 

@@ -1,4 +1,4 @@
-"""The authors' one-layer transformer (``TF_one_layer``) as a ``HookedTransformer``.
+"""The authors' one-layer transformer (``TF_one_layer``), built with ``mechmem.build_model``.
 
 - ``H`` heads of size ``d_h`` read from the EOS (last) position; a causal mask lets the last position see every
   position, which is the paper's single query; no positional embeddings (``W_pos`` zero and frozen), no LayerNorm.
@@ -9,7 +9,9 @@
 - **No residual from the EOS embedding.** TransformerLens adds the token embedding to the residual stream;
   the authors feed the attention output alone to the MLP and the unembedding. Two permanent hooks remove it
   exactly: ``blocks.0.hook_resid_pre`` stores the embeddings of the current forward pass and
-  ``blocks.0.hook_resid_mid`` subtracts them, so ``resid_mid = attn_out`` and ``resid_post = attn_out + mlp_out``.
+  ``blocks.0.hook_resid_mid`` subtracts them in place (on a bridge that hook is ``ln2.hook_in``, whose tensor is
+  the residual stream: only an in-place write reaches it), so ``resid_mid = attn_out`` and
+  ``resid_post = attn_out + mlp_out``.
   The permanent hooks run before any user hook on the same point (they are registered first): a user patch of
   ``hook_resid_pre`` therefore still has its stored *pre-patch* embedding subtracted.
 
@@ -23,7 +25,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooks.weights import set_weight_, weight_parameters
+from hooks.compat import attention_scale
+from hooks.weights import get_weight, set_weight_, weight_views
 from mechmem.config import ModelConfig
 from mechmem.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
 from mechmem.models import build_model
@@ -74,7 +77,7 @@ def _authors_init_(model, cfg: ModelConfig, g: torch.Generator) -> None:
     set_weight_(model, "blocks.0.mlp.W_in", normal((d, m), 1 / math.sqrt(d)))
     set_weight_(model, "blocks.0.mlp.W_out", normal((m, d), 1 / math.sqrt(m)))
     for name in ("blocks.0.mlp.b_in",) + FROZEN[2:]:
-        set_weight_(model, name, torch.zeros_like(weight_parameters(model, name)))
+        set_weight_(model, name, torch.zeros_like(get_weight(model, name)))
 
 
 def remove_embedding_residual_(model) -> None:
@@ -85,7 +88,7 @@ def remove_embedding_residual_(model) -> None:
         store["embedding"] = resid_pre
 
     def drop_embedding(resid_mid, hook):
-        return resid_mid - store["embedding"]
+        return resid_mid.sub_(store["embedding"])
 
     declare_effect(keep_embedding, OBSERVE)  # what the hooks do, for mechmem.fastpath
     declare_effect(drop_embedding, SUBTRACT_BLOCK_INPUT)
@@ -101,17 +104,20 @@ def eos_logits(model, counts: Float[Tensor, "batch d_vocab"], eos: int) -> Float
     costs ``O(batch * vocab * H * d_h)`` instead of TransformerLens's ``O(batch * T^2)`` attention and MLP at every
     position, and it uses (and trains) the model's own parameters. Tested equal to ``model(tokens)[:, -1]``.
     """
-    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-    E = model.embed.W_E  # [V, d]
-    q = E[eos] @ attn.W_Q + attn.b_Q  # [H, d_h]   (W_Q: [H, d, d_h])
-    k = E @ attn.W_K + attn.b_K[:, None]  # [H, V, d_h]
-    v = E @ attn.W_V + attn.b_V[:, None]  # [H, V, d_h]
-    scores = (k @ q[:, :, None]).squeeze(-1) / attn.attn_scale  # [H, V]
-    ov = v @ attn.W_O  # [H, V, d]: what head h writes when it attends to token v
+    names = ["W_E", "W_U", "b_U"] + [f"blocks.0.attn.{w}" for w in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V",
+                                                                       "W_O", "b_O")]
+    E, W_U, b_U, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O = weight_views(model, *names)  # E: [V, d]
+    q = E[eos] @ W_Q + b_Q  # [H, d_h]   (W_Q: [H, d, d_h])
+    k = E @ W_K + b_K[:, None]  # [H, V, d_h]
+    v = E @ W_V + b_V[:, None]  # [H, V, d_h]
+    scores = (k @ q[:, :, None]).squeeze(-1) / attention_scale(model)  # [H, V]
+    ov = v @ W_O  # [H, V, d]: what head h writes when it attends to token v
     pattern = torch.softmax(counts.log()[:, None, :] + scores[None], dim=-1)  # [B, H, V]
-    resid = pattern.reshape(len(counts), -1) @ ov.reshape(-1, ov.shape[-1]) + attn.b_O
+    resid = pattern.reshape(len(counts), -1) @ ov.reshape(-1, ov.shape[-1]) + b_O
     if getattr(model, "eos_residual", True):
         resid = resid + E[eos]
     if not model.cfg.attn_only:
-        resid = resid + torch.relu(resid @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
-    return resid @ model.unembed.W_U + model.unembed.b_U
+        mlp_names = (f"blocks.0.mlp.{w}" for w in ("W_in", "b_in", "W_out", "b_out"))
+        W_in, b_in, W_out, b_out = weight_views(model, *mlp_names)
+        resid = resid + torch.relu(resid @ W_in + b_in) @ W_out + b_out
+    return resid @ W_U + b_U

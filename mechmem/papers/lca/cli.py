@@ -3,9 +3,12 @@
     mechmem hijack --model gpt2 --records counterfact.jsonl --limit 500 --max-k 10 --out runs/hijack-gpt2
     mechmem hijack --run runs/my-lm --records mechmem/papers/lca/data/counterfact_tiny.jsonl
 
-``--model NAME`` loads ``HookedTransformer.from_pretrained(NAME)`` (only works where the weights
-are already cached locally: nothing is downloaded here). ``--run DIR`` loads a saved mechmem run
-(``mechmem.runs.load_run``) and its word tokenizer ``DIR/tokenizer.json``
+``--model NAME`` loads a Hugging Face causal language model (a hub name or a local folder) from
+local files only: ``from_pretrained(..., local_files_only=True)``, safetensors where offered, and
+wraps it with ``TransformerBridge.boot_transformers`` (the same on TransformerLens 3.9 and 4.x; no
+``HookedTransformer.from_pretrained``, which unpickles some checkpoints). Nothing is downloaded: a
+model that is not on disk is refused with the command that fetches it. ``--run DIR`` loads a saved
+mechmem run (``mechmem.runs.load_run``) and its word tokenizer ``DIR/tokenizer.json``
 (:class:`mechmem.papers.lca.local.WordTokenizer`).
 """
 
@@ -20,7 +23,8 @@ from .hijack import SCHEMES, SCORES
 def add_hijack_parser(subparsers) -> None:
     p = subparsers.add_parser("hijack", help="context hijacking (Jiang et al. 2024): efficacy score vs prepends k")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a TransformerLens model name, e.g. gpt2 (weights must be cached locally)")
+    source.add_argument("--model", help="a Hugging Face model name or folder, e.g. gpt2 "
+                        "(local files only: fetch with `hf download NAME`)")
     source.add_argument("--run", type=Path, help="a saved mechmem run directory holding tokenizer.json")
     p.add_argument("--records", type=Path, required=True, help="CounterFact-format JSON lines")
     p.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated subset of {','.join(SCHEMES)}")
@@ -37,15 +41,9 @@ def load_language_model(model: str | None = None, run: Path | None = None):
     if (model is None) == (run is None):
         raise ValueError("give exactly one of --model and --run")
     if model is not None:
-        from transformer_lens import HookedTransformer
-
         from .hijack import codec_for
 
-        try:
-            lm = HookedTransformer.from_pretrained(model, device="cpu")
-        except Exception as err:  # noqa: BLE001 - report why loading failed (e.g. weights not cached, no network)
-            raise ValueError(f"--model {model}: could not load pretrained weights ({type(err).__name__}: {err}); "
-                             "they must be in the local Hugging Face cache") from None
+        lm = load_local_pretrained(model)
         return lm.eval(), codec_for(lm), model
     from mechmem.runs import load_run
 
@@ -56,6 +54,32 @@ def load_language_model(model: str | None = None, run: Path | None = None):
         raise FileNotFoundError(f"--run {run}: no tokenizer.json (a WordTokenizer saved with .save())")
     lm, _ = load_run(run)
     return lm, WordTokenizer.load(run / "tokenizer.json"), run.name
+
+
+def fetch_command(name: str) -> str:
+    return f"hf download {name}"
+
+
+def load_local_pretrained(name: str):
+    """A Hugging Face causal LM and its tokenizer from local files only, as a ``TransformerBridge``.
+
+    Weights load through ``transformers`` with ``local_files_only=True`` (safetensors preferred;
+    ``transformers`` never unpickles arbitrary objects), so no network access is attempted; a model
+    that is not on disk raises a ``ValueError`` naming the command that fetches it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, attn_implementation="eager")
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"--model {name}: not found in local files ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"mechmem never downloads; fetch it first with `{fetch_command(name)}` (Hugging Face CLI, package "
+            "huggingface_hub) or give the path of a folder saved with save_pretrained"
+        ) from None
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(name, hf_model=hf_model.float(), tokenizer=tokenizer, device="cpu")
 
 
 def cmd_hijack(args: argparse.Namespace) -> int:

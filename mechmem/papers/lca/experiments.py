@@ -16,7 +16,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from hooks.compat import attention_scale
 from hooks.replace import replace_weights
+from hooks.weights import get_weight
 from mechmem.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 from .constructions import (
@@ -31,7 +33,7 @@ from .constructions import (
 )
 from .generator import hamming, sample_context
 from .lab import Lab, Trained
-from .model import W_V_NAME
+from .model import W_O_NAME, W_V_NAME
 from .training import accuracy
 
 PATTERN = "blocks.0.attn.hook_pattern"
@@ -112,8 +114,8 @@ def wv_bar(lab: Lab) -> ExperimentResult:
 def constructed_value_matrix(model: nn.Module, task) -> Tensor:
     """W̄_V (TransformerLens layout) built from ``model``'s W_E with ``task``'s own neighbourhood, scaled by
     the least-squares factor ``c = <W_V, W̄_V> / |W̄_V|^2`` (the construction fixes W̄_V only up to scale)."""
-    W_bar = constructed_W_V(model.embed.W_E.detach(), neighbour_adjacency(task.parsed, task.m))
-    W_V = model.blocks[0].attn.W_V.detach()[0]
+    W_bar = constructed_W_V(get_weight(model, "W_E"), neighbour_adjacency(task.parsed, task.m))
+    W_V = get_weight(model, W_V_NAME)[0]
     scale = (W_V * W_bar).sum() / (W_bar * W_bar).sum().clamp_min(1e-12)
     return scale * W_bar
 
@@ -135,7 +137,7 @@ def wv_replace(lab: Lab) -> ExperimentResult:
         with replace_weights(trained.model, {W_V_NAME: W_bar[None]}):
             acc_replaced = accuracy(trained.model, tokens, y)
         acc = lab.accuracy(trained)
-        W_V = trained.model.blocks[0].attn.W_V.detach()[0]
+        W_V = get_weight(trained.model, W_V_NAME)[0]
         k = min(task.m + 1, d)
         rows.append({"d": d, "acc_trained": acc, "acc_replaced": acc_replaced,
                      "lost_points": 100 * (acc - acc_replaced), "k": k,
@@ -171,7 +173,7 @@ def hamming_inner(lab: Lab) -> ExperimentResult:
     m = lab.settings.m
     for label, flag in (("trained_W_V", True), ("identity_W_V", False)):
         trained = lab.trained(lab.task(), train_W_V=flag)
-        means = inner_by_hamming(trained.model.embed.W_E.detach(), m)
+        means = inner_by_hamming(get_weight(trained.model, "W_E"), m)
         dist = list(range(1, m + 1))
         a, b, r2 = affine_fit(dist, means[1:])
         data[label] = {"distance": list(range(m + 1)), "mean_inner": means.tolist(), "intercept": a, "slope": b,
@@ -191,8 +193,8 @@ def memory_by_hamming(model: nn.Module, m: int) -> Tensor:
     This is what the read-out does with one attended token; for an N1 memory it should peak at D_H = 1.
     """
     V = 2**m
-    E = model.embed.W_E.detach()[:V]
-    form = E @ model.blocks[0].attn.W_V.detach()[0] @ model.blocks[0].attn.W_O.detach()[0] @ model.unembed.W_U.detach()
+    E = get_weight(model, "W_E")[:V]
+    form = E @ get_weight(model, W_V_NAME)[0] @ get_weight(model, W_O_NAME)[0] @ get_weight(model, "W_U")
     ids = torch.arange(V)
     dist = hamming(ids[:, None], ids[None, :])
     return torch.stack([form[dist == k].mean() for k in range(m + 1)])
@@ -204,7 +206,7 @@ def spectrum(lab: Lab) -> ExperimentResult:
     fig, ax = subplots(figsize=(4.5, 3.2))
     for label, flag in (("trained_embeddings", True), ("frozen_embeddings", False)):
         trained = lab.trained(lab.task(), train_embed=flag)
-        eig = centred_gram_spectrum(trained.model.embed.W_E.detach(), 2**m)
+        eig = centred_gram_spectrum(get_weight(trained.model, "W_E"), 2**m)
         k = m + 1
         gap = (eig[k - 1] / eig[k]).item() if eig[k] > 0 else float("inf")
         data[label] = {"eigenvalues": eig.tolist(), "top_m_plus_1_energy": top_energy(eig, k),
@@ -295,8 +297,8 @@ def _token_scores(model: nn.Module) -> Tensor:
     """Pre-softmax score of every (query token, key token) pair: W_E W_Q W_K^T W_E^T / sqrt(d_head)."""
     from hooks.replace import qk_circuit
 
-    W_E = model.embed.W_E.detach()
-    return (W_E @ qk_circuit(model, 0, 0).AB @ W_E.T / model.blocks[0].attn.attn_scale).float()
+    W_E = get_weight(model, "W_E")
+    return (W_E @ qk_circuit(model, 0, 0).AB @ W_E.T / attention_scale(model)).float()
 
 
 def _circuitsvis_view(model: nn.Module, tokens: Tensor, y: int, task) -> str:

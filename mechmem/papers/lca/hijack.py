@@ -11,7 +11,7 @@ spec §4.1; override ``RELATION_TEMPLATES`` / pass ``templates=``):
 
 Scoring (``score=``): ``first_token`` compares the probabilities of the two targets' first
 tokens at the next position; ``sequence`` compares the full target log-probabilities (as in
-ROME's evaluation). Works with any HookedTransformer and a :class:`TextCodec`.
+ROME's evaluation). Works with any TransformerLens model and a :class:`TextCodec`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class TextCodec(Protocol):
 
 
 class HFCodec:
-    """A Hugging Face tokenizer (e.g. ``model.tokenizer`` of a pretrained HookedTransformer)."""
+    """A Hugging Face tokenizer (e.g. ``model.tokenizer`` of a bridge from ``boot_transformers``)."""
 
     def __init__(self, tokenizer, prepend_bos: bool = True) -> None:
         self.tokenizer = tokenizer
@@ -76,7 +76,7 @@ class HFCodec:
 
 
 def codec_for(model: nn.Module) -> HFCodec:
-    """The codec of a HookedTransformer that carries a Hugging Face tokenizer."""
+    """The codec of a model (either kind) that carries a Hugging Face tokenizer."""
     if getattr(model, "tokenizer", None) is None:
         raise ValueError("the model has no tokenizer; pass a codec (e.g. mechmem.papers.lca.local.WordTokenizer)")
     return HFCodec(model.tokenizer, prepend_bos=bool(getattr(model.cfg, "default_prepend_bos", True)))

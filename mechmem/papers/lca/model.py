@@ -9,10 +9,11 @@ matrix transposed). Switches:
 - ``train_embed``: trained, or frozen at the Gaussian initialisation N(0, 1/d);
 - ``tied``: the unembedding is the (first V rows of the) embedding, ``W_U = W_E^T``.
 
-Tying choice: ``torch.nn.utils.parametrize`` turns ``unembed.W_U`` into a function of
-``embed.W_E`` while training (gradients from the read-out flow into ``W_E``). :func:`untie_`
-then freezes the tie into an ordinary ``W_U`` parameter holding the same values, so the trained
-model is a plain ``HookedTransformer`` for the ``hooks`` tools and for safetensors checkpoints.
+Tying choice: ``torch.nn.utils.parametrize`` turns the real parameter behind ``W_U``
+(``unembed.W_U`` of a ``HookedTransformer``, the unembedding ``nn.Linear.weight`` of a bridge) into a
+function of the one behind ``W_E`` while training (gradients from the read-out flow into ``W_E``).
+:func:`untie_` then freezes the tie into an ordinary parameter holding the same values, so the
+trained model is a plain model for the ``hooks`` tools and for safetensors checkpoints.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from hooks.weights import set_weight_
+from hooks.weights import set_weight_, slot
 from mechmem.config import ModelConfig
 from mechmem.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
 from mechmem.models import build_model
@@ -71,38 +72,43 @@ def lca_model_config(task: LatentConceptTask, spec: LCAModelSpec) -> ModelConfig
 
 
 class _TiedToEmbedding(nn.Module):
-    """Parametrization ``W_U := W_E[:n_out]^T``; holds the embedding without registering it."""
+    """Parametrization ``W_U := W_E[:n_out]^T`` (in the unembedding owner's own layout); holds the
+    embedding's owner without registering it."""
 
-    def __init__(self, embed: nn.Module, n_out: int) -> None:
+    def __init__(self, model: nn.Module, n_out: int) -> None:
         super().__init__()
+        embed = slot(model, "W_E")
         self.__dict__["_embed"] = embed  # not a submodule: no duplicate weights in state_dict
+        self.__dict__["_from_tl"] = slot(model, "W_U").from_tl
         self.n_out = n_out
 
     def forward(self, original: Tensor) -> Tensor:
-        return self._embed.W_E[: self.n_out].T
+        return self._from_tl(self._embed.to_tl(self._embed.value)[: self.n_out].T)
 
 
 def tie_unembedding_(model: nn.Module, n_out: int) -> None:
-    """Make ``model.unembed.W_U`` equal ``W_E[:n_out]^T`` (gradients go to ``W_E``)."""
-    parametrize.register_parametrization(model.unembed, "W_U", _TiedToEmbedding(model.embed, n_out))
-    model.unembed.parametrizations.W_U.original.requires_grad_(False)
+    """Make ``W_U`` equal ``W_E[:n_out]^T`` (gradients go to ``W_E``), on either model kind."""
+    unembed = slot(model, "W_U")
+    parametrize.register_parametrization(unembed.owner, unembed.attr, _TiedToEmbedding(model, n_out))
+    unembed.parameter.requires_grad_(False)
 
 
 def is_tied(model: nn.Module) -> bool:
-    return parametrize.is_parametrized(model.unembed, "W_U")
+    return slot(model, "W_U").tied
 
 
 def untie_(model: nn.Module) -> nn.Module:
     """Replace the tie by a plain ``W_U`` parameter with the same values (no-op if untied)."""
-    if is_tied(model):
-        requires_grad = model.embed.W_E.requires_grad
-        parametrize.remove_parametrizations(model.unembed, "W_U", leave_parametrized=True)
-        model.unembed.W_U.requires_grad_(requires_grad)
+    unembed = slot(model, "W_U")
+    if unembed.tied:
+        requires_grad = slot(model, "W_E").parameter.requires_grad
+        parametrize.remove_parametrizations(unembed.owner, unembed.attr, leave_parametrized=True)
+        unembed.parameter.requires_grad_(requires_grad)
     return model
 
 
 def build_lca_model(task: LatentConceptTask, spec: LCAModelSpec) -> nn.Module:
-    """A seeded ``HookedTransformer`` for ``task`` in the variant ``spec`` (tied models stay tied)."""
+    """A seeded model (``mechmem.build_model``) for ``task`` in the variant ``spec`` (tied models stay tied)."""
     if not isinstance(task, LatentConceptTask):
         raise TypeError(f"task must be a LatentConceptTask, got {type(task).__name__}")
     model = finish_lca_model_(build_model(lca_model_config(task, spec)))
@@ -127,21 +133,21 @@ def remove_residual_(model: nn.Module) -> None:
 
     TransformerLens always adds the residual; the paper's read-out has none. A permanent hook on
     ``hook_resid_post`` subtracts the block's *final* ``resid_pre`` (after any user hook on it),
-    captured as the attention module's ``query_input`` (``ln1`` is the identity here). User hooks
-    on ``hook_attn_out``, ``hook_z`` or ``hook_pattern`` therefore act on the logits as usual.
+    captured as the attention module's input (``ln1`` is the identity here; the ``query_input``
+    keyword of a ``HookedTransformer``, the first argument of a bridge's attention). User hooks on
+    ``hook_attn_out``, ``hook_z`` or ``hook_pattern`` therefore act on the logits as usual.
     ``hooks.state.preserved_state`` keeps these pre-existing hooks.
     """
-    block = model.blocks[0]
     store: dict[str, Tensor] = {}
 
     def keep_resid_pre(module, args, kwargs):
-        store["resid_pre"] = kwargs["query_input"]
+        store["resid_pre"] = kwargs["query_input"] if "query_input" in kwargs else args[0]
 
     def drop_residual(resid_post, hook):
         return resid_post - store.pop("resid_pre")
 
     declare_effect(keep_resid_pre, OBSERVE)  # what the hooks do, for mechmem.fastpath
     declare_effect(drop_residual, SUBTRACT_BLOCK_INPUT)
-    block.attn.register_forward_pre_hook(keep_resid_pre, with_kwargs=True)
-    block.hook_resid_post.add_perma_hook(drop_residual)
+    model.blocks[0].attn.register_forward_pre_hook(keep_resid_pre, with_kwargs=True)
+    model.add_hook("blocks.0.hook_resid_post", drop_residual, is_permanent=True)
     model.lca_residual = False

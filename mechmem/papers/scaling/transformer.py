@@ -1,4 +1,4 @@
-"""An associative memory living inside a one-layer attention-only ``HookedTransformer``.
+"""An associative memory living inside a one-layer attention-only transformer (``mechmem.build_model``).
 
 The memory ``W`` (column convention: ``u_y^T W e_x`` scores class y) becomes the OV circuit of the only head:
 
@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooks.weights import set_weight_
+from hooks.weights import get_weight, set_weight_
 from mechmem.config import ModelConfig
 from mechmem.models import build_model
 
@@ -56,14 +56,14 @@ def remove_direct_path_(model) -> None:
 def memory_transformer(
     W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"], seed: int = 0
 ):
-    """A ``HookedTransformer`` whose forward on ``[[x]]`` gives the logits ``u_y^T W e_x`` (see module docstring)."""
+    """A model whose forward on ``[[x]]`` gives the logits ``u_y^T W e_x`` (see module docstring)."""
     N, d = E.shape
     M = U.shape[0]
     if W.shape != (d, d) or U.shape[1] != d:
         raise ValueError(f"shapes do not match: W {tuple(W.shape)}, E {tuple(E.shape)}, U {tuple(U.shape)}")
     cfg = memory_model_config(N, M, d, seed=seed, dtype="float64" if E.dtype == torch.float64 else "float32")
     model = build_model(cfg)
-    dtype = model.W_E.dtype
+    dtype = get_weight(model, "W_E").dtype
     set_weight_(model, "W_E", E.to(dtype))
     set_weight_(model, "W_U", U.T.contiguous().to(dtype))
     set_weight_(model, "blocks.0.attn.W_O", torch.eye(d, dtype=dtype)[None])

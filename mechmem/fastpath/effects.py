@@ -9,10 +9,15 @@ Effects (a small, closed vocabulary; each one is implemented by the fast path):
 
 - ``OBSERVE``: the hook reads the activation (e.g. stores it) and returns ``None`` or the activation
   unchanged. The fast path skips it: its stores are not filled by fast-path calls.
-- ``SUBTRACT_BLOCK_INPUT``: the hook returns ``activation - resid_pre`` of the same block, where
-  ``resid_pre`` is the block's input after any hook on ``hook_resid_pre``. Allowed on
-  ``blocks.{l}.hook_resid_mid`` and ``blocks.{l}.hook_resid_post`` (bridge: ``blocks.{l}.ln2.hook_in``,
-  ``blocks.{l}.hook_out``), e.g. to keep only the attention output in the residual stream.
+- ``SUBTRACT_BLOCK_INPUT``: the residual stream at the hook becomes ``activation - resid_pre`` of the
+  same block, where ``resid_pre`` is the block's input after any hook on ``hook_resid_pre``; e.g. to keep
+  only the attention output. Allowed on ``blocks.{l}.hook_resid_mid`` and ``blocks.{l}.hook_resid_post``.
+  On a bridge these are ``blocks.{l}.ln2.hook_in`` and ``blocks.{l}.hook_out``; ``ln2.hook_in``'s tensor
+  *is* the residual stream, so a hook there must subtract in place (a returned new tensor only reaches
+  the MLP input).
+
+A declaration is a claim: the fast path checks it once per plan (the fused logits must equal
+``model(tokens)``) and falls back when it does not hold.
 
 Example (the factual model's pair of hooks)::
 

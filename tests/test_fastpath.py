@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hooks.weights import get_weight, set_weight_, weight_parameters
+from hooks.bridge import boot_bridge
+from hooks.compat import has_hooked_transformer
+from hooks.weights import get_weight, is_bridge, set_weight_, slot, weight_parameters
 from mechmem import fastpath
 from mechmem.config import ModelConfig
 from mechmem.fastpath import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
@@ -152,7 +154,7 @@ def test_subtract_block_input_at_each_point(kind, point, in_place):
                           SUBTRACT_BLOCK_INPUT)
     model.add_hook("blocks.1.hook_resid_pre", keep, is_permanent=True)
     model.add_hook(f"blocks.1.{point}", drop, is_permanent=True)
-    mlp_input_only = kind == "bridge" and point == "hook_resid_mid" and not in_place
+    mlp_input_only = is_bridge(model) and point == "hook_resid_mid" and not in_place
     if mlp_input_only:
         assert "differs from model(tokens)" in fastpath.unsupported_reason(model)
     else:
@@ -200,9 +202,11 @@ def test_declared_hook_in_the_wrong_place_falls_back():
     assert "only supported" in fastpath.unsupported_reason(model)
 
 
-def test_raw_torch_hooks_and_overridden_forward_fall_back():
-    model = build_model(CONFIGS["attn_only"])
-    handle = model.blocks[0].attn.register_forward_hook(lambda mod, inp, out: out * 2)
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_raw_torch_hooks_and_overridden_forward_fall_back(kind):
+    model = BUILDERS[kind](CONFIGS["attn_only"])
+    point = model.blocks[0].hook_out if is_bridge(model) else model.blocks[0].hook_resid_post
+    handle = point.register_forward_hook(lambda mod, inp, out: out * 2)
     assert "does not declare its effect" in fastpath.unsupported_reason(model)
     assert torch.equal(fastpath.logits(model, _tokens(model)), model(_tokens(model)))
     handle.remove()
@@ -213,26 +217,40 @@ def test_raw_torch_hooks_and_overridden_forward_fall_back():
     assert fastpath.unsupported_reason(model) is None
 
 
-def test_unsupported_architectures_fall_back():
-    from transformer_lens import HookedTransformer
+UNSUPPORTED = (({"positional_embedding_type": "rotary"}, "positional_embedding_type", "standard positions"),
+               ({"attn_scores_soft_cap": 5.0}, "attn_scores_soft_cap", "soft cap"),
+               ({"normalization_type": "RMS"}, "normalization_type", "RMSNorm"),
+               ({"attention_dir": "bidirectional"}, "attention_dir", "causal"))
 
-    base = {"n_layers": 1, "d_model": 16, "d_head": 8, "n_ctx": 8, "d_vocab": 10, "act_fn": "relu", "device": "cpu"}
-    for extra, reason in (({"positional_embedding_type": "rotary"}, "positional_embedding_type"),
-                          ({"attn_scores_soft_cap": 5.0}, "attn_scores_soft_cap"),
-                          ({"normalization_type": "RMS"}, "normalization_type"),
-                          ({"attention_dir": "bidirectional"}, "attention_dir")):
-        model = HookedTransformer({**base, **extra})
-        assert reason in fastpath.unsupported_reason(model)
-        tokens = torch.randint(10, (2, 8))
-        assert torch.equal(fastpath.logits(model, tokens), model(tokens))
-    assert fastpath.unsupported_reason(nn.Linear(2, 2)) is not None
+
+@pytest.mark.parametrize("kind", BUILDERS)
+@pytest.mark.parametrize("extra, hooked_reason, bridge_reason", UNSUPPORTED)
+def test_unsupported_architectures_fall_back(kind, extra, hooked_reason, bridge_reason):
+    base = {"n_layers": 1, "d_model": 16, "d_head": 8, "n_heads": 2, "n_ctx": 8, "d_vocab": 10, "act_fn": "relu",
+            "attn_only": False}
+    if kind == "bridge":
+        model, reason = boot_bridge({**base, **extra}), bridge_reason
+    elif has_hooked_transformer():
+        from transformer_lens import HookedTransformer
+
+        model, reason = HookedTransformer({**base, **extra, "device": "cpu"}), hooked_reason
+    else:
+        pytest.skip("no HookedTransformer in TransformerLens 4.x")
+    assert reason in fastpath.unsupported_reason(model)
+    tokens = torch.randint(10, (2, 8))
+    assert torch.equal(fastpath.logits(model, tokens), model(tokens))
+
+
+def test_other_modules_fall_back():
+    assert "neither a HookedTransformer nor a TransformerBridge" in fastpath.unsupported_reason(nn.Linear(2, 2))
 
 
 def test_replaced_parameters_are_read():
     model = build_model(CONFIGS["attn_only"])
     tokens = _tokens(model)
     fastpath.logits(model, tokens)
-    model.unembed.W_U = nn.Parameter(torch.randn_like(model.unembed.W_U))
+    s = slot(model, "W_U")
+    setattr(s.owner, s.attr, nn.Parameter(torch.randn_like(s.parameter)))
     assert_same_function(model, tokens)
 
 

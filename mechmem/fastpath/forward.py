@@ -1,6 +1,6 @@
 """``logits(model, tokens)``: the model's forward through the fused path when it applies.
 
-Plans are cached per model and re-made whenever :func:`plan.signature` or a parameter changes,
+Plans are cached per model and re-made whenever :func:`hookscan.signature` or a parameter changes,
 so hooks added later (``run_with_hooks``, ``model.hooks()``, a probe's ablation) are always seen:
 a model with a hook the path does not know runs through ``model(tokens)``, and the reason is
 logged once per reason (logger ``mechmem.fastpath``): as a warning, or at INFO level when only a

@@ -9,7 +9,7 @@ backward pass writes the model's own ``.grad``. ``None`` stands for an identity 
 
 Per block (pre-LayerNorm, as TransformerLens):
 ``resid_mid = resid_pre + attn(ln1(resid_pre))``, ``resid_post = resid_mid + mlp(ln2(resid_mid))``,
-with the declared hook effects applied at ``resid_pre``, ``resid_mid`` and ``resid_post``.
+with the declared hook effects applied at ``resid_mid`` and ``resid_post``.
 """
 
 from __future__ import annotations
@@ -116,8 +116,7 @@ def apply_effects(effects: tuple[HookEffect, ...], x: Tensor, resid_pre: Tensor)
 
 def block_forward(blk: Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
     """One transformer block (see the module docstring)."""
-    fx = blk.effects
-    resid_pre = apply_effects(fx.get("resid_pre", ()), x, x)
+    fx, resid_pre = blk.effects, x
     resid_mid = resid_pre + attention(blk, blk.ln1(resid_pre))
     resid_mid = apply_effects(fx.get("resid_mid", ()), resid_mid, resid_pre)
     if blk.ln2 is None:

@@ -348,3 +348,16 @@ def test_bridge_with_a_modified_causal_mask_falls_back():
     assert "mask" in fastpath.unsupported_reason(model)
     tokens = _tokens(model)
     assert torch.equal(fastpath.logits(model, tokens), model(tokens))
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_runs_under_deterministic_algorithms(kind):
+    """``train`` may run inside ``torch.use_deterministic_algorithms(True)``: no op of the path may refuse."""
+    model = BUILDERS[kind](CONFIGS["mlp_ln_heads_bias"])
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        fastpath.logits(model, _tokens(model)).sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert fastpath.unsupported_reason(model) is None

@@ -29,9 +29,11 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 
 install: $(VENV)/.installed
 
-## the main job: a quick experiment end to end; prints what it did and where its results are
+## the main job: a quick experiment end to end; prints what it did and where its results are,
+## ending with the HTML page of the trained model's circuits (runs/demo/inspect/index.html)
 run: $(VENV)/.installed
 	$(VENV)/bin/mechmem train recall --name demo --overwrite --quiet
+	$(VENV)/bin/mechmem inspect runs/demo --quiet
 
 ## the default test suite (what CI runs)
 test: $(VENV)/.installed

@@ -41,6 +41,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>[-quick])")
     p.set_defaults(func=cmd_reproduce)
 
+    p = sub.add_parser("inspect", help="write an HTML page of a run's circuits: attention, OV/QK, ablations, patching")
+    p.add_argument("run_dir", type=Path, help="a run directory (made by `mechmem train`)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/inspect)")
+    p.add_argument("--bridge", action="store_true", help="inspect the model as a TransformerBridge (boot_native)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--examples", type=int, default=3, help="examples shown in the attention views (default 3)")
+    p.add_argument("--batch-size", type=int, default=128, help="examples for ablations and patching (default 128)")
+    p.add_argument("--heads", default=None, metavar="L.H,...", help="only these heads, e.g. 0.1,1.* (default: all)")
+    p.add_argument("--max-vocab", type=int, default=None, metavar="N",
+                   help="OV/QK maps over the N tokens most frequent in the examples (needed above 128 tokens)")
+    p.add_argument("--max-positions", type=int, default=64, metavar="N",
+                   help="longest example shown; longer ones are cut to a prefix (default 64)")
+    p.add_argument("--no-patching", dest="patching", action="store_false", help="skip activation patching")
+    p.add_argument("--seed", type=int, default=0, help="seed of the examples (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_inspect)
+
     from mechmem.registry import available_papers
 
     for module in available_papers(warn=True).values():
@@ -119,6 +136,23 @@ def _save_training_summary(run, result) -> None:
     fig.suptitle(run.path.name)
     run.save_figure(fig, "training")
     run.save_results({"final": result.final, "steps": steps[-1], "figures": ["figures/training.png"]})
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import shlex
+
+    from mechmem.figures import use_file_backend
+    from mechmem.inspect import InspectOptions, inspect_run, parse_heads
+
+    options = InspectOptions(
+        out=args.out, bridge=args.bridge, device=args.device, n_examples=args.examples, batch_size=args.batch_size,
+        heads=parse_heads(args.heads) if args.heads is not None else None, max_vocab=args.max_vocab,
+        max_positions=args.max_positions, patching=args.patching, seed=args.seed, progress=not args.quiet,
+    )
+    use_file_backend()
+    page = inspect_run(args.run_dir, options, command=shlex.join(["mechmem", *sys.argv[1:]]))
+    print(f"inspect page: {page}  (open it in a browser; figures and numbers are next to it)")
+    return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

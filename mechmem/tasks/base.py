@@ -41,6 +41,8 @@ class Task:
     """Base class of every task; subclasses are dataclasses whose fields are their config."""
 
     name: ClassVar[str] = "task"
+    #: how :meth:`corrupt` changes a batch, in words (shown next to patching results)
+    corruption: ClassVar[str] = "every example is replaced by a fresh example of the task (resampling)"
     seq_len: int = 16
 
     @property
@@ -78,6 +80,46 @@ class Task:
     def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
         """Task-specific metrics computed at evaluation time (default: none)."""
         return {}
+
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """A corrupted copy of ``batch`` for activation patching: same shape, and the answers the
+        task scores change. Uses only ``generator`` for randomness; ``batch`` is not modified.
+
+        The default resamples: every example is replaced by a fresh one from :meth:`sample`. Tasks
+        override it to change only what the answer depends on (the key, the subject, ...). A task
+        that can do neither raises ``NotImplementedError``.
+        """
+        try:
+            fresh = self.sample(batch.tokens.shape[0], generator)
+        except NotImplementedError:
+            raise NotImplementedError(
+                f"task {self.name!r} has no corruption rule: it defines neither corrupt() nor sample(); "
+                "activation patching needs corrupted examples (define Task.corrupt(batch, generator))"
+            ) from None
+        if fresh.tokens.shape != batch.tokens.shape:
+            raise ValueError(
+                f"task {self.name!r}: resampled examples have shape {tuple(fresh.tokens.shape)}, the batch "
+                f"{tuple(batch.tokens.shape)}; define Task.corrupt for batches that sample() cannot reproduce"
+            )
+        return fresh.to(batch.tokens.device)
+
+    def batch_labels(self, batch: Batch, *names: str) -> list[Tensor]:
+        """``batch.labels[name]`` for each name; a clear ``ValueError`` when a batch lacks one."""
+        missing = [n for n in names if batch.labels is None or n not in batch.labels]
+        if missing:
+            raise ValueError(
+                f"task {self.name!r}: the batch has no labels {missing} "
+                f"(batches from {type(self).__name__}.sample have them)"
+            )
+        return [batch.labels[n] for n in names]
+
+    def token_labels(self) -> list[str]:
+        """A short name for every input token id (figure and page labels); default: the ids."""
+        return [str(i) for i in range(self.d_vocab)]
+
+    def output_labels(self) -> list[str]:
+        """A short name for every output id; default: the ids."""
+        return [str(i) for i in range(self.d_vocab_out)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -26,6 +26,9 @@ class RecallTask(Task):
     """
 
     name: ClassVar[str] = "recall"
+    corruption: ClassVar[str] = (
+        "the key is replaced, at the same position, by another key whose value differs (noise and query unchanged)"
+    )
     seq_len: int = 12
     n_keys: int = 24
     n_values: int = 8
@@ -67,6 +70,27 @@ class RecallTask(Task):
         mask = torch.zeros(b, t, dtype=torch.bool)
         mask[:, -1] = True
         return Batch(tokens, targets, mask, labels={"key": keys, "key_position": where})
+
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Swap each example's key for a key with a different value: the recalled answer changes."""
+        keys, where = self.batch_labels(batch, "key", "key_position")
+        keys, device = keys.cpu(), batch.tokens.device
+        differs = self.values[None, :] != self.values[keys][:, None]  # [batch, n_keys]
+        if not differs.any(1).all():
+            raise ValueError("recall task: every key has the same value (n_values=1?); "
+                             "no corruption changes the answer")
+        new_keys = torch.multinomial(differs.float(), 1, generator=generator).squeeze(1)
+        tokens, targets = batch.tokens.clone(), batch.targets.clone()
+        tokens[torch.arange(len(keys), device=device), where] = new_keys.to(device)
+        targets[:, -1] = self.values[new_keys].to(device)
+        return Batch(tokens, targets, batch.mask.clone(), {**batch.labels, "key": new_keys.to(device)})
+
+    def token_labels(self) -> list[str]:
+        """``k0..`` keys, ``n0..`` noise, ``?`` the query."""
+        return [f"k{i}" for i in range(self.n_keys)] + [f"n{i}" for i in range(self.n_noise)] + ["?"]
+
+    def output_labels(self) -> list[str]:
+        return [f"v{i}" for i in range(self.n_values)]
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(

@@ -19,7 +19,7 @@ from mechmem.config import ModelConfig
 from mechmem.models import build_model
 from mechmem.tasks.base import Batch, Task
 
-from .generator import BigramOptions, BigramSample, generate
+from .generator import BigramOptions, BigramSample, allowed_outputs, generate
 from .tables import N_CHARS, shakespeare_tables
 
 
@@ -31,6 +31,10 @@ class BigramTask(BigramOptions, Task):
     """
 
     name: ClassVar[str] = "birth_bigram"
+    corruption: ClassVar[str] = (
+        "each trigger's output o_k is replaced, after every occurrence of the trigger, by another token o'_k "
+        "(not a trigger of the sequence): the in-context answers change, the global-bigram text does not"
+    )
     loss_head_only: bool = True
 
     def __post_init__(self) -> None:
@@ -56,6 +60,41 @@ class BigramTask(BigramOptions, Task):
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         return to_batch(self.generate(batch_size, generator), self.loss_head_only)
+
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Give every trigger a new output ``o'_k`` (an allowed output, not a trigger, not ``o_k``) and write it
+        after each occurrence of the trigger; counts (hence the loss mask) are recomputed."""
+        triggers, outputs = self.batch_labels(batch, "triggers", "outputs")
+        if triggers.shape[1] == 0:
+            raise ValueError("birth task: n_triggers=0 has no in-context answer to corrupt")
+        device, (B, K) = batch.tokens.device, triggers.shape
+        triggers, outputs = triggers.cpu(), outputs.cpu()
+        allowed = torch.zeros(B, K, N_CHARS)
+        allowed[..., allowed_outputs(self.output_split, N_CHARS)] = 1.0
+        allowed.scatter_(2, triggers[:, None, :].expand(B, K, K), 0.0)
+        allowed.scatter_(2, outputs[:, :, None], 0.0)
+        if not allowed.sum(-1).gt(0).all():
+            raise ValueError(f"birth task: output_split={self.output_split!r} leaves no other output to corrupt to")
+        new = torch.multinomial(allowed.reshape(B * K, -1), 1, generator=generator).reshape(B, K)
+        seq = torch.cat([batch.tokens, batch.targets[:, -1:]], 1).cpu()  # z_1 .. z_{T+1}
+        forced = torch.full((B, N_CHARS), -1, dtype=torch.long).scatter_(1, triggers, new)  # q_k -> o'_k
+        rows = torch.arange(B)
+        for t in range(seq.shape[1] - 1):  # in order: a replaced output is no longer a trigger occurrence
+            out = forced[rows, seq[:, t]]
+            seq[:, t + 1] = torch.where(out >= 0, out, seq[:, t + 1])
+        tokens, after = seq[:, :-1], seq[:, 1:]
+        hit = tokens.unsqueeze(-1) == triggers.unsqueeze(1)
+        counts = (hit.long().cumsum(1) * hit).sum(-1) if self.output_counter else hit.any(-1).long()
+        sample = BigramSample(tokens=tokens, targets=after, counts=counts, triggers=triggers, outputs=new)
+        return to_batch(sample, self.loss_head_only).to(device)
+
+    def token_labels(self) -> list[str]:
+        """The characters, with space, newline and tab shown as ``␣``, ``↵``, ``⇥``."""
+        shown = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}
+        return [shown.get(ch, ch) for ch in shakespeare_tables().vocab]
+
+    def output_labels(self) -> list[str]:
+        return self.token_labels()
 
     def model_config(self) -> ModelConfig:
         from .model import simplified_config

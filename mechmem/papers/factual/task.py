@@ -63,6 +63,10 @@ class FactualRecallTask(Task):
     """
 
     name: ClassVar[str] = "factual"
+    corruption: ClassVar[str] = (
+        "the subject is replaced, at the same position, by another subject whose answer for the same relation "
+        "differs (any other subject when none does); relation, noise and EOS unchanged"
+    )
     seq_len: int = 32
     S: int = 16
     R: int = 16
@@ -179,6 +183,31 @@ class FactualRecallTask(Task):
         targets[:, -1] = self.answer(s, r)
         labels = {**batch.labels, "subject": s, "relation": r}
         return Batch(tokens, targets, batch.mask, labels)
+
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Swap each example's subject for one with a different answer ``a*(s', r) != a*(s, r)``."""
+        s, r, where = self.batch_labels(batch, "subject", "relation", "subject_pos")
+        if self.S < 2:
+            raise ValueError("factual task: S=1 subject leaves no other subject to corrupt to")
+        device = batch.tokens.device
+        s, r = s.cpu(), r.cpu()
+        candidates = self._table[:, r].T != self.answer(s, r)[:, None]  # [batch, S]: a different answer
+        other = torch.arange(self.S)[None, :] != s[:, None]
+        candidates = torch.where(candidates.any(1, keepdim=True), candidates, other)
+        new = torch.multinomial(candidates.float(), 1, generator=generator).squeeze(1)
+        tokens, targets = batch.tokens.clone(), batch.targets.clone()
+        tokens[torch.arange(len(s), device=device), where] = new.to(device)
+        targets[:, -1] = self.answer(new, r).to(device)
+        return Batch(tokens, targets, batch.mask.clone(), {**batch.labels, "subject": new.to(device)})
+
+    def token_labels(self) -> list[str]:
+        """``s0..`` subjects, ``r0..`` relations, ``n0..`` noise, ``EOS``."""
+        return ([f"s{i}" for i in range(self.S)] + [f"r{i}" for i in range(self.R)]
+                + [f"n{i}" for i in range(self.noise_size)] + ["EOS"])
+
+    def output_labels(self) -> list[str]:
+        """``a{r}.{j}``: answer ``j`` of relation ``r``'s block."""
+        return [f"a{r}.{j}" for r in range(self.R) for j in range(self.D)]
 
     # --- defaults and metrics ---------------------------------------------------------------------
     def model_config(self):

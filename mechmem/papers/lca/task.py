@@ -48,6 +48,10 @@ class LatentConceptTask(Task):
     """
 
     name: ClassVar[str] = "lca"
+    corruption: ClassVar[str] = (
+        "every token x is replaced by x XOR (y XOR y') for a new target y' != y: the context of y' with the same "
+        "Hamming structure and the same noise positions"
+    )
     m: int = 5
     context_len: int = 64
     neighbourhood: str = "N1"
@@ -106,6 +110,23 @@ class LatentConceptTask(Task):
     def same_cluster(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"]) -> Tensor:
         """Which context positions hold a token of the target's cluster (first two latent bits)."""
         return cluster_of(tokens, self.m) == cluster_of(y, self.m)[:, None]
+
+    def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Move each example to a new target ``y' != y`` by XOR-ing every latent with ``y ^ y'``: Hamming
+        distances (hence the neighbourhood and the noise) are kept, the answer changes."""
+        (y,) = self.batch_labels(batch, "y")
+        delta = 1 + torch.randint(self.V - 1, (len(y),), generator=generator)  # non-zero XOR mask
+        delta = delta.to(batch.tokens.device)
+        labels = {k: v for k, v in batch.labels.items() if k != "y"}
+        corrupted = self.to_batch(batch.tokens ^ delta[:, None], y ^ delta)
+        return Batch(corrupted.tokens, corrupted.targets, batch.mask.clone(), {**labels, "y": y ^ delta})
+
+    def token_labels(self) -> list[str]:
+        """Each token's latent bits ``z_1..z_m`` (most significant first)."""
+        return [format(t, f"0{self.m}b") for t in range(self.V)]
+
+    def output_labels(self) -> list[str]:
+        return self.token_labels()
 
     def model_config(self) -> "ModelConfig":
         from mechmem.config import ModelConfig

@@ -1,0 +1,63 @@
+"""Figures that explain themselves: one style and one way to save them.
+
+Every figure mechmem writes has a title, labelled axes (with units), a labelled colorbar on every
+heat map and legends in words; :func:`save_figure` writes it as a PNG at one resolution
+(:data:`DPI`), atomically, optionally with the numbers it shows as JSON next to it, and closes it.
+
+No backend is chosen at import time, so notebooks show figures inline; a command that only
+saves figures calls :func:`use_file_backend` first.
+
+- :data:`STYLE`, :func:`style`: matplotlib settings (``with style(): fig, ax = plt.subplots()``);
+- :func:`grid`: a figure with one panel per item; :func:`heatmap`: a titled, labelled heat map
+  with a colorbar (both shared with :mod:`hooks.plotting`, which the hook views use);
+- :func:`png_bytes`, :func:`save_figure`.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Optional
+
+from hooks.plotting import STYLE, grid, heatmap, style
+from mechmem.io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["DPI", "STYLE", "grid", "heatmap", "style", "png_bytes", "save_figure", "use_file_backend"]
+
+#: the resolution of every saved figure
+DPI = 120
+
+
+def use_file_backend() -> None:
+    """Select matplotlib's non-interactive ``Agg`` backend (for commands that only save figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def png_bytes(fig, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes; the figure stays open. A figure laid out by matplotlib's constrained
+    layout (the :data:`STYLE` default) is saved as is, any other with a tight bounding box."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    buffer = io.BytesIO()
+    tight = None if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine) else "tight"
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=tight, facecolor="white")
+    return buffer.getvalue()
+
+
+def save_figure(fig, path: str | Path, data: Optional[Any] = None, dpi: int = DPI) -> Path:
+    """Write ``fig`` to ``path`` (``.png`` added if missing) atomically and close it; with ``data``,
+    also write those numbers to the same name with ``.json``. Returns the PNG's path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.suffix != ".png":
+        path = path.with_name(path.name + ".png")
+    try:
+        atomic_write_bytes(path, png_bytes(fig, dpi))
+    finally:
+        plt.close(fig)
+    if data is not None:
+        atomic_write_json(path.with_suffix(".json"), data)
+    return path

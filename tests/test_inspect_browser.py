@@ -1,0 +1,83 @@
+"""An inspect page checked in a real browser (headless Chromium): it renders (the screenshot is not
+blank, every CircuitsVis view draws), it makes no request that leaves the machine (Chromium's own
+network log), and its JavaScript raises no error (the console log).
+
+Skipped with a message when Chromium is not installed (Debian: ``apt-get install chromium``;
+``.ci/run`` installs it). Set ``MECHMEM_SCREENSHOTS=<folder>`` to keep the screenshots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mechmem.cli import main
+from mechmem.inspect import InspectOptions, inspect_run
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+pytestmark = pytest.mark.skipif(BROWSER is None, reason="headless Chromium is not installed "
+                                "(apt-get install -y chromium); the browser check of the inspect page is skipped")
+
+
+def chromium(page: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run headless Chromium on ``page`` with every host name unresolvable, logging the console to
+    stderr and the network to ``work/net.json``."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             f"--user-data-dir={work / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
+             "--enable-logging=stderr", "--v=0", f"--log-net-log={work / 'net.json'}",
+             "--virtual-time-budget=15000", "--window-size=1280,2200"]
+    return subprocess.run([BROWSER, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=300)
+
+
+def page_requests(net_log: Path) -> list[str]:
+    """URLs the page itself asked for (Chromium's background requests have no page initiator)."""
+    log = json.loads(net_log.read_text())
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    starts = [e.get("params", {}) for e in log["events"] if e["type"] == start]
+    return [p["url"] for p in starts if "url" in p and p.get("initiator") != "not an origin"]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(["train", "recall", "--out", str(runs), "--name", "demo", "--set", "steps=40", "--quiet"]) == 0
+    return inspect_run(runs / "demo", InspectOptions(batch_size=32, n_examples=2, progress=False))
+
+
+def test_the_page_renders_every_view_without_errors_or_network(page, tmp_path):
+    run = chromium(page, tmp_path, "--dump-dom")
+    assert run.returncode == 0, f"chromium failed: {run.stderr[-2000:]}"
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    errors = [line for line in console if re.search(r'"(Uncaught|\w*Error\b|Failed to load)', line)]
+    assert not errors, "the page's JavaScript reported errors:\n" + "\n".join(errors)
+    external = [url for url in page_requests(tmp_path / "net.json") if not url.startswith(("file:", "data:", "blob:"))]
+    assert not external, f"the page requested resources from the network: {external}"
+    dom = run.stdout
+    views = re.findall(r'<div id="(circuits-vis-[0-9a-f]+)"></div>', page.read_text())
+    assert views, "the page holds no CircuitsVis view"
+    for view in views:
+        rendered = re.search(rf'<div id="{view}">(.*?)</div>', dom, re.S)
+        assert rendered and rendered.group(1).strip(), f"CircuitsVis view {view} did not render"
+
+
+def test_the_screenshot_is_not_blank(page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    shot = tmp_path / "inspect.png"
+    run = chromium(page, tmp_path, f"--screenshot={shot}")
+    assert run.returncode == 0 and shot.is_file(), f"no screenshot: {run.stderr[-2000:]}"
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 10, "the screenshot is (nearly) one colour"
+    assert (pixels < 128).mean() > 0.005, "the screenshot shows almost no text or figure"
+    keep = os.environ.get("MECHMEM_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "inspect_recall.png")

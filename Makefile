@@ -14,10 +14,11 @@ PIP      := --quiet --disable-pip-version-check
 # the CPU build of torch that the locks pin (found in pip's find-links or an extra index)
 TORCH    ?= torch==2.13.0+cpu
 UV       ?= uv==0.13.9
+RUFF     ?= ruff==0.17.5
 # extra uv options for `make lock`, e.g. TORCH_SOURCE="--extra-index-url https://download.pytorch.org/whl/cpu"
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-tl4 test-all test-latest bench lock clean
+.PHONY: install run test test-tl4 test-all test-latest bench lint tables lock clean
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -62,6 +63,16 @@ test-latest:
 
 bench: $(VENV)/.installed
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## ruff: lint and format check (configured in pyproject.toml; ruff lives in .venv-tools, pinned by RUFF)
+lint:
+	test -x .venv-tools/bin/ruff || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install $(PIP) "$(RUFF)")
+	.venv-tools/bin/ruff check .
+	.venv-tools/bin/ruff format --check .
+
+## regenerate the READMEs' claims / experiments / timing tables from mechmem/papers/*/results/*.json
+tables: $(VENV)/.installed
+	$(PY) scripts/claims_tables.py
 
 ## regenerate requirements.lock (TransformerLens 3.9) and requirements-tl4.lock (4.x) from
 ## pyproject.toml (needs network access)

@@ -34,11 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("reproduce", help="reproduce a paper's claims (writes results.json with `claims`)")
+    p = sub.add_parser("reproduce", help="reproduce a paper's claims (writes results.json: claims, timings, versions)")
     p.add_argument("paper", help="paper name: lca, birth, scaling or factual")
-    p.add_argument("--quick", action="store_true", help="small settings that finish in minutes on a CPU")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>[-quick])")
+    add_reproduce_arguments(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("inspect", help="write an HTML page of a run's circuits: attention, OV/QK, ablations, patching")
@@ -155,24 +153,78 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from mechmem.registry import paper_module
+def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``mechmem reproduce`` (also used by paper commands that run a reproduction)."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", choices=("smoke", "quick", "full"), default=None,
+                       help="sizes: smoke (seconds, for tests), quick (minutes on a CPU, the default) or full "
+                            "(the paper's sizes)")
+    which.add_argument("--quick", action="store_true", help="same as --preset quick")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", default=None, metavar="S,S,...", help="comma-separated seeds (default 0)")
+    seeds.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds S)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="seeds run in parallel processes (default: one per seed, at most one per CPU; smoke: 1)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>-<preset>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    module = paper_module(args.paper)
-    out = args.out or DEFAULT_RUNS / (f"{args.paper}-quick" if args.quick else args.paper)
-    results = module.reproduce(out=Path(out), quick=args.quick, seed=args.seed)
-    claims = results.get("claims", {})
-    held = sum(bool(c.get("holds")) for c in claims.values())
-    print(f"{args.paper}: {held}/{len(claims)} claims hold")
-    for name, claim in claims.items():
-        print(f"  [{'x' if claim.get('holds') else ' '}] {name}: measured {claim.get('measured')}")
+
+def parse_seeds(args: argparse.Namespace) -> list[int]:
+    if args.seed is not None:
+        return [args.seed]
+    if args.seeds is None:
+        return [0]
+    try:
+        return [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds expects comma-separated integers, e.g. 0,1,2; got {args.seeds!r}") from None
+
+
+def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
+    from mechmem.reproducing import SweepOptions, run
+
+    preset = args.preset or "quick"
+    seeds = parse_seeds(args)
+    out = args.out or DEFAULT_RUNS / f"{args.paper}-{preset}"
+    command = "mechmem " + " ".join(args.argv) if getattr(args, "argv", None) else None
+    results = run(args.paper, preset, seeds, out, jobs=args.jobs, progress=not args.quiet,
+                  sweep=sweep or SweepOptions(), command=command)
+    print(format_claims(results))
     print(f"results saved to {Path(out) / 'results.json'}")
     return 0
+
+
+def format_claims(results: dict) -> str:
+    """Each claim: holds (at how many seeds), measured (mean over seeds and range) against expected."""
+    seeds, claims = results["seeds"], results["claims"]
+    lines = [f"{results['paper']} ({results['preset']}, seed{'s' * (len(seeds) > 1)} "
+             f"{','.join(map(str, seeds))}): {results['summary']['hold_at_every_seed']}/{len(claims)} claims hold"
+             + (" at every seed" if len(seeds) > 1 else "")]
+    width = max((len(k) for k in claims), default=0)
+    for key, c in claims.items():
+        held = sum(e["holds"] for e in c["per_seed"].values())
+        mark = ("x" if c["holds"] else " ") if len(seeds) == 1 else f"{held}/{len(seeds)}"
+        lines.append(f"  [{mark}] {key:<{width}}  measured {_measured(c)}  expected {c['expected']}")
+    return "\n".join(lines)
+
+
+def _measured(c: dict) -> str:
+    values = [e["measured"] for e in c["per_seed"].values()]
+    if len(values) == 1 or c["mean"] is None:
+        return ", ".join(_short(v) for v in values)
+    return f"{_short(c['mean'])} (range {_short(c['min'])} to {_short(c['max'])})"
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "not measured" if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in results.json by `reproduce`
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

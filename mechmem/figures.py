@@ -10,6 +10,8 @@ saves figures calls :func:`use_file_backend` first.
 - :data:`STYLE`, :func:`style`: matplotlib settings (``with style(): fig, ax = plt.subplots()``);
 - :func:`grid`: a figure with one panel per item; :func:`heatmap`: a titled, labelled heat map
   with a colorbar (both shared with :mod:`hooks.plotting`, which the hook views use);
+- :func:`subplots`: ``plt.subplots`` on a standalone ``Figure`` (no pyplot state: what the paper
+  reproductions' experiments return, saved by the runner);
 - :func:`png_bytes`, :func:`save_figure`.
 """
 
@@ -22,10 +24,19 @@ from typing import Any, Optional
 from hooks.plotting import STYLE, grid, heatmap, style
 from mechmem.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["DPI", "STYLE", "grid", "heatmap", "style", "png_bytes", "save_figure", "use_file_backend"]
+__all__ = ["DPI", "STYLE", "grid", "heatmap", "style", "subplots", "png_bytes", "save_figure", "use_file_backend"]
 
 #: the resolution of every saved figure
 DPI = 120
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (4.8, 3.4), **kwargs):
+    """``(fig, axes)`` like ``plt.subplots``, on a standalone ``Figure`` with constrained layout: no pyplot
+    state, so experiments can make figures in any process and a notebook shows one with ``display(fig)``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def use_file_backend() -> None:

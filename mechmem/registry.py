@@ -1,9 +1,9 @@
 """Find the tasks, experiments and reproductions that the paper packages provide.
 
 Each paper package ``mechmem.papers.<paper>`` exposes ``TASKS`` (name -> Task class),
-``EXPERIMENTS`` (name -> callable), ``reproduce(out, quick, seed)`` and optionally
-``add_cli(subparsers)``. A paper package that is not there (or fails to import) is skipped, so
-the core never depends on the papers.
+``EXPERIMENTS`` (name -> experiment) and optionally ``add_cli(subparsers)``; its ``reproduction``
+module declares the paper's ``Reproduction`` (``mechmem.reproducing``). A paper package that is not
+there (or fails to import) is skipped, so the core never depends on the papers.
 """
 
 from __future__ import annotations

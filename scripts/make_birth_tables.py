@@ -1,6 +1,6 @@
 """Regenerate the character tables shipped with ``mechmem.papers.birth``.
 
-Reads the tiny Shakespeare text (default ``../shared/data/tinyshakespeare.txt``), and writes
+Reads the tiny Shakespeare text (``--text``, e.g. karpathy/char-rnn's ``tinyshakespeare/input.txt``), and writes
 
 - ``mechmem/papers/birth/data/bigram_counts.npy``: int64 [65, 65], counts of consecutive pairs (i, j);
 - ``mechmem/papers/birth/data/vocab.json``: the sorted character list, the unigram counts (row sums of the
@@ -8,8 +8,9 @@ Reads the tiny Shakespeare text (default ``../shared/data/tinyshakespeare.txt``)
 
 Nothing in the package reads the text at run time; this script is only run to rebuild the shipped tables.
 
-Usage: ``python scripts/make_birth_tables.py [--text PATH] [--out DIR]``
+Usage: ``python scripts/make_birth_tables.py --text PATH [--out DIR]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 DEFAULT_OUT = ROOT / "mechmem" / "papers" / "birth" / "data"
 
 
@@ -46,7 +46,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
+    parser.add_argument("--text", type=Path, required=True, help="the tiny Shakespeare text file")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     text = args.text.read_text(encoding="utf-8")
@@ -58,11 +58,18 @@ def main(argv: list[str] | None = None) -> None:
     buf = io.BytesIO()
     np.save(buf, bigram, allow_pickle=False)
     _atomic_write_bytes(args.out / "bigram_counts.npy", buf.getvalue())
-    meta = {"vocab": vocab, "unigram_counts": unigram.tolist(), "last_char": text[-1],
-            "n_chars": len(text), "source": "tinyshakespeare.txt"}
+    meta = {
+        "vocab": vocab,
+        "unigram_counts": unigram.tolist(),
+        "last_char": text[-1],
+        "n_chars": len(text),
+        "source": "tinyshakespeare.txt",
+    }
     _atomic_write_bytes(args.out / "vocab.json", json.dumps(meta, indent=1).encode("utf-8"))
-    print(f"wrote {args.out}: {len(vocab)} characters, {len(text)} characters of text, "
-          f"{int((bigram > 0).sum())} non-zero bigrams")
+    print(
+        f"wrote {args.out}: {len(vocab)} characters, {len(text)} characters of text, "
+        f"{int((bigram > 0).sum())} non-zero bigrams"
+    )
 
 
 if __name__ == "__main__":

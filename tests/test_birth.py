@@ -1,5 +1,5 @@
 """Birth of a Transformer: shipped tables, the bigram-task generator, bad input, the hand-built induction head
-and the memory-recall probes (spec sections 2, 3.4, 5, 6)."""
+and the memory-recall probes (the paper's data, probes and hand-built head)."""
 from __future__ import annotations
 
 import math
@@ -23,7 +23,7 @@ def tables():
 
 @pytest.fixture(scope="module")
 def default_sample():
-    """The spec's reference setting: K = 5 fixed triggers, T = 256, 512 sequences."""
+    """The reference setting: K = 5 fixed triggers, T = 256, 512 sequences."""
     return generate(BigramOptions(seq_len=256, n_triggers=5), 512, torch.Generator().manual_seed(0))
 
 
@@ -37,7 +37,7 @@ def test_shipped_tables_match_the_spec_statistics(tables):
     assert int((tables.bigram_counts > 0).sum()) == 1403, "spec: 1,403 non-zero bigrams"
     assert int(tables.unigram_counts.sum()) == 1_115_394
     entropy = float(-(tables.pi_u * tables.pi_u.log()).sum())
-    assert abs(entropy - 3.31) < 0.01, f"unigram entropy {entropy:.3f} nats, spec 3.31"
+    assert abs(entropy - 3.31) < 0.01, f"unigram entropy {entropy:.3f} nats, reference 3.31"
     assert abs(float(tables.pi_u[1]) - 0.152) < 0.001, "space frequency 0.152"
 
 
@@ -79,12 +79,12 @@ def test_fixed_triggers_are_the_most_frequent_characters(tables):
 
 def test_incontext_fraction_matches_reference(default_sample):
     frac = float((default_sample.counts >= 2).float().mean())
-    assert abs(frac - 0.30) <= 0.02, f"fraction of c >= 2 positions {frac:.3f}, spec 0.30 +/- 0.02"
+    assert abs(frac - 0.30) <= 0.02, f"fraction of c >= 2 positions {frac:.3f}, reference 0.30 +/- 0.02"
 
 
 def test_bigram_floor_matches_reference(default_sample):
     floor = bigram_floor(default_sample)
-    assert abs(floor - 2.145) <= 0.02, f"global-bigram floor {floor:.3f} nats, spec 2.145 +/- 0.02"
+    assert abs(floor - 2.145) <= 0.02, f"global-bigram floor {floor:.3f} nats, reference 2.145 +/- 0.02"
 
 
 def test_triggers_are_always_followed_by_their_output_and_counts_are_running_counts(default_sample):
@@ -210,10 +210,11 @@ def test_freezing_a_matrix_the_model_lacks_raises():
 
 
 def test_delayed_matrix_must_be_trained():
-    from mechmem.papers.birth.experiments import SMOKE, delayed_training
+    from mechmem.papers.birth.experiments import delayed_training
+    from mechmem.reproducing import make_context
 
     with pytest.raises(ValueError, match="trained matrix"):
-        delayed_training("unused", SMOKE, 0, delayed="blocks.0.attn.W_V")
+        delayed_training(make_context("birth", "smoke", progress=False), delayed="blocks.0.attn.W_V")
 
 
 # --- models -----------------------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from mechmem.papers.factual.capacity import capacity_constant, max_stored, make_problem, outer_product_accuracy
-from mechmem.papers.factual.dynamics import (
-    DynamicsConfig, LinearAttentionMemory, decomposed_losses_from_logprobs, dynamics_task, gd_step_,
+from mechmem.papers.factual.dynamics import DynamicsConfig, LinearAttentionMemory, dynamics_task, gd_step_
+from mechmem.papers.factual.task import (
+    FactualRecallTask, decomposed_losses_from_logprobs, structured_fact_table, token_counts,
 )
-from mechmem.papers.factual.task import FactualRecallTask, structured_fact_table, token_counts
 
 
 def sample(task, n=4096, seed=0):
@@ -141,7 +141,7 @@ def test_hand_written_gd_step_matches_autograd_sgd():
 
 
 def test_outer_product_memory_capacity_matches_reference_at_small_d():
-    # spec reference (independent re-implementation): d=32 -> N=35, d=64 -> N=105 (N ln N / d^2 ~ 0.12)
+    # reference (independent re-implementation): d=32 -> N=35, d=64 -> N=105 (N ln N / d^2 ~ 0.12)
     for d, ref in [(32, 35), (64, 105)]:
         Ns = [max_stored("outer", d, seed=s) for s in range(4)]
         mean = sum(Ns) / len(Ns)

@@ -1,5 +1,5 @@
 """Latent concept association generator: neighbourhood statistics, noise, seeding, bad input,
-and the constructed W̄_V reference table of spec lca.md §5 (no training)."""
+and the constructed W̄_V reference table of the paper's Section 5 (no training)."""
 
 import math
 

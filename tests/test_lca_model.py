@@ -11,7 +11,8 @@ from mechmem.papers.lca.experiments import uniform_attention_accuracy, uniform_p
 from mechmem.papers.lca.fast import query_logits
 from mechmem.papers.lca.model import LCAModelSpec, build_lca_model, is_tied, untie_
 from mechmem.papers.lca.task import LatentConceptTask
-from mechmem.papers.lca.training import Schedule, accuracy, train_lca
+from mechmem.papers.lca.training import accuracy, train_lca
+from mechmem.training import TrainConfig
 
 
 def small_task(**kw):
@@ -83,7 +84,8 @@ def test_fast_readout_equals_the_hooked_transformer_forward(tied):
 
 def test_training_smoke_learns_far_above_chance_and_is_seeded():
     task = LatentConceptTask(m=4, context_len=32, epsilon=0.0, d_model=8)
-    schedule = Schedule(steps=150, batch_size=32, lr=1e-2, eval_batch_size=256)
+    schedule = TrainConfig(steps=150, batch_size=32, lr=1e-2, optimizer="adam", eval_every=150, eval_batch_size=256,
+                           progress=False)
     model, result = train_lca(task, LCAModelSpec(d_model=8), schedule, seed=0)
     tokens, y, _ = batch(task, n=500, seed=5)
     acc = accuracy(model, tokens, y)

@@ -104,7 +104,7 @@ def test_missing_mass_formula_matches_exact_sum():
     p = zipf_probs(1_000_000, 2.0)
     exact = missing_mass(p, 10_000)
     formula = missing_mass_formula(2.0, 10_000)
-    assert abs(exact - 6.909e-3) < 2e-5, f"exact missing mass {exact} (spec: 6.909e-3)"
+    assert abs(exact - 6.909e-3) < 2e-5, f"exact missing mass {exact} (reference: 6.909e-3)"
     assert abs(formula - exact) / exact < 0.01, f"formula {formula} vs exact {exact}"
     # and the formula is a T^(-1/2) law at alpha = 2
     assert math.isclose(missing_mass_formula(2.0, 400) / missing_mass_formula(2.0, 100), 0.5)

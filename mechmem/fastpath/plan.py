@@ -101,8 +101,9 @@ class Plan:
         """The model's weights in the fused forward's layout (differentiable views of the parameters)."""
         r = {name: ref.read() for name, ref in self.refs.items()}
         blocks = [self._block(layer, shape, r) for layer, shape in enumerate(self.layers)]
-        return Weights(W_E=r["W_E"], W_pos=r.get("W_pos"), blocks=blocks, ln_final=self._norm(self.final, r, "ln_final"),
-                       W_U=r["W_U"], b_U=r.get("b_U"))
+        final = self._norm(self.final, r, "ln_final")
+        return Weights(W_E=r["W_E"], W_pos=r.get("W_pos"), blocks=blocks, ln_final=final, W_U=r["W_U"],
+                       b_U=r.get("b_U"))
 
     def _norm(self, shape: NormShape, r: dict, prefix: str) -> Norm:
         return Norm(shape.eps, r[f"{prefix}.w"], r[f"{prefix}.b"]) if shape.affine else Norm(shape.eps)

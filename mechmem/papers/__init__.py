@@ -1,6 +1,7 @@
 """One sub-package per paper; see docs/ARCHITECTURE.md.
 
-A paper package exposes ``TASKS``, ``EXPERIMENTS``, ``reproduce`` (and optionally ``add_cli``).
+A paper package exposes ``TASKS``, ``EXPERIMENTS``, ``PRESETS`` and its ``Reproduction`` (and optionally
+``add_cli``); see ``docs/design/reproductions.md``.
 They are loaded lazily with :func:`lazy_exports`, so the CLI can register a paper's commands
 (``mechmem --help``) without importing TransformerLens and the paper's experiments.
 """
@@ -8,7 +9,7 @@ They are loaded lazily with :func:`lazy_exports`, so the CLI can register a pape
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:

@@ -1,4 +1,4 @@
-"""Vectorised, seeded generator of the bigram task of "Birth of a Transformer" (spec section 2.2).
+"""Vectorised, seeded generator of the bigram task of "Birth of a Transformer" (as the authors' ``ihead_data.py``).
 
 A sequence starts with z_1 ~ pi_u. Each of K triggers q_k is always followed by its output o_k; any other
 token z_t is followed by z_{t+1} ~ pi_b(. | z_t). All sequences of a batch are stepped at once (one
@@ -7,10 +7,10 @@ token z_t is followed by z_{t+1} ~ pi_b(. | z_t). All sequences of a batch are s
 Per-position label c_t (on input position t): the running count of trigger z_t's occurrences (1 at the first
 occurrence) if z_t is a trigger, else 0. So c >= 2 marks an in-context-predictable target.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
 
 import torch
 from jaxtyping import Float, Int
@@ -56,7 +56,7 @@ class BigramOptions:
     trigger_offset: int = 0
     output_mode: str = "uniform"
     no_repeat: bool = False
-    output_split: Optional[str] = None
+    output_split: str | None = None
     output_counter: bool = True
 
     def validate_options(self, n_vocab: int) -> None:
@@ -64,15 +64,18 @@ class BigramOptions:
         if not isinstance(self.seq_len, int) or self.seq_len < 1:
             raise ValueError(f"seq_len must be a positive integer, got {self.seq_len!r}")
         if not isinstance(self.n_triggers, int) or not 0 <= self.n_triggers <= n_vocab:
-            raise ValueError(f"n_triggers (K) must be an integer in [0, {n_vocab}] (the vocabulary size), "
-                             f"got {self.n_triggers!r}")
+            raise ValueError(
+                f"n_triggers (K) must be an integer in [0, {n_vocab}] (the vocabulary size), got {self.n_triggers!r}"
+            )
         if self.trigger_mode not in TRIGGER_MODES:
             raise ValueError(f"trigger_mode must be one of {TRIGGER_MODES}, got {self.trigger_mode!r}")
         if not isinstance(self.trigger_offset, int) or self.trigger_offset < 0:
             raise ValueError(f"trigger_offset must be a non-negative integer, got {self.trigger_offset!r}")
         if self.trigger_mode == "fixed" and self.trigger_offset + self.n_triggers > n_vocab:
-            raise ValueError(f"trigger_offset={self.trigger_offset} leaves {n_vocab - self.trigger_offset} tokens, "
-                             f"too few for n_triggers={self.n_triggers} (need offset + K <= {n_vocab})")
+            raise ValueError(
+                f"trigger_offset={self.trigger_offset} leaves {n_vocab - self.trigger_offset} tokens, "
+                f"too few for n_triggers={self.n_triggers} (need offset + K <= {n_vocab})"
+            )
         if self.trigger_mode == "random" and self.trigger_offset:
             raise ValueError("trigger_offset applies only to trigger_mode='fixed'")
         if self.output_mode not in OUTPUT_MODES:
@@ -81,15 +84,17 @@ class BigramOptions:
             raise ValueError(f"output_split must be one of {OUTPUT_SPLITS}, got {self.output_split!r}")
         n_allowed = len(allowed_outputs(self.output_split, n_vocab))
         if n_allowed < (2 if self.no_repeat else 1):
-            raise ValueError(f"output_split={self.output_split!r} leaves {n_allowed} output tokens; "
-                             f"no_repeat={self.no_repeat} needs at least {2 if self.no_repeat else 1}")
+            raise ValueError(
+                f"output_split={self.output_split!r} leaves {n_allowed} output tokens; "
+                f"no_repeat={self.no_repeat} needs at least {2 if self.no_repeat else 1}"
+            )
 
-    def options(self) -> "BigramOptions":
+    def options(self) -> BigramOptions:
         """A plain BigramOptions copy of these options (subclasses such as the Task carry extra fields)."""
         return BigramOptions(**{f.name: getattr(self, f.name) for f in fields(BigramOptions)})
 
 
-def allowed_outputs(output_split: Optional[str], n_vocab: int) -> list[int]:
+def allowed_outputs(output_split: str | None, n_vocab: int) -> list[int]:
     """Output ids allowed by the train/test split (None: all ids)."""
     cut = int(round(TRAIN_OUTPUT_FRACTION * n_vocab)) - 1  # 65 -> 48: train ids 0..47
     if output_split is None:
@@ -100,7 +105,7 @@ def allowed_outputs(output_split: Optional[str], n_vocab: int) -> list[int]:
 def fixed_triggers(tables: CharTables, n_triggers: int, offset: int = 0) -> list[int]:
     """The K most frequent tokens under pi_u after skipping ``offset`` (ties broken by the lower id)."""
     order = sorted(range(tables.n), key=lambda i: (-int(tables.unigram_counts[i]), i))
-    return order[offset:offset + n_triggers]
+    return order[offset : offset + n_triggers]
 
 
 def _inverse_cdf(probs: Float[Tensor, "... N"]) -> Float[Tensor, "... N"]:
@@ -110,19 +115,22 @@ def _inverse_cdf(probs: Float[Tensor, "... N"]) -> Float[Tensor, "... N"]:
     return cdf / cdf[..., -1:]
 
 
-def draw_triggers(opts: BigramOptions, tables: CharTables, batch_size: int,
-                  generator: torch.Generator) -> Int[Tensor, "batch K"]:
+def draw_triggers(
+    opts: BigramOptions, tables: CharTables, batch_size: int, generator: torch.Generator
+) -> Int[Tensor, "batch K"]:
     if opts.trigger_mode == "fixed":
         q = torch.tensor(fixed_triggers(tables, opts.n_triggers, opts.trigger_offset), dtype=torch.long)
         return q.expand(batch_size, -1).clone()
     if opts.n_triggers == 0:
         return torch.zeros(batch_size, 0, dtype=torch.long)
-    return torch.multinomial(tables.pi_u.expand(batch_size, -1), opts.n_triggers, replacement=False,
-                             generator=generator)
+    return torch.multinomial(
+        tables.pi_u.expand(batch_size, -1), opts.n_triggers, replacement=False, generator=generator
+    )
 
 
-def draw_outputs(opts: BigramOptions, tables: CharTables, triggers: Int[Tensor, "batch K"],
-                 generator: torch.Generator) -> Int[Tensor, "batch K"]:
+def draw_outputs(
+    opts: BigramOptions, tables: CharTables, triggers: Int[Tensor, "batch K"], generator: torch.Generator
+) -> Int[Tensor, "batch K"]:
     """o_k for every (sequence, trigger): uniform or pi_b(. | q_k), restricted to the allowed outputs."""
     b, k = triggers.shape
     if k == 0:
@@ -163,8 +171,9 @@ def alias_tables(probs: Float[Tensor, "R N"]) -> tuple[Float[Tensor, "R N"], Int
     return keep, alias
 
 
-def generate(opts: BigramOptions, batch_size: int, generator: torch.Generator,
-             tables: Optional[CharTables] = None) -> BigramSample:
+def generate(
+    opts: BigramOptions, batch_size: int, generator: torch.Generator, tables: CharTables | None = None
+) -> BigramSample:
     """Draw ``batch_size`` sequences of the bigram task, all stepped together.
 
     The sequential part is a handful of batched tensor ops per position: an alias-method draw from
@@ -211,7 +220,7 @@ def _alias_cache(tables: CharTables) -> tuple[Tensor, Tensor]:
     return _ALIAS[key][1]
 
 
-def bigram_floor(sample: BigramSample, tables: Optional[CharTables] = None) -> float:
+def bigram_floor(sample: BigramSample, tables: CharTables | None = None) -> float:
     """Best achievable cross-entropy (nats) at the global-bigram positions (c = 0) of a sample: the mean
     conditional entropy H(pi_b(. | z_t)) over those positions."""
     tables = tables if tables is not None else shakespeare_tables()

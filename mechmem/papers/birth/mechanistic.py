@@ -9,10 +9,10 @@ TransformerLens pieces: head-detector scores, head ablations, activation patchin
 - Patching: two sequences that differ only in the output token after a trigger's first occurrence; the clean
   residual stream is patched into the corrupted run at every (layer, position) (``hooks.patching``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from jaxtyping import Float, Int
@@ -53,8 +53,8 @@ def head_scores(model, batch: Batch, n_sequences: int = 8) -> dict[str, list[lis
     ind = torch.zeros(L, H)
     n_ind = n_after = 0
     for b in range(tokens.shape[0]):
-        prev_pat = get_previous_token_head_detection_pattern(tokens[b:b + 1])
-        ind_pat = get_induction_head_detection_pattern(tokens[b:b + 1])
+        prev_pat = get_previous_token_head_detection_pattern(tokens[b : b + 1])
+        ind_pat = get_induction_head_detection_pattern(tokens[b : b + 1])
         rows = (counts[b] >= 2).float().unsqueeze(-1)  # in-context-predictable queries only
         n_ind += int(rows.sum() > 0)
         after = torch.zeros_like(rows)  # queries right after a trigger: the keys the induction head reads
@@ -64,18 +64,22 @@ def head_scores(model, batch: Batch, n_sequences: int = 8) -> dict[str, list[lis
             for h in range(H):
                 A = patterns[l][b, h]
                 prev[l, h] += compute_head_attention_similarity_score(
-                    A, prev_pat, exclude_bos=False, exclude_current_token=False, error_measure="mul")
+                    A, prev_pat, exclude_bos=False, exclude_current_token=False, error_measure="mul"
+                )
                 if after.sum() > 0:
                     prev_after[l, h] += compute_head_attention_similarity_score(
-                        A * after, prev_pat * after, exclude_bos=False, exclude_current_token=False,
-                        error_measure="mul")
+                        A * after, prev_pat * after, exclude_bos=False, exclude_current_token=False, error_measure="mul"
+                    )
                 if rows.sum() > 0:
                     ind[l, h] += compute_head_attention_similarity_score(
-                        A * rows, ind_pat * rows, exclude_bos=False, exclude_current_token=False,
-                        error_measure="mul")
+                        A * rows, ind_pat * rows, exclude_bos=False, exclude_current_token=False, error_measure="mul"
+                    )
     n = tokens.shape[0]
-    return {"previous_token": (prev / n).tolist(), "previous_token_after_trigger": (prev_after / max(n_after, 1)).tolist(),
-            "induction": (ind / max(n_ind, 1)).tolist()}
+    return {
+        "previous_token": (prev / n).tolist(),
+        "previous_token_after_trigger": (prev_after / max(n_after, 1)).tolist(),
+        "induction": (ind / max(n_ind, 1)).tolist(),
+    }
 
 
 def layer_ablations(model, batch: Batch) -> dict[str, dict[str, float]]:
@@ -109,8 +113,7 @@ class PatchingPair:
     wrong: int
 
 
-def patching_pair(batch: Batch, vocab_size: int, generator: torch.Generator,
-                  min_gap: int = 4) -> Optional[PatchingPair]:
+def patching_pair(batch: Batch, vocab_size: int, generator: torch.Generator, min_gap: int = 4) -> PatchingPair | None:
     """Find a sequence with a trigger occurring twice where its output differs from the trigger, and build the
     corrupted copy: the output after the first occurrence replaced by another non-trigger token (the two
     occurrences at least ``min_gap`` positions apart)."""
@@ -125,7 +128,7 @@ def patching_pair(batch: Batch, vocab_size: int, generator: torch.Generator,
                 continue
             choices = [v for v in range(vocab_size) if v != answer and v not in triggers]
             wrong = choices[int(torch.randint(len(choices), (1,), generator=generator))]
-            clean = tokens[b:b + 1, :t + 1].clone()
+            clean = tokens[b : b + 1, : t + 1].clone()
             corrupted = clean.clone()
             corrupted[0, first + 1] = wrong
             return PatchingPair(clean, corrupted, first + 1, t, answer, wrong)
@@ -135,6 +138,7 @@ def patching_pair(batch: Batch, vocab_size: int, generator: torch.Generator,
 def patching_sweep(model, pair: PatchingPair) -> dict:
     """Restored fraction of the clean logit difference (answer - wrong) at the query, patching the clean
     ``resid_pre`` of every layer (and the final ``resid_post``) at every position into the corrupted run."""
+
     def logit_diff(logits):
         return logits[:, pair.query, pair.answer] - logits[:, pair.query, pair.wrong]
 
@@ -148,10 +152,17 @@ def patching_sweep(model, pair: PatchingPair) -> dict:
     values = torch.cat([pre, post.reshape(-1, pre.shape[1])[-1:]], 0)
     denom = clean_diff - corrupt_diff
     restored = (values - corrupt_diff) / denom if abs(denom) > 1e-6 else torch.full_like(values, float("nan"))
-    return {"clean_logit_diff": clean_diff, "corrupted_logit_diff": corrupt_diff,
-            "rows": [f"resid_pre {l}" for l in range(model.cfg.n_layers)] + [f"resid_post {last}"],
-            "restored": restored.tolist(), "changed_position": pair.changed, "query_position": pair.query,
-            "answer": pair.answer, "wrong": pair.wrong, "clean_tokens": pair.clean[0].tolist()}
+    return {
+        "clean_logit_diff": clean_diff,
+        "corrupted_logit_diff": corrupt_diff,
+        "rows": [f"resid_pre {l}" for l in range(model.cfg.n_layers)] + [f"resid_post {last}"],
+        "restored": restored.tolist(),
+        "changed_position": pair.changed,
+        "query_position": pair.query,
+        "answer": pair.answer,
+        "wrong": pair.wrong,
+        "clean_tokens": pair.clean[0].tolist(),
+    }
 
 
 def attention_views(model, tokens: Int[Tensor, "pos"], token_strings: list[str]) -> dict[int, object]:
@@ -159,6 +170,9 @@ def attention_views(model, tokens: Int[Tensor, "pos"], token_strings: list[str])
     import circuitsvis as cv
 
     patterns = attention_patterns(model, tokens[None])
-    return {l: cv.attention.attention_heads(attention=p[0], tokens=token_strings,
-                                            attention_head_names=[f"L{l + 1}H{h}" for h in range(p.shape[1])])
-            for l, p in enumerate(patterns)}
+    return {
+        l: cv.attention.attention_heads(
+            attention=p[0], tokens=token_strings, attention_head_names=[f"L{l + 1}H{h}" for h in range(p.shape[1])]
+        )
+        for l, p in enumerate(patterns)
+    }

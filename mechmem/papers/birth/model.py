@@ -1,4 +1,4 @@
-"""Models of "Birth of a Transformer" built with ``mechmem.build_model`` (spec section 3).
+"""Models of "Birth of a Transformer" built with ``mechmem.build_model`` (the paper's Section 4 and the authors' code).
 
 Simplified model (paper section 4.2): 2 attention-only layers, one head each with d_head = d_model, no
 LayerNorm, no biases, W_Q = identity. Frozen: token embeddings, positional embeddings, unembedding,
@@ -83,7 +83,7 @@ def build_full(d_model: int = 128, n_heads: int = 4, n_layers: int = 2, n_ctx: i
 
 
 def build_handbuilt(d_model: int = 256, n_ctx: int = 256, seed: int = 0, scales=None, key_tokens=None):
-    """The hand-built induction head (spec section 5): N(0, 1/d) embeddings, positions and unembedding,
+    """The hand-built induction head (the paper's Section 5): N(0, 1/d) embeddings, positions and unembedding,
     TransformerLens's random init for the frozen W_V^1, W_O^1, W_V^2, and the three memories written in."""
     from .handbuilt import HandbuiltScales, install_handbuilt_
 

@@ -1,34 +1,29 @@
-"""Matplotlib figures of the birth experiments (Agg backend; saved as PNG next to the JSON results)."""
+"""Figures of the birth experiments (standalone matplotlib figures; the runner saves them as PNG)."""
+
 from __future__ import annotations
 
-import io
-from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mechmem.io import atomic_write_bytes  # noqa: E402
+from mechmem.figures import subplots
 
 
-def save_figure(out: Path, name: str, fig) -> Path:
-    """Write ``out/figures/<name>.png`` atomically and close the figure."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(Path(out) / "figures" / f"{name}.png", buf.getvalue())
-
-
-def plot_curves(histories, keys: Sequence[str], title: str, labels: Optional[dict] = None,
-                series_names: Optional[Sequence[str]] = None, hline: Optional[tuple] = None,
-                vline: Optional[float] = None):
-    """Metrics over steps; losses (keys starting with "loss") on a second axis."""
+def plot_curves(
+    histories,
+    keys: Sequence[str],
+    title: str,
+    labels: dict | None = None,
+    series_names: Sequence[str] | None = None,
+    hline: tuple[str, float] | None = None,
+    vline: tuple[str, float] | None = None,
+):
+    """Metrics over training steps; losses (keys starting with "loss") dashed, on a second axis.
+    ``hline``: (label, value) drawn on the loss axis; ``vline``: (label, step)."""
     if histories and isinstance(histories[0], dict):
         histories = [histories]
     series_names = series_names or [""] * len(histories)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7.5, 4))
     ax2 = None
     for hist, sname in zip(histories, series_names):
         for key in keys:
@@ -40,60 +35,60 @@ def plot_curves(histories, keys: Sequence[str], title: str, labels: Optional[dic
             if key.startswith("loss"):
                 ax2 = ax2 or ax.twinx()
                 target = ax2
-            target.plot(*zip(*pts), label=label, ls="--" if key.startswith("loss") else "-")
+            color = f"C{len(ax.lines) + (len(ax2.lines) if ax2 is not None else 0)}"  # one colour per curve
+            target.plot(*zip(*pts), label=label, ls="--" if key.startswith("loss") else "-", color=color)
     if hline is not None and ax2 is not None:
-        ax2.axhline(hline[1], color="gray", lw=0.8, ls=":", label=f"{hline[0]} floor")
+        ax2.axhline(hline[1], color="gray", lw=0.8, ls=":", label=f"{hline[0]} ({hline[1]:.3f} nats)")
     if vline is not None:
-        ax.axvline(vline, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("step")
-    ax.set_ylabel("accuracy / recall")
-    ax.set_ylim(-0.02, 1.02)
+        ax.axvline(vline[1], color="gray", lw=0.8, ls=":", label=vline[0])
+    ax.set(xlabel="training step", ylabel="accuracy / recall (fraction)", ylim=(-0.02, 1.02), title=title)
     handles, names = ax.get_legend_handles_labels()
     if ax2 is not None:
-        ax2.set_ylabel("loss (nats)")
+        ax2.set_ylabel("cross-entropy loss (nats)")
         h2, n2 = ax2.get_legend_handles_labels()
         handles, names = handles + h2, names + n2
     ax.legend(handles, names, fontsize=7, loc="center right")
-    ax.set_title(title)
     return fig
 
 
-def plot_bars(values: dict, title: str):
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+def plot_bars(values: dict, title: str, ylabel: str, xlabel: str = ""):
+    """One bar per entry of ``values`` (name -> value; ``None`` is drawn as missing)."""
+    fig, ax = subplots(figsize=(7.5, 3.8))
     names = list(values)
     ax.bar(range(len(names)), [values[n] if values[n] is not None else float("nan") for n in names])
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_title(title)
+    ax.set(title=title, ylabel=ylabel, xlabel=xlabel)
     return fig
 
 
 def plot_handbuilt(patterns, record: dict):
     """Attention of the two hand-built layers on the first tokens of one sequence."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    fig, axes = subplots(1, 2, figsize=(9.5, 4.2))
     for layer, (ax, pat) in enumerate(zip(axes, patterns)):
-        ax.imshow(pat.numpy(), cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"layer {layer + 1} attention")
-        ax.set_xlabel("key position")
-        ax.set_ylabel("query position")
+        im = ax.imshow(pat.numpy(), cmap="Blues", vmin=0, vmax=1)
+        ax.set(title=f"layer {layer + 1} attention pattern", xlabel="key position", ylabel="query position")
+    fig.colorbar(im, ax=list(axes), fraction=0.03, label="attention weight")
     acc = record["triggers"]["acc_incontext"]
-    fig.suptitle(f"hand-built induction head, d={record['d_model']}: in-context accuracy {acc:.3f}")
+    fig.suptitle(f"Hand-built induction head, d = {record['d_model']}: in-context accuracy {acc:.3f}")
     return fig
 
 
 def plot_patching(result: dict, tables):
     """Restored fraction of the logit difference per (residual stream, position)."""
-    import numpy as np
-
     values = np.array(result["restored"])
-    fig, ax = plt.subplots(figsize=(max(6, values.shape[1] * 0.3), 2.8))
+    fig, ax = subplots(figsize=(max(6.5, values.shape[1] * 0.3), 3.2))
     im = ax.imshow(values, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
     ax.set_yticks(range(len(result["rows"])))
     ax.set_yticklabels(result["rows"])
     toks = [repr(tables.vocab[t])[1:-1] for t in result["clean_tokens"]]
     ax.set_xticks(range(len(toks)))
     ax.set_xticklabels(toks, fontsize=7)
-    ax.set_title(f"patching: answer changed at position {result['changed_position']}, "
-                 f"read at {result['query_position']}")
-    fig.colorbar(im, ax=ax, fraction=0.03)
+    ax.set(
+        xlabel="position (clean token)",
+        ylabel="patched activation",
+        title=f"Activation patching: output token changed at position {result['changed_position']}, "
+        f"read at {result['query_position']}",
+    )
+    fig.colorbar(im, ax=ax, fraction=0.03, label="logit difference restored (fraction)")
     return fig

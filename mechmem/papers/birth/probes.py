@@ -1,4 +1,4 @@
-"""Memory-recall probes of "Birth of a Transformer" (spec section 3.4), in TransformerLens orientation.
+"""Memory-recall probes of "Birth of a Transformer" (as in the authors' code), in TransformerLens orientation.
 
 TransformerLens multiplies row vectors: a score is ``q . k`` with ``q = x W_Q`` and ``k = x W_K``, so the
 paper's key-query matrix ``x_t^T W_K x_s`` reads as ``x_t QK x_s^T`` with ``QK = W_Q W_K^T`` (the
@@ -12,9 +12,10 @@ candidate keys (or output rows) is the right one.
 - ``wk0``: p_t^T W_K^1 p_s maximal at s = t - 1, over all key positions (``wk0_64``: the first 64).
 - ``ff1``: KL(pi_b(. | i) || softmax(W_U F(w_E(i)))) over non-trigger tokens, F the feed-forward of layer 2.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -26,15 +27,20 @@ def recall(scores: Float[Tensor, "query key"], targets: Tensor) -> float:
     return float((scores.argmax(-1) == targets).float().mean())
 
 
-def wo_recall(W_E: Float[Tensor, "N d"], OV: Float[Tensor, "d d"], W_U: Float[Tensor, "d N"],
-              tokens: Optional[Sequence[int]] = None) -> float:
+def wo_recall(
+    W_E: Float[Tensor, "N d"], OV: Float[Tensor, "d d"], W_U: Float[Tensor, "d N"], tokens: Sequence[int] | None = None
+) -> float:
     """Recall of the output memory: argmax_j of w_E(k) OV W_U[:, j] should be k."""
     ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
     return recall(W_E[ids] @ OV @ W_U, ids)
 
 
-def wk_recall(W_E: Float[Tensor, "N d"], QK: Float[Tensor, "d d"], OV_prev: Float[Tensor, "d d"],
-              tokens: Optional[Sequence[int]] = None) -> float:
+def wk_recall(
+    W_E: Float[Tensor, "N d"],
+    QK: Float[Tensor, "d d"],
+    OV_prev: Float[Tensor, "d d"],
+    tokens: Sequence[int] | None = None,
+) -> float:
     """Recall of the induction key memory: the query w_E(k) should score the key w_1(k) = w_E(k) OV_prev highest
     among all w_1(k')."""
     ids = torch.arange(W_E.shape[0]) if tokens is None else torch.as_tensor(list(tokens))
@@ -42,7 +48,7 @@ def wk_recall(W_E: Float[Tensor, "N d"], QK: Float[Tensor, "d d"], OV_prev: Floa
     return recall(W_E[ids] @ QK @ keys.T, ids)
 
 
-def wk0_recall(W_pos: Float[Tensor, "L d"], QK: Float[Tensor, "d d"], n_positions: Optional[int] = None) -> float:
+def wk0_recall(W_pos: Float[Tensor, "L d"], QK: Float[Tensor, "d d"], n_positions: int | None = None) -> float:
     """Recall of the previous-token memory: query p_t (t = 1..L-1) should score key p_{t-1} highest among the
     keys p_0..p_{L-2} (future positions included, as the authors' probe does)."""
     P = W_pos if n_positions is None else W_pos[:n_positions]
@@ -50,8 +56,13 @@ def wk0_recall(W_pos: Float[Tensor, "L d"], QK: Float[Tensor, "d d"], n_position
     return recall(scores, torch.arange(P.shape[0] - 1))
 
 
-def ff_kl(W_E: Float[Tensor, "N d"], ffn: Callable[[Tensor], Tensor], W_U: Float[Tensor, "d N"],
-          pi_b: Float[Tensor, "N N"], tokens: Sequence[int]) -> float:
+def ff_kl(
+    W_E: Float[Tensor, "N d"],
+    ffn: Callable[[Tensor], Tensor],
+    W_U: Float[Tensor, "d N"],
+    pi_b: Float[Tensor, "N N"],
+    tokens: Sequence[int],
+) -> float:
     """Mean KL(pi_b(. | i) || softmax(F(w_E(i)) W_U)) over the given tokens (nats)."""
     ids = torch.as_tensor(list(tokens))
     logq = torch.log_softmax((ffn(W_E[ids]) @ W_U).double(), -1)
@@ -67,8 +78,13 @@ def _circuits(model):
     return tuple(circuit(model, layer, 0).AB.detach() for layer in (0, 1) for circuit in (ov_circuit, qk_circuit))
 
 
-def memory_probes(model, triggers: Optional[Sequence[int]] = None, output_tokens: Optional[Sequence[int]] = None,
-                  ff_tokens: Optional[Sequence[int]] = None, pi_b: Optional[Tensor] = None) -> dict[str, float]:
+def memory_probes(
+    model,
+    triggers: Sequence[int] | None = None,
+    output_tokens: Sequence[int] | None = None,
+    ff_tokens: Sequence[int] | None = None,
+    pi_b: Tensor | None = None,
+) -> dict[str, float]:
     """The four probes on a 2-layer model (head 0 of each layer), read with the ``hooks`` circuit readers.
 
     triggers: the keys of ``wk1`` (None or empty: all tokens); output_tokens: the set of ``wo1`` (None: all);

@@ -3,6 +3,7 @@
 The shipped table (``data/bigram_counts.npy``, int64 [65, 65], and ``data/vocab.json``) is regenerated from the
 text by ``scripts/make_birth_tables.py``. Nothing here reads the text itself.
 """
+
 from __future__ import annotations
 
 import json

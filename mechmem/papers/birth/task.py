@@ -5,6 +5,7 @@ authors' default and the setting of their Figure 3), or every position. ``Batch.
 per-position count ``c`` so ``extra_metrics`` can report the in-context accuracy (c >= 2), the global-bigram
 loss (c = 0) and the in-context loss (c >= 2) whatever the loss mask.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .tables import N_CHARS, shakespeare_tables
 
 @dataclass
 class BigramTask(BigramOptions, Task):
-    """Global bigrams from tiny Shakespeare plus K in-context trigger -> output bigrams (spec section 2.2).
+    """Global bigrams from tiny Shakespeare plus K in-context trigger -> output bigrams (the authors' data generator).
 
     Fields: see ``BigramOptions``; ``loss_head_only`` puts the loss only on c >= 2 positions.
     """
@@ -110,8 +111,16 @@ class BigramTask(BigramOptions, Task):
     def train_config(self):
         from mechmem.training import TrainConfig
 
-        return TrainConfig(steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=1e-4,
-                           eval_every=25, eval_batch_size=256)
+        return TrainConfig(
+            steps=300,
+            batch_size=64,
+            lr=0.1,
+            optimizer="sgd",
+            momentum=0.9,
+            weight_decay=1e-4,
+            eval_every=25,
+            eval_batch_size=256,
+        )
 
     def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
         return incontext_metrics(logits, batch)

@@ -10,11 +10,13 @@ unembeddings ``u_y``; a memory ``F`` stores ``x -> f*(x)`` when ``argmax_y u_y^T
 ``max_stored`` binary-searches the largest ``N`` stored at ``>= 99 %`` accuracy, with fresh embeddings for
 every ``N`` (drawn from ``seed`` and ``N``), and stops when ``hi / lo <= 1.01`` or ``hi - lo <= 1``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -110,7 +112,6 @@ def train_mlp(
 def _fit(params, logits_fn: Callable[[], Tensor], target, lr: float, max_steps: int, eval_every: int) -> float:
     """Full-batch cross-entropy with Adam; the reported accuracy is the max over evaluations (as the authors)."""
     opt = torch.optim.Adam(params, lr=lr)
-    best = 0.0
     with _flush_denormal():
         return _fit_loop(params, logits_fn, target, opt, max_steps, eval_every)
 
@@ -143,8 +144,9 @@ class _flush_denormal:
         return False
 
 
-def stores(kind: Kind, N: int, d: int, m: int | None = None, M: int | None = None, seed: int = 0,
-           max_steps: int | None = None) -> float:
+def stores(
+    kind: Kind, N: int, d: int, m: int | None = None, M: int | None = None, seed: int = 0, max_steps: int | None = None
+) -> float:
     """Accuracy of memory ``kind`` on a fresh problem of size ``N`` (embeddings drawn from ``seed``)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -178,8 +180,16 @@ def binary_search(succeeds: Callable[[int], bool], lo: int, hi: int) -> int:
     return lo
 
 
-def max_stored(kind: Kind, d: int, m: int | None = None, M: int | None = None, seed: int = 0,
-               lo: int | None = None, hi: int | None = None, max_steps: int | None = None) -> int:
+def max_stored(
+    kind: Kind,
+    d: int,
+    m: int | None = None,
+    M: int | None = None,
+    seed: int = 0,
+    lo: int | None = None,
+    hi: int | None = None,
+    max_steps: int | None = None,
+) -> int:
     """Largest ``N`` stored at >= 99 % accuracy; default range as the authors (linear ``[d, d^2/2]``,
     MLP ``[d, m d]``, outer product ``[2, d^2/2]``)."""
     if kind not in KINDS:

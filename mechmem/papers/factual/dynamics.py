@@ -8,43 +8,18 @@ With token counts ``c[v]`` of a sequence, ``out = a * c`` exactly, which makes a
 Training as the authors' notebook: ``A = V = 1e-5`` (all ones), plain gradient descent, lr 0.1, fresh
 minibatches of 1024, 8192 steps, the structured table ``a*(s, r) = 8 r + floor(s / 2)`` at S=16, R=4, D=8.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mechmem.papers.factual.task import FactualRecallTask, token_counts
-
-
-def decomposed_losses(logits: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"], D: int) -> dict:
-    """Mean total, relation-only and subject-only cross-entropies.
-
-    - total: ``-log p(a*)``;
-    - relation-only: ``-log sum_{a in A_r} p(a)``, the mass on the right relation's block (``a // D``);
-    - subject-only: ``-log sum_{a : a mod D = a* mod D} p(a)``, the mass on the right within-block slot.
-    """
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return decomposed_losses_from_logprobs(logp, target, D)
-
-
-def decomposed_losses_from_logprobs(logp: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"],
-                                    D: int) -> dict:
-    """As ``decomposed_losses`` from log-probabilities (e.g. ``log`` of hand-made probabilities)."""
-    B, n_answers = logp.shape
-    if n_answers % D:
-        raise ValueError(f"D={D} must divide the number of answers {n_answers}")
-    blocks = logp.view(B, n_answers // D, D)  # [batch, R, D]
-    rows = torch.arange(B)
-    total = -logp[rows, target]
-    relation = -torch.logsumexp(blocks[rows, target // D], dim=-1)
-    subject = -torch.logsumexp(blocks[rows, :, target % D], dim=-1)
-    return {"total": total.mean().item(), "relation": relation.mean().item(), "subject": subject.mean().item()}
+from mechmem.papers.factual.task import FactualRecallTask, decomposed_losses, token_counts
 
 
 class LinearAttentionMemory(nn.Module):
@@ -152,5 +127,7 @@ def stages(history: list[dict], R: int, D: int, threshold: float = 0.1, band: fl
         "final_loss": history[-1]["total"],
         "final_accuracy": history[-1]["accuracy"],
         "last_step": steps[-1],
-        "ln_answers": math.log(R * D), "ln_D": math.log(D), "ln_R": math.log(R),
+        "ln_answers": math.log(R * D),
+        "ln_D": math.log(D),
+        "ln_R": math.log(R),
     }

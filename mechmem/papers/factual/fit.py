@@ -7,6 +7,7 @@ protocol is the authors': Adam (no weight decay) at a constant lr, evaluation ev
 of 1024 fresh samples, early stop once test accuracy exceeds ``stop_at``, reported accuracy = the max over
 evaluations.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,17 @@ class FitResult:
     seconds: float
 
 
-def fit_counts(model, task: FactualRecallTask, steps: int = 4096, batch_size: int = 1024, lr: float = 1e-2,
-               eval_every: int = 128, test_size: int = 1024, stop_at: float | None = 0.99, seed: int = 0) -> FitResult:
+def fit_counts(
+    model,
+    task: FactualRecallTask,
+    steps: int = 4096,
+    batch_size: int = 1024,
+    lr: float = 1e-2,
+    eval_every: int = 128,
+    test_size: int = 1024,
+    stop_at: float | None = 0.99,
+    seed: int = 0,
+) -> FitResult:
     """Adam on the trainable parameters; see the module docstring."""
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError(f"steps, batch_size and eval_every must be >= 1, got {steps}, {batch_size}, {eval_every}")
@@ -62,11 +72,24 @@ def train_config_point(config: dict) -> dict:
     ``table_seed``.
     """
     task = FactualRecallTask(S=config["S"], R=config["R"], D=config["D"], table_seed=config.get("table_seed", 64))
-    model = build_factual_model(task, d=config["d"], H=config["H"], d_h=config["d_h"], m=config["m"],
-                                seed=config.get("seed", 0))
+    model = build_factual_model(
+        task, d=config["d"], H=config["H"], d_h=config["d_h"], m=config["m"], seed=config.get("seed", 0)
+    )
     with torch_threads(1):
-        res = fit_counts(model, task, steps=config.get("steps", 4096), batch_size=config.get("batch_size", 1024),
-                         lr=config.get("lr", 1e-2), stop_at=config.get("stop_at", 0.99), seed=config.get("seed", 0))
-    return {"accuracy": res.accuracy, "loss": res.loss, "steps": res.steps, "seconds": res.seconds,
-            "params": parameter_count(config["d"], config["H"], config["d_h"], config["m"]),
-            "facts": config["S"] * config["R"]}
+        res = fit_counts(
+            model,
+            task,
+            steps=config.get("steps", 4096),
+            batch_size=config.get("batch_size", 1024),
+            lr=config.get("lr", 1e-2),
+            stop_at=config.get("stop_at", 0.99),
+            seed=config.get("seed", 0),
+        )
+    return {
+        "accuracy": res.accuracy,
+        "loss": res.loss,
+        "steps": res.steps,
+        "seconds": res.seconds,
+        "params": parameter_count(config["d"], config["H"], config["d_h"], config["m"]),
+        "facts": config["S"] * config["R"],
+    }

@@ -10,6 +10,7 @@ fact (Fig. 4 right's two corners), plus a distractor-subject experiment (context
   ``generic_activation_patch``, which indexes one position for the whole batch;
 - distractor: a second subject at a random noise position; how often the answer switches to its fact.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,12 +36,21 @@ def attention_mass(model, batch) -> dict:
     relation = pattern[rows, :, batch.labels["relation_pos"]]
     eos = pattern[:, :, -1]
     noise = 1 - subject - relation - eos
-    per_head = {"subject": subject.mean(0).tolist(), "relation": relation.mean(0).tolist(),
-                "noise": noise.mean(0).tolist()}
-    return {"subject": subject.mean().item(), "relation": relation.mean().item(), "noise": noise.mean().item(),
-            "eos": eos.mean().item(), "noise_per_token": noise.mean().item() / (batch.tokens.shape[1] - 3),
-            "max_head_subject": max(per_head["subject"]), "max_head_relation": max(per_head["relation"]),
-            "per_head": per_head}
+    per_head = {
+        "subject": subject.mean(0).tolist(),
+        "relation": relation.mean(0).tolist(),
+        "noise": noise.mean(0).tolist(),
+    }
+    return {
+        "subject": subject.mean().item(),
+        "relation": relation.mean().item(),
+        "noise": noise.mean().item(),
+        "eos": eos.mean().item(),
+        "noise_per_token": noise.mean().item() / (batch.tokens.shape[1] - 3),
+        "max_head_subject": max(per_head["subject"]),
+        "max_head_relation": max(per_head["relation"]),
+        "per_head": per_head,
+    }
 
 
 def ablations(model, batch, reference) -> dict:
@@ -50,19 +60,41 @@ def ablations(model, batch, reference) -> dict:
     d = model.cfg.d_model
     with torch.no_grad():
         clean = accuracy(model(batch.tokens), answers)
-        mlp = accuracy(run_with_ablations(model, batch.tokens, [
-            Ablation("blocks.0.hook_mlp_out", "mean", positions=[-1], reference=reference)]), answers)
+        mlp = accuracy(
+            run_with_ablations(
+                model, batch.tokens, [Ablation("blocks.0.hook_mlp_out", "mean", positions=[-1], reference=reference)]
+            ),
+            answers,
+        )
         ov_zero, head_mean = [], []
         for h in range(H):
             with replace_weights(model, {OV(0, h): torch.zeros(d, d)}):
                 ov_zero.append(accuracy(model(batch.tokens), answers))
-            head_mean.append(accuracy(run_with_ablations(model, batch.tokens, [
-                Ablation("blocks.0.attn.hook_z", "mean", heads=[h], positions=[-1], reference=reference)]), answers))
-        all_mean = accuracy(run_with_ablations(model, batch.tokens, [
-            Ablation("blocks.0.attn.hook_z", "mean", positions=[-1], reference=reference)]), answers)
-    return {"clean": clean, "mlp_mean_ablated": mlp, "ov_zero_per_head": ov_zero, "head_mean_per_head": head_mean,
-            "ov_zero_mean_accuracy": sum(ov_zero) / H, "head_mean_mean_accuracy": sum(head_mean) / H,
-            "all_heads_mean_ablated": all_mean}
+            head_mean.append(
+                accuracy(
+                    run_with_ablations(
+                        model,
+                        batch.tokens,
+                        [Ablation("blocks.0.attn.hook_z", "mean", heads=[h], positions=[-1], reference=reference)],
+                    ),
+                    answers,
+                )
+            )
+        all_mean = accuracy(
+            run_with_ablations(
+                model, batch.tokens, [Ablation("blocks.0.attn.hook_z", "mean", positions=[-1], reference=reference)]
+            ),
+            answers,
+        )
+    return {
+        "clean": clean,
+        "mlp_mean_ablated": mlp,
+        "ov_zero_per_head": ov_zero,
+        "head_mean_per_head": head_mean,
+        "ov_zero_mean_accuracy": sum(ov_zero) / H,
+        "head_mean_mean_accuracy": sum(head_mean) / H,
+        "all_heads_mean_ablated": all_mean,
+    }
 
 
 def patch_at_positions(model, corrupted: Tensor, clean_cache, name: str, positions: Tensor, head: int | None):
@@ -108,11 +140,18 @@ def subject_patching(model, task: FactualRecallTask, batch, generator: torch.Gen
         base_clean, base_corr = ld(clean_logits), ld(model(corrupted))
         norm = lambda x: (x - base_corr) / (base_clean - base_corr)  # noqa: E731
         resid = norm(ld(patch_at_positions(model, corrupted, cache, names[0], pos, None)))
-        heads = [norm(ld(patch_at_positions(model, corrupted, cache, names[1], pos, h)))
-                 for h in range(model.cfg.n_heads)]
-    return {"pairs": int(keep.sum()), "clean_logit_diff": base_clean, "corrupted_logit_diff": base_corr,
-            "resid_pre_subject": resid, "value_per_head": heads, "value_max_head": max(heads),
-            "value_sum_heads": sum(heads)}
+        heads = [
+            norm(ld(patch_at_positions(model, corrupted, cache, names[1], pos, h))) for h in range(model.cfg.n_heads)
+        ]
+    return {
+        "pairs": int(keep.sum()),
+        "clean_logit_diff": base_clean,
+        "corrupted_logit_diff": base_corr,
+        "resid_pre_subject": resid,
+        "value_per_head": heads,
+        "value_max_head": max(heads),
+        "value_sum_heads": sum(heads),
+    }
 
 
 def distractor_flip_rate(model, task: FactualRecallTask, batch, generator: torch.Generator) -> dict:
@@ -157,6 +196,9 @@ def analyse(model, task: FactualRecallTask, seed: int = 0, n: int = 1024) -> dic
     reference = task.sample(n, g).tokens
     with torch.no_grad():
         mass = attention_mass(model, batch)
-    return {"attention_mass": mass, "ablations": ablations(model, batch, reference),
-            "subject_patching": subject_patching(model, task, batch, g),
-            "distractor": distractor_flip_rate(model, task, batch, g)}
+    return {
+        "attention_mass": mass,
+        "ablations": ablations(model, batch, reference),
+        "subject_patching": subject_patching(model, task, batch, g),
+        "distractor": distractor_flip_rate(model, task, batch, g),
+    }

@@ -7,12 +7,14 @@ by default); EOS ``= S+R+n_noise``. Answers (output ids): ``R*D``, relation ``r`
 A sequence of length ``T = seq_len`` holds i.i.d. noise at positions ``0..T-2``, the subject and the relation at
 two distinct uniform positions among them, and EOS at ``T-1``; the label ``a*(s, r)`` is read at EOS only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -71,10 +73,10 @@ class FactualRecallTask(Task):
     S: int = 16
     R: int = 16
     D: int = 8
-    n_noise: Optional[int] = None
+    n_noise: int | None = None
     table: str = "random"
     table_seed: int = 0
-    facts: Optional[list] = field(default=None, repr=False)
+    facts: list | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("S", "R", "D", "seq_len", "table_seed"):
@@ -83,14 +85,17 @@ class FactualRecallTask(Task):
                 raise TypeError(f"{name} must be an int, got {value!r}")
         for name in ("S", "R", "D"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 to place a subject, a relation and an answer, "
-                                 f"got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be >= 1 to place a subject, a relation and an answer, got {getattr(self, name)}"
+                )
         if self.seq_len < 3:
-            raise ValueError(f"seq_len must be >= 3 (subject, relation and EOS at distinct positions), "
-                             f"got {self.seq_len}")
+            raise ValueError(
+                f"seq_len must be >= 3 (subject, relation and EOS at distinct positions), got {self.seq_len}"
+            )
         if self.n_noise is not None and (not isinstance(self.n_noise, int) or self.n_noise < 1):
-            raise ValueError(f"n_noise must be None (= S + R) or >= 1 (the noise vocabulary cannot be empty), "
-                             f"got {self.n_noise!r}")
+            raise ValueError(
+                f"n_noise must be None (= S + R) or >= 1 (the noise vocabulary cannot be empty), got {self.n_noise!r}"
+            )
         if self.table not in TABLES:
             raise ValueError(f"table={self.table!r} is not supported; allowed values: {list(TABLES)}")
         if self.facts is not None:
@@ -202,8 +207,12 @@ class FactualRecallTask(Task):
 
     def token_labels(self) -> list[str]:
         """``s0..`` subjects, ``r0..`` relations, ``n0..`` noise, ``EOS``."""
-        return ([f"s{i}" for i in range(self.S)] + [f"r{i}" for i in range(self.R)]
-                + [f"n{i}" for i in range(self.noise_size)] + ["EOS"])
+        return (
+            [f"s{i}" for i in range(self.S)]
+            + [f"r{i}" for i in range(self.R)]
+            + [f"n{i}" for i in range(self.noise_size)]
+            + ["EOS"]
+        )
 
     def output_labels(self) -> list[str]:
         """``a{r}.{j}``: answer ``j`` of relation ``r``'s block."""
@@ -211,7 +220,7 @@ class FactualRecallTask(Task):
 
     # --- defaults and metrics ---------------------------------------------------------------------
     def model_config(self):
-        """The spec's CPU configuration (d=32, H=8, d_h=8, m=64); see ``model.factual_model_config``."""
+        """A CPU-sized configuration (d=32, H=8, d_h=8, m=64); see ``model.factual_model_config``."""
         from mechmem.papers.factual.model import factual_model_config
 
         return factual_model_config(self)
@@ -226,15 +235,36 @@ class FactualRecallTask(Task):
     def train_config(self):
         from mechmem.training import TrainConfig
 
-        return TrainConfig(steps=3000, batch_size=1024, lr=1e-2, optimizer="adam", eval_every=128,
-                           eval_batch_size=1024)
+        return TrainConfig(steps=3000, batch_size=1024, lr=1e-2, optimizer="adam", eval_every=128, eval_batch_size=1024)
 
     def extra_metrics(self, logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> dict[str, float]:
         """Relation-only and subject-only losses at EOS (Fig. 5's decomposition of the loss)."""
-        from mechmem.papers.factual.dynamics import decomposed_losses
-
         losses = decomposed_losses(logits[:, -1], batch.targets[:, -1], self.D)
         return {"relation_loss": losses["relation"], "subject_loss": losses["subject"]}
+
+
+def decomposed_losses(logits: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"], D: int) -> dict:
+    """Mean total, relation-only and subject-only cross-entropies.
+
+    - total: ``-log p(a*)``;
+    - relation-only: ``-log sum_{a in A_r} p(a)``, the mass on the right relation's block (``a // D``);
+    - subject-only: ``-log sum_{a : a mod D = a* mod D} p(a)``, the mass on the right within-block slot.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return decomposed_losses_from_logprobs(logp, target, D)
+
+
+def decomposed_losses_from_logprobs(logp: Float[Tensor, "batch answers"], target: Int[Tensor, "batch"], D: int) -> dict:
+    """As ``decomposed_losses`` from log-probabilities (e.g. ``log`` of hand-made probabilities)."""
+    B, n_answers = logp.shape
+    if n_answers % D:
+        raise ValueError(f"D={D} must divide the number of answers {n_answers}")
+    blocks = logp.view(B, n_answers // D, D)  # [batch, R, D]
+    rows = torch.arange(B)
+    total = -logp[rows, target]
+    relation = -torch.logsumexp(blocks[rows, target // D], dim=-1)
+    subject = -torch.logsumexp(blocks[rows, :, target % D], dim=-1)
+    return {"total": total.mean().item(), "relation": relation.mean().item(), "subject": subject.mean().item()}
 
 
 TASKS = {FactualRecallTask.name: FactualRecallTask}

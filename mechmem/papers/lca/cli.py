@@ -23,13 +23,17 @@ from .hijack import SCHEMES, SCORES
 def add_hijack_parser(subparsers) -> None:
     p = subparsers.add_parser("hijack", help="context hijacking (Jiang et al. 2024): efficacy score vs prepends k")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a Hugging Face model name or folder, e.g. gpt2 "
-                        "(local files only: fetch with `hf download NAME`)")
+    source.add_argument(
+        "--model",
+        help="a Hugging Face model name or folder, e.g. gpt2 (local files only: fetch with `hf download NAME`)",
+    )
     source.add_argument("--run", type=Path, help="a saved mechmem run directory holding tokenizer.json")
     p.add_argument("--records", type=Path, required=True, help="CounterFact-format JSON lines")
     p.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated subset of {','.join(SCHEMES)}")
     p.add_argument("--max-k", type=int, default=10, help="largest number of prepended sentences (default 10)")
-    p.add_argument("--score", choices=SCORES, default="first_token", help="compare first-token or whole-target probabilities")
+    p.add_argument(
+        "--score", choices=SCORES, default="first_token", help="compare first-token or whole-target probabilities"
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N records")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/hijack-<model>)")
@@ -90,13 +94,24 @@ def cmd_hijack(args: argparse.Namespace) -> int:
     check_options(schemes, args.max_k, args.score, args.batch_size)
     records = load_records(args.records, limit=args.limit)
     lm, codec, name = load_language_model(args.model, args.run)
-    result = run_hijack(lm, records, codec, schemes=schemes, max_k=args.max_k, score=args.score,
-                        batch_size=args.batch_size, model_name=name)
+    result = run_hijack(
+        lm,
+        records,
+        codec,
+        schemes=schemes,
+        max_k=args.max_k,
+        score=args.score,
+        batch_size=args.batch_size,
+        model_name=name,
+    )
     out = args.out or Path("runs") / f"hijack-{Path(name).name}"
     result.save(out)
     for scheme, es in result.efficacy.items():
         trend = "monotone" if is_monotone(es) else "not monotone"
-        print(f"{scheme:17s} n={result.n_records[scheme]:4d}  ES(k=0..{args.max_k}): "
-              + " ".join(f"{e:.2f}" for e in es) + f"  ({trend})")
+        print(
+            f"{scheme:17s} n={result.n_records[scheme]:4d}  ES(k=0..{args.max_k}): "
+            + " ".join(f"{e:.2f}" for e in es)
+            + f"  ({trend})"
+        )
     print(f"saved {out / 'hijack.json'} and {out / 'figures' / 'hijack.png'}")
     return 0

@@ -1,4 +1,4 @@
-"""Closed-form constructions of spec lca.md §5 and the statistics used to compare them with trained models.
+"""Closed-form constructions of the paper's Section 5 and the statistics used to compare them with trained models.
 
 Convention: the paper writes the value matrix in column convention, ``logit_k = <W_E(k), W̄_V h>``.
 TransformerLens multiplies row vectors (``h @ W_V @ W_O @ W_U``), so the TransformerLens-layout

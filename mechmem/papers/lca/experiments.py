@@ -1,4 +1,5 @@
-"""The synthetic experiments of spec lca.md §4.2, each a function ``lab -> ExperimentResult``.
+"""The synthetic experiments of the paper (Sections 5-6, Fig. 3 and Appendix C), each a function
+``ctx -> ExperimentResult`` registered in :data:`EXPERIMENTS` (run in this order).
 
 Interventions use the ``hooks`` package (``replace_weights`` for W_V swaps) and TransformerLens
 hooks (``run_with_cache(names_filter=...)``, a ``hook_pattern`` replacement, activation
@@ -7,19 +8,14 @@ patching of ``hook_resid_pre``); the HookedTransformer forward is always the one
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import io
-
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from hooks.compat import attention_scale
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
-from mechmem.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mechmem.figures import subplots
+from mechmem.reproducing import Context, ExperimentResult, Experiments
 
 from .constructions import (
     affine_fit,
@@ -32,80 +28,61 @@ from .constructions import (
     top_energy,
 )
 from .generator import hamming, sample_context
-from .lab import Lab, Trained
+from .lab import Trained, lab_of
 from .model import W_O_NAME, W_V_NAME
 from .training import accuracy
 
 PATTERN = "blocks.0.attn.hook_pattern"
-
-
-@dataclass
-class ExperimentResult:
-    """What one experiment measured (``data``, JSON-able), its figure and optional HTML views."""
-
-    name: str
-    data: dict
-    figure: Figure | None = None  # built without pyplot: no global backend state
-    html: dict[str, str] = field(default_factory=dict)
-
-    def save(self, out: Path) -> list[Path]:
-        """Write ``out/<name>.json``, ``out/figures/<name>.png`` and ``out/<html name>.html`` atomically."""
-        out = Path(out)
-        written = [atomic_write_json(out / f"{self.name}.json", self.data)]
-        if self.figure is not None:
-            written.append(atomic_write_bytes(out / "figures" / f"{self.name}.png", self.png()))
-        for name, text in self.html.items():
-            written.append(atomic_write_text(out / f"{name}.html", text))
-        return written
-
-
-    def png(self) -> bytes:
-        """The figure as PNG bytes (for saving, or ``IPython.display.Image``)."""
-        return figure_png(self.figure)
-
-
-def subplots(nrows: int = 1, ncols: int = 1, figsize=(4.5, 3.2), **kwargs):
-    """``(fig, axes)`` like ``plt.subplots`` but on a standalone ``Figure`` (no pyplot, any backend)."""
-    fig = Figure(figsize=figsize, layout="constrained")
-    return fig, fig.subplots(nrows, ncols, **kwargs)
-
-
-def figure_png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+EXPERIMENTS = Experiments()
 
 
 def _model_info(t: Trained) -> dict:
-    return {"task": t.task.to_dict(), "model": t.spec.to_dict(), "train_accuracy": t.train_accuracy,
-            "train_seconds": round(t.seconds, 2)}
+    return {
+        "task": t.task.to_dict(),
+        "model": t.spec.to_dict(),
+        "train_accuracy": t.train_accuracy,
+        "train_seconds": round(t.seconds, 2),
+    }
 
 
 # --------------------------------------------------------------------------- wv_bar
 
 
-def wv_bar(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def wv_bar(ctx: Context) -> ExperimentResult:
     """Accuracy with trained W_V vs W_V fixed to the identity, for each m and L (d = V / 2 < V)."""
+    lab, p = lab_of(ctx), ctx.preset
     rows = []
-    for m in lab.settings.wv_bar_m:
-        for L in lab.settings.wv_bar_L:
+    for m in p.wv_bar_m:
+        for L in p.wv_bar_L:
             task = lab.task(m=m, context_len=L, d_model=max(2, 2**m // 2))
-            accs = {name: lab.accuracy(lab.trained(task, train_W_V=flag)) for name, flag in
-                    (("trained", True), ("identity", False))}
-            rows.append({"m": m, "L": L, "d": task.d_model, "acc_trained": accs["trained"],
-                         "acc_identity": accs["identity"], "gap_points": 100 * (accs["trained"] - accs["identity"])})
-    fig, axes = subplots(1, len(lab.settings.wv_bar_L), figsize=(4 * len(lab.settings.wv_bar_L), 3.2), squeeze=False)
-    for ax, L in zip(axes[0], lab.settings.wv_bar_L):
+            accs = {
+                name: lab.accuracy(lab.trained(task, train_W_V=flag))
+                for name, flag in (("trained", True), ("identity", False))
+            }
+            rows.append(
+                {
+                    "m": m,
+                    "L": L,
+                    "d": task.d_model,
+                    "acc_trained": accs["trained"],
+                    "acc_identity": accs["identity"],
+                    "gap_points": 100 * (accs["trained"] - accs["identity"]),
+                }
+            )
+    fig, axes = subplots(1, len(p.wv_bar_L), figsize=(4 * len(p.wv_bar_L), 3.4), squeeze=False)
+    for ax, L in zip(axes[0], p.wv_bar_L):
         sub = [r for r in rows if r["L"] == L]
         x = torch.arange(len(sub)).float()
         ax.bar(x - 0.2, [r["acc_trained"] for r in sub], 0.4, label="trained $W_V$")
-        ax.bar(x + 0.2, [r["acc_identity"] for r in sub], 0.4, label="identity $W_V$")
-        ax.set_xticks(x.tolist(), [f"m={r['m']}" for r in sub])
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"L = {L}")
-        ax.set_ylabel("accuracy")
-    axes[0][0].legend(loc="lower left")
-    return ExperimentResult("wv_bar", {"epsilon": lab.settings.epsilon, "rows": rows}, fig)
+        ax.bar(x + 0.2, [r["acc_identity"] for r in sub], 0.4, label="$W_V$ fixed to the identity")
+        ax.set_xticks(x.tolist(), [f"m = {r['m']} (V = {2 ** r['m']}, d = {r['d']})" for r in sub])
+        ax.set(
+            ylim=(0, 1.05), title=f"context length L = {L}", xlabel="latent bits m", ylabel="test accuracy (fraction)"
+        )
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    fig.suptitle(f"Trained vs identity value matrix (noise rate ε = {p.epsilon})")
+    return ExperimentResult({"epsilon": p.epsilon, "rows": rows}, {"wv_bar": fig})
 
 
 # --------------------------------------------------------------------------- wv_replace
@@ -125,11 +102,13 @@ def constructed_for(trained: Trained) -> Tensor:
     return constructed_value_matrix(trained.model, trained.task)
 
 
-def wv_replace(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def wv_replace(ctx: Context) -> ExperimentResult:
     """Trained model vs the same model with W_V replaced by W̄_V, and the principal angles between
     the top-(m+1) singular subspaces of the two matrices, as a function of d."""
+    lab, p = lab_of(ctx), ctx.preset
     rows = []
-    for d in lab.settings.dims:
+    for d in p.dims:
         task = lab.task(d_model=d)
         trained = lab.trained(task)
         W_bar = constructed_for(trained)
@@ -139,52 +118,84 @@ def wv_replace(lab: Lab) -> ExperimentResult:
         acc = lab.accuracy(trained)
         W_V = get_weight(trained.model, W_V_NAME)[0]
         k = min(task.m + 1, d)
-        rows.append({"d": d, "acc_trained": acc, "acc_replaced": acc_replaced,
-                     "lost_points": 100 * (acc - acc_replaced), "k": k,
-                     "cos_left": principal_cosines(W_V, W_bar, k, "left").tolist(),
-                     "cos_right": principal_cosines(W_V, W_bar, k, "right").tolist()})
-    fig, (ax1, ax2) = subplots(1, 2, figsize=(9, 3.2))
+        rows.append(
+            {
+                "d": d,
+                "acc_trained": acc,
+                "acc_replaced": acc_replaced,
+                "lost_points": 100 * (acc - acc_replaced),
+                "k": k,
+                "cos_left": principal_cosines(W_V, W_bar, k, "left").tolist(),
+                "cos_right": principal_cosines(W_V, W_bar, k, "right").tolist(),
+            }
+        )
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(9.5, 3.6))
     ds = [r["d"] for r in rows]
+    V = 2**p.m
     ax1.plot(ds, [r["acc_trained"] for r in rows], "o-", label="trained $W_V$")
-    ax1.plot(ds, [r["acc_replaced"] for r in rows], "s--", label=r"constructed $\bar W_V$")
-    ax1.axvline(2**lab.settings.m, color="grey", lw=0.8, ls=":")
+    ax1.plot(ds, [r["acc_replaced"] for r in rows], "s--", label=r"$W_V$ replaced by the constructed $\bar W_V$")
+    ax1.axvline(V, color="grey", lw=0.8, ls=":", label=f"d = V = {V}")
+    ax1.set(xlabel="embedding dimension d", ylabel="test accuracy (fraction)", title="Replacing $W_V$ by $\\bar W_V$")
     ax1.set_xscale("log", base=2)
-    ax1.set_xlabel("d")
-    ax1.set_ylabel("accuracy")
-    ax1.legend()
-    ax2.plot(ds, [min(r["cos_left"][:3]) for r in rows], "o-", label="min cos, top-3 (left)")
-    ax2.plot(ds, [sum(r["cos_left"]) / len(r["cos_left"]) for r in rows], "s--", label="mean cos, top-(m+1)")
+    ax1.legend(fontsize=8)
+    ax2.plot(ds, [min(r["cos_left"][:3]) for r in rows], "o-", label="smallest of the top 3")
+    ax2.plot(
+        ds, [sum(r["cos_left"]) / len(r["cos_left"]) for r in rows], "s--", label=f"mean of the top m+1 = {p.m + 1}"
+    )
     ax2.set_xscale("log", base=2)
-    ax2.set_ylim(0, 1.02)
-    ax2.set_xlabel("d")
-    ax2.set_ylabel("cos(principal angle)")
-    ax2.legend()
-    return ExperimentResult("wv_replace", {"m": lab.settings.m, "rows": rows}, fig)
+    ax2.set(
+        ylim=(0, 1.02),
+        xlabel="embedding dimension d",
+        ylabel="cosine of the principal angle",
+        title="Left singular subspaces of $W_V$ and $\\bar W_V$",
+    )
+    ax2.legend(fontsize=8)
+    return ExperimentResult({"m": p.m, "rows": rows}, {"wv_replace": fig})
 
 
 # --------------------------------------------------------------------------- geometry
 
 
-def hamming_inner(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def hamming_inner(ctx: Context) -> ExperimentResult:
     """Mean <W_E(i), W_E(j)> vs D_H(i, j) (i != j) for the main trained model (d < V), with the
     affine fit and Spearman correlation; the identity-W_V model is reported alongside."""
+    lab = lab_of(ctx)
     data = {}
-    fig, ax = subplots(figsize=(4.5, 3.2))
-    m = lab.settings.m
+    fig, ax = subplots(figsize=(5.2, 3.6))
+    m = ctx.preset.m
+    labels = {"trained_W_V": "trained $W_V$", "identity_W_V": "$W_V$ fixed to the identity"}
     for label, flag in (("trained_W_V", True), ("identity_W_V", False)):
         trained = lab.trained(lab.task(), train_W_V=flag)
         means = inner_by_hamming(get_weight(trained.model, "W_E"), m)
         dist = list(range(1, m + 1))
         a, b, r2 = affine_fit(dist, means[1:])
-        data[label] = {"distance": list(range(m + 1)), "mean_inner": means.tolist(), "intercept": a, "slope": b,
-                       "r2": r2, "spearman": spearman(dist, means[1:]),
-                       "memory_by_distance": memory_by_hamming(trained.model, m).tolist(), "model": _model_info(trained)}
-        ax.plot(dist, means[1:].tolist(), "o", label=f"{label} (R²={r2:.2f})")
-        ax.plot(dist, [a + b * x for x in dist], "-", color=ax.lines[-1].get_color(), lw=0.8)
-    ax.set_xlabel("Hamming distance $D_H(i, j)$")
-    ax.set_ylabel(r"mean $\langle W_E(i), W_E(j)\rangle$")
-    ax.legend()
-    return ExperimentResult("hamming_inner", data, fig)
+        data[label] = {
+            "distance": list(range(m + 1)),
+            "mean_inner": means.tolist(),
+            "intercept": a,
+            "slope": b,
+            "r2": r2,
+            "spearman": spearman(dist, means[1:]),
+            "memory_by_distance": memory_by_hamming(trained.model, m).tolist(),
+            "model": _model_info(trained),
+        }
+        ax.plot(dist, means[1:].tolist(), "o", label=f"{labels[label]}")
+        ax.plot(
+            dist,
+            [a + b * x for x in dist],
+            "-",
+            color=ax.lines[-1].get_color(),
+            lw=0.8,
+            label=f"affine fit (R² = {r2:.2f})",
+        )
+    ax.set(
+        xlabel="Hamming distance $D_H(i, j)$ of the latent codes",
+        ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",
+        title=f"Embedding inner products vs Hamming distance (m = {m})",
+    )
+    ax.legend(fontsize=8)
+    return ExperimentResult(data, {"hamming_inner": fig})
 
 
 def memory_by_hamming(model: nn.Module, m: int) -> Tensor:
@@ -200,24 +211,33 @@ def memory_by_hamming(model: nn.Module, m: int) -> Tensor:
     return torch.stack([form[dist == k].mean() for k in range(m + 1)])
 
 
-def spectrum(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def spectrum(ctx: Context) -> ExperimentResult:
     """Eigenvalues of the centred embedding Gram matrix; energy in the top m+1 (trained vs frozen)."""
-    m, data = lab.settings.m, {}
-    fig, ax = subplots(figsize=(4.5, 3.2))
+    lab, m, data = lab_of(ctx), ctx.preset.m, {}
+    fig, ax = subplots(figsize=(5.2, 3.6))
+    labels = {"trained_embeddings": "trained embeddings", "frozen_embeddings": "frozen Gaussian embeddings"}
     for label, flag in (("trained_embeddings", True), ("frozen_embeddings", False)):
         trained = lab.trained(lab.task(), train_embed=flag)
         eig = centred_gram_spectrum(get_weight(trained.model, "W_E"), 2**m)
         k = m + 1
         gap = (eig[k - 1] / eig[k]).item() if eig[k] > 0 else float("inf")
-        data[label] = {"eigenvalues": eig.tolist(), "top_m_plus_1_energy": top_energy(eig, k),
-                       "gap_ratio_m_plus_1": gap, "model": _model_info(trained)}
-        n = min(len(eig), lab.settings.d_model + 2)
-        ax.semilogy(range(1, n + 1), eig[:n].clamp_min(1e-8).tolist(), "o-", label=label)
-    ax.axvline(m + 1.5, color="grey", ls=":", lw=0.8)
-    ax.set_xlabel("index")
-    ax.set_ylabel("eigenvalue (centred Gram)")
-    ax.legend()
-    return ExperimentResult("spectrum", data, fig)
+        data[label] = {
+            "eigenvalues": eig.tolist(),
+            "top_m_plus_1_energy": top_energy(eig, k),
+            "gap_ratio_m_plus_1": gap,
+            "model": _model_info(trained),
+        }
+        n = min(len(eig), ctx.preset.d_model + 2)
+        ax.semilogy(range(1, n + 1), eig[:n].clamp_min(1e-8).tolist(), "o-", label=labels[label])
+    ax.axvline(m + 1.5, color="grey", ls=":", lw=0.8, label=f"after the top m+1 = {m + 1}")
+    ax.set(
+        xlabel="eigenvalue rank",
+        ylabel="eigenvalue of the centred Gram matrix",
+        title=f"Spectrum of $W_E W_E^T$ (V = {2**m}, d = {ctx.preset.d_model})",
+    )
+    ax.legend(fontsize=8)
+    return ExperimentResult(data, {"spectrum": fig})
 
 
 # --------------------------------------------------------------------------- attention
@@ -244,9 +264,11 @@ def readout_attention(model: nn.Module, tokens: Tensor) -> Tensor:
     return cache[PATTERN][:, 0, -1, :]
 
 
-def attention(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def attention(ctx: Context) -> ExperimentResult:
     """Cluster variant with noise: attention on same-cluster vs other context tokens, the QK heat
     map, a CircuitsVis view, and the accuracy lost when attention is made uniform."""
+    lab = lab_of(ctx)
     task = lab.task(neighbourhood="cluster2")
     trained = lab.trained(task)
     tokens, y, is_noise = lab.eval_set(task)
@@ -259,38 +281,58 @@ def attention(lab: Lab) -> ExperimentResult:
     main_tokens, main_y, main_noise = lab.eval_set(main.task)
     main_alpha = readout_attention(main.model, main_tokens)
     data = {
-        "task": task.to_dict(), "model": _model_info(trained),
+        "task": task.to_dict(),
+        "model": _model_info(trained),
         "mean_attention_same_cluster": alpha[same].mean().item(),
-        "mean_attention_other": alpha[~same].mean().item(), "cluster_ratio": ratio,
+        "mean_attention_other": alpha[~same].mean().item(),
+        "cluster_ratio": ratio,
         "mean_attention_noise": alpha[is_noise].mean().item(),
         "mean_attention_signal": alpha[~is_noise].mean().item(),
-        "accuracy": acc, "accuracy_uniform_attention": acc_uniform, "uniform_drop_points": 100 * (acc - acc_uniform),
-        "main_N1": {"accuracy": lab.accuracy(main), "accuracy_uniform_attention":
-                    uniform_attention_accuracy(main.model, main_tokens, main_y),
-                    "noise_over_signal_attention": (main_alpha[main_noise].mean() / main_alpha[~main_noise].mean()).item()},
+        "accuracy": acc,
+        "accuracy_uniform_attention": acc_uniform,
+        "uniform_drop_points": 100 * (acc - acc_uniform),
+        "main_N1": {
+            "accuracy": lab.accuracy(main),
+            "accuracy_uniform_attention": uniform_attention_accuracy(main.model, main_tokens, main_y),
+            "noise_over_signal_attention": (main_alpha[main_noise].mean() / main_alpha[~main_noise].mean()).item(),
+        },
     }
     qk = _token_scores(trained.model)
-    fig, (ax1, ax2) = subplots(1, 2, figsize=(9.5, 3.8))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 4.2))
     im = ax1.imshow(qk.numpy(), cmap="RdBu_r", vmin=-qk.abs().max().item(), vmax=qk.abs().max().item())
-    fig.colorbar(im, ax=ax1, fraction=0.046)
+    fig.colorbar(im, ax=ax1, fraction=0.046, label="pre-softmax attention score")
     for b in range(1, 4):
         c = b * 2 ** (task.m - 2) - 0.5
         ax1.axhline(c, color="k", lw=0.5)
         ax1.axvline(c, color="k", lw=0.5)
-    ax1.set_title("attention score: query token (row) vs key token")
+    ax1.set(
+        title="Attention score by token pair\n(lines: cluster boundaries)", xlabel="key token", ylabel="query token"
+    )
     clusters = torch.arange(4)
-    by_cluster = torch.stack([torch.stack([alpha[(tokens[:, -1] >> (task.m - 2) == qc)[:, None]
-                                                 & (tokens >> (task.m - 2) == kc)].mean() for kc in clusters])
-                              for qc in clusters])
+    by_cluster = torch.stack(
+        [
+            torch.stack(
+                [
+                    alpha[(tokens[:, -1] >> (task.m - 2) == qc)[:, None] & (tokens >> (task.m - 2) == kc)].mean()
+                    for kc in clusters
+                ]
+            )
+            for qc in clusters
+        ]
+    )
     im2 = ax2.imshow(by_cluster.numpy(), cmap="viridis")
-    fig.colorbar(im2, ax=ax2, fraction=0.046)
+    fig.colorbar(im2, ax=ax2, fraction=0.046, label="mean attention weight")
     ax2.set_xticks(range(4))
     ax2.set_yticks(range(4))
-    ax2.set_xlabel("key token cluster")
-    ax2.set_ylabel("query token cluster")
-    ax2.set_title("mean attention weight")
+    ax2.set(
+        xlabel="key token's cluster",
+        ylabel="query token's cluster",
+        title="Read-out attention by cluster\n(first two latent bits)",
+    )
+    fig.suptitle(f"Cluster variant (ε = {task.epsilon}): same-cluster / other attention = {ratio:.2f}")
     data["attention_by_cluster"] = by_cluster.tolist()
-    return ExperimentResult("attention", data, fig, {"attention_view": _circuitsvis_view(trained.model, tokens[0], y[0].item(), task)})
+    view = _circuitsvis_view(trained.model, tokens[0], y[0].item(), task)
+    return ExperimentResult(data, {"attention": fig}, {"attention_view": view})
 
 
 def _token_scores(model: nn.Module) -> Tensor:
@@ -315,47 +357,62 @@ def _circuitsvis_view(model: nn.Module, tokens: Tensor, y: int, task) -> str:
 # --------------------------------------------------------------------------- trends
 
 
-def length(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def length(ctx: Context) -> ExperimentResult:
     """Accuracy vs context length L (d fixed), trained embeddings (and frozen ones in full mode)."""
+    lab, p = lab_of(ctx), ctx.preset
     rows = []
-    for L in lab.settings.lengths:
+    for L in p.lengths:
         task = lab.task(context_len=L)
         row = {"L": L, "acc_trained": lab.accuracy(lab.trained(task))}
-        if lab.settings.frozen_lengths:
+        if p.frozen_lengths:
             row["acc_frozen"] = lab.accuracy(lab.trained(task, train_embed=False))
         rows.append(row)
-    fig, ax = subplots(figsize=(4.5, 3.2))
+    fig, ax = subplots(figsize=(5.2, 3.6))
     Ls = [r["L"] for r in rows]
     ax.plot(Ls, [r["acc_trained"] for r in rows], "o-", label="trained embeddings")
-    if lab.settings.frozen_lengths:
+    if p.frozen_lengths:
         ax.plot(Ls, [r["acc_frozen"] for r in rows], "s--", label="frozen Gaussian embeddings")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("context length L")
-    ax.set_ylabel("accuracy")
-    ax.legend()
-    return ExperimentResult("length", {"d": lab.settings.d_model, "m": lab.settings.m, "rows": rows,
-                                       "spearman": spearman(Ls, [r["acc_trained"] for r in rows])}, fig)
+    ax.set(
+        xlabel="context length L (tokens)",
+        ylabel="test accuracy (fraction)",
+        title=f"Accuracy vs context length (V = {2**p.m}, d = {p.d_model})",
+    )
+    ax.legend(fontsize=8)
+    data = {"d": p.d_model, "m": p.m, "rows": rows, "spearman": spearman(Ls, [r["acc_trained"] for r in rows])}
+    return ExperimentResult(data, {"length": fig})
 
 
-def dim(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def dim(ctx: Context) -> ExperimentResult:
     """Accuracy vs d, trained vs frozen Gaussian embeddings (V = 2^m marks the regime change)."""
+    lab, p = lab_of(ctx), ctx.preset
     rows = []
-    for d in lab.settings.dims:
+    for d in p.dims:
         task = lab.task(d_model=d)
-        rows.append({"d": d, "acc_trained": lab.accuracy(lab.trained(task)),
-                     "acc_frozen": lab.accuracy(lab.trained(task, train_embed=False))})
-    V = 2**lab.settings.m
-    fig, ax = subplots(figsize=(4.5, 3.2))
+        rows.append(
+            {
+                "d": d,
+                "acc_trained": lab.accuracy(lab.trained(task)),
+                "acc_frozen": lab.accuracy(lab.trained(task, train_embed=False)),
+            }
+        )
+    V = 2**p.m
+    fig, ax = subplots(figsize=(5.2, 3.6))
     ds = [r["d"] for r in rows]
     ax.plot(ds, [r["acc_trained"] for r in rows], "o-", label="trained embeddings")
     ax.plot(ds, [r["acc_frozen"] for r in rows], "s--", label="frozen Gaussian embeddings")
-    ax.axvline(V, color="grey", ls=":", lw=0.8)
+    ax.axvline(V, color="grey", ls=":", lw=0.8, label=f"d = V = {V} (number of tokens)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("d")
-    ax.set_ylabel("accuracy")
-    ax.legend()
-    return ExperimentResult("dim", {"V": V, "L": lab.settings.context_len, "rows": rows,
-                                    "spearman": spearman(ds, [r["acc_trained"] for r in rows])}, fig)
+    ax.set(
+        xlabel="embedding dimension d",
+        ylabel="test accuracy (fraction)",
+        title=f"Accuracy vs embedding dimension (L = {p.context_len})",
+    )
+    ax.legend(fontsize=8)
+    data = {"V": V, "L": p.context_len, "rows": rows, "spearman": spearman(ds, [r["acc_trained"] for r in rows])}
+    return ExperimentResult(data, {"dim": fig})
 
 
 # --------------------------------------------------------------------------- synthetic hijacking
@@ -377,36 +434,49 @@ def hijack_context(tokens: Tensor, y: Tensor, k: int, task, generator: torch.Gen
     return out, y_alt
 
 
-def hijack_synthetic(lab: Lab) -> ExperimentResult:
+@EXPERIMENTS.register
+def hijack_synthetic(ctx: Context) -> ExperimentResult:
     """Flip rate to y' as k context tokens are replaced by neighbours of y', and an activation-patching
     map (clean -> fully hijacked, per position of hook_resid_pre) of where the answer is carried."""
+    lab, p = lab_of(ctx), ctx.preset
     trained = lab.trained(lab.task())
     task, model = trained.task, trained.model
     tokens, y, _ = lab.eval_set(task)
     L = task.context_len
     rows = []
-    for frac in lab.settings.hijack_fractions:
+    for frac in p.hijack_fractions:
         k = int(round(frac * L))
-        hijacked, y_alt = hijack_context(tokens, y, k, task, torch.Generator().manual_seed(lab.seed + 77))
+        hijacked, y_alt = hijack_context(tokens, y, k, task, ctx.generator(77))
         with torch.no_grad():
             pred = model(hijacked)[:, -1].argmax(-1)
-        rows.append({"k": k, "fraction": frac, "flip_rate": (pred == y_alt).float().mean().item(),
-                     "still_correct": (pred == y).float().mean().item()})
+        rows.append(
+            {
+                "k": k,
+                "fraction": frac,
+                "flip_rate": (pred == y_alt).float().mean().item(),
+                "still_correct": (pred == y).float().mean().item(),
+            }
+        )
     flips = [r["flip_rate"] for r in rows]
     monotone = all(b >= a - 0.02 for a, b in zip(flips, flips[1:]))
-    patch = _patching_map(model, tokens[: lab.settings.n_patch], y[: lab.settings.n_patch], task, lab.seed)
-    fig, (ax1, ax2) = subplots(1, 2, figsize=(9.5, 3.2))
-    ax1.plot([r["k"] for r in rows], flips, "o-", label="prediction = y'")
-    ax1.plot([r["k"] for r in rows], [r["still_correct"] for r in rows], "s--", label="prediction = y")
-    ax1.set_xlabel(f"k hijacked context tokens (of L={L})")
-    ax1.set_ylabel("rate")
-    ax1.legend()
+    patch = _patching_map(model, tokens[: p.n_patch], y[: p.n_patch], task, ctx.seed)
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot([r["k"] for r in rows], flips, "o-", label="prediction = y' (hijacked)")
+    ax1.plot([r["k"] for r in rows], [r["still_correct"] for r in rows], "s--", label="prediction = y (correct)")
+    ax1.set(
+        xlabel=f"k context tokens replaced by neighbours of y' (of L = {L})",
+        ylabel="fraction of test sequences",
+        title="Synthetic context hijacking",
+    )
+    ax1.legend(fontsize=8)
     ax2.bar(range(L), patch["effect"])
-    ax2.set_xlabel("patched position (hook_resid_pre)")
-    ax2.set_ylabel("restored logit diff (fraction)")
-    ax2.set_title("clean → hijacked activation patching")
-    return ExperimentResult("hijack_synthetic", {"L": L, "rows": rows, "monotone": monotone,
-                                                 "monotone_tolerance": 0.02, "patching": patch}, fig)
+    ax2.set(
+        xlabel="patched position (blocks.0.hook_resid_pre)",
+        ylabel="logit difference restored (fraction)",
+        title="Patching clean activations into the hijacked run",
+    )
+    data = {"L": L, "rows": rows, "monotone": monotone, "monotone_tolerance": 0.02, "patching": patch}
+    return ExperimentResult(data, {"hijack_synthetic": fig})
 
 
 @torch.no_grad()
@@ -425,19 +495,12 @@ def _patching_map(model: nn.Module, tokens: Tensor, y: Tensor, task, seed: int) 
     clean, corrupt = logit_diff(model(tokens)).item(), logit_diff(model(corrupted)).item()
     raw = patch_sweep(model, tokens, corrupted, logit_diff, sweep="resid_pre", progress=False)[0]
     effect = ((raw - corrupt) / (clean - corrupt)).tolist()
-    return {"clean_logit_diff": clean, "corrupted_logit_diff": corrupt, "effect": effect,
-            "effect_readout_position": effect[-1],
-            "mean_effect_other_positions": sum(effect[:-1]) / max(1, len(effect) - 1),
-            "sum_effect": sum(effect), "engine": "hooks.patching.patch_sweep(sweep='resid_pre')"}
-
-
-EXPERIMENTS = {
-    "wv_bar": wv_bar,
-    "wv_replace": wv_replace,
-    "hamming_inner": hamming_inner,
-    "spectrum": spectrum,
-    "attention": attention,
-    "length": length,
-    "dim": dim,
-    "hijack_synthetic": hijack_synthetic,
-}
+    return {
+        "clean_logit_diff": clean,
+        "corrupted_logit_diff": corrupt,
+        "effect": effect,
+        "effect_readout_position": effect[-1],
+        "mean_effect_other_positions": sum(effect[:-1]) / max(1, len(effect) - 1),
+        "sum_effect": sum(effect),
+        "engine": "hooks.patching.patch_sweep(sweep='resid_pre')",
+    }

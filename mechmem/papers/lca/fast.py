@@ -19,7 +19,8 @@ from hooks.compat import attention_scale
 from hooks.weights import weight_views
 
 _NAMES = ("W_E", "W_pos", "W_U", "b_U") + tuple(
-    f"blocks.0.attn.{w}" for w in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O"))
+    f"blocks.0.attn.{w}" for w in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")
+)
 
 
 def query_logits(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab_out"]:

@@ -1,4 +1,4 @@
-"""Vectorised, seeded sampler for the latent concept association task (spec lca.md §2).
+"""Vectorised, seeded sampler for the latent concept association task.
 
 Every token ``t`` in ``[V]``, ``V = 2**m``, is paired with a binary latent ``z(t)``: bit ``z_k``
 (k = 1..m) is bit ``m - k`` of the integer ``t``, so ``z_1`` is the most significant bit and the

@@ -1,9 +1,9 @@
-"""Context hijacking of a language model (spec lca.md §4.1): prepend k sentences, measure ES.
+"""Context hijacking of a language model (the paper's Section 3): prepend k sentences, measure ES.
 
 For every record and k = 0..K, the prompt is ``prefix * k + record.text``; the Efficacy Score
 ES(k) is the fraction of records where the model prefers ``target_false`` (CounterFact's
 ``target_new``) over ``target_true`` after the hijacked prompt. Schemes (templates inferred,
-spec §4.1; override ``RELATION_TEMPLATES`` / pass ``templates=``):
+ours; override ``RELATION_TEMPLATES`` / pass ``templates=``):
 
 - ``generic``: "Do not think of {target_false}." (Fig. 2a: the "elephant" effect);
 - ``relation``: a factually true sentence about the subject that mentions target_false (Fig. 2b);
@@ -16,22 +16,24 @@ ROME's evaluation). Works with any TransformerLens model and a :class:`TextCodec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mechmem.io import atomic_write_bytes, atomic_write_json
+from mechmem.io import atomic_write_json
 
 from .records import CounterFactRecord
 
 SCHEMES = ("generic", "relation", "generic_reverse", "relation_reverse")
 SCORES = ("first_token", "sequence")
 GENERIC_TEMPLATE = "Do not think of {target}."
-#: relation-based sentences that are true and mention target_false (negations); inferred, spec §4.1.
+#: relation-based sentences that are true and mention target_false (negations); our inference (the paper's
+#: sentences are not public).
 RELATION_TEMPLATES = {
     "P190": "{subject} is not a twin city of {target}.",
     "P103": "The mother tongue of {subject} is not {target}.",
@@ -82,14 +84,18 @@ def codec_for(model: nn.Module) -> HFCodec:
     return HFCodec(model.tokenizer, prepend_bos=bool(getattr(model.cfg, "default_prepend_bos", True)))
 
 
-def prefix_sentence(record: CounterFactRecord, scheme: str, templates: dict[str, dict[str, str]] | None = None) -> str | None:
+def prefix_sentence(
+    record: CounterFactRecord, scheme: str, templates: dict[str, dict[str, str]] | None = None
+) -> str | None:
     """The sentence prepended by ``scheme`` for ``record`` (``None``: no template for its relation)."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme {scheme!r} does not exist; allowed schemes: {list(SCHEMES)}")
     target = record.target_true if scheme.endswith("_reverse") else record.target_false
     if scheme.startswith("generic"):
         return GENERIC_TEMPLATE.format(target=target)
-    table = (templates or {}).get(scheme) or (RELATION_REVERSE_TEMPLATES if scheme.endswith("_reverse") else RELATION_TEMPLATES)
+    table = (templates or {}).get(scheme) or (
+        RELATION_REVERSE_TEMPLATES if scheme.endswith("_reverse") else RELATION_TEMPLATES
+    )
     template = table.get(record.relation_id)
     return None if template is None else template.format(subject=record.subject, target=target)
 
@@ -115,30 +121,41 @@ class HijackResult:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "efficacy": self.efficacy, "n_records": self.n_records, "excluded": self.excluded,
-                "score": self.score, "model": self.model_name, **self.extra}
+        return {
+            "k": self.k,
+            "efficacy": self.efficacy,
+            "n_records": self.n_records,
+            "excluded": self.excluded,
+            "score": self.score,
+            "model": self.model_name,
+            **self.extra,
+        }
 
     def figure(self):
         """ES vs k, one line per scheme (a standalone matplotlib ``Figure``)."""
-        from .experiments import subplots
+        from mechmem.figures import subplots
 
-        fig, ax = subplots(figsize=(5, 3.4))
+        fig, ax = subplots(figsize=(5.5, 3.8))
         for scheme, es in self.efficacy.items():
-            ax.plot(self.k, es, "o-", label=f"{scheme} (n={self.n_records[scheme]})")
-        ax.set_xlabel("number of prepends k")
-        ax.set_ylabel("efficacy score (P(false) > P(true))")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"context hijacking: {self.model_name}")
+            ax.plot(self.k, es, "o-", label=f"{scheme.replace('_', ', ')} scheme ({self.n_records[scheme]} records)")
+        ax.set(
+            xlabel="number of prepended sentences k",
+            ylim=(-0.02, 1.02),
+            ylabel="efficacy score (fraction with P(false) > P(true))",
+            title=f"Context hijacking: {self.model_name}",
+        )
         ax.legend(fontsize=8)
         return fig
 
     def save(self, out: str | Path) -> list[Path]:
         """``out/hijack.json`` and ``out/figures/hijack.png``, written atomically."""
-        from .experiments import figure_png
+        from mechmem.figures import save_figure
 
         out = Path(out)
-        return [atomic_write_json(out / "hijack.json", self.to_dict()),
-                atomic_write_bytes(out / "figures" / "hijack.png", figure_png(self.figure()))]
+        return [
+            atomic_write_json(out / "hijack.json", self.to_dict()),
+            save_figure(self.figure(), out / "figures" / "hijack.png"),
+        ]
 
 
 def _encode_targets(record: CounterFactRecord, codec: TextCodec) -> tuple[list[int], list[int]]:
@@ -156,12 +173,13 @@ def _encode_targets(record: CounterFactRecord, codec: TextCodec) -> tuple[list[i
 
 
 @torch.no_grad()
-def _sequence_logprobs(model: nn.Module, prompts: list[list[int]], continuations: list[list[int]],
-                       pad_id: int, batch_size: int) -> Tensor:
+def _sequence_logprobs(
+    model: nn.Module, prompts: list[list[int]], continuations: list[list[int]], pad_id: int, batch_size: int
+) -> Tensor:
     """log P(continuation | prompt) for each pair (right-padded batches; causal, so padding is inert)."""
     scores = []
     for start in range(0, len(prompts), batch_size):
-        chunk = list(zip(prompts[start:start + batch_size], continuations[start:start + batch_size]))
+        chunk = list(zip(prompts[start : start + batch_size], continuations[start : start + batch_size]))
         seqs = [p + c[:-1] for p, c in chunk]
         width = max(len(s) for s in seqs)
         tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -234,8 +252,10 @@ def run_hijack(
             n_ctx = model.cfg.n_ctx
             longest = len(prompts[-1]) + (max(len(true_ids), len(false_ids)) if score == "sequence" else 0)
             if longest > n_ctx:
-                raise ValueError(f"line {r.line}: the {scheme} prompt with k={max_k} is {longest} tokens, "
-                                 f"longer than the model's n_ctx={n_ctx}; lower max_k")
+                raise ValueError(
+                    f"line {r.line}: the {scheme} prompt with k={max_k} is {longest} tokens, "
+                    f"longer than the model's n_ctx={n_ctx}; lower max_k"
+                )
             plan[scheme].append((r, prompts))
     was_training = model.training
     model.eval()
@@ -244,16 +264,22 @@ def run_hijack(
         for scheme in tqdm(schemes, desc="hijack schemes", disable=not progress):
             es = []
             for k in range(max_k + 1):
-                es.append(_efficacy(model, [(p[k], targets[r.line]) for r, p in plan[scheme]], score,
-                                    codec.pad_id, batch_size))
+                es.append(
+                    _efficacy(
+                        model, [(p[k], targets[r.line]) for r, p in plan[scheme]], score, codec.pad_id, batch_size
+                    )
+                )
             efficacy[scheme] = es
     finally:
         model.train(was_training)
-    return HijackResult(list(range(max_k + 1)), efficacy, {s: len(plan[s]) for s in schemes}, excluded, score, model_name)
+    return HijackResult(
+        list(range(max_k + 1)), efficacy, {s: len(plan[s]) for s in schemes}, excluded, score, model_name
+    )
 
 
-def _efficacy(model, items: list[tuple[list[int], tuple[list[int], list[int]]]], score: str, pad_id: int,
-              batch_size: int) -> float:
+def _efficacy(
+    model, items: list[tuple[list[int], tuple[list[int], list[int]]]], score: str, pad_id: int, batch_size: int
+) -> float:
     """Fraction of items where the false target scores higher than the true one (nan if no items)."""
     if not items:
         return float("nan")
@@ -273,7 +299,7 @@ def _next_token_logprobs(model: nn.Module, prompts: list[list[int]], pad_id: int
     """log P(next token | prompt) at each prompt's last position, ``[n_prompts, d_vocab]`` (right-padded)."""
     rows = []
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+        chunk = prompts[start : start + batch_size]
         width = max(len(p) for p in chunk)
         tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         for i, p in enumerate(chunk):

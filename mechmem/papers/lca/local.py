@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ class WordTokenizer:
         self.pad_id, self.bos_id = 0, 1
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "WordTokenizer":
+    def from_texts(cls, texts: Iterable[str]) -> WordTokenizer:
         return cls(sorted({w for t in texts for w in _WORD.findall(t)}))
 
     def __len__(self) -> int:
@@ -58,11 +58,11 @@ class WordTokenizer:
         return atomic_write_json(path, {"kind": "word", "vocab": self.vocab})
 
     @classmethod
-    def load(cls, path: str | Path) -> "WordTokenizer":
+    def load(cls, path: str | Path) -> WordTokenizer:
         data = json.loads(Path(path).read_text())
         if data.get("kind") != "word" or not isinstance(data.get("vocab"), list):
             raise ValueError(f"{path}: not a WordTokenizer file (expected kind='word' and a vocab list)")
-        return cls(data["vocab"][len(SPECIALS):])
+        return cls(data["vocab"][len(SPECIALS) :])
 
 
 def tokenizer_for_records(records, extra_texts: Iterable[str] = ()) -> WordTokenizer:
@@ -77,8 +77,18 @@ def tokenizer_for_records(records, extra_texts: Iterable[str] = ()) -> WordToken
 
 def bag_of_words_model(d_vocab: int, n_ctx: int = 512) -> nn.Module:
     """Logits at position t = counts of each token among positions 0..t, divided by t+1 (see module doc)."""
-    cfg = ModelConfig(n_layers=1, n_heads=1, d_model=d_vocab, d_vocab=d_vocab, n_ctx=n_ctx, attn_only=True,
-                      normalization=None, positional=False, use_bias=False, seed=0)
+    cfg = ModelConfig(
+        n_layers=1,
+        n_heads=1,
+        d_model=d_vocab,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        attn_only=True,
+        normalization=None,
+        positional=False,
+        use_bias=False,
+        seed=0,
+    )
     model = build_model(cfg)
     eye = torch.eye(d_vocab)
     set_weight_(model, "W_E", eye)
@@ -95,6 +105,16 @@ def bag_of_words_model(d_vocab: int, n_ctx: int = 512) -> nn.Module:
 
 def tiny_random_model(d_vocab: int, d_model: int = 32, n_layers: int = 2, n_ctx: int = 256, seed: int = 0) -> nn.Module:
     """A randomly initialised 2-layer HookedTransformer with MLPs (for mechanics tests)."""
-    cfg = ModelConfig(n_layers=n_layers, n_heads=4, d_model=d_model, d_vocab=d_vocab, n_ctx=n_ctx, attn_only=False,
-                      normalization="LN", positional=True, use_bias=True, seed=seed)
+    cfg = ModelConfig(
+        n_layers=n_layers,
+        n_heads=4,
+        d_model=d_model,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        attn_only=False,
+        normalization="LN",
+        positional=True,
+        use_bias=True,
+        seed=seed,
+    )
     return build_model(cfg).eval()

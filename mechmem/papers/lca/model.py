@@ -1,4 +1,4 @@
-"""The one-layer transformer of spec lca.md §3, built with ``mechmem.build_model``.
+"""The one-layer transformer of the paper (its Sections 5-6), built with ``mechmem.build_model``.
 
 One attention head, no MLP, no layer norm, no positional embedding, no biases, logits read at
 the query (last) position. ``d_head = d_model`` and ``W_O`` is fixed to the identity, so the
@@ -19,6 +19,7 @@ trained model is a plain model for the ``hooks`` tools and for safetensors check
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -27,9 +28,10 @@ from torch.nn.utils import parametrize
 from hooks.weights import set_weight_, slot
 from mechmem.config import ModelConfig
 from mechmem.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
-from mechmem.models import build_model
+from mechmem.tasks.base import Task
 
-from .task import LatentConceptTask
+if TYPE_CHECKING:
+    from .task import LatentConceptTask
 
 W_V_NAME = "blocks.0.attn.W_V"
 W_O_NAME = "blocks.0.attn.W_O"
@@ -108,12 +110,11 @@ def untie_(model: nn.Module) -> nn.Module:
 
 
 def build_lca_model(task: LatentConceptTask, spec: LCAModelSpec) -> nn.Module:
-    """A seeded model (``mechmem.build_model``) for ``task`` in the variant ``spec`` (tied models stay tied)."""
-    if not isinstance(task, LatentConceptTask):
+    """A seeded model for ``task`` in the variant ``spec`` (tied models stay tied): the task's one builder
+    (``LatentConceptTask.build_model``) on :func:`lca_model_config`, plus the tie."""
+    if not isinstance(task, Task) or task.name != "lca":
         raise TypeError(f"task must be a LatentConceptTask, got {type(task).__name__}")
-    model = finish_lca_model_(build_model(lca_model_config(task, spec)))
-    if not spec.train_W_V:
-        set_weight_(model, W_V_NAME, torch.eye(spec.d_model)[None])
+    model = task.build_model(lca_model_config(task, spec))
     if spec.tied:
         tie_unembedding_(model, task.V)
     model.lca_spec = spec
@@ -122,8 +123,11 @@ def build_lca_model(task: LatentConceptTask, spec: LCAModelSpec) -> nn.Module:
 
 def finish_lca_model_(model: nn.Module) -> nn.Module:
     """What a ``ModelConfig`` cannot say: ``W_O = I`` (the paper's d x d value matrix is ``W_V``
-    alone) and no residual stream (``remove_residual_``)."""
+    alone), ``W_V = I`` when the config freezes it (the identity-W_V variant), and no residual stream
+    (``remove_residual_``)."""
     set_weight_(model, W_O_NAME, torch.eye(model.cfg.d_model)[None])
+    if W_V_NAME in model.mechmem_config.frozen_weights():
+        set_weight_(model, W_V_NAME, torch.eye(model.cfg.d_model)[None])
     remove_residual_(model)
     return model
 

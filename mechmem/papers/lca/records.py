@@ -3,7 +3,8 @@
 One JSON object per line, either in ROME's layout::
 
     {"case_id": 0, "requested_rewrite": {"prompt": "{} is located in the city of", "subject": "Eiffel Tower",
-     "relation_id": "P131", "target_true": {"str": "Paris", "id": "Q90"}, "target_new": {"str": "Chicago", "id": "Q1297"}}}
+     "relation_id": "P131", "target_true": {"str": "Paris", "id": "Q90"},
+     "target_new": {"str": "Chicago", "id": "Q1297"}}}
 
 or flat (the same fields at the top level; targets may be plain strings; ``target_false`` is
 accepted for ``target_new``). The prompt template holds ``{}`` where the subject goes. A bad
@@ -68,8 +69,15 @@ def parse_record(obj, line: int, source: str = "<records>") -> CounterFactRecord
     false = _target(body["target_new"], prefix + "target_new", where)
     if true == false:
         raise ValueError(f"{where}: target_true and target_new are both {true!r}")
-    return CounterFactRecord(line, obj.get("case_id", line), body["subject"].strip(), body["prompt"].strip(),
-                             body["relation_id"].strip(), true, false)
+    return CounterFactRecord(
+        line,
+        obj.get("case_id", line),
+        body["subject"].strip(),
+        body["prompt"].strip(),
+        body["relation_id"].strip(),
+        true,
+        false,
+    )
 
 
 def load_records(path: str | Path, limit: int | None = None) -> list[CounterFactRecord]:

@@ -1,9 +1,9 @@
-"""The latent concept association task (spec lca.md §2) as a mechmem ``Task``.
+"""The latent concept association task of the paper as a mechmem ``Task``.
 
 One sequence is ``[x_1, ..., x_L]``: ``L`` context tokens drawn i.i.d. from q(. | y) (mixed with
 noise). The model reads out the V-way prediction of the target ``y`` at the last position, so the
-attention query is the last context token ``x_L``. That is what lets attention select (spec §5
-(3)): the score of ``x_l`` depends on the pair ``(x_L, x_l)``, and ``x_L`` itself is (mostly) near
+attention query is the last context token ``x_L``. That is what lets attention select (the
+paper's Section 5): the score of ``x_l`` depends on the pair ``(x_L, x_l)``, and ``x_L`` itself is (mostly) near
 ``y``, so a block- or Hamming-structured QK form concentrates on informative tokens. (A dedicated
 query token would give every key a score that depends on the key alone.) The paper's model
 (``model.build_lca_model``) has no residual; the plain default model of :meth:`model_config`
@@ -96,7 +96,9 @@ class LatentConceptTask(Task):
         tokens, y, is_noise = self.sample_with_target(batch_size, generator)
         return self.to_batch(tokens, y, is_noise)
 
-    def to_batch(self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"], is_noise: Tensor | None = None) -> Batch:
+    def to_batch(
+        self, tokens: Int[Tensor, "batch pos"], y: Int[Tensor, " batch"], is_noise: Tensor | None = None
+    ) -> Batch:
         """Targets and loss mask at the read-out (last) position only."""
         targets = torch.zeros_like(tokens)
         targets[:, -1] = y
@@ -128,30 +130,45 @@ class LatentConceptTask(Task):
     def output_labels(self) -> list[str]:
         return self.token_labels()
 
-    def model_config(self) -> "ModelConfig":
+    def model_config(self) -> ModelConfig:
         from mechmem.config import ModelConfig
 
         return ModelConfig(
-            n_layers=1, n_heads=1, d_model=self.d_model, d_vocab=self.d_vocab, d_vocab_out=self.d_vocab_out,
-            n_ctx=self.seq_len, attn_only=True, normalization=None, positional=False, use_bias=False,
-            embed_init="normal", unembed_init="normal", freeze=("blocks.0.attn.W_O",),
+            n_layers=1,
+            n_heads=1,
+            d_model=self.d_model,
+            d_vocab=self.d_vocab,
+            d_vocab_out=self.d_vocab_out,
+            n_ctx=self.seq_len,
+            attn_only=True,
+            normalization=None,
+            positional=False,
+            use_bias=False,
+            embed_init="normal",
+            unembed_init="normal",
+            freeze=("blocks.0.attn.W_O",),
         )
 
-    def build_model(self, cfg: "ModelConfig"):
+    def build_model(self, cfg: ModelConfig):
         """The paper's one-layer model: ``W_O = I`` (frozen by ``model_config``) and no residual stream."""
         from mechmem.models import build_model
         from mechmem.papers.lca.model import finish_lca_model_
 
         return finish_lca_model_(build_model(cfg))
 
-    def train_config(self) -> "TrainConfig":
+    def train_config(self) -> TrainConfig:
         from mechmem.training import TrainConfig
 
         return TrainConfig(steps=1500, batch_size=128, lr=1e-2, optimizer="adam", eval_every=500, eval_batch_size=1024)
 
     def to_dict(self) -> dict:
-        return {"m": self.m, "context_len": self.context_len, "neighbourhood": self.neighbourhood,
-                "epsilon": self.epsilon, "d_model": self.d_model}
+        return {
+            "m": self.m,
+            "context_len": self.context_len,
+            "neighbourhood": self.neighbourhood,
+            "epsilon": self.epsilon,
+            "d_model": self.d_model,
+        }
 
 
 TASKS = {LatentConceptTask.name: LatentConceptTask}

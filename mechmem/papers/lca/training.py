@@ -1,17 +1,17 @@
 """Train one LCA model variant with mechmem's one training loop (``mechmem.training.train``).
 
-The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the read-out-position logits (:func:`fast.query_logits`, exact, O(L)) and
-leaves the other positions' logits at zero, which the task's loss mask never reads. This is
-cheaper than the generic fast path (``mechmem.fastpath``, which computes every position), so
-training turns that one off; :func:`accuracy` uses it (it falls back to the HookedTransformer
-forward whenever hooks or replacements are active).
+The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the read-out
+position's logits (:func:`fast.query_logits`, exact, O(L)) and leaves the other positions' logits at
+zero, which the task's loss mask never reads. This is cheaper than the generic fast path
+(``mechmem.fastpath``, which computes every position), so training turns that one off; :func:`accuracy`
+uses it (it falls back to the model's own forward whenever hooks are active).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -44,34 +44,18 @@ def query_readout(model: nn.Module) -> Iterator[nn.Module]:
         del model.forward
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Training length and optimiser settings of one LCA model (Adam, constant lr)."""
-
-    steps: int = 600
-    batch_size: int = 128
-    lr: float = 1e-2
-    eval_batch_size: int = 1024
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def train_lca(
-    task: LatentConceptTask, spec: LCAModelSpec, schedule: Schedule, seed: int = 0, progress: bool = False
+    task: LatentConceptTask, spec: LCAModelSpec, train_cfg: TrainConfig, seed: int = 0
 ) -> tuple[nn.Module, TrainResult]:
-    """Build the variant ``spec`` (seeded by ``spec.seed``), train it on ``task`` with data seed ``seed``.
+    """Build the variant ``spec`` (seeded by ``spec.seed``), train it on ``task`` with ``train_cfg`` and
+    data seed ``seed``.
 
     Returns the trained HookedTransformer (tie frozen into a plain ``W_U``, eval mode) and the
     training history.
     """
     model = build_lca_model(task, spec)
-    cfg = TrainConfig(
-        steps=schedule.steps, batch_size=schedule.batch_size, lr=schedule.lr, optimizer="adam",
-        eval_every=schedule.steps, eval_batch_size=schedule.eval_batch_size, seed=seed, progress=progress,
-    )
     with fastpath.fast_path_enabled(False), query_readout(model):
-        result = train(model, task, cfg)
+        result = train(model, task, dataclasses.replace(train_cfg, seed=seed))
     untie_(model)
     model.eval()
     return model, result
@@ -79,7 +63,7 @@ def train_lca(
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512) -> float:
-    """Query-position accuracy of the HookedTransformer forward (hooks and replacements apply), through
+    """Query-position accuracy of the model's forward (hooks and replacements apply), through
     ``mechmem.fastpath`` (the same function; the model's own forward while a hook is active)."""
     hits = 0
     for start in range(0, tokens.shape[0], batch_size):

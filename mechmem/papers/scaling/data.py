@@ -1,4 +1,4 @@
-"""Zipf data and random embeddings of "Scaling Laws for Associative Memories" (spec section 2 and 5).
+"""Zipf data and random embeddings of "Scaling Laws for Associative Memories".
 
 Inputs ``x in {0..N-1}`` follow ``p(x) ∝ (x+1)^-alpha`` (token 0 is the most frequent); the target map is
 ``f*(x) = x mod M``. Input embeddings ``e_x ~ N(0, I/d)``, output embeddings ``u_y`` uniform on the unit sphere.
@@ -54,18 +54,14 @@ def targets(N: int, M: int) -> Int[Tensor, "N"]:
     return torch.arange(N) % M
 
 
-def sample_tokens(
-    p: Float[Tensor, "N"], T: int, n_trials: int, generator: torch.Generator
-) -> Int[Tensor, "trials T"]:
+def sample_tokens(p: Float[Tensor, "N"], T: int, n_trials: int, generator: torch.Generator) -> Int[Tensor, "trials T"]:
     """``n_trials`` independent sequences of ``T`` i.i.d. draws from ``p``."""
     check_positive_int("T", T)
     check_positive_int("n_trials", n_trials)
     return torch.multinomial(p.float().expand(n_trials, -1), T, replacement=True, generator=generator)
 
 
-def prefix_counts(
-    tokens: Int[Tensor, "trials T_max"], Ts: list[int], N: int
-) -> Float[Tensor, "n_T trials N"]:
+def prefix_counts(tokens: Int[Tensor, "trials T_max"], Ts: list[int], N: int) -> Float[Tensor, "n_T trials N"]:
     """Token counts ``n_T(x)`` of the prefixes ``tokens[:, :T]`` for each T in ``Ts`` (the notebooks' reuse of
     one long draw across values of T)."""
     for T in Ts:
@@ -97,7 +93,9 @@ def missing_mass_formula(alpha: float, T: int, N: int | None = None) -> float:
     if not alpha > 1:
         raise ValueError(f"alpha must be > 1 for the missing-mass law, got {alpha}")
     if N is None:
-        Z = float(torch.special.zeta(torch.tensor(float(alpha), dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)))
+        Z = float(
+            torch.special.zeta(torch.tensor(float(alpha), dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+        )
     else:
         Z = float((torch.arange(1, N + 1, dtype=torch.float64) ** (-float(alpha))).sum())
     return (1.0 / alpha) * math.gamma(1.0 - 1.0 / alpha) * Z ** (-1.0 / alpha) * T ** (-1.0 + 1.0 / alpha)
@@ -116,7 +114,7 @@ class Embeddings:
     @classmethod
     def draw(
         cls, N: int, M: int, d_max: int, n_trials: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
-    ) -> "Embeddings":
+    ) -> Embeddings:
         check_data_params(N, M, 1.0)
         check_positive_int("d_max", d_max)
         check_positive_int("n_trials", n_trials)

@@ -1,25 +1,21 @@
-"""The experiments of "Scaling Laws for Associative Memories" (spec section 4); each writes ``<name>.json`` and
-``<name>.png`` into ``out`` and returns its results dict.
+"""The experiments of "Scaling Laws for Associative Memories", each a function ``ctx -> ExperimentResult``
+registered in :data:`EXPERIMENTS` (run in this order); sizes come from the preset (:mod:`.presets`).
 
-Every experiment takes ``(out, quick, seed)``; all randomness comes from ``seed``. The theory experiments (error vs
-d, vs T, the joint table, the naive contour) are exact batched computations over 30 trials; the optimiser
-comparisons run a mini-grid through :func:`mechmem.sweep.run_sweep` (resumable, one JSON-lines file).
+All randomness comes from the seed. The theory experiments (error vs d, vs T, the joint table, the naive
+contour) are exact batched computations over ``n_trials`` draws; the optimiser comparisons run a mini-grid
+through :func:`mechmem.sweep.run_sweep` (resumable, one JSON-lines file in the seed's folder).
 """
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from mechmem.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from mechmem.papers.scaling.data import (  # noqa: E402
+from mechmem.figures import subplots
+from mechmem.papers.scaling.data import (
     Embeddings,
     missing_mass,
     missing_mass_formula,
@@ -28,13 +24,8 @@ from mechmem.papers.scaling.data import (  # noqa: E402
     targets,
     zipf_probs,
 )
-from mechmem.papers.scaling.memories import (  # noqa: E402
-    error_curve,
-    fit_loglog_slope,
-    memory_matrix,
-    scheme_error_curve,
-)
-from mechmem.papers.scaling.optim import (  # noqa: E402
+from mechmem.papers.scaling.memories import error_curve, fit_loglog_slope, memory_matrix, scheme_error_curve
+from mechmem.papers.scaling.optim import (
     OptimConfig,
     batch_counts,
     config_dict,
@@ -46,13 +37,16 @@ from mechmem.papers.scaling.optim import (  # noqa: E402
     sgd_approximation,
     train_memory,
 )
-from mechmem.reproducing import torch_threads  # noqa: E402
-from mechmem.sweep import expand_grid, run_sweep  # noqa: E402
+from mechmem.reproducing import Context, ExperimentResult, Experiments, torch_threads
+from mechmem.sweep import expand_grid, run_sweep
 
-N_TRIALS = 30
-D_GRID = [10, 20, 54, 112, 233, 483, 1000]
-T_GRID = [10, 30, 100, 300, 1000, 3000, 10000]
-# spec table 4.2(B): threshold P = d // 12 over the seen tokens, N = 1000, M = 5, alpha = 2 (30 trials)
+EXPERIMENTS = Experiments()
+SCHEME_LABELS = {
+    "all": "q = 1 on every token",
+    "frequency": "q = p (frequency)",
+    "threshold": "q = 1{x < d/8} (threshold)",
+}
+# the paper's table (B): threshold P = d // 12 over the seen tokens, N = 1000, M = 5, alpha = 2 (30 trials)
 JOINT_DS = [10, 20, 50, 100, 200, 1000]
 JOINT_TS = [10, 100, 1000, 10000]
 JOINT_REFERENCE = [
@@ -63,23 +57,26 @@ JOINT_REFERENCE = [
 ]
 
 
-def save_figure(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def save(out: Path, name: str, results: dict, fig) -> dict:
-    out = Path(out)
-    atomic_write_json(out / f"{name}.json", results)
-    save_figure(fig, out / f"{name}.png")
-    return results
-
-
 def theory_slopes(alpha: float) -> dict[str, float]:
     """Predicted log-log slopes in d: threshold -(alpha-1), q = p -(alpha-1)/(2 alpha); in T: -1 + 1/alpha."""
     return {"threshold": -(alpha - 1), "frequency": -(alpha - 1) / (2 * alpha), "T": -1 + 1 / alpha}
+
+
+def _log_axes(ax, xs=None, y: bool = True) -> None:
+    """Log axes that stay readable: x ticks at the values ``xs`` (plain numbers) or at powers of ten; y ticks at
+    1, 2 and 5 times powers of ten, in plain numbers; no minor labels."""
+    ax.set_xscale("log")
+    if xs is not None:
+        ax.set_xticks(list(xs), [f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if y:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -87,15 +84,22 @@ def theory_slopes(alpha: float) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def error_vs_d(out: Path, quick: bool, seed: int, alphas: tuple[float, ...] | None = None) -> dict:
+@EXPERIMENTS.register
+def error_vs_d(ctx: Context) -> ExperimentResult:
     """Error vs d of q = 1, q = p and q = 1{x < d/8} (N = 1000, M = 5) with fitted slopes over d >= 20."""
-    alphas = alphas or ((2.0,) if quick else (2.0, 1.5, 3.0))
+    p_, alphas, D_GRID = ctx.preset, ctx.preset.alphas, list(ctx.preset.d_grid)
     N, M = 1000, 5
-    gen = torch.Generator().manual_seed(seed)
-    emb = Embeddings.draw(N, M, max(D_GRID), N_TRIALS, gen)
+    emb = Embeddings.draw(N, M, max(D_GRID), p_.n_trials, ctx.generator())
     f = targets(N, M)
-    res: dict[str, Any] = {"N": N, "M": M, "ds": D_GRID, "n_trials": N_TRIALS, "threshold_divisor": 8, "by_alpha": {}}
-    fig, axes = plt.subplots(1, len(alphas), figsize=(5 * len(alphas), 4), squeeze=False)
+    res: dict[str, Any] = {
+        "N": N,
+        "M": M,
+        "ds": D_GRID,
+        "n_trials": p_.n_trials,
+        "threshold_divisor": 8,
+        "by_alpha": {},
+    }
+    fig, axes = subplots(1, len(alphas), figsize=(5.2 * len(alphas), 4.2), squeeze=False)
     for ax, alpha in zip(axes[0], alphas):
         p = zipf_probs(N, alpha)
         entry: dict[str, Any] = {"theory_slopes": theory_slopes(alpha), "mean_error": {}, "slope": {}}
@@ -104,15 +108,17 @@ def error_vs_d(out: Path, quick: bool, seed: int, alphas: tuple[float, ...] | No
             entry["mean_error"][scheme] = err.tolist()
             fit = [(d, e) for d, e in zip(D_GRID, err.tolist()) if d >= 20 and e > 0]
             entry["slope"][scheme] = fit_loglog_slope(*zip(*fit))[0] if len(fit) >= 2 else float("nan")
-            ax.loglog(D_GRID, err.tolist(), "o-", label=f"{scheme} (slope {entry['slope'][scheme]:.2f})")
+            ax.plot(D_GRID, err.tolist(), "o-", label=f"{SCHEME_LABELS[scheme]}: slope {entry['slope'][scheme]:.2f}")
         ds = torch.tensor(D_GRID, dtype=torch.float64)
-        for scheme, c in (("threshold", 3.5), ("frequency", 0.35)):
+        for scheme, c, style in (("threshold", 3.5, "k--"), ("frequency", 0.35, "k:")):
             s = entry["theory_slopes"][scheme]
-            ax.loglog(D_GRID, (c * ds**s).tolist(), "k--", lw=0.8)
-        ax.set(title=f"alpha = {alpha}", xlabel="d", ylabel="error")
+            ax.plot(D_GRID, (c * ds**s).tolist(), style, lw=0.8, label=f"theory for {scheme}: slope {s:.2f}")
+        _log_axes(ax, D_GRID)
+        ax.set(title=f"Zipf exponent α = {alpha}", xlabel="memory dimension d", ylabel="recall error (probability)")
         ax.legend(fontsize=7)
         res["by_alpha"][str(alpha)] = entry
-    return save(out, "error_vs_d", res, fig)
+    fig.suptitle(f"Error vs memory size (N = {N} tokens, M = {M} classes, {p_.n_trials} draws)")
+    return ExperimentResult(res, {"error_vs_d": fig})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,12 +136,14 @@ def _finite_data_errors(N, M, alpha, ds, Ts, n_trials, seed, scheme="top_seen", 
     return err, counts, p
 
 
-def error_vs_T(out: Path, quick: bool, seed: int) -> dict:
+@EXPERIMENTS.register
+def error_vs_T(ctx: Context) -> ExperimentResult:
     """Error vs T at d = 1000 (threshold P = d/12 over the seen tokens, and all seen tokens) vs the missing mass."""
     N, M, alpha, d = 1000, 5, 2.0, 1000
-    res: dict[str, Any] = {"N": N, "M": M, "alpha": alpha, "d": d, "Ts": T_GRID, "n_trials": N_TRIALS}
+    T_GRID, n_trials = list(ctx.preset.t_grid), ctx.preset.n_trials
+    res: dict[str, Any] = {"N": N, "M": M, "alpha": alpha, "d": d, "Ts": T_GRID, "n_trials": n_trials}
     for scheme in ("top_seen", "seen"):
-        err, counts, p = _finite_data_errors(N, M, alpha, [d], T_GRID, N_TRIALS, seed, scheme=scheme)
+        err, counts, p = _finite_data_errors(N, M, alpha, [d], T_GRID, n_trials, ctx.seed, scheme=scheme)
         res[f"mean_error_{scheme}"] = err[:, 0].mean(-1).tolist()
     unseen = ((counts == 0).double() * p).sum(-1).mean(-1)
     res["empirical_unseen_mass"] = unseen.tolist()
@@ -147,55 +155,88 @@ def error_vs_T(out: Path, quick: bool, seed: int) -> dict:
     res["fit_window"] = [T_GRID[i] for i in window]
     res["slope_top_seen"] = fit_loglog_slope(res["fit_window"], e)[0]
     res["rel_error_vs_formula"] = [abs(a - b) / b for a, b in zip(e, mm)]
-    res["rel_error_vs_formula_times_1_minus_1_over_M"] = [abs(a - b * (1 - 1 / M)) / (b * (1 - 1 / M)) for a, b in zip(e, mm)]
+    res["rel_error_vs_formula_times_1_minus_1_over_M"] = [
+        abs(a - b * (1 - 1 / M)) / (b * (1 - 1 / M)) for a, b in zip(e, mm)
+    ]
     res["formula_vs_exact_rel_error"] = [
         abs(a - b) / b for a, b in zip(res["missing_mass_formula"], res["exact_missing_mass"])
     ]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.loglog(T_GRID, res["mean_error_top_seen"], "o-", label=f"top-{d // 12} seen (slope {res['slope_top_seen']:.2f})")
-    ax.loglog(T_GRID, res["mean_error_seen"], "s-", label="all seen")
-    ax.loglog(T_GRID, res["exact_missing_mass"], "k-", lw=0.8, label="missing mass (exact)")
-    ax.loglog(T_GRID, res["missing_mass_formula"], "k--", lw=0.8, label="missing-mass formula")
-    ax.set(xlabel="T", ylabel="error", title=f"d = {d}, N = {N}, alpha = {alpha}")
+    fig, ax = subplots(figsize=(6, 4.4))
+    ax.plot(
+        T_GRID,
+        res["mean_error_top_seen"],
+        "o-",
+        label=f"the {d // 12} most frequent seen tokens stored (slope {res['slope_top_seen']:.2f})",
+    )
+    ax.plot(T_GRID, res["mean_error_seen"], "s-", label="every seen token stored")
+    ax.plot(T_GRID, res["exact_missing_mass"], "k-", lw=0.8, label="expected mass of unseen tokens (exact)")
+    ax.plot(T_GRID, res["missing_mass_formula"], "k--", lw=0.8, label="missing-mass formula (asymptotic)")
+    _log_axes(ax, T_GRID)
+    ax.set(
+        xlabel="number of samples T",
+        ylabel="recall error (probability)",
+        title=f"Error vs data (d = {d}, N = {N}, α = {alpha})",
+    )
     ax.legend(fontsize=7)
-    return save(out, "error_vs_T", res, fig)
+    return ExperimentResult(res, {"error_vs_T": fig})
 
 
-def joint_table(out: Path, quick: bool, seed: int) -> dict:
-    """The (d, T) table of spec 4.2(B), compared cell by cell with the reference values."""
-    N, M, alpha = 1000, 5, 2.0
-    err, _, _ = _finite_data_errors(N, M, alpha, JOINT_DS, JOINT_TS, N_TRIALS, seed)
+@EXPERIMENTS.register
+def joint_table(ctx: Context) -> ExperimentResult:
+    """The (d, T) table (B) of the paper's theory, compared cell by cell with the reference values."""
+    N, M, alpha, n_trials = 1000, 5, 2.0, ctx.preset.n_trials
+    err, _, _ = _finite_data_errors(N, M, alpha, JOINT_DS, JOINT_TS, n_trials, ctx.seed)
     table = err.mean(-1).tolist()
     rel, within = [], []
     for row, ref_row in zip(table, JOINT_REFERENCE):
         for v, r in zip(row, ref_row):
             rel.append(abs(v - r) / r)
             within.append(abs(v - r) <= 0.2 * r or (r < 0.05 and abs(v - r) <= 0.01))
-    res = {"N": N, "M": M, "alpha": alpha, "ds": JOINT_DS, "Ts": JOINT_TS, "n_trials": N_TRIALS,
-           "mean_error": table, "reference": JOINT_REFERENCE, "max_rel_error": max(rel),
-           "cells_within_tolerance": sum(within), "n_cells": len(within)}
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    res = {
+        "N": N,
+        "M": M,
+        "alpha": alpha,
+        "ds": JOINT_DS,
+        "Ts": JOINT_TS,
+        "n_trials": n_trials,
+        "mean_error": table,
+        "reference": JOINT_REFERENCE,
+        "max_rel_error": max(rel),
+        "cells_within_tolerance": sum(within),
+        "n_cells": len(within),
+    }
+    fig, ax = subplots(figsize=(6, 4.4))
     for T, row, ref in zip(JOINT_TS, table, JOINT_REFERENCE):
-        line = ax.loglog(JOINT_DS, row, "o-", label=f"T = {T}")[0]
-        ax.loglog(JOINT_DS, ref, "x:", color=line.get_color())
-    ax.set(xlabel="d", ylabel="error", title="threshold P = d/12 over seen tokens (x: spec reference)")
+        line = ax.plot(JOINT_DS, row, "o-", label=f"T = {T} samples")[0]
+        ax.plot(JOINT_DS, ref, "x:", color=line.get_color())
+    ax.plot([], [], "kx:", label="reference table (same colour)")
+    _log_axes(ax, JOINT_DS)
+    ax.set(
+        xlabel="memory dimension d",
+        ylabel="recall error (probability)",
+        title="Threshold P = d/12 over the seen tokens: measured vs reference",
+    )
     ax.legend(fontsize=7)
-    return save(out, "joint_table", res, fig)
+    return ExperimentResult(res, {"joint_table": fig})
 
 
-def naive_contour(out: Path, quick: bool, seed: int) -> dict:
-    """The naive scheme q = 1{seen} at alpha = 0.5, N = 100: error over (d, T) (spec 4.2(C))."""
+@EXPERIMENTS.register
+def naive_contour(ctx: Context) -> ExperimentResult:
+    """The naive scheme q = 1{seen} at alpha = 0.5, N = 100: error over (d, T)."""
     N, M, alpha = 100, 5, 0.5
     ds, Ts = [10, 30, 100, 300, 1000], [10, 100, 1000, 10000]
-    err, _, _ = _finite_data_errors(N, M, alpha, ds, Ts, N_TRIALS, seed, scheme="seen")
+    err, _, _ = _finite_data_errors(N, M, alpha, ds, Ts, ctx.preset.n_trials, ctx.seed, scheme="seen")
     table = err.mean(-1)
     res = {"N": N, "M": M, "alpha": alpha, "ds": ds, "Ts": Ts, "mean_error": table.tolist()}
-    fig, ax = plt.subplots(figsize=(5, 4))
-    im = ax.contourf(torch.log10(torch.tensor(ds, dtype=torch.float64)), torch.log10(torch.tensor(Ts, dtype=torch.float64)),
-                     table, levels=12, cmap="viridis")
-    fig.colorbar(im, ax=ax, label="error")
-    ax.set(xlabel="log10 d", ylabel="log10 T", title="naive scheme q = 1{seen}, alpha = 0.5")
-    return save(out, "naive_contour", res, fig)
+    fig, ax = subplots(figsize=(5.5, 4.2))
+    im = ax.contourf(np.log10(ds), np.log10(Ts), table.numpy(), levels=12, cmap="viridis")
+    fig.colorbar(im, ax=ax, label="recall error (probability)")
+    ax.set(
+        xlabel="log10 memory dimension d",
+        ylabel="log10 number of samples T",
+        title=f"Storing every seen token (N = {N}, α = {alpha})",
+    )
+    return ExperimentResult(res, {"naive_contour": fig})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,24 +252,29 @@ def optim_point(config: dict) -> dict:
     return {"final": result.final.tolist()}
 
 
-def optimiser_grid(quick: bool, seed: int, n_trials: int = 10) -> list[dict]:
-    """The mini-grid of spec 7 (N = 100, M = 5, alpha = 2), tagged by study."""
-    base = dict(N=100, M=5, alpha=2.0, n_trials=n_trials, seed=seed, layernorm=False)
-    tuned_ds = [50, 100] if quick else [10, 50, 100, 200, 1000]
-    small_ds = [10, 100] if quick else [10, 100, 1000]
-    lrs = [0.1, 1.0, 10.0, 100.0]
-    configs = []
-    for c in expand_grid({"d": tuned_ds, "optimizer": ["sgd", "adam"], "lr": lrs},
-                         {**base, "model": "matrix", "T": 10240, "B": 256, "study": "tuned"}):
-        configs.append(c)
-    for d in small_ds:
+def optimiser_grid(preset, seed: int) -> list[dict]:
+    """The optimiser mini-grid (N = 100, M = 5, alpha = 2), tagged by study."""
+    base = dict(N=100, M=5, alpha=2.0, n_trials=preset.optim_trials, seed=seed, layernorm=False)
+    T, lrs = preset.optim_T, [0.1, 1.0, 10.0, 100.0]
+    configs = list(
+        expand_grid(
+            {"d": list(preset.tuned_ds), "optimizer": ["sgd", "adam"], "lr": lrs},
+            {**base, "model": "matrix", "T": T, "B": 256, "study": "tuned"},
+        )
+    )
+    for d in preset.small_ds:
         for B, lr in ((16, 1.0), (1024, 10.0)):
-            configs.append({**base, "model": "matrix", "optimizer": "adam", "T": 1024, "B": B, "lr": lr, "d": d,
-                            "study": "batch"})
-    configs += expand_grid({"d": small_ds, "lr": lrs},
-                           {**base, "model": "matrix", "optimizer": "sgd", "T": 10240, "B": 64, "study": "lr"})
-    configs += expand_grid({"model": ["matrix", "learnable", "exponential"]},
-                           {**base, "optimizer": "sgd", "lr": 1.0, "T": 10240, "B": 16, "d": 10, "study": "embeddings"})
+            configs.append(
+                {**base, "model": "matrix", "optimizer": "adam", "T": 1024, "B": B, "lr": lr, "d": d, "study": "batch"}
+            )
+    configs += expand_grid(
+        {"d": list(preset.small_ds), "lr": lrs},
+        {**base, "model": "matrix", "optimizer": "sgd", "T": T, "B": 64, "study": "lr"},
+    )
+    configs += expand_grid(
+        {"model": ["matrix", "learnable", "exponential"]},
+        {**base, "optimizer": "sgd", "lr": 1.0, "T": T, "B": 16, "d": 10, "study": "embeddings"},
+    )
     for c in configs:
         c["log_every"] = c["T"] // c["B"]
     return configs
@@ -239,22 +285,31 @@ def _run_point(config: dict) -> dict:
     return optim_point({k: v for k, v in config.items() if k != "study"})
 
 
-def optimisers(out: Path, quick: bool, seed: int, workers: int | None = None, backend: str = "local",
-               address: str | None = None) -> dict:
-    """Adam vs SGD (tuned lr), batch size, SGD learning rate, learned embeddings: per-seed orderings (spec T4)."""
-    configs = optimiser_grid(quick, seed)
-    path = Path(out) / "sweeps" / f"optimisers-{'quick' if quick else 'full'}-seed{seed}.jsonl"
-    rows = run_sweep(_run_point, configs, path, backend=backend, workers=workers if workers else (1 if quick else None),
-                     address=address, desc="optimiser grid")
+@EXPERIMENTS.register
+def optimisers(ctx: Context) -> ExperimentResult:
+    """Adam vs SGD (tuned lr), batch size, SGD learning rate, learned embeddings: orderings per trial."""
+    configs = optimiser_grid(ctx.preset, ctx.seed)
+    path = ctx.out / "sweeps" / "optimisers.jsonl"
+    workers = ctx.sweep.workers if ctx.sweep.workers is not None else ctx.preset.workers
+    rows = run_sweep(
+        _run_point,
+        configs,
+        path,
+        backend=ctx.sweep.backend,
+        workers=workers,
+        address=ctx.sweep.address,
+        progress=ctx.progress,
+        desc="optimiser grid",
+    )
     final = {}
     for row in rows:
         c = row["config"]
         final[(c["study"], c["model"], c["optimizer"], c["d"], c["B"], c["lr"])] = torch.tensor(row["result"]["final"])
-    res: dict[str, Any] = {"grid_size": len(configs), "sweep_file": str(path)}
+    res: dict[str, Any] = {"grid_size": len(configs), "sweep_file": str(path.relative_to(ctx.out))}
 
-    # Adam vs SGD at their tuned lr (per seed), d >= 50
+    # Adam vs SGD at their tuned lr (per trial), d >= 50
     tuned = {}
-    for (study, model, opt, d, B, lr), e in final.items():
+    for (study, _model, opt, d, _B, _lr), e in final.items():
         if study == "tuned":
             tuned[(opt, d)] = torch.minimum(tuned[(opt, d)], e) if (opt, d) in tuned else e
     tuned_ds = sorted({d for _, d in tuned})
@@ -267,9 +322,13 @@ def optimisers(out: Path, quick: bool, seed: int, workers: int | None = None, ba
     batch_ds = sorted({k[3] for k in final if k[0] == "batch"})
     small = {d: final[("batch", "matrix", "adam", d, 16, 1.0)] for d in batch_ds}
     large = {d: final[("batch", "matrix", "adam", d, 1024, 10.0)] for d in batch_ds}
-    res["batch"] = {"B16_lr1": {str(d): small[d].mean().item() for d in batch_ds},
-                    "B1024_lr10": {str(d): large[d].mean().item() for d in batch_ds}}
-    res["small_batch_beats_large_fraction"] = torch.stack([small[d] < large[d] for d in batch_ds]).all(0).double().mean().item()
+    res["batch"] = {
+        "B16_lr1": {str(d): small[d].mean().item() for d in batch_ds},
+        "B1024_lr10": {str(d): large[d].mean().item() for d in batch_ds},
+    }
+    res["small_batch_beats_large_fraction"] = (
+        torch.stack([small[d] < large[d] for d in batch_ds]).all(0).double().mean().item()
+    )
 
     # SGD learning rate at B = 64
     lr_ds = sorted({k[3] for k in final if k[0] == "lr"})
@@ -286,30 +345,63 @@ def optimisers(out: Path, quick: bool, seed: int, workers: int | None = None, ba
     emb = {m: final[("embeddings", m, "sgd", 10, 16, 1.0)] for m in ("matrix", "learnable", "exponential")}
     res["embeddings_d10"] = {m: e.mean().item() for m, e in emb.items()}
     res["learned_embeddings_beat_fixed_fraction"] = (emb["learnable"] < 0.5 * emb["matrix"]).double().mean().item()
+    return ExperimentResult(res, {"optimisers": _optimisers_figure(res, tuned_ds, batch_ds, lr_ds, lrs, ctx.preset)})
 
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+
+def _optimisers_figure(res: dict, tuned_ds, batch_ds, lr_ds, lrs, preset):
+    T = preset.optim_T
+    fig, axes = subplots(1, 4, figsize=(19, 4.4))
+    names = {"sgd": "SGD", "adam": "Adam (sign-like)"}
     for opt in ("sgd", "adam"):
-        axes[0].loglog(tuned_ds, [res["tuned"][opt][str(d)] for d in tuned_ds], "o-", label=opt)
-    axes[0].set(title="tuned lr, B=256, T=10240", xlabel="d", ylabel="error")
-    for name, vals in res["batch"].items():
-        axes[1].loglog(batch_ds, [vals[str(d)] for d in batch_ds], "o-", label=name)
-    axes[1].set(title="Adam, T=1024", xlabel="d")
+        axes[0].plot(tuned_ds, [res["tuned"][opt][str(d)] for d in tuned_ds], "o-", label=f"{names[opt]}, best lr")
+    axes[0].set(title=f"Adam vs SGD at the best lr (B = 256, T = {T})", xlabel="memory dimension d")
+    batch_names = {"B16_lr1": "batch 16, lr 1", "B1024_lr10": "batch 1024, lr 10"}
+    for key, vals in res["batch"].items():
+        axes[1].plot(batch_ds, [vals[str(d)] for d in batch_ds], "o-", label=f"Adam, {batch_names[key]}")
+    axes[1].set(title="Batch size (Adam, T = 1024)", xlabel="memory dimension d")
     for d in lr_ds:
-        axes[2].loglog(lrs, res["sgd_lr"]["mean_error"][str(d)], "o-", label=f"d={d}")
-    axes[2].set(title="SGD, B=64, T=10240", xlabel="lr")
-    axes[3].bar(list(res["embeddings_d10"]), list(res["embeddings_d10"].values()))
-    axes[3].set(title="SGD lr 1, B=16, d=10", yscale="log")
+        axes[2].plot(lrs, res["sgd_lr"]["mean_error"][str(d)], "o-", label=f"d = {d}")
+    axes[2].set(title=f"SGD learning rate (B = 64, T = {T})", xlabel="learning rate")
+    _log_axes(axes[0], tuned_ds)
+    _log_axes(axes[1], batch_ds)
+    _log_axes(axes[2], lrs)
+    model_names = {
+        "matrix": "fixed embeddings\n(matrix W)",
+        "learnable": "learned\nembeddings",
+        "exponential": "exponential\nmodel",
+    }
+    axes[3].bar([model_names[m] for m in res["embeddings_d10"]], list(res["embeddings_d10"].values()))
+    axes[3].set(title="Learned embeddings (SGD lr 1, B = 16, d = 10)", yscale="log")
+    axes[3].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    axes[3].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[3].yaxis.set_minor_formatter(NullFormatter())
+    for ax in axes:
+        ax.set_ylabel("final recall error (mean over trials)")
     for ax in axes[:3]:
         ax.legend(fontsize=7)
-    return save(out, "optimisers", res, fig)
+    fig.suptitle(f"Optimisation-based memories (N = 100 tokens, M = 5 classes, α = 2, {preset.optim_trials} trials)")
+    return fig
 
 
-def sgd_vs_approximation(out: Path, quick: bool, seed: int) -> dict:
-    """Real SGD (W = 0 at start) vs the analytic recursion of spec 3.3, on the same embeddings and batches."""
-    steps = 20 if quick else 100
-    cfg = OptimConfig(model="matrix", optimizer="sgd", N=100, M=5, alpha=2.0, d=10, T=1000 * steps, B=1000,
-                      lr=1.0, init="zero", n_trials=100, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
+@EXPERIMENTS.register(name="sgd_approximation")
+def sgd_vs_approximation(ctx: Context) -> ExperimentResult:
+    """Real SGD (W = 0 at start) vs the analytic recursion of the paper, on the same embeddings and batches."""
+    steps = ctx.preset.sgd_steps
+    cfg = OptimConfig(
+        model="matrix",
+        optimizer="sgd",
+        N=100,
+        M=5,
+        alpha=2.0,
+        d=10,
+        T=1000 * steps,
+        B=1000,
+        lr=1.0,
+        init="zero",
+        n_trials=100,
+        seed=ctx.seed,
+    )
+    gen = ctx.generator()
     params = init_parameters(cfg, gen)
     xs = sample_stream(cfg, gen)
     real = run_steps(cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs)
@@ -319,21 +411,32 @@ def sgd_vs_approximation(out: Path, quick: bool, seed: int) -> dict:
     approx = error_curve(q[:, None], emb, [cfg.d], p, f)[:, 0]  # [steps+1, trials]
     real_mean, approx_mean = real.errors.mean(-1)[1:], approx.mean(-1)[1:]
     gap = (real_mean - approx_mean).abs()
-    res = {"steps": list(range(1, steps + 1)), "real_error": real_mean.tolist(), "approx_error": approx_mean.tolist(),
-           "gap_first_10_steps": gap[:10].max().item(), "gap_all_steps": gap.max().item(), "config": config_dict(cfg)}
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    res = {
+        "steps": list(range(1, steps + 1)),
+        "real_error": real_mean.tolist(),
+        "approx_error": approx_mean.tolist(),
+        "gap_first_10_steps": gap[:10].max().item(),
+        "gap_all_steps": gap.max().item(),
+        "config": config_dict(cfg),
+    }
+    fig, ax = subplots(figsize=(6, 4.2))
     ax.plot(res["steps"], res["real_error"], label="SGD")
-    ax.plot(res["steps"], res["approx_error"], "--", label="analytic approximation")
-    ax.set(xlabel="step", ylabel="error", title="N=100, d=10, B=1000, lr=1")
+    ax.plot(res["steps"], res["approx_error"], "--", label="analytic approximation of SGD")
+    ax.set(
+        xlabel="SGD step",
+        ylabel="recall error (mean over 100 trials)",
+        title="SGD vs its approximation (N = 100, d = 10, B = 1000, lr = 1)",
+    )
     ax.legend()
-    return save(out, "sgd_approximation", res, fig)
+    return ExperimentResult(res, {"sgd_approximation": fig})
 
 
-def heatmaps(out: Path, quick: bool, seed: int) -> dict:
+@EXPERIMENTS.register
+def heatmaps(ctx: Context) -> ExperimentResult:
     """softmax(E W U^T) for q = 1 vs q = p_hat (N 10, M 5, d 10, alpha 1, T 1000), and SGD snapshots
     (N 10, d 5, alpha 1.5, lr 0.1, batch 1)."""
     N, M, d = 10, 5, 10
-    gen = torch.Generator().manual_seed(seed)
+    gen = ctx.generator()
     E, U = Embeddings.draw(N, M, d, 1, gen).at(d)
     E, U = E[0], U[0]
     p, f = zipf_probs(N, 1.0), targets(N, M)
@@ -342,24 +445,39 @@ def heatmaps(out: Path, quick: bool, seed: int) -> dict:
     for name, q in (("q=1", torch.ones(N, dtype=torch.float64)), ("q=p_hat", counts / counts.sum())):
         W = memory_matrix(q, E, U, f)
         maps[name] = torch.softmax(E @ W.T @ U.T, -1)
-    cfg = OptimConfig(model="matrix", optimizer="sgd", N=10, M=5, alpha=1.5, d=5, T=200, B=1, lr=0.1, init="zero",
-                      seed=seed, snapshot_every=50, log_every=50)
+    cfg = OptimConfig(
+        model="matrix",
+        optimizer="sgd",
+        N=10,
+        M=5,
+        alpha=1.5,
+        d=5,
+        T=200,
+        B=1,
+        lr=0.1,
+        init="zero",
+        seed=ctx.seed,
+        snapshot_every=50,
+        log_every=50,
+    )
     snaps = train_memory(cfg).snapshots
-    res = {"association_maps": {k: v.tolist() for k, v in maps.items()},
-           "sgd_snapshots": {str(s): m.tolist() for s, m in snaps}}
-    fig, axes = plt.subplots(1, 2 + len(snaps), figsize=(2.6 * (2 + len(snaps)), 3.2))
-    for ax, (name, m) in zip(axes, list(maps.items()) + [(f"SGD step {s}", m) for s, m in snaps]):
-        ax.imshow(m, cmap="magma", vmin=0, vmax=1, aspect="auto")
-        ax.set(title=name, xlabel="class y", ylabel="token x")
-    return save(out, "heatmaps", res, fig)
-
-
-EXPERIMENTS = {
-    "error_vs_d": error_vs_d,
-    "error_vs_T": error_vs_T,
-    "joint_table": joint_table,
-    "naive_contour": naive_contour,
-    "optimisers": optimisers,
-    "sgd_approximation": sgd_vs_approximation,
-    "heatmaps": heatmaps,
-}
+    res = {
+        "association_maps": {k: v.tolist() for k, v in maps.items()},
+        "sgd_snapshots": {str(s): m.tolist() for s, m in snaps},
+    }
+    titles = {"q=1": "q = 1 (d = 10)", "q=p_hat": "q = empirical frequency\n(d = 10, T = 1000)"}
+    panels = [(titles[k], m) for k, m in maps.items()] + [
+        (f"SGD, step {s}\n(d = 5, lr 0.1, batch 1)", m) for s, m in snaps
+    ]
+    fig, axes = subplots(1, len(panels), figsize=(2.9 * len(panels) + 1, 3.6))
+    for ax, (title, m) in zip(axes, panels):
+        im = ax.imshow(torch.as_tensor(m).numpy(), cmap="magma", vmin=0, vmax=1, aspect="auto")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(M))
+        ax.set_yticks(range(N))
+        ax.set_xlabel("class y")
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("input token x (most frequent first)")
+    fig.colorbar(im, ax=list(axes), fraction=0.02, label="probability of class y given x")
+    fig.suptitle("What the memory recalls: softmax(E W Uᵀ) (right class: y = x mod 5)")
+    return ExperimentResult(res, {"heatmaps": fig})

@@ -16,7 +16,7 @@ memory predicts class 0, as in the authors' notebooks. The error is exact: ``sum
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +47,8 @@ def memory_weights(
     scheme: str,
     p: Float[Tensor, "N"],
     *,
-    P: Optional[int | Int[Tensor, "*batch"]] = None,
-    counts: Optional[Float[Tensor, "*batch N"]] = None,
+    P: int | Int[Tensor, "*batch"] | None = None,
+    counts: Float[Tensor, "*batch N"] | None = None,
     rho: float = 0.0,
 ) -> Float[Tensor, "*batch N"]:
     """The weights ``q(x)`` of a scheme (see :data:`SCHEMES`).
@@ -169,7 +169,7 @@ def scheme_error_curve(
     f: Int[Tensor, "N"],
     *,
     divisor: int = 8,
-    counts: Optional[Float[Tensor, "*batch trials N"]] = None,
+    counts: Float[Tensor, "*batch trials N"] | None = None,
     rho: float = 0.0,
 ) -> Float[Tensor, "*batch n_d trials"]:
     """Error vs d of one scheme; thresholds are ``P = d // divisor``; ``counts`` (if any) per trial."""
@@ -191,7 +191,7 @@ def loop_error_curve(
     f: Int[Tensor, "N"],
     *,
     divisor: int = 8,
-    counts: Optional[Float[Tensor, "trials N"]] = None,
+    counts: Float[Tensor, "trials N"] | None = None,
     rho: float = 0.0,
 ) -> Float[Tensor, "n_d trials"]:
     """The same as :func:`scheme_error_curve` (without extra batch axes), one trial and one d at a time, building

@@ -1,5 +1,5 @@
-"""Optimisation-based estimators (spec section 3.2-3.3): the matrix, learnable-embeddings and exponential models
-trained with SGD or Adam in one pass over T samples, plus the analytic approximation of SGD.
+"""Optimisation-based estimators (the paper's optimisation experiments): the matrix, learnable-embeddings and
+exponential models trained with SGD or Adam in one pass over T samples, plus the analytic approximation of SGD.
 
 All ``n_trials`` independent runs (own embeddings, data and init, from one seed) are trained at once: every
 parameter carries a leading trial axis, the loss is the sum over trials of each trial's mean cross-entropy, and
@@ -19,8 +19,8 @@ Adam's default betas are ``(0.0, 0.0)``: the update is ``g / (|g| + eps)``, a si
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +116,9 @@ def init_parameters(cfg: OptimConfig, gen: torch.Generator) -> dict[str, Tensor]
     return params
 
 
-def hidden(cfg: OptimConfig, params: dict[str, Tensor], x: Int[Tensor, "trials batch"]) -> Float[Tensor, "trials batch d"]:
+def hidden(
+    cfg: OptimConfig, params: dict[str, Tensor], x: Int[Tensor, "trials batch"]
+) -> Float[Tensor, "trials batch d"]:
     """``h(x)``: ``e_x W`` or ``ReLU(e_x)``, optionally L2-normalised."""
     e = torch.gather(params["E"], 1, x[..., None].expand(-1, -1, cfg.d))
     h = torch.relu(e) if cfg.model == "exponential" else e @ params["W"]
@@ -125,7 +127,9 @@ def hidden(cfg: OptimConfig, params: dict[str, Tensor], x: Int[Tensor, "trials b
     return h
 
 
-def logits(cfg: OptimConfig, params: dict[str, Tensor], x: Int[Tensor, "trials batch"]) -> Float[Tensor, "trials batch M"]:
+def logits(
+    cfg: OptimConfig, params: dict[str, Tensor], x: Int[Tensor, "trials batch"]
+) -> Float[Tensor, "trials batch M"]:
     return hidden(cfg, params, x) @ params["U"].transpose(-1, -2)
 
 
@@ -158,7 +162,7 @@ def run_steps(
     groups: list[dict],
     batch_logits: Callable[[Int[Tensor, "trials batch"]], Float[Tensor, "trials batch M"]],
     xs: Int[Tensor, "trials T"],
-    snapshot: Optional[Callable[[], Tensor]] = None,
+    snapshot: Callable[[], Tensor] | None = None,
 ) -> OptimResult:
     """One pass over ``xs`` in batches of B, logging the exact error of ``batch_logits`` on all N tokens."""
     p, f = zipf_probs(cfg.N, cfg.alpha), targets(cfg.N, cfg.M)
@@ -208,7 +212,7 @@ def config_dict(cfg: OptimConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# analytic approximation of SGD (spec section 3.3)
+# analytic approximation of SGD (the paper's recursion)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -223,7 +227,9 @@ def batch_counts(xs: Int[Tensor, "trials T"], N: int, B: int) -> Float[Tensor, "
     return counts.scatter_add_(2, batches, torch.ones_like(batches, dtype=torch.float64))
 
 
-def sgd_approximation(counts: Float[Tensor, "steps trials N"], lr: float, B: int, M: int) -> Float[Tensor, "steps+1 trials N"]:
+def sgd_approximation(
+    counts: Float[Tensor, "steps trials N"], lr: float, B: int, M: int
+) -> Float[Tensor, "steps+1 trials N"]:
     """``q_{t+1}(x) = q_t(x) + (lr/B) n_t(x) / (1 + e^{q_t(x)}/(M-1))`` from ``q_0 = 0``: the weight of each
     association under SGD when the embeddings are nearly orthogonal (the softmax gives the correct class
     probability ``e^q / (e^q + M - 1)``)."""

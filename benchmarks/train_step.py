@@ -34,8 +34,9 @@ from mechmem import ModelConfig, build_model
 from mechmem.fastpath import logits, unsupported_reason
 
 ATTN_ONLY = ModelConfig(n_layers=2, n_heads=1, d_model=128, d_vocab=65, n_ctx=256, attn_only=True, use_bias=True)
-WITH_MLP = ModelConfig(n_layers=2, n_heads=4, d_model=128, d_vocab=65, n_ctx=256, attn_only=False,
-                       normalization="LN", use_bias=True)
+WITH_MLP = ModelConfig(
+    n_layers=2, n_heads=4, d_model=128, d_vocab=65, n_ctx=256, attn_only=False, normalization="LN", use_bias=True
+)
 BATCH = 64
 
 
@@ -113,8 +114,10 @@ def compare(cfg: ModelConfig, reps: int, steps: int, with_hooked: bool) -> dict[
         diff = (logits(model, tokens[:, :-1]) - plain(tokens[:, :-1])).abs().max().item()
     if diff > 1e-4:
         raise RuntimeError(f"the plain model does not compute the same function (max logit diff {diff})")
-    variants = {"fast": (lambda t: logits(model, t), list(model.parameters())),
-                "plain": (plain, list(plain.parameters()))}
+    variants = {
+        "fast": (lambda t: logits(model, t), list(model.parameters())),
+        "plain": (plain, list(plain.parameters())),
+    }
     if with_hooked:
         variants["hooked"] = (model, list(model.parameters()))
     for forward, params in variants.values():  # warm-up

@@ -25,15 +25,45 @@ ATOL = 1e-5
 
 CONFIGS = {
     "attn_only": ModelConfig(n_layers=2, n_heads=1, d_model=32, d_vocab=13, n_ctx=12),
-    "mlp_ln_heads_bias": ModelConfig(n_layers=2, n_heads=4, d_model=32, d_vocab=13, n_ctx=12, attn_only=False,
-                                     normalization="LN", use_bias=True),
-    "lnpre_gelu_no_pos_vocab_out": ModelConfig(n_layers=1, n_heads=2, d_model=16, d_head=12, d_vocab=13, n_ctx=12,
-                                               d_vocab_out=5, attn_only=False, normalization="LNPre",
-                                               act_fn="gelu_new", positional=False),
-    "identity_WQ_frozen": ModelConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=13, n_ctx=12, identity_W_Q=True,
-                                      freeze=("W_E", "W_pos", "blocks.0.attn.W_V"), attn_only=False, act_fn="silu"),
-    "ln_gelu_bias": ModelConfig(n_layers=1, n_heads=2, d_model=16, d_vocab=13, n_ctx=12, attn_only=False,
-                                normalization="LN", act_fn="gelu", use_bias=True, d_mlp=24),
+    "mlp_ln_heads_bias": ModelConfig(
+        n_layers=2, n_heads=4, d_model=32, d_vocab=13, n_ctx=12, attn_only=False, normalization="LN", use_bias=True
+    ),
+    "lnpre_gelu_no_pos_vocab_out": ModelConfig(
+        n_layers=1,
+        n_heads=2,
+        d_model=16,
+        d_head=12,
+        d_vocab=13,
+        n_ctx=12,
+        d_vocab_out=5,
+        attn_only=False,
+        normalization="LNPre",
+        act_fn="gelu_new",
+        positional=False,
+    ),
+    "identity_WQ_frozen": ModelConfig(
+        n_layers=2,
+        n_heads=2,
+        d_model=16,
+        d_vocab=13,
+        n_ctx=12,
+        identity_W_Q=True,
+        freeze=("W_E", "W_pos", "blocks.0.attn.W_V"),
+        attn_only=False,
+        act_fn="silu",
+    ),
+    "ln_gelu_bias": ModelConfig(
+        n_layers=1,
+        n_heads=2,
+        d_model=16,
+        d_vocab=13,
+        n_ctx=12,
+        attn_only=False,
+        normalization="LN",
+        act_fn="gelu",
+        use_bias=True,
+        d_mlp=24,
+    ),
 }
 BUILDERS = {"hooked": build_model, "bridge": build_bridge}
 
@@ -44,8 +74,9 @@ def _randomise_biases(model: nn.Module, seed: int = 1) -> None:
     for name, p in [(n, weight_parameters(model, n)) for n in fastpath.plan_for(model).refs]:
         short = name.rsplit(".", 1)[-1]
         if p.requires_grad and (short.startswith("b_") or short in ("w", "b")):
-            set_weight_(model, name, get_weight(model, name) + 0.1 * torch.randn(get_weight(model, name).shape,
-                                                                               generator=g))
+            set_weight_(
+                model, name, get_weight(model, name) + 0.1 * torch.randn(get_weight(model, name).shape, generator=g)
+            )
 
 
 def assert_same_function(model: nn.Module, tokens: torch.Tensor, fast_used: bool = True) -> None:
@@ -107,8 +138,12 @@ def test_in_place_edits_of_skipped_weights_are_seen():
 def test_birth_models():
     from mechmem.papers.birth.model import build_full, build_simplified
 
-    for model in (build_simplified(d_model=32, n_ctx=16), build_simplified(d_model=32, n_ctx=16, final_ffn=True),
-                  build_full(d_model=32, n_heads=4, n_ctx=16), build_full(d_model=32, n_heads=4, n_layers=1, n_ctx=16)):
+    for model in (
+        build_simplified(d_model=32, n_ctx=16),
+        build_simplified(d_model=32, n_ctx=16, final_ffn=True),
+        build_full(d_model=32, n_heads=4, n_ctx=16),
+        build_full(d_model=32, n_heads=4, n_layers=1, n_ctx=16),
+    ):
         assert_same_function(model, _tokens(model))
 
 
@@ -150,8 +185,9 @@ def test_subtract_block_input_at_each_point(kind, point, in_place):
     model = BUILDERS[kind](CONFIGS["mlp_ln_heads_bias"])
     store = {}
     keep = declare_effect(lambda x, hook: store.__setitem__("x", x), OBSERVE)
-    drop = declare_effect((lambda x, hook: x.sub_(store["x"])) if in_place else (lambda x, hook: x - store["x"]),
-                          SUBTRACT_BLOCK_INPUT)
+    drop = declare_effect(
+        (lambda x, hook: x.sub_(store["x"])) if in_place else (lambda x, hook: x - store["x"]), SUBTRACT_BLOCK_INPUT
+    )
     model.add_hook("blocks.1.hook_resid_pre", keep, is_permanent=True)
     model.add_hook(f"blocks.1.{point}", drop, is_permanent=True)
     mlp_input_only = is_bridge(model) and point == "hook_resid_mid" and not in_place
@@ -177,9 +213,11 @@ def test_unknown_temporary_and_backward_hooks_fall_back_and_are_logged_once(capl
     def double(x, hook):
         return 2 * x
 
-    cases = [({"is_permanent": True}, logging.WARNING), ({"is_permanent": False}, logging.INFO),
-             ({"is_permanent": True, "dir": "bwd", "hook": declare_effect(lambda g, hook: None, OBSERVE)},
-              logging.WARNING)]
+    cases = [
+        ({"is_permanent": True}, logging.WARNING),
+        ({"is_permanent": False}, logging.INFO),
+        ({"is_permanent": True, "dir": "bwd", "hook": declare_effect(lambda g, hook: None, OBSERVE)}, logging.WARNING),
+    ]
     for case, level in cases:
         hook = case.pop("hook", double)
         model.add_hook("blocks.0.hook_resid_post", hook, **case)
@@ -197,8 +235,9 @@ def test_unknown_temporary_and_backward_hooks_fall_back_and_are_logged_once(capl
 
 def test_declared_hook_in_the_wrong_place_falls_back():
     model = build_model(CONFIGS["attn_only"])
-    model.add_hook("blocks.0.hook_resid_pre", declare_effect(lambda x, hook: x, SUBTRACT_BLOCK_INPUT),
-                   is_permanent=True)
+    model.add_hook(
+        "blocks.0.hook_resid_pre", declare_effect(lambda x, hook: x, SUBTRACT_BLOCK_INPUT), is_permanent=True
+    )
     assert "only supported" in fastpath.unsupported_reason(model)
 
 
@@ -217,17 +256,27 @@ def test_raw_torch_hooks_and_overridden_forward_fall_back(kind):
     assert fastpath.unsupported_reason(model) is None
 
 
-UNSUPPORTED = (({"positional_embedding_type": "rotary"}, "positional_embedding_type", "standard positions"),
-               ({"attn_scores_soft_cap": 5.0}, "attn_scores_soft_cap", "soft cap"),
-               ({"normalization_type": "RMS"}, "normalization_type", "RMSNorm"),
-               ({"attention_dir": "bidirectional"}, "attention_dir", "causal"))
+UNSUPPORTED = (
+    ({"positional_embedding_type": "rotary"}, "positional_embedding_type", "standard positions"),
+    ({"attn_scores_soft_cap": 5.0}, "attn_scores_soft_cap", "soft cap"),
+    ({"normalization_type": "RMS"}, "normalization_type", "RMSNorm"),
+    ({"attention_dir": "bidirectional"}, "attention_dir", "causal"),
+)
 
 
 @pytest.mark.parametrize("kind", BUILDERS)
 @pytest.mark.parametrize("extra, hooked_reason, bridge_reason", UNSUPPORTED)
 def test_unsupported_architectures_fall_back(kind, extra, hooked_reason, bridge_reason):
-    base = {"n_layers": 1, "d_model": 16, "d_head": 8, "n_heads": 2, "n_ctx": 8, "d_vocab": 10, "act_fn": "relu",
-            "attn_only": False}
+    base = {
+        "n_layers": 1,
+        "d_model": 16,
+        "d_head": 8,
+        "n_heads": 2,
+        "n_ctx": 8,
+        "d_vocab": 10,
+        "act_fn": "relu",
+        "attn_only": False,
+    }
     if kind == "bridge":
         model, reason = boot_bridge({**base, **extra}), bridge_reason
     elif has_hooked_transformer():
@@ -280,8 +329,9 @@ def test_plans_do_not_keep_models_alive(kind):
 
 
 def _train_params(threads: int, fast: bool, steps: int = 3, optimizer=torch.optim.Adam) -> torch.Tensor:
-    cfg = ModelConfig(n_layers=2, n_heads=4, d_model=64, d_vocab=29, n_ctx=64, attn_only=False, normalization="LN",
-                      use_bias=True)
+    cfg = ModelConfig(
+        n_layers=2, n_heads=4, d_model=64, d_vocab=29, n_ctx=64, attn_only=False, normalization="LN", use_bias=True
+    )
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

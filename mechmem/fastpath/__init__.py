@@ -12,5 +12,14 @@ and ``TransformerBridge.boot_native`` models; any other model, option or hook fa
 from .effects import OBSERVE, SUBTRACT_BLOCK_INPUT, HookEffect, declare_effect, declared_effect
 from .forward import fast_path_enabled, logits, plan_for, unsupported_reason
 
-__all__ = ["OBSERVE", "SUBTRACT_BLOCK_INPUT", "HookEffect", "declare_effect", "declared_effect",
-           "fast_path_enabled", "logits", "plan_for", "unsupported_reason"]
+__all__ = [
+    "OBSERVE",
+    "SUBTRACT_BLOCK_INPUT",
+    "HookEffect",
+    "declare_effect",
+    "declared_effect",
+    "fast_path_enabled",
+    "logits",
+    "plan_for",
+    "unsupported_reason",
+]

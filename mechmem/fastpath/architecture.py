@@ -21,13 +21,43 @@ from hooks.weights import _unwrap, is_bridge
 from .fused import ACTIVATIONS
 
 #: HookedTransformerConfig fields the fused forward handles; every other one must keep its default
-HOOKED_FIELDS = ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_mlp", "d_vocab", "d_vocab_out", "act_fn",
-                 "normalization_type", "attn_only", "eps", "use_attn_scale", "attn_scale", "dtype", "device",
-                 "n_devices", "seed", "init_mode", "initializer_range", "init_weights", "model_name", "n_params",
-                 "use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "use_attn_in", "use_hook_tokens",
-                 "default_prepend_bos", "tokenizer_name", "tokenizer_prepends_bos")
-_NORMS = {"hooked": {"LayerNorm": True, "LayerNormPre": False},
-          "bridge": {"LayerNorm": True, "NativeLayerNormPre": False}}
+HOOKED_FIELDS = (
+    "n_layers",
+    "d_model",
+    "n_ctx",
+    "d_head",
+    "n_heads",
+    "d_mlp",
+    "d_vocab",
+    "d_vocab_out",
+    "act_fn",
+    "normalization_type",
+    "attn_only",
+    "eps",
+    "use_attn_scale",
+    "attn_scale",
+    "dtype",
+    "device",
+    "n_devices",
+    "seed",
+    "init_mode",
+    "initializer_range",
+    "init_weights",
+    "model_name",
+    "n_params",
+    "use_attn_result",
+    "use_split_qkv_input",
+    "use_hook_mlp_in",
+    "use_attn_in",
+    "use_hook_tokens",
+    "default_prepend_bos",
+    "tokenizer_name",
+    "tokenizer_prepends_bos",
+)
+_NORMS = {
+    "hooked": {"LayerNorm": True, "LayerNormPre": False},
+    "bridge": {"LayerNorm": True, "NativeLayerNormPre": False},
+}
 
 
 class Unsupported(Exception):
@@ -97,8 +127,9 @@ def _hooked_layers(model: nn.Module) -> tuple[list[LayerShape], NormShape]:
         if type(block.attn).__name__ != "Attention" or (not cfg.attn_only and type(block.mlp).__name__ != "MLP"):
             raise Unsupported(f"block components {type(block.attn).__name__}/{type(block.mlp).__name__}")
         norm = _norm_shape(getattr(block, "ln1", nn.Identity()), "hooked")
-        layers.append(LayerShape(cfg.n_heads, cfg.d_head, float(block.attn.attn_scale), norm, cfg.attn_only,
-                                 cfg.act_fn))
+        layers.append(
+            LayerShape(cfg.n_heads, cfg.d_head, float(block.attn.attn_scale), norm, cfg.attn_only, cfg.act_fn)
+        )
     return layers, _norm_shape(getattr(model, "ln_final", nn.Identity()), "hooked")
 
 
@@ -134,11 +165,20 @@ def _bridge_layers(model: nn.Module) -> tuple[list[LayerShape], NormShape]:
     for wrapped, attn in zip(native.layers, native_attentions(model)):
         block = _unwrap(wrapped)
         mlp = _unwrap(block.mlp) if hasattr(block, "mlp") else None
-        if (not isinstance(attn, native_module.NativeAttention) or attn.rotary is not None or attn.kv_repeats != 1
-                or attn.attn_scores_soft_cap > 0 or not attn.causal or not _is_causal_mask(attn.causal_mask)):
+        if (
+            not isinstance(attn, native_module.NativeAttention)
+            or attn.rotary is not None
+            or attn.kv_repeats != 1
+            or attn.attn_scores_soft_cap > 0
+            or not attn.causal
+            or not _is_causal_mask(attn.causal_mask)
+        ):
             raise Unsupported("bridge attention with rotary, grouped queries, a soft cap or a non-causal mask")
-        if mlp is not None and (type(mlp).__name__ != "NativeMLP" or act not in ACTIVATIONS
-                                or mlp.act is not native_module._ACTIVATIONS.get(act)):
+        if mlp is not None and (
+            type(mlp).__name__ != "NativeMLP"
+            or act not in ACTIVATIONS
+            or mlp.act is not native_module._ACTIVATIONS.get(act)
+        ):
             raise Unsupported(f"bridge MLP {type(mlp).__name__} with act_fn={act!r}")
         norm = _norm_shape(_unwrap(block.ln1), "bridge")
         layers.append(LayerShape(attn.n_heads, attn.d_head, float(attn.scale), norm, mlp is None, act))

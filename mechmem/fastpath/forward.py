@@ -72,9 +72,14 @@ def unsupported_reason(model: nn.Module) -> str | None:
 def _tokens_fit(model: nn.Module, plan: Plan, tokens) -> bool:
     """A ``[batch, pos]`` integer tensor on the model's device, no longer than ``n_ctx`` (anything else,
     e.g. a string, goes to ``model(tokens)``, which handles or rejects it)."""
-    return (isinstance(tokens, Tensor) and tokens.ndim == 2 and not tokens.dtype.is_floating_point
-            and tokens.dtype != torch.bool and 0 < tokens.shape[1] <= model.cfg.n_ctx
-            and tokens.device == plan.refs["W_E"].param.device)
+    return (
+        isinstance(tokens, Tensor)
+        and tokens.ndim == 2
+        and not tokens.dtype.is_floating_point
+        and tokens.dtype != torch.bool
+        and 0 < tokens.shape[1] <= model.cfg.n_ctx
+        and tokens.device == plan.refs["W_E"].param.device
+    )
 
 
 def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
@@ -90,4 +95,3 @@ def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab
         level = logging.INFO if plan.temporary else logging.WARNING
         logger.log(level, "fast path not used, running model(tokens): %s", plan)
     return model(tokens)
-

@@ -28,8 +28,12 @@ HOOKED_POINTS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "
 BRIDGE_POINTS = {"hook_in": "resid_pre", "ln2.hook_in": "resid_mid", "hook_out": "resid_post"}
 SUBTRACT_AT = ("resid_mid", "resid_post")
 
-_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks")
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
 _HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 Effects = dict[tuple[int, str], tuple[HookEffect, ...]]
@@ -39,8 +43,11 @@ def signature(model: nn.Module) -> tuple:
     """What must stay unchanged for a plan (or a refusal) to stay valid: the modules (by id, so that
     a cache keyed on it keeps no model alive) and their classes, the hooks, ``forward`` overrides."""
     mods = tuple(model.modules())
-    hooks = tuple((i, *(tuple(getattr(m, d)) for d in _HOOK_DICTS)) for i, m in enumerate(mods)
-                  if m._forward_pre_hooks or m._forward_hooks or m._backward_pre_hooks or m._backward_hooks)
+    hooks = tuple(
+        (i, *(tuple(getattr(m, d)) for d in _HOOK_DICTS))
+        for i, m in enumerate(mods)
+        if m._forward_pre_hooks or m._forward_hooks or m._backward_pre_hooks or m._backward_hooks
+    )
     overridden = tuple(i for i, m in enumerate(mods) if "forward" in m.__dict__)
     global_hooks = tuple(tuple(getattr(torch_module, g)) for g in _GLOBAL_HOOKS)
     return tuple(map(id, mods)), tuple(map(type, mods)), hooks, overridden, global_hooks
@@ -62,8 +69,10 @@ def hook_effects(model: nn.Module, kind: str) -> Effects:
                 continue
             layer, location = _location(getattr(module, "name", None) or name, points)
             if location not in SUBTRACT_AT:
-                raise Unsupported(f"{effect.name} hook {_fn_name(fn)} on {name}: only supported on "
-                                  f"{[p for p, loc in points.items() if loc in SUBTRACT_AT]} of a block")
+                raise Unsupported(
+                    f"{effect.name} hook {_fn_name(fn)} on {name}: only supported on "
+                    f"{[p for p, loc in points.items() if loc in SUBTRACT_AT]} of a block"
+                )
             effects[layer, location] = effects.get((layer, location), ()) + (effect,)
     return effects
 

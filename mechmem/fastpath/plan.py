@@ -53,8 +53,10 @@ class WeightRef:
 
     def still_there(self) -> bool:
         if self.tied:
-            return (parametrize.is_parametrized(self.owner, self.attr)
-                    and getattr(self.owner.parametrizations, self.attr).original is self.param)
+            return (
+                parametrize.is_parametrized(self.owner, self.attr)
+                and getattr(self.owner.parametrizations, self.attr).original is self.param
+            )
         return self.owner._parameters.get(self.attr) is self.param
 
     def read(self) -> Tensor | None:
@@ -79,8 +81,9 @@ class WeightRef:
 
 
 def _weight_refs(model: nn.Module) -> dict[str, WeightRef]:
-    return {name: WeightRef(name, s.owner, s.attr, s.parameter, s.tied, s.to_tl)
-            for name, s in weight_slots(model).items()}
+    return {
+        name: WeightRef(name, s.owner, s.attr, s.parameter, s.tied, s.to_tl) for name, s in weight_slots(model).items()
+    }
 
 
 @dataclass
@@ -102,18 +105,24 @@ class Plan:
         r = {name: ref.read() for name, ref in self.refs.items()}
         blocks = [self._block(layer, shape, r) for layer, shape in enumerate(self.layers)]
         final = self._norm(self.final, r, "ln_final")
-        return Weights(W_E=r["W_E"], W_pos=r.get("W_pos"), blocks=blocks, ln_final=final, W_U=r["W_U"],
-                       b_U=r.get("b_U"))
+        return Weights(
+            W_E=r["W_E"], W_pos=r.get("W_pos"), blocks=blocks, ln_final=final, W_U=r["W_U"], b_U=r.get("b_U")
+        )
 
     def _norm(self, shape: NormShape, r: dict, prefix: str) -> Norm:
         return Norm(shape.eps, r[f"{prefix}.w"], r[f"{prefix}.b"]) if shape.affine else Norm(shape.eps)
 
     def _block(self, layer: int, shape: LayerShape, r: dict) -> Block:
         a, m = f"blocks.{layer}.attn.", f"blocks.{layer}.mlp."
-        blk = Block(shape.n_heads, shape.d_head, shape.scale, self._norm(shape.norm, r, f"blocks.{layer}.ln1"),
-                    *(r.get(a + w) for w in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")),
-                    act_fn=shape.act_fn,
-                    effects={loc: fx for (lay, loc), fx in self.effects.items() if lay == layer})
+        blk = Block(
+            shape.n_heads,
+            shape.d_head,
+            shape.scale,
+            self._norm(shape.norm, r, f"blocks.{layer}.ln1"),
+            *(r.get(a + w) for w in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")),
+            act_fn=shape.act_fn,
+            effects={loc: fx for (lay, loc), fx in self.effects.items() if lay == layer},
+        )
         if not shape.attn_only:
             blk.ln2 = self._norm(shape.norm, r, f"blocks.{layer}.ln2")
             blk.W_in, blk.b_in, blk.W_out, blk.b_out = (r.get(m + w) for w in ("W_in", "b_in", "W_out", "b_out"))
@@ -172,5 +181,7 @@ def _check_against_model(model: nn.Module, plan: Plan) -> None:
         expected, fused = model(tokens), fused_logits(plan.weights(), tokens)
     diff = (expected - fused).abs().max().item()
     if not diff <= CHECK_TOLERANCE * (1 + expected.abs().max().item()):
-        raise Unsupported(f"the fused forward differs from model(tokens) by {diff:.3g} (a hook whose declared "
-                          "effect is not what it does, or an unknown model detail)")
+        raise Unsupported(
+            f"the fused forward differs from model(tokens) by {diff:.3g} (a hook whose declared "
+            "effect is not what it does, or an unknown model detail)"
+        )

@@ -22,17 +22,30 @@ from mechmem.inspect import InspectOptions, inspect_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="headless Chromium is not installed "
-                                "(apt-get install -y chromium); the browser check of the inspect page is skipped")
+pytestmark = pytest.mark.skipif(
+    BROWSER is None,
+    reason="headless Chromium is not installed "
+    "(apt-get install -y chromium); the browser check of the inspect page is skipped",
+)
 
 
 def chromium(page: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
     """Run headless Chromium on ``page`` with every host name unresolvable, logging the console to
     stderr and the network to ``work/net.json``."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             f"--user-data-dir={work / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
-             "--enable-logging=stderr", "--v=0", f"--log-net-log={work / 'net.json'}",
-             "--virtual-time-budget=15000", "--window-size=1280,2200"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={work / 'profile'}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--log-net-log={work / 'net.json'}",
+        "--virtual-time-budget=15000",
+        "--window-size=1280,2200",
+    ]
     return subprocess.run([BROWSER, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=300)
 
 

@@ -15,9 +15,13 @@ model three variants run in this process, alternating, so machine load affects t
 - ``hooked``: the ``HookedTransformer``'s own forward, ``model(tokens)`` (what users get without the path).
 
 Prints median times and the median per-repetition ratios ``ratio=<fast/plain>``,
-``ratio_mlp=<fast/plain>`` and ``ratio_hooked=<hooked/plain>`` (the attention-only model).
+``ratio_mlp=<fast/plain>`` and ``ratio_hooked=<hooked/plain>`` (the attention-only model). Steps run
+with ``--threads`` torch threads (default: mechmem's, 1; torch's own default is one per core) and
+deterministic kernels, as ``train`` runs them. Times are process CPU time by default (``--clock cpu``:
+on a shared machine other processes' load barely moves it; with several threads it sums them),
+or wall time (``--clock wall``).
 
-    python benchmarks/train_step.py [--reps 7] [--steps 5] [--threads N]
+    python benchmarks/train_step.py [--reps 7] [--steps 5] [--threads 1] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from torch import Tensor, nn
 
 from mechmem import ModelConfig, build_model
 from mechmem.fastpath import logits, unsupported_reason
+from mechmem.threads import DEFAULT_THREADS, deterministic
 
 ATTN_ONLY = ModelConfig(n_layers=2, n_heads=1, d_model=128, d_vocab=65, n_ctx=256, attn_only=True, use_bias=True)
 WITH_MLP = ModelConfig(
     n_layers=2, n_heads=4, d_model=128, d_vocab=65, n_ctx=256, attn_only=False, normalization="LN", use_bias=True
 )
 BATCH = 64
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
 def _copy(t: Tensor) -> nn.Parameter:
@@ -90,20 +96,20 @@ class PlainTransformer(nn.Module):
         return F.linear(x, self.W_U.T, self.b_U)
 
 
-def step_time(forward, params: list[nn.Parameter], tokens: Tensor, steps: int) -> float:
+def step_time(forward, params: list[nn.Parameter], tokens: Tensor, steps: int, clock=time.process_time) -> float:
     """Seconds per Adam step (forward, loss on every position, backward, update)."""
     opt = torch.optim.Adam(params, lr=1e-3)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(steps):
         out = forward(tokens[:, :-1])
         loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), tokens[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
-def compare(cfg: ModelConfig, reps: int, steps: int, with_hooked: bool) -> dict[str, list[float]]:
+def compare(cfg: ModelConfig, reps: int, steps: int, with_hooked: bool, clock) -> dict[str, list[float]]:
     """Per-repetition step times of the fast path, the plain module and (optionally) the hooked forward."""
     model = build_model(cfg)
     if unsupported_reason(model) is not None:
@@ -125,7 +131,7 @@ def compare(cfg: ModelConfig, reps: int, steps: int, with_hooked: bool) -> dict[
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(reps):
         for name, (forward, params) in variants.items():
-            times[name].append(step_time(forward, params, tokens, steps))
+            times[name].append(step_time(forward, params, tokens, steps, clock))
     return times
 
 
@@ -141,14 +147,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own setting)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads (default: mechmem's, 1)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="process CPU time or wall time")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
 
-    attn = compare(ATTN_ONLY, args.reps, args.steps, with_hooked=True)
-    mlp = compare(WITH_MLP, args.reps, args.steps, with_hooked=False)
-    print(f"{torch.get_num_threads()} threads; median ms/step")
+    with deterministic():
+        attn = compare(ATTN_ONLY, args.reps, args.steps, with_hooked=True, clock=clock)
+        mlp = compare(WITH_MLP, args.reps, args.steps, with_hooked=False, clock=clock)
+    print(f"{torch.get_num_threads()} threads; median ms/step ({args.clock} time)")
     print(f"attention-only: fast {ms(attn['fast'])}  plain {ms(attn['plain'])}  hooked {ms(attn['hooked'])}")
     print(f"with MLP + LN:  fast {ms(mlp['fast'])}  plain {ms(mlp['plain'])}")
     print(f"ratio={ratio(attn, 'fast', 'plain'):.3f}")

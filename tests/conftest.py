@@ -12,13 +12,30 @@ import os
 import pytest
 import torch
 
-from mechmem.config import ModelConfig
+from mechmem.config import ModelConfig, TrainConfig
 from mechmem.tasks.recall import RecallTask
-from mechmem.training import TrainConfig
 
 # Test models are tiny: a second intra-op thread buys nothing, and on a shared 2-core machine two
 # OpenMP threads per process slow training down ~10x. Set MECHMEM_TEST_THREADS to change it.
 torch.set_num_threads(int(os.environ.get("MECHMEM_TEST_THREADS", "1")))
+
+# --- the fault-injection summary (tests/core/test_faults.py) ----------------------------------------
+# Each fault test records how many faults it injected (record_property("faults", n)); a fault is
+# "clean" when its test passed. The summary line is quoted in the README's Reliability section.
+_FAULTS = {"tried": 0, "clean": 0}
+
+
+def pytest_runtest_logreport(report) -> None:
+    faults = dict(report.user_properties).get("faults")
+    if faults is None or report.when != "call":
+        return
+    _FAULTS["tried"] += faults
+    _FAULTS["clean"] += faults if report.passed else 0
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FAULTS["tried"]:
+        terminalreporter.write_line(f"fault injection: {_FAULTS['tried']} tried / {_FAULTS['clean']} clean")
 
 
 @pytest.fixture

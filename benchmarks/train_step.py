@@ -12,6 +12,8 @@ model three variants run in this process, alternating, so machine load affects t
 - ``plain``: a plain ``nn.Module`` holding copies of the same parameters, computing the same function
   with the same operations (``F.embedding``, ``F.layer_norm`` with the affine part apart, as the fast path
   does for thread-count-invariant gradients, ``F.linear``, ``F.scaled_dot_product_attention``);
+- ``plain_ln`` (MLP + LN model only, for information): the plain module with the usual
+  ``F.layer_norm(x, shape, w, b)``, i.e. what the affine split costs;
 - ``hooked``: the ``HookedTransformer``'s own forward, ``model(tokens)`` (what users get without the path).
 
 Prints median times and the median per-repetition ratios ``ratio=<fast/plain>``,
@@ -53,9 +55,9 @@ def _copy(t: Tensor) -> nn.Parameter:
 class PlainTransformer(nn.Module):
     """The same transformer in plain PyTorch, parameters copied from ``hooked`` (row-vector layout)."""
 
-    def __init__(self, hooked):
+    def __init__(self, hooked, affine_apart: bool = True):
         super().__init__()
-        self.cfg = hooked.cfg
+        self.cfg, self.affine_apart = hooked.cfg, affine_apart
         self.W_E, self.W_pos = _copy(hooked.W_E), _copy(hooked.W_pos)
         self.W_U, self.b_U = _copy(hooked.W_U), _copy(hooked.b_U)
         self.blocks = nn.ModuleList(self._block(b) for b in hooked.blocks)
@@ -75,7 +77,11 @@ class PlainTransformer(nn.Module):
         return None if ln is None else nn.ParameterDict({w: _copy(getattr(ln, w)) for w in "wb"})
 
     def _ln(self, x: Tensor, w: Tensor | None, b: Tensor | None) -> Tensor:
-        return x if w is None else F.layer_norm(x, x.shape[-1:], eps=self.cfg.eps) * w + b
+        if w is None:
+            return x
+        if self.affine_apart:  # as the fast path computes it
+            return F.layer_norm(x, x.shape[-1:], eps=self.cfg.eps) * w + b
+        return F.layer_norm(x, x.shape[-1:], w, b, eps=self.cfg.eps)  # the usual form, affine inside
 
     def _attention(self, p, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -110,20 +116,24 @@ def step_time(forward, params: list[nn.Parameter], tokens: Tensor, steps: int, c
 
 
 def compare(cfg: ModelConfig, reps: int, steps: int, with_hooked: bool, clock) -> dict[str, list[float]]:
-    """Per-repetition step times of the fast path, the plain module and (optionally) the hooked forward."""
+    """Per-repetition step times of the fast path, the plain module and (optionally) the hooked forward;
+    with LayerNorm also ``plain_ln``: the plain module with ``F.layer_norm``'s own affine part."""
     model = build_model(cfg)
     if unsupported_reason(model) is not None:
         raise RuntimeError(f"the fast path does not run the benchmark model: {unsupported_reason(model)}")
-    plain = PlainTransformer(model)
+    plain, plain_ln = PlainTransformer(model), PlainTransformer(model, affine_apart=False)
     tokens = torch.randint(cfg.d_vocab, (BATCH, cfg.n_ctx + 1), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        diff = (logits(model, tokens[:, :-1]) - plain(tokens[:, :-1])).abs().max().item()
+        expected = logits(model, tokens[:, :-1])
+        diff = max((expected - m(tokens[:, :-1])).abs().max().item() for m in (plain, plain_ln))
     if diff > 1e-4:
         raise RuntimeError(f"the plain model does not compute the same function (max logit diff {diff})")
     variants = {
         "fast": (lambda t: logits(model, t), list(model.parameters())),
         "plain": (plain, list(plain.parameters())),
     }
+    if cfg.normalization == "LN":
+        variants["plain_ln"] = (plain_ln, list(plain_ln.parameters()))
     if with_hooked:
         variants["hooked"] = (model, list(model.parameters()))
     for forward, params in variants.values():  # warm-up
@@ -158,10 +168,13 @@ def main() -> None:
         mlp = compare(WITH_MLP, args.reps, args.steps, with_hooked=False, clock=clock)
     print(f"{torch.get_num_threads()} threads; median ms/step ({args.clock} time)")
     print(f"attention-only: fast {ms(attn['fast'])}  plain {ms(attn['plain'])}  hooked {ms(attn['hooked'])}")
-    print(f"with MLP + LN:  fast {ms(mlp['fast'])}  plain {ms(mlp['plain'])}")
+    print(f"with MLP + LN:  fast {ms(mlp['fast'])}  plain {ms(mlp['plain'])}  plain_ln {ms(mlp['plain_ln'])}")
     print(f"ratio={ratio(attn, 'fast', 'plain'):.3f}")
     print(f"ratio_mlp={ratio(mlp, 'fast', 'plain'):.3f}")
     print(f"ratio_hooked={ratio(attn, 'hooked', 'plain'):.3f}")
+    print(
+        f"(with MLP + LN, fast / plain_ln, F.layer_norm with its own affine part: {ratio(mlp, 'fast', 'plain_ln'):.3f})"
+    )
 
 
 if __name__ == "__main__":

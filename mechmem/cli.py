@@ -56,6 +56,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("report", help="one HTML page of the four reproductions at a preset: claims, figures, "
+                                      "circuits of a trained model, timings")
+    p.add_argument("--preset", choices=("smoke", "quick", "full"), default="quick",
+                   help="smoke (minutes in all, for tests), quick (the default; an hour or so on 2 CPU cores) or "
+                        "full")
+    p.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="seeds to run (default 0); collected results must hold exactly these (default: any)")
+    p.add_argument("--papers", default=None, metavar="P,P,...", help="only these papers (default: all four)")
+    p.add_argument("--collect", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="finished reproduction folders (`mechmem reproduce ... --out DIR`) to report instead of "
+                        "running those papers")
+    p.add_argument("--runs", type=Path, default=DEFAULT_RUNS,
+                   help="where reproductions run, as RUNS/<paper>-<preset>; complete, up-to-date ones there are "
+                        "collected (default: runs)")
+    p.add_argument("--out", type=Path, default=None, help="the report's folder (default: RUNS/report-<preset>)")
+    p.add_argument("--rerun", action="store_true",
+                   help="run again into RUNS/<paper>-<preset> when its results cannot be reported")
+    p.add_argument("--jobs", type=int, default=None, help="processes per reproduction (its seeds in parallel)")
+    p.add_argument("--examples", type=int, default=1, help="examples in each model's attention views (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_report, seed=None)
+
     from mechmem.registry import available_papers
 
     for module in available_papers(warn=True).values():
@@ -150,6 +172,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     use_file_backend()
     page = inspect_run(args.run_dir, options, command=shlex.join(["mechmem", *sys.argv[1:]]))
     print(f"inspect page: {page}  (open it in a browser; figures and numbers are next to it)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from mechmem.figures import use_file_backend
+    from mechmem.report import ReportOptions, make_report
+
+    papers = [p.strip() for p in args.papers.split(",") if p.strip()] if args.papers is not None else None
+    options = ReportOptions(
+        preset=args.preset, seeds=parse_seeds(args) if args.seeds is not None else None, papers=papers,
+        collect=args.collect, runs=args.runs, out=args.out, rerun=args.rerun, jobs=args.jobs, examples=args.examples,
+        progress=not args.quiet,
+    )
+    use_file_backend()
+    page = make_report(options, command=shlex.join(["mechmem", *args.argv]))
+    print(f"report: {page}  (open it in a browser; it works offline. summary.md next to it lists the claims)")
     return 0
 
 

@@ -65,6 +65,7 @@ class Inspection:
     started: float
     parent: Optional[Section] = None  # put the sections under this one (e.g. a report's paper section)
     page: Optional[Page] = None
+    links: str = ""  # where ``folder`` is, seen from the page (e.g. "lca/" when a report's page is one folder up)
     summary: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,7 +97,7 @@ class Inspection:
     def figure(self, section: Section, name: str, fig, caption: str, data: Any = None) -> None:
         """Save ``fig`` as ``name.png`` (and ``data`` as ``name.json``) and embed it in ``section``."""
         path = save_figure(fig, self.folder / f"{name}.png", data=to_jsonable(data) if data is not None else None)
-        section.figure(path, caption, link=f"{name}.json" if data is not None else None)
+        section.figure(path, caption, link=f"{self.links}{name}.json" if data is not None else None)
 
     def forward(self, tokens) -> torch.Tensor:
         with preserved_state(self.model), torch.no_grad():

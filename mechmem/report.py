@@ -206,15 +206,15 @@ def _default_source(paper: str, options: ReportOptions) -> Source:
 
 def _check_output(out: Path, sources: list[Source]) -> None:
     """The report may replace ``out`` only if a report wrote it, and must not delete a reproduction."""
+    for source in sources:
+        if out.resolve() == source.folder.resolve() or out.resolve() in source.folder.resolve().parents:
+            raise ValueError(f"--out {out} would replace {source.folder}, the results of {source.paper}; "
+                             "choose another --out")
     if out.exists():
         if not out.is_dir():
             raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
         if any(out.iterdir()) and not (out / MARKER).is_file():
             raise FileExistsError(f"refusing to replace {out}: it exists and was not written by mechmem report")
-    for source in sources:
-        if out.resolve() == source.folder.resolve() or out.resolve() in source.folder.resolve().parents:
-            raise ValueError(f"--out {out} would replace {source.folder}, the results of {source.paper}; "
-                             "choose another --out")
 
 
 # ----------------------------------------------------------------------------- running and writing

@@ -188,42 +188,52 @@ def report_times(sub: Section, item: Collected, parts: dict[str, float]) -> None
     sub.table(rows, {"part": "part of this report", "seconds": "seconds"}, formats={"seconds": "{:.1f}"})
 
 
-def paper_section(page: Page, folder: Path, item: Collected, options: ReportOptions) -> tuple[Section, dict]:
-    repro, results = get_reproduction(item.paper), item.results
-    start = time.perf_counter()
+def paper_intro(sec: Section, item: Collected) -> None:
+    """Who wrote the paper, the preset and seeds, how many claims hold, where the results are."""
+    results, s = item.results, item.results["summary"]
     authors, name = title_parts(results["title"])
-    sec = page.section(f"{item.paper}: {name}")
-    if item.paper not in page.anchors:  # a short link: report/index.html#lca
-        page.anchors.add(item.paper)
-        sec.anchor = item.paper
-    s = results["summary"]
     at = f" at all {len(results['seeds'])} seeds" if len(results["seeds"]) > 1 else ""
     seeds = ", ".join(map(str, results["seeds"]))
     sec.html(f"<p>{escape(authors)}, <i>{escape(name)}</i>. The {escape(results['preset'])} preset, "
              f"seed{'s' * bool(at)} {seeds}: <b>{s['hold_at_every_seed']} of {s['claims']} claims hold{at}</b>.</p>"
              f'<p class="small">Results: <code>{escape(item.source.folder)}</code> ({escape(item.source.why)}); '
              f"made by <code>{escape(results['command'])}</code>.</p>")
+    if not get_reproduction(item.paper).saves_model:
+        sec.html('<p class="small">No circuit views: this reproduction trains no sequence model (its memories are '
+                 "matrices studied directly).</p>")
+
+
+def paper_record(item: Collected, figures: list[str]) -> dict:
+    """What ``report.json`` keeps of one paper: where its results are, and its claims over the seeds."""
+    keys = ("expected", "mean", "std", "min", "max", "fraction_holding", "holds", "per_seed")
+    results = item.results
+    return {"folder": str(item.source.folder), "collected": item.source.collect, "why": item.source.why,
+            "seeds": results["seeds"], "summary": results["summary"], "figures": figures,
+            "claims": {k: {key: c.get(key) for key in keys} for k, c in results["claims"].items()}}
+
+
+def paper_section(page: Page, folder: Path, item: Collected, options: ReportOptions) -> tuple[Section, dict]:
+    """One paper: intro, claims, key figures, time, and the circuits of its trained model."""
+    start = time.perf_counter()
+    sec = page.section(f"{item.paper}: {title_parts(item.results['title'])[1]}")
+    if item.paper not in page.anchors:  # a short link: report/index.html#lca
+        page.anchors.add(item.paper)
+        sec.anchor = item.paper
+    paper_intro(sec, item)
     claims = sec.subsection("Claims")
-    claims.html(claims_table(results))
+    claims.html(claims_table(item.results))
     claims.text(f"{HOLDS} holds, {FAILS} does not, at that seed; conditions under a measurement must hold too. "
                 "Spread over seeds: population standard deviation, then the range.")
-    shown = figures_section(sec, item)
+    record = paper_record(item, figures_section(sec, item))
     times = time_section(sec, item)
     parts = {"gather": item.seconds, "page": time.perf_counter() - start}
-    record = {"folder": str(item.source.folder), "collected": item.source.collect, "why": item.source.why,
-              "seeds": results["seeds"], "summary": s, "figures": shown,
-              "claims": {k: {key: c.get(key) for key in ("expected", "mean", "std", "min", "max",
-                                                         "fraction_holding", "holds")} | {
-                  "per_seed": c["per_seed"]} for k, c in results["claims"].items()}}
-    if repro.saves_model:
+    if get_reproduction(item.paper).saves_model:
         start = time.perf_counter()
         record["circuits"] = circuits_section(sec, item, folder, options)
         parts["circuits"] = time.perf_counter() - start
-    else:
-        sec.subsection("Circuits of a trained model").text(
-            "This reproduction trains no sequence model (its memories are matrices studied directly): figures only.")
     report_times(times, item, parts)
-    record["timings"] = {**parts, "reproduction_wall_s": results["wall_s"], "reproduction_cpu_s": results["cpu_s"]}
+    record["timings"] = {**parts, "reproduction_wall_s": item.results["wall_s"],
+                         "reproduction_cpu_s": item.results["cpu_s"]}
     return sec, record
 
 
@@ -295,7 +305,8 @@ def build_page(folder: Path, collected: list[Collected], options: ReportOptions,
     number shown (what ``report.json`` holds)."""
     from tqdm.auto import tqdm
 
-    page = Page(f"mechmem report: four papers at the {options.preset} preset", subtitle=(
+    count = {1: "one paper", 2: "two papers", 3: "three papers", 4: "four papers"}.get(len(collected), "papers")
+    page = Page(f"mechmem report: {count} at the {options.preset} preset", subtitle=(
         "Transformers as associative memories: what each paper claims, what this code measures, the figures, "
         "and the circuits of a trained model."))
     intro = page.section("At a glance", (

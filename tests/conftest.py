@@ -1,13 +1,16 @@
-"""Shared fixtures: a tiny recall task, a tiny model config for it, and a fast training config.
+"""Shared fixtures: a tiny recall task, a tiny model config for it, and a fast training config;
+and the smoke reproductions of the papers, run once per test session.
 
-Everything here is small enough that a model builds in milliseconds and trains in about a
-second on one CPU core, so tests can afford to build fresh models instead of sharing state.
-Paper-specific fixtures belong in the paper's own test files.
+The small things build in milliseconds and train in about a second on one CPU core, so tests
+can afford to build fresh models instead of sharing state. Paper-specific fixtures belong in the
+paper's own test files.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,3 +48,21 @@ def fast_train_config() -> TrainConfig:
         eval_batch_size=64, seed=0, progress=False,
     )
 
+
+
+@pytest.fixture(scope="session")
+def smoke_outputs(tmp_path_factory) -> Callable[[str], tuple[Path, dict]]:
+    """``smoke_outputs(paper)`` -> ``(folder, results)``: the paper's smoke reproduction at seed 0, run
+    on first use and shared by the whole session (the reproduction tests and the report tests read
+    them; none may change them)."""
+    from mechmem.reproducing import run
+
+    done: dict[str, tuple[Path, dict]] = {}
+
+    def get(paper: str) -> tuple[Path, dict]:
+        if paper not in done:
+            out = tmp_path_factory.mktemp(f"smoke-{paper}")
+            done[paper] = (out, run(paper, "smoke", [0], out, progress=False))
+        return done[paper]
+
+    return get

@@ -7,6 +7,7 @@ machine, and their ratio.
 
 Usage: ``python benchmarks/birth_datagen.py [--batch 512] [--seq-len 256] [--repeats 3]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ def python_loop_batch(batch_size: int, seq_len: int, n_triggers: int, rng: np.ra
     for _ in range(batch_size):
         outs = rng.choice(tables.n, size=len(triggers), replace=True)
         out_of = dict(zip(triggers, outs))
-        seen = {q: 0 for q in triggers}
+        seen = dict.fromkeys(triggers, 0)
         x = [rng.choice(tables.n, p=pi_u)]
         c = []
         for _t in range(seq_len):
@@ -67,14 +68,23 @@ def main(argv=None) -> dict:
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     fast = seqs_per_second(lambda: generate(opts, args.batch, gen), args.batch, args.repeats)
-    slow = seqs_per_second(lambda: python_loop_batch(args.loop_batch, args.seq_len, 5, rng), args.loop_batch,
-                           args.repeats)
-    result = {"vectorised_seqs_per_s": fast, "python_loop_seqs_per_s": slow, "ratio": fast / slow,
-              "seq_len": args.seq_len, "batch": args.batch, "threads": 1}
+    slow = seqs_per_second(
+        lambda: python_loop_batch(args.loop_batch, args.seq_len, 5, rng), args.loop_batch, args.repeats
+    )
+    result = {
+        "vectorised_seqs_per_s": fast,
+        "python_loop_seqs_per_s": slow,
+        "ratio": fast / slow,
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "threads": 1,
+    }
     print(f"vectorised generator: {fast:,.0f} sequences/s (batch {args.batch}, T={args.seq_len}, 1 thread)")
     print(f"per-token Python loop: {slow:,.0f} sequences/s")
-    print(f"ratio: {fast / slow:.1f}x  (the authors use 60 loop workers; one vectorised process matches "
-          f"{fast / slow / 60:.1f} x 60 workers)")
+    print(
+        f"ratio: {fast / slow:.1f}x  (the authors use 60 loop workers; one vectorised process matches "
+        f"{fast / slow / 60:.1f} x 60 workers)"
+    )
     return result
 
 

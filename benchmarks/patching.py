@@ -46,10 +46,29 @@ from hooks.testing import hooked_model, random_bridge
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 MODELS = {
-    "toy": dict(n_layers=2, d_model=64, d_head=16, n_heads=4, n_ctx=32, d_vocab=64, attn_only=True,
-                normalization_type=None, act_fn="relu"),
-    "gpt2-shaped": dict(n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, n_ctx=1024, d_vocab=50257,
-                        act_fn="gelu_new", normalization_type="LN", attn_only=False),
+    "toy": dict(
+        n_layers=2,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        n_ctx=32,
+        d_vocab=64,
+        attn_only=True,
+        normalization_type=None,
+        act_fn="relu",
+    ),
+    "gpt2-shaped": dict(
+        n_layers=12,
+        d_model=768,
+        d_head=64,
+        n_heads=12,
+        d_mlp=3072,
+        n_ctx=1024,
+        d_vocab=50257,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        attn_only=False,
+    ),
 }
 BRIDGES = {"toy-bridge": "toy"}  # name -> the config of MODELS it is built from
 
@@ -76,14 +95,16 @@ def baseline(model, clean, corrupted, metric, resid_layers, head_layers):
         resid = tlp.get_act_patch_resid_pre(model, corrupted, cache, metric)
     else:
         index_df = pd.DataFrame([(l, p) for l in resid_layers for p in range(P)], columns=["layer", "pos"])
-        resid = tlp.generic_activation_patch(model, corrupted, cache, metric, tlp.layer_pos_patch_setter,
-                                             "resid_pre", index_df=index_df).reshape(len(resid_layers), P)
+        resid = tlp.generic_activation_patch(
+            model, corrupted, cache, metric, tlp.layer_pos_patch_setter, "resid_pre", index_df=index_df
+        ).reshape(len(resid_layers), P)
     if not head_layers:
         return resid, torch.zeros(0)
     rows = [(l, p, h) for l in head_layers for p in range(P) for h in range(H)]
     index_df = pd.DataFrame(rows, columns=["layer", "pos", "head"])
-    heads = tlp.generic_activation_patch(model, corrupted, cache, metric, tlp.layer_pos_head_vector_patch_setter,
-                                         "z", index_df=index_df)
+    heads = tlp.generic_activation_patch(
+        model, corrupted, cache, metric, tlp.layer_pos_head_vector_patch_setter, "z", index_df=index_df
+    )
     return resid, heads.reshape(len(head_layers), P, H)
 
 
@@ -129,8 +150,12 @@ def bench(name: str, reps: int, resid_layers, head_layers, all_logits: bool) -> 
             ratios_all.append(t_base / t_all)
             diffs.append(_diff(want, got))
             times[-1] += (round(t_all, 3),)
-    return dict(ratio=statistics.median(ratios), diff=max(diffs), times=times,
-                ratio_all=statistics.median(ratios_all) if ratios_all else None)
+    return dict(
+        ratio=statistics.median(ratios),
+        diff=max(diffs),
+        times=times,
+        ratio_all=statistics.median(ratios_all) if ratios_all else None,
+    )
 
 
 def main() -> None:
@@ -138,18 +163,35 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(MODELS) + sorted(BRIDGES), default=None)
     parser.add_argument("--reps-toy", type=int, default=5)
     parser.add_argument("--reps-gpt2", type=int, default=1)
-    parser.add_argument("--gpt2-head-layers", type=int, nargs="*", default=[3, 8],
-                        help="layers of the head-by-position sweep on gpt2-shaped (none: skip that sweep)")
-    parser.add_argument("--gpt2-resid-layers", type=int, nargs="+", default=None,
-                        help="layers of the resid_pre sweep on gpt2-shaped (default: all 12)")
+    parser.add_argument(
+        "--gpt2-head-layers",
+        type=int,
+        nargs="*",
+        default=[3, 8],
+        help="layers of the head-by-position sweep on gpt2-shaped (none: skip that sweep)",
+    )
+    parser.add_argument(
+        "--gpt2-resid-layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="layers of the resid_pre sweep on gpt2-shaped (default: all 12)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
-    parser.add_argument("--all-logits", choices=("toy", "both", "none"), default="toy",
-                        help="also time the engine computing logits at every position (like the baseline)")
+    parser.add_argument(
+        "--all-logits",
+        choices=("toy", "both", "none"),
+        default="toy",
+        help="also time the engine computing logits at every position (like the baseline)",
+    )
     parser.add_argument("--verbose", action="store_true", help="also print the seconds per rep")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    plan = [("toy", args.reps_toy, None, None), ("toy-bridge", args.reps_toy, None, None),
-            ("gpt2-shaped", args.reps_gpt2, args.gpt2_resid_layers, args.gpt2_head_layers)]
+    plan = [
+        ("toy", args.reps_toy, None, None),
+        ("toy-bridge", args.reps_toy, None, None),
+        ("gpt2-shaped", args.reps_gpt2, args.gpt2_resid_layers, args.gpt2_head_layers),
+    ]
     print(f"TransformerLens {'.'.join(map(str, tl_version()))}", flush=True)
     for name, reps, resid_layers, head_layers in plan:
         if args.only not in (None, name):
@@ -161,7 +203,10 @@ def main() -> None:
         out = bench(name, reps, resid_layers, head_layers, all_logits)
         print(f"{name} speedup={out['ratio']:.2f} max_abs_diff={out['diff']:.2e}", flush=True)
         if out["ratio_all"] is not None:
-            print(f"  {name} speedup with logits at all positions (no logit_positions): {out['ratio_all']:.2f}", flush=True)
+            print(
+                f"  {name} speedup with logits at all positions (no logit_positions): {out['ratio_all']:.2f}",
+                flush=True,
+            )
         if args.verbose:
             cols = "baseline s, engine s" + (", engine all-logits s" if all_logits else "")
             print(f"  {name} ({cols}) per rep: {out['times']}", flush=True)

@@ -30,8 +30,12 @@ class PlainAttnOnly(nn.Module):
     def __init__(self, hooked):
         super().__init__()
         copy = lambda t: nn.Parameter(t.detach().clone())  # noqa: E731
-        self.W_E, self.W_pos, self.W_U, self.b_U = (copy(hooked.W_E), copy(hooked.W_pos),
-                                                    copy(hooked.W_U), copy(hooked.b_U))
+        self.W_E, self.W_pos, self.W_U, self.b_U = (
+            copy(hooked.W_E),
+            copy(hooked.W_pos),
+            copy(hooked.W_U),
+            copy(hooked.b_U),
+        )
         self.layers = nn.ParameterList()
         for block in hooked.blocks:
             a = block.attn
@@ -80,8 +84,10 @@ def main() -> None:
     for _ in range(args.reps):
         h, p = step_time(hooked, tokens, args.steps), step_time(plain, tokens, args.steps)
         t_hooked.append(h), t_plain.append(p), ratios.append(h / p)
-    print(f"hooked: {statistics.median(t_hooked) * 1e3:.1f} ms/step  plain: {statistics.median(t_plain) * 1e3:.1f} "
-          f"ms/step  (max logit diff {diff:.2e}, {torch.get_num_threads()} threads)")
+    print(
+        f"hooked: {statistics.median(t_hooked) * 1e3:.1f} ms/step  plain: {statistics.median(t_plain) * 1e3:.1f} "
+        f"ms/step  (max logit diff {diff:.2e}, {torch.get_num_threads()} threads)"
+    )
     print(f"ratio={statistics.median(ratios):.3f}")
 
 

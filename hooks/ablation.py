@@ -16,19 +16,25 @@ positions = query positions); heads can be chosen on hooks with a head axis only
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from hooks.names import HookName, active_hook_names, check_head, check_positions, hook_layer, resolve_hook_name
-from hooks.names import check_hooks_editable
+from hooks.names import (
+    HookName,
+    active_hook_names,
+    check_head,
+    check_hooks_editable,
+    check_positions,
+    resolve_hook_name,
+)
 from hooks.state import add_tracked_hook, preserved_state, remove_tracked_hooks
 
 KINDS = ("zero", "mean", "resample")
-Metric = Callable[[Tensor], Union[Tensor, float]]
+Metric = Callable[[Tensor], Tensor | float]
 
 
 @dataclass(frozen=True)
@@ -37,21 +43,21 @@ class Ablation:
 
     hook: HookName
     kind: str = "zero"
-    heads: Optional[Union[int, Sequence[int]]] = None
-    positions: Optional[Union[int, Sequence[int]]] = None
-    reference: Optional[Tensor] = None  # tokens [batch, pos] for "mean" / "resample"
+    heads: int | Sequence[int] | None = None
+    positions: int | Sequence[int] | None = None
+    reference: Tensor | None = None  # tokens [batch, pos] for "mean" / "resample"
     per_position: bool = True
     seed: int = 0
 
 
-def _axes(name: str, ndim: int) -> tuple[int, Optional[int]]:
+def _axes(name: str, ndim: int) -> tuple[int, int | None]:
     """(position axis, head axis) of a hook tensor."""
     if name.endswith(("hook_pattern", "hook_attn_scores")):
         return 2, 1
     return 1, (2 if ndim == 4 else None)
 
 
-def _as_list(x) -> Optional[list]:
+def _as_list(x) -> list | None:
     if x is None:
         return None
     return [x] if isinstance(x, int) else list(x)
@@ -61,11 +67,11 @@ def _as_list(x) -> Optional[list]:
 class _Prepared:
     name: str
     ablation: Ablation
-    heads: Optional[list[int]]
-    reference_act: Optional[Tensor]
+    heads: list[int] | None
+    reference_act: Tensor | None
 
 
-def _validate(model: nn.Module, ab: Ablation, seq_len: Optional[int]) -> _Prepared:
+def _validate(model: nn.Module, ab: Ablation, seq_len: int | None) -> _Prepared:
     if not isinstance(ab, Ablation):
         raise TypeError(f"expected an Ablation, got {type(ab).__name__}")
     if ab.kind not in KINDS:
@@ -74,9 +80,24 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: Optional[int]) -> _Prepar
     check_hooks_editable(model, name)  # a hook that does not feed the output would ablate nothing
     heads = _as_list(ab.heads)
     if heads is not None:
-        if not name.endswith(("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_pattern",
-                              "hook_attn_scores", "hook_rot_q", "hook_rot_k", "_input", "hook_attn_in")):
-            raise ValueError(f"heads can only be given for hooks with a head axis (q, k, v, z, result, pattern, ...), not {name!r}")
+        if not name.endswith(
+            (
+                "hook_q",
+                "hook_k",
+                "hook_v",
+                "hook_z",
+                "hook_result",
+                "hook_pattern",
+                "hook_attn_scores",
+                "hook_rot_q",
+                "hook_rot_k",
+                "_input",
+                "hook_attn_in",
+            )
+        ):
+            raise ValueError(
+                f"heads can only be given for hooks with a head axis (q, k, v, z, result, pattern, ...), not {name!r}"
+            )
         for h in heads:
             check_head(model, h)
     if ab.positions is not None:
@@ -137,7 +158,7 @@ def _replacement(p: _Prepared, act: Tensor) -> Tensor:
     return ref
 
 
-def _mask(p: _Prepared, act: Tensor) -> Optional[Tensor]:
+def _mask(p: _Prepared, act: Tensor) -> Tensor | None:
     """Boolean mask (broadcastable to ``act``) of the entries to ablate; None = everything."""
     positions = _as_list(p.ablation.positions)
     if positions is None and p.heads is None:
@@ -178,7 +199,7 @@ def _hook_fn(p: _Prepared):
 
 
 def ablation_hooks(
-    model: nn.Module, ablations: Sequence[Ablation], seq_len: Optional[int] = None, reference_cache=None
+    model: nn.Module, ablations: Sequence[Ablation], seq_len: int | None = None, reference_cache=None
 ) -> list[tuple[str, Callable]]:
     """``(hook_name, hook_fn)`` pairs for ``run_with_hooks`` / ``model.hooks``; validates everything
     and computes reference activations first (one forward pass per reference batch, unless
@@ -215,7 +236,11 @@ def ablate(model: nn.Module, ablations: Sequence[Ablation]) -> Iterator[nn.Modul
 
 
 def _check_tokens(tokens) -> None:
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
+    if (
+        not isinstance(tokens, Tensor)
+        or tokens.dim() != 2
+        or tokens.dtype not in (torch.long, torch.int32, torch.int64)
+    ):
         raise TypeError(f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', type(tokens))}")
 
 
@@ -231,9 +256,19 @@ def metric_value(metric: Metric, logits: Tensor) -> float:
     raise ValueError(f"the metric must return a scalar (float or 1-element tensor), got {type(value).__name__}")
 
 
-_COMPONENTS = {"heads": "z", "z": "z", "q": "q", "k": "k", "v": "v", "pattern": "pattern",
-               "attn_out": "attn_out", "mlp_out": "mlp_out", "resid_pre": "resid_pre",
-               "resid_mid": "resid_mid", "resid_post": "resid_post"}
+_COMPONENTS = {
+    "heads": "z",
+    "z": "z",
+    "q": "q",
+    "k": "k",
+    "v": "v",
+    "pattern": "pattern",
+    "attn_out": "attn_out",
+    "mlp_out": "mlp_out",
+    "resid_pre": "resid_pre",
+    "resid_mid": "resid_mid",
+    "resid_post": "resid_post",
+}
 _PER_HEAD = ("z", "q", "k", "v", "pattern")
 
 
@@ -245,7 +280,11 @@ def _sweep_items(model: nn.Module, components: Sequence[str], layers: Sequence[i
             raise ValueError(f"unknown sweep component {comp!r}; allowed: {sorted(_COMPONENTS)}")
         short = _COMPONENTS[comp]
         for layer in layers:
-            name = resolve_hook_name(model, short, layer) if comp not in ("mlp_out", "resid_mid") else f"blocks.{layer}.hook_{short}"
+            name = (
+                resolve_hook_name(model, short, layer)
+                if comp not in ("mlp_out", "resid_mid")
+                else f"blocks.{layer}.hook_{short}"
+            )
             if name not in active:
                 continue  # e.g. no MLP in an attention-only model
             heads = range(model.cfg.n_heads) if short in _PER_HEAD else [None]
@@ -262,10 +301,10 @@ def ablation_sweep(
     metric: Metric,
     components: Sequence[str] = ("heads", "attn_out", "mlp_out"),
     kind: str = "zero",
-    reference: Optional[Tensor] = None,
+    reference: Tensor | None = None,
     per_position: bool = True,
-    positions: Optional[Sequence[int]] = None,
-    layers: Optional[Sequence[int]] = None,
+    positions: Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
     seed: int = 0,
     progress: bool = True,
 ):
@@ -298,8 +337,15 @@ def ablation_sweep(
             _, ref_cache = model.run_with_cache(reference, names_filter=sorted({i["hook"] for i in items}))
         rows = [{"component": "baseline", "layer": None, "head": None, "hook": None, "metric": baseline}]
         for item in tqdm(items, desc="ablation sweep", disable=not progress or len(items) < 20):
-            ab = Ablation(item["hook"], kind, heads=item["head"], positions=positions, reference=reference,
-                          per_position=per_position, seed=seed)
+            ab = Ablation(
+                item["hook"],
+                kind,
+                heads=item["head"],
+                positions=positions,
+                reference=reference,
+                per_position=per_position,
+                seed=seed,
+            )
             hooks = ablation_hooks(model, [ab], seq_len=tokens.shape[1], reference_cache=ref_cache)
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
             rows.append({**item, "metric": metric_value(metric, logits)})

@@ -26,8 +26,8 @@ has (``NativeModel.head`` is built without one), so both kinds hold the same set
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import torch
 from jaxtyping import Float
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from hooks.weights import _unwrap, is_bridge
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def live_attention_class() -> type:
     """:class:`LiveAttention`, defined on first use (it subclasses TransformerLens's NativeAttention,
     and importing the bridge costs seconds)."""
@@ -48,8 +48,13 @@ def live_attention_class() -> type:
 
         accepts_pattern_fn = False  # TransformerLens 4.x: do not pass hook_pattern as pattern_fn
 
-        def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
-                    position_ids: Optional[Tensor] = None, **kwargs) -> tuple[Tensor, None]:
+        def forward(
+            self,
+            hidden_states: Tensor,
+            attention_mask: Tensor | None = None,
+            position_ids: Tensor | None = None,
+            **kwargs,
+        ) -> tuple[Tensor, None]:
             hook_attn_scores, hook_pattern = self.mechmem_hooks
             batch, seq, _ = hidden_states.shape
             q = self.q(hidden_states).view(batch, seq, self.n_heads, self.d_head).transpose(1, 2)
@@ -150,9 +155,12 @@ def boot_bridge(config: dict, dtype: torch.dtype = torch.float32) -> nn.Module:
 
 
 @contextmanager
-def past_keys_values(model: nn.Module, layer: int,
-                     keys: Float[Tensor, "batch n_past n_kv_heads d_head"],
-                     values: Float[Tensor, "batch n_past n_kv_heads d_head"]) -> Iterator[None]:
+def past_keys_values(
+    model: nn.Module,
+    layer: int,
+    keys: Float[Tensor, "batch n_past n_kv_heads d_head"],
+    values: Float[Tensor, "batch n_past n_kv_heads d_head"],
+) -> Iterator[None]:
     """Inside the block, layer ``layer`` attends to ``keys`` / ``values`` of positions
     ``0..n_past-1`` before the positions it is called on (which are ``n_past..``). Keys and values
     are in hook layout (``hook_k`` / ``hook_v``); standard positional embeddings only."""

@@ -19,7 +19,7 @@ tensors; plots return pyplot figures.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -39,7 +39,7 @@ def all_heads(model: nn.Module) -> list[Head]:
     return [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
 
 
-def check_heads(model: nn.Module, heads: Optional[Sequence[Head]]) -> list[Head]:
+def check_heads(model: nn.Module, heads: Sequence[Head] | None) -> list[Head]:
     """``heads`` as a checked list of ``(layer, head)`` pairs (``None``: every head)."""
     if heads is None:
         return all_heads(model)
@@ -53,7 +53,7 @@ def check_heads(model: nn.Module, heads: Optional[Sequence[Head]]) -> list[Head]
     return out
 
 
-def _index(values: Optional[Sequence[int]], size: int, what: str) -> Tensor:
+def _index(values: Sequence[int] | None, size: int, what: str) -> Tensor:
     if values is None:
         return torch.arange(size)
     index = torch.as_tensor(list(values), dtype=torch.long)
@@ -62,7 +62,7 @@ def _index(values: Optional[Sequence[int]], size: int, what: str) -> Tensor:
     return index
 
 
-def positional_embedding(model: nn.Module) -> Optional[Float[Tensor, "n_ctx d_model"]]:
+def positional_embedding(model: nn.Module) -> Float[Tensor, "n_ctx d_model"] | None:
     """``W_pos``, or ``None`` when the model has none or it is all zero (no positional terms)."""
     if "W_pos" not in weight_names(model):
         return None
@@ -70,8 +70,13 @@ def positional_embedding(model: nn.Module) -> Optional[Float[Tensor, "n_ctx d_mo
     return None if not W_pos.any() else W_pos
 
 
-def ov_through_embeddings(model: nn.Module, layer: int, head: int, tokens: Optional[Sequence[int]] = None,
-                          outputs: Optional[Sequence[int]] = None) -> Float[Tensor, "token output"]:
+def ov_through_embeddings(
+    model: nn.Module,
+    layer: int,
+    head: int,
+    tokens: Sequence[int] | None = None,
+    outputs: Sequence[int] | None = None,
+) -> Float[Tensor, "token output"]:
     """``W_E[tokens] W_V W_O W_U[:, outputs]``: logits added per unit of attention on each token."""
     W_E, W_U = get_weight(model, "W_E"), get_weight(model, "W_U")
     rows = W_E[_index(tokens, W_E.shape[0], "tokens")]
@@ -79,8 +84,13 @@ def ov_through_embeddings(model: nn.Module, layer: int, head: int, tokens: Optio
     return (rows @ ov_circuit(model, layer, head).AB @ cols).float().cpu()
 
 
-def qk_through_embeddings(model: nn.Module, layer: int, head: int, queries: Optional[Sequence[int]] = None,
-                          keys: Optional[Sequence[int]] = None) -> Float[Tensor, "query key"]:
+def qk_through_embeddings(
+    model: nn.Module,
+    layer: int,
+    head: int,
+    queries: Sequence[int] | None = None,
+    keys: Sequence[int] | None = None,
+) -> Float[Tensor, "query key"]:
     """``W_E[queries] W_Q W_K^T W_E[keys]^T / attn_scale``: pre-softmax score of each token pair."""
     W_E = get_weight(model, "W_E")
     q = W_E[_index(queries, W_E.shape[0], "queries")]
@@ -88,8 +98,9 @@ def qk_through_embeddings(model: nn.Module, layer: int, head: int, queries: Opti
     return (q @ qk_circuit(model, layer, head).AB @ k.T / attention_scale(model)).float().cpu()
 
 
-def qk_through_positions(model: nn.Module, layer: int, head: int,
-                         n_positions: Optional[int] = None) -> Float[Tensor, "query_pos key_pos"]:
+def qk_through_positions(
+    model: nn.Module, layer: int, head: int, n_positions: int | None = None
+) -> Float[Tensor, "query_pos key_pos"]:
     """``W_pos W_Q W_K^T W_pos^T / attn_scale`` on the first ``n_positions`` positions; the entries a
     causal mask hides (key after query) are NaN. Raises ``ValueError`` without positional terms."""
     W_pos = positional_embedding(model)
@@ -128,9 +139,14 @@ def _columns(panel: tuple[float, float], page_width: float = 15.0) -> int:
     return max(1, min(4, int(page_width // panel[0])))
 
 
-def plot_ov_circuits(model: nn.Module, heads: Optional[Sequence[Head]] = None,
-                     tokens: Optional[Sequence[int]] = None, token_labels: Optional[Sequence[str]] = None,
-                     outputs: Optional[Sequence[int]] = None, output_labels: Optional[Sequence[str]] = None):
+def plot_ov_circuits(
+    model: nn.Module,
+    heads: Sequence[Head] | None = None,
+    tokens: Sequence[int] | None = None,
+    token_labels: Sequence[str] | None = None,
+    outputs: Sequence[int] | None = None,
+    output_labels: Sequence[str] | None = None,
+):
     """One heat map per head of :func:`ov_through_embeddings` (rows: the token attended to, columns:
     the output logit). ``token_labels`` / ``output_labels`` name the rows / columns shown."""
     heads = check_heads(model, heads)
@@ -140,14 +156,25 @@ def plot_ov_circuits(model: nn.Module, heads: Optional[Sequence[Head]] = None,
     fig, axes = grid(len(heads), ncols=_columns(panel), panel=panel)
     for ax, (layer, head) in zip(axes, heads):
         ov = ov_through_embeddings(model, layer, head, tokens, outputs)
-        heatmap(ax, ov, title=f"{_head_name(layer, head)} OV: W_E W_V W_O W_U", xlabel="output token (logit)",
-                ylabel="token attended to", colorbar_label="logit added per unit attention",
-                xticklabels=output_labels, yticklabels=token_labels)
+        heatmap(
+            ax,
+            ov,
+            title=f"{_head_name(layer, head)} OV: W_E W_V W_O W_U",
+            xlabel="output token (logit)",
+            ylabel="token attended to",
+            colorbar_label="logit added per unit attention",
+            xticklabels=output_labels,
+            yticklabels=token_labels,
+        )
     return fig
 
 
-def plot_qk_circuits(model: nn.Module, heads: Optional[Sequence[Head]] = None,
-                     tokens: Optional[Sequence[int]] = None, token_labels: Optional[Sequence[str]] = None):
+def plot_qk_circuits(
+    model: nn.Module,
+    heads: Sequence[Head] | None = None,
+    tokens: Sequence[int] | None = None,
+    token_labels: Sequence[str] | None = None,
+):
     """One heat map per head of :func:`qk_through_embeddings` over ``tokens`` (queries and keys)."""
     heads = check_heads(model, heads)
     n = len(tokens) if tokens is not None else model.cfg.d_vocab
@@ -155,24 +182,37 @@ def plot_qk_circuits(model: nn.Module, heads: Optional[Sequence[Head]] = None,
     fig, axes = grid(len(heads), ncols=_columns(panel), panel=panel)
     for ax, (layer, head) in zip(axes, heads):
         qk = qk_through_embeddings(model, layer, head, tokens, tokens)
-        heatmap(ax, qk, title=f"{_head_name(layer, head)} QK: W_E W_Q W_K^T W_E^T", xlabel="key token",
-                ylabel="query token", colorbar_label="attention score (pre-softmax)",
-                xticklabels=token_labels, yticklabels=token_labels)
+        heatmap(
+            ax,
+            qk,
+            title=f"{_head_name(layer, head)} QK: W_E W_Q W_K^T W_E^T",
+            xlabel="key token",
+            ylabel="query token",
+            colorbar_label="attention score (pre-softmax)",
+            xticklabels=token_labels,
+            yticklabels=token_labels,
+        )
     return fig
 
 
-def plot_positional_qk(model: nn.Module, heads: Optional[Sequence[Head]] = None, n_positions: Optional[int] = None):
+def plot_positional_qk(model: nn.Module, heads: Sequence[Head] | None = None, n_positions: int | None = None):
     """One heat map per head of :func:`qk_through_positions` (blank above the diagonal: masked)."""
     heads = check_heads(model, heads)
     fig, axes = grid(len(heads))
     for ax, (layer, head) in zip(axes, heads):
         qk = qk_through_positions(model, layer, head, n_positions)
-        heatmap(ax, qk, title=f"{_head_name(layer, head)} QK: W_pos W_Q W_K^T W_pos^T", xlabel="key position",
-                ylabel="query position", colorbar_label="attention score (pre-softmax)")
+        heatmap(
+            ax,
+            qk,
+            title=f"{_head_name(layer, head)} QK: W_pos W_Q W_K^T W_pos^T",
+            xlabel="key position",
+            ylabel="query position",
+            colorbar_label="attention score (pre-softmax)",
+        )
     return fig
 
 
-def plot_ov_spectra(model: nn.Module, heads: Optional[Sequence[Head]] = None):
+def plot_ov_spectra(model: nn.Module, heads: Sequence[Head] | None = None):
     """Singular values of every head's ``W_V W_O`` (one line per head, log scale)."""
     import matplotlib.pyplot as plt
 
@@ -182,8 +222,12 @@ def plot_ov_spectra(model: nn.Module, heads: Optional[Sequence[Head]] = None):
         for layer, head in heads:
             s = ov_spectrum(model, layer, head).clamp_min(1e-12)
             ax.plot(range(1, len(s) + 1), s.numpy(), marker="o", ms=3, label=f"layer {layer}, head {head}")
-        ax.set(yscale="log", xlabel="singular value index (1 = largest)", ylabel="singular value of W_V W_O",
-               title="OV spectra: how many directions each head copies")
+        ax.set(
+            yscale="log",
+            xlabel="singular value index (1 = largest)",
+            ylabel="singular value of W_V W_O",
+            title="OV spectra: how many directions each head copies",
+        )
         if len(heads) <= 12:
             ax.legend(loc="best", ncol=1 + len(heads) // 6)
     return fig

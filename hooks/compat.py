@@ -21,14 +21,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Callable
 
 import torch
 from torch import nn
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tl_version() -> tuple[int, int]:
     """``(major, minor)`` of the installed TransformerLens."""
     major, minor = version("transformer-lens").split(".")[:2]

@@ -42,8 +42,8 @@ first to feed the output (:func:`hooks.names.check_hooks_editable`). Everything 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,9 +73,18 @@ SWEEPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "attn_head_pattern_all_pos": ("pattern", ("layer", "head")),
 }
 
-_SUFFIX = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
-           "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "z": "attn.hook_z", "q": "attn.hook_q",
-           "k": "attn.hook_k", "v": "attn.hook_v", "pattern": "attn.hook_pattern"}
+_SUFFIX = {
+    "resid_pre": "hook_resid_pre",
+    "resid_mid": "hook_resid_mid",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+    "z": "attn.hook_z",
+    "q": "attn.hook_q",
+    "k": "attn.hook_k",
+    "v": "attn.hook_v",
+    "pattern": "attn.hook_pattern",
+}
 
 # a patch of these at position p changes the patched layer's output at p only (k / v / resid_pre
 # change every later position of the patched layer through attention)
@@ -88,8 +97,8 @@ class Variant:
 
     index: tuple[int, ...]
     layer: int
-    pos: Optional[int]  # position (dest position for patterns); None = all positions
-    head: Optional[int]
+    pos: int | None  # position (dest position for patterns); None = all positions
+    head: int | None
 
 
 @dataclass(frozen=True)
@@ -149,8 +158,7 @@ def _metric_values(metric: Callable, logits: Tensor, per_example: bool, batch: i
     return value.detach().float().cpu()
 
 
-def _setter(act_name: str, clean: Tensor, start: int, chunk: Sequence[Variant], batch: int,
-            row0: int = 0) -> Callable:
+def _setter(act_name: str, clean: Tensor, start: int, chunk: Sequence[Variant], batch: int, row0: int = 0) -> Callable:
     """A hook writing each variant's clean activation into its rows, in place (vectorised).
 
     In place like transformer_lens.patching's setters: on a bridge, ``hook_resid_mid`` is an alias
@@ -203,10 +211,19 @@ class PatchingEngine:
 
     PASS_OVERHEAD_FLOPS = 1.5e7
 
-    def __init__(self, model: nn.Module, clean_tokens: Tensor, corrupted_tokens: Tensor, metric: Callable,
-                 per_example: bool = False, memory_budget_gb: float = 2.0, start_at_layer: bool = True,
-                 skip_positions: bool = True, progress: bool = True,
-                 logit_positions: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        clean_tokens: Tensor,
+        corrupted_tokens: Tensor,
+        metric: Callable,
+        per_example: bool = False,
+        memory_budget_gb: float = 2.0,
+        start_at_layer: bool = True,
+        skip_positions: bool = True,
+        progress: bool = True,
+        logit_positions: Sequence[int] | None = None,
+    ):
         _check_inputs(clean_tokens, corrupted_tokens)
         if not callable(metric):
             raise TypeError(f"metric must be callable (logits -> scalar), got {type(metric).__name__}")
@@ -221,15 +238,17 @@ class PatchingEngine:
         cfg = model.cfg
         self.bridge = is_bridge(model)
         self.can_start = (
-            start_at_layer and (not self.bridge or has_live_attention(model))
+            start_at_layer
+            and (not self.bridge or has_live_attention(model))
             and getattr(cfg, "positional_embedding_type", "standard") == "standard"
-            and not (getattr(cfg, "output_logits_soft_cap", None) or -1) > 0 and count_hooks(model) == 0
+            and not (getattr(cfg, "output_logits_soft_cap", None) or -1) > 0
+            and count_hooks(model) == 0
         )
         self.can_skip = self.can_start and skip_positions and getattr(cfg, "attention_dir", "causal") == "causal"
         self._clean_cache: dict[str, Tensor] = {}
-        self._corrupted: Optional[tuple[Tensor, dict[str, Tensor]]] = None
-        self._vmap_ok: Optional[bool] = None
-        self._bytes_per_token: Optional[tuple[int, int]] = None
+        self._corrupted: tuple[Tensor, dict[str, Tensor]] | None = None
+        self._vmap_ok: bool | None = None
+        self._bytes_per_token: tuple[int, int] | None = None
 
     def _check_logit_positions(self, positions) -> list[int]:
         if positions is None:
@@ -249,8 +268,11 @@ class PatchingEngine:
         handles = []
         try:
             for n in names:
-                handles.append(self.model.hook_dict[n].register_forward_hook(
-                    lambda mod, inp, out, n=n: store.__setitem__(n, out.detach())))
+                handles.append(
+                    self.model.hook_dict[n].register_forward_hook(
+                        lambda mod, inp, out, n=n: store.__setitem__(n, out.detach())
+                    )
+                )
             logits = self.model(tokens)
         finally:
             for h in handles:
@@ -301,8 +323,10 @@ class PatchingEngine:
         if self._bytes_per_token is None:
             cfg = self.model.cfg
             d_mlp = getattr(cfg, "d_mlp", None) or 0
-            self._bytes_per_token = (4 * (3 * d_mlp + 12 * cfg.d_model + 4 * cfg.n_heads * self.seq),
-                                     4 * 3 * self._d_vocab_out())
+            self._bytes_per_token = (
+                4 * (3 * d_mlp + 12 * cfg.d_model + 4 * cfg.n_heads * self.seq),
+                4 * 3 * self._d_vocab_out(),
+            )
         per_token, per_logit = self._bytes_per_token
         # the pass returns logits at every logit position (the corrupted run's below the start)
         per_variant = self.batch * (n_pos * per_token + max(n_logits, len(self.logit_positions)) * per_logit)
@@ -312,8 +336,11 @@ class PatchingEngine:
         """Floating-point operations of one block at one token (attention over the full length)."""
         cfg = self.model.cfg
         d_mlp = 0 if cfg.attn_only else (getattr(cfg, "d_mlp", None) or 0)
-        return 2.0 * (4 * cfg.d_model * cfg.n_heads * cfg.d_head + 2 * cfg.d_model * d_mlp
-                      + 2 * cfg.n_heads * cfg.d_head * self.seq)
+        return 2.0 * (
+            4 * cfg.d_model * cfg.n_heads * cfg.d_head
+            + 2 * cfg.d_model * d_mlp
+            + 2 * cfg.n_heads * cfg.d_head * self.seq
+        )
 
     def _span(self, act: str, v: Variant) -> tuple[int, int]:
         """(first, last) position of the patched layer that a patch changes."""
@@ -454,14 +481,15 @@ class PatchingEngine:
                 hp.fwd_hooks = [h for h in hp.fwd_hooks if h not in handles]
         return out[0] if isinstance(out, tuple) else out
 
-    def _partial_forward(self, act: str, p: Pass, corr_logits: Tensor, corr: dict[str, Tensor],
-                         clean_cache: dict[str, Tensor]) -> Tensor:
+    def _partial_forward(
+        self, act: str, p: Pass, corr_logits: Tensor, corr: dict[str, Tensor], clean_cache: dict[str, Tensor]
+    ) -> Tensor:
         """Run the model's own blocks on positions ``p.start..`` (KV-cached below), each variant
         joining the batch at its patched layer, then the final norm and unembedding at the logit
         positions the pass can change."""
         model, P, L, B, s = self.model, self.seq, self.model.cfg.n_layers, self.batch, p.start
         ends = dict(p.ends)
-        resid: Optional[Tensor] = None  # rows of the variants in flight, positions s..P-1
+        resid: Tensor | None = None  # rows of the variants in flight, positions s..P-1
         for layer in range(min(ends), L):
             joining = [v for v in p.variants if v.layer == layer]
             if not joining:
@@ -517,15 +545,19 @@ class PatchingEngine:
                 self._vmap_ok = False
             else:
                 loop = self._metric_loop(logits, K)
-                self._vmap_ok = bool(torch.allclose(out.reshape(want).detach().float().cpu(), loop, rtol=1e-6, atol=1e-6))
+                self._vmap_ok = bool(
+                    torch.allclose(out.reshape(want).detach().float().cpu(), loop, rtol=1e-6, atol=1e-6)
+                )
                 return loop
         return self._metric_loop(logits, K)
 
     def _metric_loop(self, logits: Tensor, K: int) -> Tensor:
         B = self.batch
-        return torch.stack([_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)])
+        return torch.stack(
+            [_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)]
+        )
 
-    def sweep(self, sweep: str, layers: Optional[Sequence[int]] = None) -> Tensor:
+    def sweep(self, sweep: str, layers: Sequence[int] | None = None) -> Tensor:
         """Patch every index of ``sweep`` (a key of :data:`SWEEPS`); ``layers`` restricts the layers
         (the result's first axis then follows ``layers``). Returns a float tensor on the CPU."""
         if sweep not in SWEEPS:
@@ -557,8 +589,15 @@ class PatchingEngine:
         return result
 
 
-def patch_sweep(model: nn.Module, clean_tokens: Tensor, corrupted_tokens: Tensor, metric: Callable,
-                sweep: str = "resid_pre", layers: Optional[Sequence[int]] = None, **options) -> Tensor:
+def patch_sweep(
+    model: nn.Module,
+    clean_tokens: Tensor,
+    corrupted_tokens: Tensor,
+    metric: Callable,
+    sweep: str = "resid_pre",
+    layers: Sequence[int] | None = None,
+    **options,
+) -> Tensor:
     """One patching sweep; same numbers as ``transformer_lens.patching.get_act_patch_<sweep>``
     (run on ``corrupted_tokens`` with the clean cache of ``clean_tokens``). ``options``:
     ``per_example``, ``memory_budget_gb``, ``start_at_layer``, ``skip_positions``, ``progress``,

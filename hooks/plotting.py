@@ -8,8 +8,8 @@ selects a backend (a script or the CLI that only saves figures may call ``matplo
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def grid(n_panels: int, ncols: int = 4, panel: tuple[float, float] = (3.6, 3.2))
     return fig, flat[:n_panels]
 
 
-def _ticks(ax, axis: str, labels: Optional[Sequence[str]], n: int, max_labels: int) -> None:
+def _ticks(ax, axis: str, labels: Sequence[str] | None, n: int, max_labels: int) -> None:
     """Label every cell when there are few, else every k-th (keeping the last), small font."""
     set_ticks, set_labels = (ax.set_xticks, ax.set_xticklabels) if axis == "x" else (ax.set_yticks, ax.set_yticklabels)
     if labels is None:
@@ -69,10 +69,22 @@ def _ticks(ax, axis: str, labels: Optional[Sequence[str]], n: int, max_labels: i
     set_labels([str(labels[i]) for i in where], fontsize=size, rotation=90 if axis == "x" else 0)
 
 
-def heatmap(ax, values, *, title: str, xlabel: str, ylabel: str, colorbar_label: str,
-            xticklabels: Optional[Sequence[str]] = None, yticklabels: Optional[Sequence[str]] = None,
-            diverging: bool = True, vmin: Optional[float] = None, vmax: Optional[float] = None,
-            max_labels: int = 80, cmap: Optional[str] = None):
+def heatmap(
+    ax,
+    values,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    colorbar_label: str,
+    xticklabels: Sequence[str] | None = None,
+    yticklabels: Sequence[str] | None = None,
+    diverging: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    max_labels: int = 80,
+    cmap: str | None = None,
+):
     """Draw ``values`` [rows, cols] on ``ax`` with a title, axis labels, tick labels and a labelled
     colorbar. ``diverging``: a red/blue map symmetric around 0 (for signed quantities); else
     ``viridis`` from ``vmin`` (default: the minimum). NaN cells (e.g. a causal mask) stay blank.
@@ -80,12 +92,26 @@ def heatmap(ax, values, *, title: str, xlabel: str, ylabel: str, colorbar_label:
     if hasattr(values, "detach"):  # a tensor, possibly on a GPU
         values = values.detach().float().cpu().numpy()
     with style():
-        return _heatmap(ax, np.asarray(values, dtype=float), title, xlabel, ylabel, colorbar_label, xticklabels,
-                        yticklabels, diverging, vmin, vmax, max_labels, cmap)
+        return _heatmap(
+            ax,
+            np.asarray(values, dtype=float),
+            title,
+            xlabel,
+            ylabel,
+            colorbar_label,
+            xticklabels,
+            yticklabels,
+            diverging,
+            vmin,
+            vmax,
+            max_labels,
+            cmap,
+        )
 
 
-def _heatmap(ax, data, title, xlabel, ylabel, colorbar_label, xticklabels, yticklabels, diverging, vmin, vmax,
-             max_labels, cmap):
+def _heatmap(
+    ax, data, title, xlabel, ylabel, colorbar_label, xticklabels, yticklabels, diverging, vmin, vmax, max_labels, cmap
+):
     finite = data[np.isfinite(data)]
     if diverging:
         bound = float(np.abs(finite).max()) if finite.size else 1.0

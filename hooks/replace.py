@@ -28,9 +28,9 @@ Entries of :func:`replace_weights`:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -147,7 +147,9 @@ def _plan(model: nn.Module, replacements: Mapping) -> _Plan:
 def _plan_head(model, key: Head, value, full, plan: _Plan) -> None:
     short = key.name.rsplit(".", 1)[-1]
     if short not in _HEAD_WEIGHTS or not key.name.startswith("blocks."):
-        raise ValueError(f"head-level entries need an attention weight blocks.{{l}}.attn.{{{'|'.join(_HEAD_WEIGHTS)}}}, got {key.name!r}")
+        raise ValueError(
+            f"head-level entries need an attention weight blocks.{{l}}.attn.{{{'|'.join(_HEAD_WEIGHTS)}}}, got {key.name!r}"
+        )
     slot(model, key.name)  # unknown name -> error listing the closest
     weight = full(key.name)
     if not isinstance(key.head, int) or not 0 <= key.head < weight.shape[0]:
@@ -244,6 +246,7 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
     def keep(key):
         def hook(tensor, hook=None):
             seen[key] = tensor[:, :, head] if tensor.dim() == 4 else tensor  # per-head tensors: this head
+
         return hook
 
     def add_head(attn_out, hook):
@@ -253,12 +256,15 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
 
     prefix = f"blocks.{layer}.attn"
     if not is_bridge(model) or has_live_attention(model):
-        handles += add_tracked_hook(model, f"{prefix}.hook_pattern",
-                                    lambda t, hook: seen.__setitem__("pattern", t[:, head]))
+        handles += add_tracked_hook(
+            model, f"{prefix}.hook_pattern", lambda t, hook: seen.__setitem__("pattern", t[:, head])
+        )
     else:
         # a raw boot_native bridge fires hook_pattern only after hook_attn_out: recompute it from q and k
         if getattr(model.cfg, "positional_embedding_type", "standard") != "standard":
-            raise ValueError("OV method 'hook' on a TransformerBridge needs standard positional embeddings; use 'factor'")
+            raise ValueError(
+                "OV method 'hook' on a TransformerBridge needs standard positional embeddings; use 'factor'"
+            )
         handles += add_tracked_hook(model, f"{prefix}.q.hook_out", keep("q"))
         handles += add_tracked_hook(model, f"{prefix}.k.hook_out", keep("k"))
     if is_bridge(model):

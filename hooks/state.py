@@ -16,9 +16,9 @@ Only hooks added *after* entering are removed; hooks the user had before are kep
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -56,12 +56,9 @@ def snapshot_state(model: nn.Module, weights: bool = False) -> ModelState:
     state = ModelState(
         training={id(m): (m, m.training) for m in modules},
         requires_grad={id(p): (p, p.requires_grad) for p in model.parameters()},
-        lens_handles={
-            id(hp): (hp, {id(h) for h in hp.fwd_hooks}, {id(h) for h in hp.bwd_hooks}) for hp in hook_points
-        },
+        lens_handles={id(hp): (hp, {id(h) for h in hp.fwd_hooks}, {id(h) for h in hp.bwd_hooks}) for hp in hook_points},
         torch_hooks={
-            id(m): (m, {d: set(getattr(m, d, {}).keys()) for d in _TORCH_HOOK_DICTS})
-            for m in modules + hook_points
+            id(m): (m, {d: set(getattr(m, d, {}).keys()) for d in _TORCH_HOOK_DICTS}) for m in modules + hook_points
         },
     )
     if weights:

@@ -18,15 +18,33 @@ from hooks.weights import get_weight, set_weights_, weight_names, weight_shapes
 #: the model kinds the installed TransformerLens offers
 KINDS: tuple[str, ...] = ("hooked", "bridge") if has_hooked_transformer() else ("bridge",)
 
-_BRIDGE_KEYS = ("n_layers", "d_model", "d_head", "n_heads", "n_ctx", "d_vocab", "d_vocab_out", "act_fn",
-                "normalization_type", "attn_only", "d_mlp")
+_BRIDGE_KEYS = (
+    "n_layers",
+    "d_model",
+    "d_head",
+    "n_heads",
+    "n_ctx",
+    "d_vocab",
+    "d_vocab_out",
+    "act_fn",
+    "normalization_type",
+    "attn_only",
+    "d_mlp",
+)
 
 
 def tiny_config(**overrides) -> dict:
     """A small config dict accepted by both ``HookedTransformerConfig`` and ``boot_native``."""
     cfg = dict(
-        n_layers=2, d_model=32, d_head=8, n_heads=4, n_ctx=16, d_vocab=24,
-        act_fn="relu", normalization_type="LN", attn_only=False,
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_ctx=16,
+        d_vocab=24,
+        act_fn="relu",
+        normalization_type="LN",
+        attn_only=False,
     )
     cfg.update(overrides)
     return cfg

@@ -13,10 +13,10 @@ with the pattern but editing it is inert; reading it is exact).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -80,9 +80,13 @@ class CircuitsVisView:
         return self.local_src
 
 
-def attention_heads_view(pattern: Float[Tensor, "head q k"], labels: Sequence[str],
-                         head_names: Optional[Sequence[str]] = None, max_value: Optional[float] = None,
-                         readout: Optional[int] = None) -> CircuitsVisView:
+def attention_heads_view(
+    pattern: Float[Tensor, "head q k"],
+    labels: Sequence[str],
+    head_names: Sequence[str] | None = None,
+    max_value: float | None = None,
+    readout: int | None = None,
+) -> CircuitsVisView:
     """CircuitsVis ``AttentionHeads`` of one example: a thumbnail per head, the chosen one zoomed.
     ``max_value`` sets the darkest colour; by default the largest weight of the ``readout`` row (so
     a spread-out read-out row is not washed out by the first rows, where a query sees few keys and
@@ -91,13 +95,19 @@ def attention_heads_view(pattern: Float[Tensor, "head q k"], labels: Sequence[st
     if max_value is None:
         rows = pattern if readout is None else pattern[:, check_positions(readout, pattern.shape[1], "readout")]
         max_value = max(float(rows.max()), 1e-6)
-    props = {"attention": _rounded(pattern), "tokens": list(labels), "maxValue": max_value, "minValue": -max_value,
-             "attentionHeadNames": list(head_names) if head_names is not None else None}
+    props = {
+        "attention": _rounded(pattern),
+        "tokens": list(labels),
+        "maxValue": max_value,
+        "minValue": -max_value,
+        "attentionHeadNames": list(head_names) if head_names is not None else None,
+    }
     return CircuitsVisView("AttentionHeads", props)
 
 
-def readout_view(pattern: Float[Tensor, "head q k"], labels: Sequence[str], readout: int,
-                 head_names: Optional[Sequence[str]] = None) -> CircuitsVisView:
+def readout_view(
+    pattern: Float[Tensor, "head q k"], labels: Sequence[str], readout: int, head_names: Sequence[str] | None = None
+) -> CircuitsVisView:
     """The read-out row only: tokens coloured by how much the query at ``readout`` attends to each
     (CircuitsVis ``ColoredTokensMulti``; pick the head in the view, hover a token for every head)."""
     _check_pattern(pattern, labels)
@@ -125,9 +135,13 @@ def _check_pattern(pattern: Tensor, labels: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_readout_attention(pattern: Float[Tensor, "head q k"], labels: Sequence[str], readout: int,
-                           head_names: Optional[Sequence[str]] = None,
-                           title: str = "attention from the read-out position"):
+def plot_readout_attention(
+    pattern: Float[Tensor, "head q k"],
+    labels: Sequence[str],
+    readout: int,
+    head_names: Sequence[str] | None = None,
+    title: str = "attention from the read-out position",
+):
     """Heat map of every head's attention from the ``readout`` query to each key position of one
     example (rows: heads, columns: key tokens up to the read-out)."""
     import matplotlib.pyplot as plt
@@ -141,9 +155,18 @@ def plot_readout_attention(pattern: Float[Tensor, "head q k"], labels: Sequence[
     width = min(11.0, 3.5 + 0.2 * (readout + 1))
     with style():
         fig, ax = plt.subplots(figsize=(width, 2.2 + 0.3 * len(names)))
-        heatmap(ax, rows, title=title, xlabel="key token (position)", ylabel="head", colorbar_label="attention weight",
-                xticklabels=[f"{t} ({i})" for i, t in enumerate(labels[: readout + 1])], yticklabels=names,
-                diverging=False, vmin=0.0)
+        heatmap(
+            ax,
+            rows,
+            title=title,
+            xlabel="key token (position)",
+            ylabel="head",
+            colorbar_label="attention weight",
+            xticklabels=[f"{t} ({i})" for i, t in enumerate(labels[: readout + 1])],
+            yticklabels=names,
+            diverging=False,
+            vmin=0.0,
+        )
     return fig
 
 

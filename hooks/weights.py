@@ -24,8 +24,8 @@ tied value and cannot be written.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -186,9 +186,7 @@ def weight_slots(model: nn.Module) -> dict[str, WeightSlot]:
         return _bridge_slots(model)
     if hasattr(model, "blocks") and hasattr(model, "embed") and hasattr(model, "unembed"):
         return _hooked_slots(model)
-    raise TypeError(
-        f"expected a HookedTransformer or a TransformerBridge, got {type(model).__name__}"
-    )
+    raise TypeError(f"expected a HookedTransformer or a TransformerBridge, got {type(model).__name__}")
 
 
 def weight_names(model: nn.Module) -> list[str]:
@@ -201,9 +199,7 @@ def slot(model: nn.Module, name: str) -> WeightSlot:
     slots = weight_slots(model)
     if name not in slots:
         close = difflib.get_close_matches(name, list(slots), n=5, cutoff=0.4)
-        raise KeyError(
-            f"unknown weight name {name!r}; closest valid names: {close or sorted(slots)[:8]}"
-        )
+        raise KeyError(f"unknown weight name {name!r}; closest valid names: {close or sorted(slots)[:8]}")
     return slots[name]
 
 
@@ -287,13 +283,27 @@ def weight_shapes(cfg) -> dict[str, tuple[int, ...]]:
             shapes.update({f"{p}.ln1.w": (d,), f"{p}.ln1.b": (d,)})
             if mlp:
                 shapes.update({f"{p}.ln2.w": (d,), f"{p}.ln2.b": (d,)})
-        shapes.update({f"{p}.attn.W_Q": (H, d, d_head), f"{p}.attn.W_O": (H, d_head, d),
-                       f"{p}.attn.b_Q": (H, d_head), f"{p}.attn.b_O": (d,),
-                       f"{p}.attn.W_K": (H, d, d_head), f"{p}.attn.W_V": (H, d, d_head),
-                       f"{p}.attn.b_K": (H, d_head), f"{p}.attn.b_V": (H, d_head)})
+        shapes.update(
+            {
+                f"{p}.attn.W_Q": (H, d, d_head),
+                f"{p}.attn.W_O": (H, d_head, d),
+                f"{p}.attn.b_Q": (H, d_head),
+                f"{p}.attn.b_O": (d,),
+                f"{p}.attn.W_K": (H, d, d_head),
+                f"{p}.attn.W_V": (H, d, d_head),
+                f"{p}.attn.b_K": (H, d_head),
+                f"{p}.attn.b_V": (H, d_head),
+            }
+        )
         if mlp:
-            shapes.update({f"{p}.mlp.W_in": (d, d_mlp), f"{p}.mlp.b_in": (d_mlp,),
-                           f"{p}.mlp.W_out": (d_mlp, d), f"{p}.mlp.b_out": (d,)})
+            shapes.update(
+                {
+                    f"{p}.mlp.W_in": (d, d_mlp),
+                    f"{p}.mlp.b_in": (d_mlp,),
+                    f"{p}.mlp.W_out": (d_mlp, d),
+                    f"{p}.mlp.b_out": (d,),
+                }
+            )
     if ln:
         shapes.update({"ln_final.w": (d,), "ln_final.b": (d,)})
     shapes.update({"W_U": (d, d_out), "b_U": (d_out,)})

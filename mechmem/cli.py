@@ -24,9 +24,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a task and save a run directory")
     p.add_argument("task", help="task name (see `mechmem list`)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
-                        "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
+        "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01",
+    )
     p.add_argument("--name", help="run name (default: the task name)")
     p.add_argument("--out", type=Path, default=DEFAULT_RUNS, help="folder holding run directories (default: runs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -47,32 +53,63 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=3, help="examples shown in the attention views (default 3)")
     p.add_argument("--batch-size", type=int, default=128, help="examples for ablations and patching (default 128)")
     p.add_argument("--heads", default=None, metavar="L.H,...", help="only these heads, e.g. 0.1,1.* (default: all)")
-    p.add_argument("--max-vocab", type=int, default=None, metavar="N",
-                   help="OV/QK maps over the N tokens most frequent in the examples (needed above 128 tokens)")
-    p.add_argument("--max-positions", type=int, default=64, metavar="N",
-                   help="longest example shown; longer ones are cut to a prefix (default 64)")
+    p.add_argument(
+        "--max-vocab",
+        type=int,
+        default=None,
+        metavar="N",
+        help="OV/QK maps over the N tokens most frequent in the examples (needed above 128 tokens)",
+    )
+    p.add_argument(
+        "--max-positions",
+        type=int,
+        default=64,
+        metavar="N",
+        help="longest example shown; longer ones are cut to a prefix (default 64)",
+    )
     p.add_argument("--no-patching", dest="patching", action="store_false", help="skip activation patching")
     p.add_argument("--seed", type=int, default=0, help="seed of the examples (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("report", help="one HTML page of the four reproductions at a preset: claims, figures, "
-                                      "circuits of a trained model, timings")
-    p.add_argument("--preset", choices=("smoke", "quick", "full"), default="quick",
-                   help="smoke (minutes in all, for tests), quick (the default; an hour or so on 2 CPU cores) or "
-                        "full")
-    p.add_argument("--seeds", default=None, metavar="S,S,...",
-                   help="seeds to run (default 0); collected results must hold exactly these (default: any)")
+    p = sub.add_parser(
+        "report",
+        help="one HTML page of the four reproductions at a preset: claims, figures, "
+        "circuits of a trained model, timings",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke (minutes in all, for tests), quick (the default; an hour or so on 2 CPU cores) or full",
+    )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="seeds to run (default 0); collected results must hold exactly these (default: any)",
+    )
     p.add_argument("--papers", default=None, metavar="P,P,...", help="only these papers (default: all four)")
-    p.add_argument("--collect", type=Path, nargs="+", default=[], metavar="DIR",
-                   help="finished reproduction folders (`mechmem reproduce ... --out DIR`) to report instead of "
-                        "running those papers")
-    p.add_argument("--runs", type=Path, default=DEFAULT_RUNS,
-                   help="where reproductions run, as RUNS/<paper>-<preset>; complete, up-to-date ones there are "
-                        "collected (default: runs)")
+    p.add_argument(
+        "--collect",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="finished reproduction folders (`mechmem reproduce ... --out DIR`) to report instead of "
+        "running those papers",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=DEFAULT_RUNS,
+        help="where reproductions run, as RUNS/<paper>-<preset>; complete, up-to-date ones there are "
+        "collected (default: runs)",
+    )
     p.add_argument("--out", type=Path, default=None, help="the report's folder (default: RUNS/report-<preset>)")
-    p.add_argument("--rerun", action="store_true",
-                   help="run again into RUNS/<paper>-<preset> when its results cannot be reported")
+    p.add_argument(
+        "--rerun", action="store_true", help="run again into RUNS/<paper>-<preset> when its results cannot be reported"
+    )
     p.add_argument("--jobs", type=int, default=None, help="processes per reproduction (its seeds in parallel)")
     p.add_argument("--examples", type=int, default=1, help="examples in each model's attention views (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -131,8 +168,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run = Run(path)
     else:
-        config = {"task": {"name": task.name, **task.to_dict()}, "model": model_cfg.to_dict(),
-                  "train": train_cfg.to_dict(), "overrides": args.overrides}
+        config = {
+            "task": {"name": task.name, **task.to_dict()},
+            "model": model_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+            "overrides": args.overrides,
+        }
         run = Run.create(path, config, overwrite=args.overwrite)
     result = train(model, task, train_cfg, run=run, resume=args.resume)
     _save_training_summary(run, result)
@@ -165,9 +206,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from mechmem.inspect import InspectOptions, inspect_run, parse_heads
 
     options = InspectOptions(
-        out=args.out, bridge=args.bridge, device=args.device, n_examples=args.examples, batch_size=args.batch_size,
-        heads=parse_heads(args.heads) if args.heads is not None else None, max_vocab=args.max_vocab,
-        max_positions=args.max_positions, patching=args.patching, seed=args.seed, progress=not args.quiet,
+        out=args.out,
+        bridge=args.bridge,
+        device=args.device,
+        n_examples=args.examples,
+        batch_size=args.batch_size,
+        heads=parse_heads(args.heads) if args.heads is not None else None,
+        max_vocab=args.max_vocab,
+        max_positions=args.max_positions,
+        patching=args.patching,
+        seed=args.seed,
+        progress=not args.quiet,
     )
     use_file_backend()
     page = inspect_run(args.run_dir, options, command=shlex.join(["mechmem", *sys.argv[1:]]))
@@ -183,8 +232,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     papers = [p.strip() for p in args.papers.split(",") if p.strip()] if args.papers is not None else None
     options = ReportOptions(
-        preset=args.preset, seeds=parse_seeds(args) if args.seeds is not None else None, papers=papers,
-        collect=args.collect, runs=args.runs, out=args.out, rerun=args.rerun, jobs=args.jobs, examples=args.examples,
+        preset=args.preset,
+        seeds=parse_seeds(args) if args.seeds is not None else None,
+        papers=papers,
+        collect=args.collect,
+        runs=args.runs,
+        out=args.out,
+        rerun=args.rerun,
+        jobs=args.jobs,
+        examples=args.examples,
         progress=not args.quiet,
     )
     use_file_backend()
@@ -196,15 +252,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``mechmem reproduce`` (also used by paper commands that run a reproduction)."""
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", choices=("smoke", "quick", "full"), default=None,
-                       help="sizes: smoke (seconds, for tests), quick (minutes on a CPU, the default) or full "
-                            "(the paper's sizes)")
+    which.add_argument(
+        "--preset",
+        choices=("smoke", "quick", "full"),
+        default=None,
+        help="sizes: smoke (seconds, for tests), quick (minutes on a CPU, the default) or full (the paper's sizes)",
+    )
     which.add_argument("--quick", action="store_true", help="same as --preset quick")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default=None, metavar="S,S,...", help="comma-separated seeds (default 0)")
     seeds.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds S)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="seeds run in parallel processes (default: one per seed, at most one per CPU; smoke: 1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="seeds run in parallel processes (default: one per seed, at most one per CPU; smoke: 1)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>-<preset>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -227,8 +290,16 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
     seeds = parse_seeds(args)
     out = args.out or DEFAULT_RUNS / f"{args.paper}-{preset}"
     command = "mechmem " + " ".join(args.argv) if getattr(args, "argv", None) else None
-    results = run(args.paper, preset, seeds, out, jobs=args.jobs, progress=not args.quiet,
-                  sweep=sweep or SweepOptions(), command=command)
+    results = run(
+        args.paper,
+        preset,
+        seeds,
+        out,
+        jobs=args.jobs,
+        progress=not args.quiet,
+        sweep=sweep or SweepOptions(),
+        command=command,
+    )
     print(format_claims(results))
     print(f"results saved to {Path(out) / 'results.json'}")
     return 0
@@ -237,9 +308,11 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
 def format_claims(results: dict) -> str:
     """Each claim: holds (at how many seeds), measured (mean over seeds and range) against expected."""
     seeds, claims = results["seeds"], results["claims"]
-    lines = [f"{results['paper']} ({results['preset']}, seed{'s' * (len(seeds) > 1)} "
-             f"{','.join(map(str, seeds))}): {results['summary']['hold_at_every_seed']}/{len(claims)} claims hold"
-             + (" at every seed" if len(seeds) > 1 else "")]
+    lines = [
+        f"{results['paper']} ({results['preset']}, seed{'s' * (len(seeds) > 1)} "
+        f"{','.join(map(str, seeds))}): {results['summary']['hold_at_every_seed']}/{len(claims)} claims hold"
+        + (" at every seed" if len(seeds) > 1 else "")
+    ]
     width = max((len(k) for k in claims), default=0)
     for key, c in claims.items():
         held = sum(e["holds"] for e in c["per_seed"].values())

@@ -12,7 +12,7 @@ import dataclasses
 import re
 import typing
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
 NORMALIZATIONS = (None, "LN", "LNPre")
@@ -22,7 +22,14 @@ DTYPES = ("float32", "float64")
 #: Weight names that can be frozen; ``{l}`` is a layer index (or ``*`` for every layer).
 GLOBAL_WEIGHTS = ("W_E", "W_pos", "W_U", "b_U")
 LAYER_WEIGHTS = (
-    "attn.W_Q", "attn.W_K", "attn.W_V", "attn.W_O", "attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O",
+    "attn.W_Q",
+    "attn.W_K",
+    "attn.W_V",
+    "attn.W_O",
+    "attn.b_Q",
+    "attn.b_K",
+    "attn.b_V",
+    "attn.b_O",
 )
 MLP_WEIGHTS = ("mlp.W_in", "mlp.W_out", "mlp.b_in", "mlp.b_out")
 
@@ -55,12 +62,12 @@ class ModelConfig:
     d_model: int = 64
     d_vocab: int = 64
     n_ctx: int = 64
-    d_head: Optional[int] = None
-    d_vocab_out: Optional[int] = None
+    d_head: int | None = None
+    d_vocab_out: int | None = None
     attn_only: bool = True
-    d_mlp: Optional[int] = None
+    d_mlp: int | None = None
     act_fn: str = "relu"
-    normalization: Optional[str] = None
+    normalization: str | None = None
     positional: bool = True
     use_bias: bool = False
     freeze: tuple[str, ...] = ()
@@ -216,8 +223,7 @@ def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") ->
         if key not in fields:
             where = f"{section}." if section else ""
             raise ValueError(
-                f"unknown config key {where + key!r}; valid keys: "
-                + ", ".join(f"{where}{f}" for f in sorted(fields))
+                f"unknown config key {where + key!r}; valid keys: " + ", ".join(f"{where}{f}" for f in sorted(fields))
             )
         changes[key] = _parse_value(text, hints[key], f"{section}.{key}" if section else key)
     return dataclasses.replace(obj, **changes)
@@ -240,9 +246,7 @@ def split_overrides(pairs: list[str], sections: dict[str, Any]) -> dict[str, dic
             continue
         owners = [s for s, obj in sections.items() if key in {f.name for f in dataclasses.fields(obj)}]
         if len(owners) != 1:
-            valid = [
-                f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj) if f.init
-            ]
+            valid = [f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj) if f.init]
             problem = "is ambiguous" if owners else "is not a config key"
             raise ValueError(f"--set {key!r} {problem}; valid keys: {', '.join(valid)}")
         out[owners[0]][key] = text

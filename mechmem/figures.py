@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hooks.plotting import STYLE, grid, heatmap, style
 from mechmem.io import atomic_write_bytes, atomic_write_json
@@ -57,7 +57,7 @@ def png_bytes(fig, dpi: int = DPI) -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(fig, path: str | Path, data: Optional[Any] = None, dpi: int = DPI) -> Path:
+def save_figure(fig, path: str | Path, data: Any | None = None, dpi: int = DPI) -> Path:
     """Write ``fig`` to ``path`` (``.png`` added if missing) atomically and close it; with ``data``,
     also write those numbers to the same name with ``.json``. Returns the PNG's path."""
     import matplotlib.pyplot as plt

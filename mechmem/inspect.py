@@ -27,7 +27,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -50,13 +49,13 @@ class InspectOptions:
     longest example shown (longer sequences are cut to a prefix ending at a scored position).
     """
 
-    out: Optional[Path] = None
+    out: Path | None = None
     bridge: bool = False
     device: str = "cpu"
     n_examples: int = 3
     batch_size: int = 128
-    heads: Optional[list[tuple[int, int]]] = None
-    max_vocab: Optional[int] = None
+    heads: list[tuple[int, int]] | None = None
+    max_vocab: int | None = None
     max_positions: int = 64
     patching: bool = True
     seed: int = 0
@@ -91,7 +90,7 @@ def parse_heads(spec: str) -> list[tuple[int, int]]:
 # ----------------------------------------------------------------------------- checks
 
 
-def output_dir(run_dir: Path, out: Optional[Path]) -> Path:
+def output_dir(run_dir: Path, out: Path | None) -> Path:
     """Where the page goes; refuses to replace a folder that ``inspect`` did not write."""
     out = Path(out) if out is not None else run_dir / "inspect"
     if out.exists():
@@ -125,8 +124,10 @@ def run_task(config: dict) -> Task:
     name = fields.pop("name", None)
     known = tasks()
     if name not in known:
-        raise ValueError(f"the run's task {name!r} is not available here (known tasks: {sorted(known)}); "
-                         "inspect needs it to draw examples")
+        raise ValueError(
+            f"the run's task {name!r} is not available here (known tasks: {sorted(known)}); "
+            "inspect needs it to draw examples"
+        )
     cls = known[name]
     init = {f.name for f in dataclasses.fields(cls) if f.init}
     return cls(**{k: v for k, v in fields.items() if k in init})
@@ -144,7 +145,7 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def check_heads(model, heads: Optional[list[tuple[int, int]]]) -> list[tuple[int, int]]:
+def check_heads(model, heads: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
     """The heads to show: every head, or the chosen ones (``-1`` = all heads of that layer)."""
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if heads is None:
@@ -158,13 +159,14 @@ def check_heads(model, heads: Optional[list[tuple[int, int]]]) -> list[tuple[int
     out = []
     for layer, head in heads:
         if not 0 <= layer < L or not -1 <= head < H:
-            raise ValueError(f"--heads: {layer}.{head if head >= 0 else '*'} does not exist "
-                             f"(layers 0..{L - 1}, heads 0..{H - 1})")
+            raise ValueError(
+                f"--heads: {layer}.{head if head >= 0 else '*'} does not exist (layers 0..{L - 1}, heads 0..{H - 1})"
+            )
         out += [(layer, h) for h in range(H)] if head == -1 else [(layer, head)]
     return list(dict.fromkeys(out))
 
 
-def check_vocab(model, max_vocab: Optional[int]) -> None:
+def check_vocab(model, max_vocab: int | None) -> None:
     """Refuse OV / QK maps too large to read unless ``max_vocab`` restricts them."""
     d_vocab, d_out = model.cfg.d_vocab, model.cfg.d_vocab_out
     if max_vocab is None and max(d_vocab, d_out) > VOCAB_LIMIT:
@@ -186,15 +188,17 @@ class Examples:
 
     batch: Batch
     full: Batch
-    corrupted: Optional[Batch]
+    corrupted: Batch | None
     readouts: list[int]
     length: int
 
 
 def crop(batch: Batch, length: int) -> Batch:
     """The first ``length`` positions of ``batch`` (per-position labels cut too)."""
-    labels = {k: v[:, :length] if v.dim() == 2 and v.shape[1] == batch.tokens.shape[1] else v
-              for k, v in (batch.labels or {}).items()}
+    labels = {
+        k: v[:, :length] if v.dim() == 2 and v.shape[1] == batch.tokens.shape[1] else v
+        for k, v in (batch.labels or {}).items()
+    }
     return Batch(batch.tokens[:, :length], batch.targets[:, :length], batch.mask[:, :length], labels or None)
 
 
@@ -240,13 +244,17 @@ def draw_examples(task: Task, options: InspectOptions, device: torch.device) -> 
         corrupted = corrupt(task, batch, options.seed + 1)
         where = changed_answers(batch, corrupted)
         if not where.any():
-            raise ValueError(f"task {task.name!r}: the corruption changed no scored answer, so patching measures "
-                             "nothing; run inspect with --no-patching")
+            raise ValueError(
+                f"task {task.name!r}: the corruption changed no scored answer, so patching measures "
+                "nothing; run inspect with --no-patching"
+            )
         order = torch.cat([where.any(1).nonzero().squeeze(1), (~where.any(1)).nonzero().squeeze(1)])
         batch, full, corrupted = (select(b, order) for b in (batch, full, corrupted))
         where = where[order]
-    readouts = [int(where[i].nonzero().max()) if where[i].any() else int(batch.mask[i].nonzero().max())
-                for i in range(options.n_examples)]
+    readouts = [
+        int(where[i].nonzero().max()) if where[i].any() else int(batch.mask[i].nonzero().max())
+        for i in range(options.n_examples)
+    ]
     return Examples(batch, full, corrupted, readouts, length)
 
 
@@ -298,7 +306,7 @@ def write_atomically(out: Path, build) -> Path:
     return out
 
 
-def prepare(run_dir: str | Path, options: Optional[InspectOptions] = None, command: Optional[str] = None) -> dict:
+def prepare(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> dict:
     """Every check, then the loaded model and the examples: the inputs of
     :class:`mechmem.inspect_page.Inspection` (nothing is written)."""
     from mechmem.runs import load_run
@@ -317,12 +325,20 @@ def prepare(run_dir: str | Path, options: Optional[InspectOptions] = None, comma
     heads = check_heads(model, options.heads)
     check_vocab(model, options.max_vocab)
     examples = draw_examples(task, options, device)  # corrupted too: fails early without a rule
-    return dict(run=run, config=config, task=task, model=model, heads=heads, examples=examples, options=options,
-                command=command or f"inspect_run({str(run_dir)!r})", started=started)
+    return dict(
+        run=run,
+        config=config,
+        task=task,
+        model=model,
+        heads=heads,
+        examples=examples,
+        options=options,
+        command=command or f"inspect_run({str(run_dir)!r})",
+        started=started,
+    )
 
 
-def inspect_run(run_dir: str | Path, options: Optional[InspectOptions] = None,
-                command: Optional[str] = None) -> Path:
+def inspect_run(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> Path:
     """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
 
     ``command`` is recorded as the command that made the page (default: this function call).

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,8 +63,8 @@ class Inspection:
     options: InspectOptions
     command: str
     started: float
-    parent: Optional[Section] = None  # put the sections under this one (e.g. a report's paper section)
-    page: Optional[Page] = None
+    parent: Section | None = None  # put the sections under this one (e.g. a report's paper section)
+    page: Page | None = None
     links: str = ""  # where ``folder`` is, seen from the page (e.g. "lca/" when a report's page is one folder up)
     summary: dict = field(default_factory=dict)
 
@@ -73,8 +73,10 @@ class Inspection:
         if self.parent is not None:
             self.page = self.parent.page
         elif self.page is None:
-            self.page = Page(f"mechmem inspect: {self.run.path.name}",
-                             subtitle=f"task `{self.task.name}`, {kind}, made by `{self.command}`")
+            self.page = Page(
+                f"mechmem inspect: {self.run.path.name}",
+                subtitle=f"task `{self.task.name}`, {kind}, made by `{self.command}`",
+            )
         self.token_names = self.task.token_labels()
         self.output_names = self.task.output_labels()
 
@@ -112,27 +114,39 @@ def overview(ins: Inspection) -> dict:
     task, model, cfg = ins.task, ins.model, ins.model.cfg
     full = ins.examples.full
     logits = ins.forward(full.tokens)
-    numbers = {"loss": float(task_loss(logits, full)), "accuracy": float(task_accuracy(logits, full)),
-               "examples": int(full.tokens.shape[0])}
+    numbers = {
+        "loss": float(task_loss(logits, full)),
+        "accuracy": float(task_accuracy(logits, full)),
+        "examples": int(full.tokens.shape[0]),
+    }
     sec = ins.section("Overview")
     doc = (type(task).__doc__ or "").strip().split("\n")[0]
     sec.text(f"Task `{task.name}`: {doc}")
-    sec.key_values({
-        "model": "TransformerBridge (boot_native)" if is_bridge(model) else "HookedTransformer",
-        "layers x heads": f"{cfg.n_layers} x {cfg.n_heads}", "d_model / d_head": f"{cfg.d_model} / {cfg.d_head}",
-        "input / output vocabulary": f"{cfg.d_vocab} / {cfg.d_vocab_out}", "context (n_ctx)": cfg.n_ctx,
-        "MLP": "none (attention only)" if cfg.attn_only else f"d_mlp = {cfg.d_mlp}",
-        "normalisation": cfg.normalization_type or "none",
-        "positional embedding": "yes" if positional_embedding(model) is not None else "none (W_pos zero)",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        f"loss on {numbers['examples']} fresh examples (nats)": numbers["loss"],
-        "accuracy on the same examples": numbers["accuracy"],
-    }, caption="Loss and accuracy at the positions the task scores, on examples drawn with the inspect seed.")
+    sec.key_values(
+        {
+            "model": "TransformerBridge (boot_native)" if is_bridge(model) else "HookedTransformer",
+            "layers x heads": f"{cfg.n_layers} x {cfg.n_heads}",
+            "d_model / d_head": f"{cfg.d_model} / {cfg.d_head}",
+            "input / output vocabulary": f"{cfg.d_vocab} / {cfg.d_vocab_out}",
+            "context (n_ctx)": cfg.n_ctx,
+            "MLP": "none (attention only)" if cfg.attn_only else f"d_mlp = {cfg.d_mlp}",
+            "normalisation": cfg.normalization_type or "none",
+            "positional embedding": "yes" if positional_embedding(model) is not None else "none (W_pos zero)",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            f"loss on {numbers['examples']} fresh examples (nats)": numbers["loss"],
+            "accuracy on the same examples": numbers["accuracy"],
+        },
+        caption="Loss and accuracy at the positions the task scores, on examples drawn with the inspect seed.",
+    )
     history = ins.run.metrics()
     if history:
-        ins.figure(sec, "training", _training_figure(history, ins.run.path.name),
-                   "Training of this run: loss and accuracy on the held-out evaluation batch, and the "
-                   "training batch's loss, at each evaluation step (`metrics.jsonl`).")
+        ins.figure(
+            sec,
+            "training",
+            _training_figure(history, ins.run.path.name),
+            "Training of this run: loss and accuracy on the held-out evaluation batch, and the "
+            "training batch's loss, at each evaluation step (`metrics.jsonl`).",
+        )
     if is_bridge(model):
         numbers["bridge_vs_task_model"] = _bridge_check(ins, sec)
     return numbers
@@ -150,12 +164,17 @@ def _training_figure(history: list[dict], name: str):
             ax_loss.plot(*zip(*train), ls="--", label="training batch")
         losses = [r["loss"] for r in history] + [loss for _, loss in train]
         wide = min(losses) > 0 and max(losses) / min(losses) > 10  # log scale only across decades
-        ax_loss.set(xlabel="training step", ylabel="loss (nats)", yscale="log" if wide else "linear",
-                    title=f"{name}: loss")
+        ax_loss.set(
+            xlabel="training step", ylabel="loss (nats)", yscale="log" if wide else "linear", title=f"{name}: loss"
+        )
         ax_loss.legend()
         ax_acc.plot(steps, [r["accuracy"] for r in history], marker=".")
-        ax_acc.set(xlabel="training step", ylabel="accuracy (fraction correct)", ylim=(0, 1.02),
-                   title=f"{name}: evaluation accuracy")
+        ax_acc.set(
+            xlabel="training step",
+            ylabel="accuracy (fraction correct)",
+            ylim=(0, 1.02),
+            title=f"{name}: evaluation accuracy",
+        )
     return fig
 
 
@@ -168,9 +187,11 @@ def _bridge_check(ins: Inspection, sec: Section) -> float:
     with torch.no_grad():
         diff = float((ins.forward(tokens).cpu() - reference.eval()(tokens.cpu())).abs().max())
     if diff > 1e-4:
-        sec.note(f"This bridge does not compute what the task's model computes (max |logit difference| {diff:.3g}): "
-                 "the task's build_model adds what a config cannot say (e.g. a permanent hook removing the residual), "
-                 "and `build_bridge` does not.")
+        sec.note(
+            f"This bridge does not compute what the task's model computes (max |logit difference| {diff:.3g}): "
+            "the task's build_model adds what a config cannot say (e.g. a permanent hook removing the residual), "
+            "and `build_bridge` does not."
+        )
     else:
         sec.text(f"The bridge computes the task model's logits (max |difference| {diff:.2g}).")
     return diff
@@ -185,10 +206,14 @@ def attention(ins: Inspection) -> dict:
     tokens = ex.batch.tokens[:n]
     patterns = attention_patterns(ins.model, tokens)  # [layer, example, head, q, k]
     logits = ins.forward(tokens).float().cpu()
-    sec = ins.section("Attention", (
-        "Every head's attention pattern on a few examples. The read-out position is where the task reads the "
-        "answer; the strip and the heat map show what it attends to, the full patterns follow (rows: query "
-        "position, columns: key position; the last row is the read-out)."))
+    sec = ins.section(
+        "Attention",
+        (
+            "Every head's attention pattern on a few examples. The read-out position is where the task reads the "
+            "answer; the strip and the heat map show what it attends to, the full patterns follow (rows: query "
+            "position, columns: key position; the last row is the read-out)."
+        ),
+    )
     out = []
     for i, r in enumerate(ex.readouts):
         pattern = torch.stack([patterns[layer, i, head] for layer, head in ins.heads])[:, : r + 1, : r + 1]
@@ -200,20 +225,33 @@ def attention(ins: Inspection) -> dict:
         strip = [_escape(t) for t in labels]
         strip[r] = f"<b title='read-out position'>[{strip[r]}]</b>"
         sub.html(f'<p class="tokens">{" ".join(strip)}</p>')
-        sub.text(f"Read-out at position {r} (token `{labels[r]}`){shown}: the answer is `{ins.output_names[answer]}`, "
-                 f"the model predicts `{ins.output_names[guess]}` with probability {float(probs[guess]):.3f}.")
-        sub.view(readout_view(pattern, labels, r, ins.head_names()),
-                 "Attention from the read-out position: choose a head; hover a token to see every head's weight.")
-        ins.figure(sub, f"attention_example{i + 1}", plot_readout_attention(
-            pattern, labels, r, ins.head_names(), title=f"Example {i + 1}: attention from the read-out position {r}"),
+        sub.text(
+            f"Read-out at position {r} (token `{labels[r]}`){shown}: the answer is `{ins.output_names[answer]}`, "
+            f"the model predicts `{ins.output_names[guess]}` with probability {float(probs[guess]):.3f}."
+        )
+        sub.view(
+            readout_view(pattern, labels, r, ins.head_names()),
+            "Attention from the read-out position: choose a head; hover a token to see every head's weight.",
+        )
+        ins.figure(
+            sub,
+            f"attention_example{i + 1}",
+            plot_readout_attention(
+                pattern, labels, r, ins.head_names(), title=f"Example {i + 1}: attention from the read-out position {r}"
+            ),
             "Each row is a head, each column a key token (position in brackets); colour: attention weight from "
-            "the read-out query.", data={"tokens": labels, "heads": ins.head_names(), "weights": pattern[:, r]})
-        sub.view(attention_heads_view(pattern, labels, ins.head_names(), readout=r),
-                 "Full patterns (hover a thumbnail to zoom). Colours are scaled to the largest weight of the read-out "
-                 "row (the last row); larger weights, common in the first rows, show at full colour.",
-                 max_width=640)
-        out.append({"tokens": labels, "readout": r, "answer": answer, "prediction": guess,
-                    "probability": float(probs[guess])})
+            "the read-out query.",
+            data={"tokens": labels, "heads": ins.head_names(), "weights": pattern[:, r]},
+        )
+        sub.view(
+            attention_heads_view(pattern, labels, ins.head_names(), readout=r),
+            "Full patterns (hover a thumbnail to zoom). Colours are scaled to the largest weight of the read-out "
+            "row (the last row); larger weights, common in the first rows, show at full colour.",
+            max_width=640,
+        )
+        out.append(
+            {"tokens": labels, "readout": r, "answer": answer, "prediction": guess, "probability": float(probs[guess])}
+        )
     return {"examples": out}
 
 
@@ -226,7 +264,7 @@ def _escape(text: str) -> str:
 # ----------------------------------------------------------------------------- circuits
 
 
-def _most_frequent(values: torch.Tensor, size: int, limit: Optional[int]) -> Optional[list[int]]:
+def _most_frequent(values: torch.Tensor, size: int, limit: int | None) -> list[int] | None:
     """All ids (None) when they fit, else the ``limit`` most frequent in ``values`` (then lowest ids), sorted."""
     if limit is None or size <= limit:
         return None
@@ -241,37 +279,63 @@ def circuits(ins: Inspection) -> dict:
     outputs = _most_frequent(full.targets[full.mask], model.cfg.d_vocab_out, ins.options.max_vocab)
     token_labels = [ins.token_names[t] for t in (tokens or range(model.cfg.d_vocab))]
     output_labels = [ins.output_names[o] for o in (outputs or range(model.cfg.d_vocab_out))]
-    sec = ins.section("Circuits", (
-        "Each head's OV and QK circuit read through the embeddings: the associative-memory picture. Direct path "
-        "only (no LayerNorm, biases or other layers); exact for one-layer models without normalisation."))
+    sec = ins.section(
+        "Circuits",
+        (
+            "Each head's OV and QK circuit read through the embeddings: the associative-memory picture. Direct path "
+            "only (no LayerNorm, biases or other layers); exact for one-layer models without normalisation."
+        ),
+    )
     if tokens is not None or outputs is not None:
-        sec.note(f"Restricted by --max-vocab {ins.options.max_vocab}: the tokens and answers most frequent in the "
-                 "examples are shown.")
+        sec.note(
+            f"Restricted by --max-vocab {ins.options.max_vocab}: the tokens and answers most frequent in the "
+            "examples are shown."
+        )
     numbers: dict = {"tokens": token_labels, "outputs": output_labels, "ov": {}, "spectra": {}}
     for layer in ins.layers:
         heads = [(l_, h) for l_, h in ins.heads if l_ == layer]
         sub = sec.subsection(f"Layer {layer}")
-        ov = {name: ov_through_embeddings(model, l_, h, tokens, outputs)
-              for name, (l_, h) in zip(ins.head_names(heads), heads)}
+        ov = {
+            name: ov_through_embeddings(model, l_, h, tokens, outputs)
+            for name, (l_, h) in zip(ins.head_names(heads), heads)
+        }
         numbers["ov"].update(ov)
         figure = plot_ov_circuits(model, heads, tokens, token_labels, outputs, output_labels)
-        ins.figure(sub, f"ov_layer{layer}", figure,
-                   "OV through the embeddings (`W_E W_V W_O W_U`): row = the token the head attends to, column = an "
-                   "output; colour = the logit the head adds per unit of attention. A key -> value memory is one "
-                   "bright cell per row.", data={"rows": token_labels, "columns": output_labels, "heads": ov})
-        ins.figure(sub, f"qk_layer{layer}", plot_qk_circuits(model, heads, tokens, token_labels),
-                   "QK through the embeddings (`W_E W_Q W_K^T W_E^T / sqrt(d_head)`): row = query token, column = key "
-                   "token; colour = pre-softmax attention score (higher: attended more).")
+        ins.figure(
+            sub,
+            f"ov_layer{layer}",
+            figure,
+            "OV through the embeddings (`W_E W_V W_O W_U`): row = the token the head attends to, column = an "
+            "output; colour = the logit the head adds per unit of attention. A key -> value memory is one "
+            "bright cell per row.",
+            data={"rows": token_labels, "columns": output_labels, "heads": ov},
+        )
+        ins.figure(
+            sub,
+            f"qk_layer{layer}",
+            plot_qk_circuits(model, heads, tokens, token_labels),
+            "QK through the embeddings (`W_E W_Q W_K^T W_E^T / sqrt(d_head)`): row = query token, column = key "
+            "token; colour = pre-softmax attention score (higher: attended more).",
+        )
         if positional_embedding(model) is not None:
             n = min(model.cfg.n_ctx, ins.examples.length)
-            ins.figure(sub, f"qk_positions_layer{layer}", plot_positional_qk(model, heads, n),
-                       f"QK through the positions (`W_pos W_Q W_K^T W_pos^T / sqrt(d_head)`), first {n} positions: "
-                       "row = query position, column = key position; blank above the diagonal (causal mask).")
+            ins.figure(
+                sub,
+                f"qk_positions_layer{layer}",
+                plot_positional_qk(model, heads, n),
+                f"QK through the positions (`W_pos W_Q W_K^T W_pos^T / sqrt(d_head)`), first {n} positions: "
+                "row = query position, column = key position; blank above the diagonal (causal mask).",
+            )
     spectra = {name: ov_spectrum(model, l_, h) for name, (l_, h) in zip(ins.head_names(), ins.heads)}
     numbers["spectra"] = spectra
-    ins.figure(sec, "ov_spectra", plot_ov_spectra(model, ins.heads),
-               "Singular values of each head's `W_V W_O` (log scale): the number of large values is the number of "
-               "directions the head copies; a flat spectrum stores many associations.", data=spectra)
+    ins.figure(
+        sec,
+        "ov_spectra",
+        plot_ov_spectra(model, ins.heads),
+        "Singular values of each head's `W_V W_O` (log scale): the number of large values is the number of "
+        "directions the head copies; a flat spectrum stores many associations.",
+        data=spectra,
+    )
     return numbers
 
 
@@ -290,27 +354,44 @@ def ablations(ins: Inspection) -> dict:
     clean: dict[str, float] = {}
     for kind in KINDS:
         for metric_name, metric in metrics.items():
-            frame = ablation_sweep(ins.model, full.tokens, metric, components=("heads", "attn_out", "mlp_out"),
-                                   kind=kind, reference=reference.tokens, layers=ins.layers, seed=seed, progress=False)
+            frame = ablation_sweep(
+                ins.model,
+                full.tokens,
+                metric,
+                components=("heads", "attn_out", "mlp_out"),
+                kind=kind,
+                reference=reference.tokens,
+                layers=ins.layers,
+                seed=seed,
+                progress=False,
+            )
             clean[f"{metric_name}_clean"] = float(frame["metric"].iloc[0])  # the unablated baseline row
             for rec in frame.iloc[1:].to_dict("records"):
                 name = _component_name(rec)
                 if rec["component"] != "heads" or name in selected:
                     rows.setdefault(name, {"component": name})[f"{metric_name}_{kind}"] = float(rec["metric"])
     table = [{**row, **clean} for row in rows.values()]
-    sec = ins.section("Ablations", (
-        "Each head (its output `hook_z`) and each layer's attention and MLP output is replaced in turn, on "
-        f"{full.tokens.shape[0]} examples of {ins.examples.length} positions: zero = set to 0; mean = its mean over a "
-        "reference batch, per position; "
-        "resample = the activation of a random reference example. Loss in nats at the scored positions."))
+    sec = ins.section(
+        "Ablations",
+        (
+            "Each head (its output `hook_z`) and each layer's attention and MLP output is replaced in turn, on "
+            f"{full.tokens.shape[0]} examples of {ins.examples.length} positions: zero = set to 0; mean = its mean over a "
+            "reference batch, per position; "
+            "resample = the activation of a random reference example. Loss in nats at the scored positions."
+        ),
+    )
     columns = {"component": "component", "loss_clean": "loss, clean"}
     columns.update({f"loss_{k}": f"loss, {k}" for k in KINDS})
     columns["accuracy_clean"] = "accuracy, clean"
     columns.update({f"accuracy_{k}": f"accuracy, {k}" for k in KINDS})
     sec.table(table, columns, caption="Loss and accuracy with one component ablated (clean: nothing ablated).")
-    ins.figure(sec, "ablations", _ablation_figure(table, clean["loss_clean"]),
-               "Loss increase over the clean loss when each component is ablated, for each kind of ablation.",
-               data={"clean": clean, "rows": table})
+    ins.figure(
+        sec,
+        "ablations",
+        _ablation_figure(table, clean["loss_clean"]),
+        "Loss increase over the clean loss when each component is ablated, for each kind of ablation.",
+        data={"clean": clean, "rows": table},
+    )
     return {"clean": clean, "rows": table}
 
 
@@ -331,14 +412,25 @@ def _ablation_figure(table: list[dict], clean_loss: float):
     with style():
         fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.5 * len(names)), 3.6))
         for i, kind in enumerate(KINDS):
-            ax.bar(x + (i - 1) * width, [row[f"loss_{kind}"] - clean_loss for row in table], width,
-                   label=f"{kind} ablation")
+            ax.bar(
+                x + (i - 1) * width,
+                [row[f"loss_{kind}"] - clean_loss for row in table],
+                width,
+                label=f"{kind} ablation",
+            )
         ax.axhline(0, color="black", lw=0.8)
         many = len(names) > 6
-        ax.set_xticks(x, [n if many else n.replace(", ", "\n") for n in names], rotation=45 if many else 0,
-                      ha="right" if many else "center")
-        ax.set(xlabel="ablated component", ylabel="loss increase (nats)",
-               title="Loss increase when one component is ablated")
+        ax.set_xticks(
+            x,
+            [n if many else n.replace(", ", "\n") for n in names],
+            rotation=45 if many else 0,
+            ha="right" if many else "center",
+        )
+        ax.set(
+            xlabel="ablated component",
+            ylabel="loss increase (nats)",
+            title="Loss increase when one component is ablated",
+        )
         ax.legend()
     return fig
 
@@ -351,14 +443,21 @@ def patching(ins: Inspection) -> dict:
     n = min(64, ex.batch.tokens.shape[0])
     clean, corrupted = select(ex.batch, torch.arange(n)), select(ex.corrupted, torch.arange(n))
     where = changed_answers(clean, corrupted)
-    sec = ins.section("Activation patching", (
-        f"Clean examples against corrupted ones; the corruption ({ins.task.corruption}) changes the answer. A clean "
-        "activation is patched into the corrupted run, one at a time; metric: logit(clean answer) - logit(corrupted "
-        "answer) at the scored positions whose answer changed, shown as the fraction of the clean-minus-corrupted "
-        "difference restored (1: the patch alone restores the clean behaviour, 0: no effect)."))
+    sec = ins.section(
+        "Activation patching",
+        (
+            f"Clean examples against corrupted ones; the corruption ({ins.task.corruption}) changes the answer. A clean "
+            "activation is patched into the corrupted run, one at a time; metric: logit(clean answer) - logit(corrupted "
+            "answer) at the scored positions whose answer changed, shown as the fraction of the clean-minus-corrupted "
+            "difference restored (1: the patch alone restores the clean behaviour, 0: no effect)."
+        ),
+    )
     numbers = {"heads": _patch_heads(ins, sec, clean, corrupted, where)}
-    shown = [(i, r) for i, r in enumerate(ex.readouts) if bool(changed_answers(
-        select(ex.batch, torch.tensor([i])), select(ex.corrupted, torch.tensor([i])))[0, r])]
+    shown = [
+        (i, r)
+        for i, r in enumerate(ex.readouts)
+        if bool(changed_answers(select(ex.batch, torch.tensor([i])), select(ex.corrupted, torch.tensor([i])))[0, r])
+    ]
     numbers["resid_pre"] = _patch_examples(ins, sec, shown) if shown else []
     return numbers
 
@@ -371,8 +470,9 @@ def _restored(values: torch.Tensor, clean: float, corrupted: float) -> torch.Ten
 def _patch_heads(ins: Inspection, sec: Section, clean: Batch, corrupted: Batch, where) -> dict:
     metric = logit_difference(clean, corrupted, where)
     m_clean, m_corr = float(metric(ins.forward(clean.tokens))), float(metric(ins.forward(corrupted.tokens)))
-    values = patch_sweep(ins.model, clean.tokens, corrupted.tokens, metric, "attn_head_out_all_pos",
-                         layers=ins.layers, progress=False)
+    values = patch_sweep(
+        ins.model, clean.tokens, corrupted.tokens, metric, "attn_head_out_all_pos", layers=ins.layers, progress=False
+    )
     restored = _restored(values, m_clean, m_corr)
     shown = torch.full_like(restored, float("nan"))
     for layer, head in ins.heads:
@@ -381,15 +481,33 @@ def _patch_heads(ins: Inspection, sec: Section, clean: Batch, corrupted: Batch, 
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(max(4.0, 1.8 + 0.55 * shown.shape[1]), 1.6 + 0.45 * shown.shape[0]))
-        heatmap(ax, shown, title="Patching each head's output (all positions)", xlabel="head", ylabel="layer",
-                colorbar_label="fraction restored", xticklabels=list(range(shown.shape[1])),
-                yticklabels=[str(layer) for layer in ins.layers], vmin=-1.0 if shown.nan_to_num().min() > -1 else None,
-                vmax=1.0 if shown.nan_to_num().max() < 1 else None)
-    numbers = {"clean": m_clean, "corrupted": m_corr, "examples": int(clean.tokens.shape[0]),
-               "layers": ins.layers, "restored": shown}
-    ins.figure(sec, "patching_heads", fig,
-               f"Each head's output `hook_z` patched from the clean into the corrupted run on {clean.tokens.shape[0]} "
-               f"examples (logit difference: clean {m_clean:.3g}, corrupted {m_corr:.3g}).", data=numbers)
+        heatmap(
+            ax,
+            shown,
+            title="Patching each head's output (all positions)",
+            xlabel="head",
+            ylabel="layer",
+            colorbar_label="fraction restored",
+            xticklabels=list(range(shown.shape[1])),
+            yticklabels=[str(layer) for layer in ins.layers],
+            vmin=-1.0 if shown.nan_to_num().min() > -1 else None,
+            vmax=1.0 if shown.nan_to_num().max() < 1 else None,
+        )
+    numbers = {
+        "clean": m_clean,
+        "corrupted": m_corr,
+        "examples": int(clean.tokens.shape[0]),
+        "layers": ins.layers,
+        "restored": shown,
+    }
+    ins.figure(
+        sec,
+        "patching_heads",
+        fig,
+        f"Each head's output `hook_z` patched from the clean into the corrupted run on {clean.tokens.shape[0]} "
+        f"examples (logit difference: clean {m_clean:.3g}, corrupted {m_corr:.3g}).",
+        data=numbers,
+    )
     return numbers
 
 
@@ -405,8 +523,14 @@ def _patch_resid_pre(ins: Inspection, i: int, r: int) -> dict:
     m_clean, m_corr = float(metric(ins.forward(clean.tokens))), float(metric(ins.forward(corrupted.tokens)))
     values = patch_sweep(ins.model, clean.tokens, corrupted.tokens, metric, "resid_pre", progress=False)
     labels = [f"{a}*" if a != b else a for a, b in zip(ins.labels(clean.tokens[0]), ins.labels(corrupted.tokens[0]))]
-    return {"example": i + 1, "readout": r, "tokens": labels, "clean": m_clean, "corrupted": m_corr,
-            "restored": _restored(values, m_clean, m_corr)}
+    return {
+        "example": i + 1,
+        "readout": r,
+        "tokens": labels,
+        "clean": m_clean,
+        "corrupted": m_corr,
+        "restored": _restored(values, m_clean, m_corr),
+    }
 
 
 def _patch_examples(ins: Inspection, sec: Section, shown: list[tuple[int, int]]) -> list[dict]:
@@ -415,15 +539,26 @@ def _patch_examples(ins: Inspection, sec: Section, shown: list[tuple[int, int]])
     n_layers = ins.model.cfg.n_layers
     fig, axes = grid(len(results), ncols=1, panel=(min(11.0, 3.5 + 0.28 * longest), 1.9 + 0.35 * n_layers))
     for ax, res in zip(axes, results):
-        heatmap(ax, res["restored"], title=f"Example {res['example']} (logit difference: clean {res['clean']:.3g}, "
-                f"corrupted {res['corrupted']:.3g})",
-                xlabel="clean token at each position (* : the corrupted token differs)",
-                ylabel="layer", colorbar_label="fraction restored", xticklabels=res["tokens"],
-                yticklabels=[str(layer) for layer in range(n_layers)])
-    ins.figure(sec, "patching_resid_pre", fig,
-               "The clean residual stream entering a layer (`resid_pre`) at one position, patched into the corrupted "
-               "run; metric at the read-out position (the last position shown). Colour: fraction of the logit "
-               "difference restored.", data=results)
+        heatmap(
+            ax,
+            res["restored"],
+            title=f"Example {res['example']} (logit difference: clean {res['clean']:.3g}, "
+            f"corrupted {res['corrupted']:.3g})",
+            xlabel="clean token at each position (* : the corrupted token differs)",
+            ylabel="layer",
+            colorbar_label="fraction restored",
+            xticklabels=res["tokens"],
+            yticklabels=[str(layer) for layer in range(n_layers)],
+        )
+    ins.figure(
+        sec,
+        "patching_resid_pre",
+        fig,
+        "The clean residual stream entering a layer (`resid_pre`) at one position, patched into the corrupted "
+        "run; metric at the read-out position (the last position shown). Colour: fraction of the logit "
+        "difference restored.",
+        data=results,
+    )
     return results
 
 
@@ -450,17 +585,28 @@ def provenance(ins: Inspection, timings: dict[str, float]) -> dict:
         "training seed / model seed": f"{cfg.get('train', {}).get('seed')} / {cfg.get('model', {}).get('seed')}",
         "inspect seed": ins.options.seed,
         "device": str(next(ins.model.parameters()).device),
-        "mechmem": _version("mechmem"), "torch": torch.__version__, "transformer_lens": _version("transformer-lens"),
-        "circuitsvis": _version("circuitsvis"), "python": platform.python_version(),
+        "mechmem": _version("mechmem"),
+        "torch": torch.__version__,
+        "transformer_lens": _version("transformer-lens"),
+        "circuitsvis": _version("circuitsvis"),
+        "python": platform.python_version(),
         "platform": platform.platform(),
     }
     sec = ins.section("Provenance")
     sec.key_values(info)
-    sec.table([{"part": k, "seconds": v} for k, v in timings.items()], ["part", "seconds"],
-              caption="Time each part of this page took.", formats={"seconds": "{:.2f}"})
+    sec.table(
+        [{"part": k, "seconds": v} for k, v in timings.items()],
+        ["part", "seconds"],
+        caption="Time each part of this page took.",
+        formats={"seconds": "{:.2f}"},
+    )
     sec.code(json.dumps(cfg, indent=2), summary="The run's config (config.json)")
-    return {**info, "timings": timings, "config": cfg,
-            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(ins.options).items()}}
+    return {
+        **info,
+        "timings": timings,
+        "config": cfg,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(ins.options).items()},
+    }
 
 
 # ----------------------------------------------------------------------------- the page

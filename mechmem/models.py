@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 import torch
 from jaxtyping import Float
@@ -37,9 +37,16 @@ _BRIDGES_ONLY: ContextVar[bool] = ContextVar("mechmem_bridges_only", default=Fal
 def tl_config_dict(cfg: ModelConfig) -> dict:
     """The TransformerLens config fields of ``cfg`` (shared by both model kinds)."""
     out = dict(
-        n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.head_dim,
-        n_ctx=cfg.n_ctx, d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_out, attn_only=cfg.attn_only,
-        act_fn=cfg.act_fn, normalization_type=cfg.normalization,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_model=cfg.d_model,
+        d_head=cfg.head_dim,
+        n_ctx=cfg.n_ctx,
+        d_vocab=cfg.d_vocab,
+        d_vocab_out=cfg.d_out,
+        attn_only=cfg.attn_only,
+        act_fn=cfg.act_fn,
+        normalization_type=cfg.normalization,
         positional_embedding_type="standard",
     )
     if not cfg.attn_only:
@@ -86,9 +93,11 @@ def initial_weights(cfg: ModelConfig) -> dict[str, Tensor]:
     dtype = _DTYPES[cfg.dtype]
     weights = _base_weights(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    inits = {"W_E": (cfg.embed_init, (cfg.d_vocab, cfg.d_model), False),
-             "W_pos": (cfg.pos_init, (cfg.n_ctx, cfg.d_model), False),
-             "W_U": (cfg.unembed_init, (cfg.d_out, cfg.d_model), True)}
+    inits = {
+        "W_E": (cfg.embed_init, (cfg.d_vocab, cfg.d_model), False),
+        "W_pos": (cfg.pos_init, (cfg.n_ctx, cfg.d_model), False),
+        "W_U": (cfg.unembed_init, (cfg.d_out, cfg.d_model), True),
+    }
     for name, (kind, shape, transpose) in inits.items():
         if kind != "default":
             value = _init_vectors(kind, shape, cfg.d_model, gen)
@@ -123,8 +132,9 @@ def _hooked_transformer(cfg: ModelConfig) -> nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        hcfg = HookedTransformerConfig(**tl_config_dict(cfg), device="cpu", dtype=_DTYPES[cfg.dtype],
-                                       init_weights=False)
+        hcfg = HookedTransformerConfig(
+            **tl_config_dict(cfg), device="cpu", dtype=_DTYPES[cfg.dtype], init_weights=False
+        )
         return HookedTransformer(hcfg, move_to_device=False)
 
 

@@ -19,9 +19,10 @@ import base64
 import html
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from mechmem.io import atomic_write_text
 
@@ -91,7 +92,7 @@ class Section:
     anchor: str
     page: "Page" = field(repr=False)
     level: int = 2
-    blocks: list[Union[str, "Section"]] = field(default_factory=list)
+    blocks: list[str | "Section"] = field(default_factory=list)
 
     # --- text --------------------------------------------------------------------------------
     def text(self, text: str) -> "Section":
@@ -118,17 +119,19 @@ class Section:
         return self
 
     # --- figures and views ---------------------------------------------------------------------
-    def figure(self, png: Union[bytes, str, Path], caption: str, link: Optional[str] = None) -> "Section":
+    def figure(self, png: bytes | str | Path, caption: str, link: str | None = None) -> "Section":
         """An embedded PNG (bytes or a file) with a caption; ``link``: a file next to the page
         (e.g. the figure's JSON) named in the caption."""
         data = png if isinstance(png, bytes) else Path(png).read_bytes()
         encoded = base64.b64encode(data).decode("ascii")
         extra = f' <a href="{escape(link)}">{escape(link)}</a>' if link else ""
-        self.blocks.append(f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{encoded}">'
-                           f"<figcaption>{inline(caption)}{extra}</figcaption></figure>")
+        self.blocks.append(
+            f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{inline(caption)}{extra}</figcaption></figure>"
+        )
         return self
 
-    def view(self, view, caption: str = "", max_width: Optional[int] = None) -> "Section":
+    def view(self, view, caption: str = "", max_width: int | None = None) -> "Section":
         """A CircuitsVis view (:class:`hooks.views.CircuitsVisView`); the page includes the bundle once."""
         self.page.views.append(view)
         style = f' style="max-width: {int(max_width)}px"' if max_width else ""
@@ -137,8 +140,13 @@ class Section:
         return self
 
     # --- tables ----------------------------------------------------------------------------
-    def table(self, rows: Sequence[Mapping[str, Any]], columns: Union[Mapping[str, str], Sequence[str]],
-              caption: str = "", formats: Optional[Mapping[str, str]] = None) -> "Section":
+    def table(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Mapping[str, str] | Sequence[str],
+        caption: str = "",
+        formats: Mapping[str, str] | None = None,
+    ) -> "Section":
         """A table of ``rows`` (dicts); ``columns`` maps row keys to headers (or lists the keys).
         Text columns are left-aligned, numbers right-aligned and formatted (``formats`` per key)."""
         columns = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
@@ -158,8 +166,10 @@ class Section:
 
     def key_values(self, items: Mapping[str, Any], caption: str = "") -> "Section":
         """A two-column table of names and values (provenance, settings)."""
-        rows = "".join(f'<tr><th class="text">{escape(k)}</th><td class="text">{format_cell(v)}</td></tr>'
-                       for k, v in items.items())
+        rows = "".join(
+            f'<tr><th class="text">{escape(k)}</th><td class="text">{format_cell(v)}</td></tr>'
+            for k, v in items.items()
+        )
         cap = f"<caption>{inline(caption)}</caption>" if caption else ""
         self.blocks.append(f"<table>{cap}<tbody>{rows}</tbody></table>")
         return self
@@ -170,7 +180,8 @@ class Section:
         ``claims``: name -> ``{"expected", "measured", "holds"}``)."""
         names = list(dict.fromkeys(name for claims in runs.values() for name in claims))
         head = '<th class="text">claim</th><th class="text">paper expectation</th>' + "".join(
-            f"<th>{escape(label)}: measured</th><th>holds</th>" for label in runs)
+            f"<th>{escape(label)}: measured</th><th>holds</th>" for label in runs
+        )
         body = []
         for name in names:
             expected = next((c[name].get("expected") for c in runs.values() if name in c), None)
@@ -181,8 +192,10 @@ class Section:
                     cells += ["<td>&ndash;</td>", "<td>&ndash;</td>"]
                     continue
                 holds = bool(entry.get("holds"))
-                cells += [f"<td>{format_cell(entry.get('measured'))}</td>",
-                          f'<td class="{"holds" if holds else "fails"}">{"yes" if holds else "no"}</td>']
+                cells += [
+                    f"<td>{format_cell(entry.get('measured'))}</td>",
+                    f'<td class="{"holds" if holds else "fails"}">{"yes" if holds else "no"}</td>',
+                ]
             body.append("<tr>" + "".join(cells) + "</tr>")
         cap = f"<caption>{inline(caption)}</caption>" if caption else ""
         self.blocks.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
@@ -230,11 +243,13 @@ class Page:
         index = f'<nav class="index"><b>Contents</b><ol>{"".join(s.index() for s in self.sections)}</ol></nav>'
         body = "\n".join(s.render() for s in self.sections)
         subtitle = f'<p class="subtitle">{inline(self.subtitle)}</p>' if self.subtitle else ""
-        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-                f"<title>{escape(self.title)}</title><style>{CSS}</style></head>\n"
-                f"<body><main><h1>{escape(self.title)}</h1>{subtitle}{index}\n{body}\n</main>\n{self._scripts()}"
-                f"</body></html>\n")
+        return (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(self.title)}</title><style>{CSS}</style></head>\n"
+            f"<body><main><h1>{escape(self.title)}</h1>{subtitle}{index}\n{body}\n</main>\n{self._scripts()}"
+            f"</body></html>\n"
+        )
 
     def _scripts(self) -> str:
         """The CircuitsVis bundle (once) and a render call per view, at the end of the body."""
@@ -244,6 +259,6 @@ class Page:
 
         return views_script(self.views) + "\n"
 
-    def write(self, path: Union[str, Path]) -> Path:
+    def write(self, path: str | Path) -> Path:
         """Write the page atomically."""
         return atomic_write_text(path, self.render())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Callable
+from collections.abc import Callable
 
 from mechmem.tasks import RecallTask, Task
 

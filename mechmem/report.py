@@ -80,8 +80,9 @@ class Source:
 # ----------------------------------------------------------------------------- complete results
 
 
-def problems(results: dict, folder: Path, preset: str, seeds: list[int] | None = None,
-             paper: str | None = None) -> list[str]:
+def problems(
+    results: dict, folder: Path, preset: str, seeds: list[int] | None = None, paper: str | None = None
+) -> list[str]:
     """Why ``results`` (a ``results.json`` in ``folder``) are not complete, current results of ``preset``
     (and ``seeds``, ``paper`` when given): empty when they can be reported.
 
@@ -146,8 +147,10 @@ def read_results(folder: Path) -> dict:
     """``folder/results.json`` (a clear error when ``folder`` is not a finished reproduction)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder (expected a reproduction's output folder, made by "
-                                f"`mechmem reproduce PAPER --out {folder}`)")
+        raise FileNotFoundError(
+            f"{folder} is not a folder (expected a reproduction's output folder, made by "
+            f"`mechmem reproduce PAPER --out {folder}`)"
+        )
     file = folder / "results.json"
     if not file.is_file():
         raise FileNotFoundError(f"{folder} has no results.json: it is not a finished reproduction")
@@ -176,8 +179,9 @@ def plan(options: ReportOptions) -> list[Source]:
     for folder in options.collect:
         paper = check_results(folder, options.preset, options.seeds)["paper"]
         if paper in collected:
-            raise ValueError(f"--collect: {collected[paper].folder} and {folder} both hold {paper}; "
-                             "name one folder per paper")
+            raise ValueError(
+                f"--collect: {collected[paper].folder} and {folder} both hold {paper}; name one folder per paper"
+            )
         if options.papers is not None and paper not in options.papers:
             raise ValueError(f"--collect: {folder} holds {paper}, which --papers {','.join(options.papers)} leaves out")
         collected[paper] = Source(paper, Path(folder), True, "named by --collect")
@@ -208,8 +212,9 @@ def _check_output(out: Path, sources: list[Source]) -> None:
     """The report may replace ``out`` only if a report wrote it, and must not delete a reproduction."""
     for source in sources:
         if out.resolve() == source.folder.resolve() or out.resolve() in source.folder.resolve().parents:
-            raise ValueError(f"--out {out} would replace {source.folder}, the results of {source.paper}; "
-                             "choose another --out")
+            raise ValueError(
+                f"--out {out} would replace {source.folder}, the results of {source.paper}; choose another --out"
+            )
     if out.exists():
         if not out.is_dir():
             raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
@@ -240,12 +245,22 @@ def gather(source: Source, options: ReportOptions) -> Collected:
     start = time.perf_counter()
     if not source.collect:
         seeds = options.seeds or [0]
-        command = (f"mechmem reproduce {source.paper} --preset {options.preset} "
-                   f"--seeds {','.join(map(str, seeds))} --out {source.folder}")
-        run(source.paper, options.preset, seeds, source.folder, jobs=options.jobs, progress=options.progress,
-            command=command)
-    results = check_results(source.folder, options.preset, options.seeds or (None if source.collect else [0]),
-                            source.paper)
+        command = (
+            f"mechmem reproduce {source.paper} --preset {options.preset} "
+            f"--seeds {','.join(map(str, seeds))} --out {source.folder}"
+        )
+        run(
+            source.paper,
+            options.preset,
+            seeds,
+            source.folder,
+            jobs=options.jobs,
+            progress=options.progress,
+            command=command,
+        )
+    results = check_results(
+        source.folder, options.preset, options.seeds or (None if source.collect else [0]), source.paper
+    )
     return Collected(source, results, time.perf_counter() - start)
 
 

@@ -62,10 +62,14 @@ def _measured_cell(entry: dict | None) -> str:
     if entry is None:
         return "<td>&ndash;</td>"
     ok = bool(entry.get("holds"))
-    extra = "".join(f'<div class="small">{escape(label)}: {format_cell(value)}</div>'
-                    for label, value in (entry.get("conditions") or {}).items())
-    return (f'<td class="{"ok" if ok else "bad"}"><span class="mark">{HOLDS if ok else FAILS}</span> '
-            f"{format_cell(entry.get('measured'))}{extra}</td>")
+    extra = "".join(
+        f'<div class="small">{escape(label)}: {format_cell(value)}</div>'
+        for label, value in (entry.get("conditions") or {}).items()
+    )
+    return (
+        f'<td class="{"ok" if ok else "bad"}"><span class="mark">{HOLDS if ok else FAILS}</span> '
+        f"{format_cell(entry.get('measured'))}{extra}</td>"
+    )
 
 
 def claims_table(results: dict) -> str:
@@ -87,13 +91,16 @@ def claims_table(results: dict) -> str:
         ]
         cells += [_measured_cell(claim["per_seed"].get(s)) for s in seeds]
         if several:
-            spread = (f"{format_cell(claim['std'])} ({format_cell(claim['min'])} to {format_cell(claim['max'])})"
-                      if claim.get("std") is not None else "&ndash;")
+            spread = (
+                f"{format_cell(claim['std'])} ({format_cell(claim['min'])} to {format_cell(claim['max'])})"
+                if claim.get("std") is not None
+                else "&ndash;"
+            )
             cells += [f"<td>{format_cell(claim.get('mean'))}</td>", f"<td>{spread}</td>"]
         held = round(claim["fraction_holding"] * len(seeds))
         cells.append(f'<td class="{"ok" if claim["holds"] else "bad"}">{held}/{len(seeds)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return f'<table class="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 # ----------------------------------------------------------------------------- one paper
@@ -116,8 +123,11 @@ def figures_section(sec: Section, item: Collected) -> list[str]:
     seed = results["seeds"][0]
     pngs = _figures(results, item.source.folder, seed)
     shown = [name for name in repro.report_figures if name in pngs]
-    sub = sec.subsection("Key figures", f"The figures of seed {seed}" + (
-        " (each seed's figures are in its folder)." if len(results["seeds"]) > 1 else "."))
+    sub = sec.subsection(
+        "Key figures",
+        f"The figures of seed {seed}"
+        + (" (each seed's figures are in its folder)." if len(results["seeds"]) > 1 else "."),
+    )
     sub.html('<div class="figures">')
     for name in shown:
         sub.figure(pngs[name], f"{repro.report_figures[name]} (`{name}.png`)")
@@ -126,8 +136,11 @@ def figures_section(sec: Section, item: Collected) -> list[str]:
     sub.html("</div>")
     others = sorted(set(pngs) - set(shown))
     if others:
-        sub.text(f"Other figures in `{item.source.folder / f'seed-{seed}' / 'figures'}`: "
-                 + ", ".join(f"`{n}.png`" for n in others) + ".")
+        sub.text(
+            f"Other figures in `{item.source.folder / f'seed-{seed}' / 'figures'}`: "
+            + ", ".join(f"`{n}.png`" for n in others)
+            + "."
+        )
     return shown
 
 
@@ -139,13 +152,24 @@ def circuits_section(sec: Section, item: Collected, folder: Path, options: Repor
 
     seed = item.results["seeds"][0]
     model_dir = item.source.folder / item.results["runs"][str(seed)]["model"]
-    inputs = prepare(model_dir, InspectOptions(n_examples=options.examples, batch_size=INSPECT_BATCH[options.preset],
-                                               max_vocab=VOCAB_LIMIT, progress=options.progress),
-                     command=f"mechmem inspect {model_dir}")
+    inputs = prepare(
+        model_dir,
+        InspectOptions(
+            n_examples=options.examples,
+            batch_size=INSPECT_BATCH[options.preset],
+            max_vocab=VOCAB_LIMIT,
+            progress=options.progress,
+        ),
+        command=f"mechmem inspect {model_dir}",
+    )
     about = inputs["config"].get("representative", {}).get("about", "")
-    sub = sec.subsection("Circuits of a trained model", (
-        f"{about[:1].upper() + about[1:]} (seed {seed}, saved as the run folder `{model_dir}`; "
-        f"`mechmem inspect {model_dir}` draws the same views on a page of their own)."))
+    sub = sec.subsection(
+        "Circuits of a trained model",
+        (
+            f"{about[:1].upper() + about[1:]} (seed {seed}, saved as the run folder `{model_dir}`; "
+            f"`mechmem inspect {model_dir}` draws the same views on a page of their own)."
+        ),
+    )
     out = folder / item.paper
     out.mkdir()
     ins = Inspection(out, parent=sub, links=f"{item.paper}/", **inputs)
@@ -167,22 +191,37 @@ def time_section(sec: Section, item: Collected) -> Section:
             t = results["runs"][s]["experiments"].get(name)
             row[s] = f"{duration(t['wall_s'])} ({duration(t['cpu_s'])} CPU)" if t else None
         rows.append(row)
-    rows.append({"part": "the whole seed", **{s: f"{duration(results['runs'][s]['wall_s'])} "
-                                                 f"({duration(results['runs'][s]['cpu_s'])} CPU)" for s in seeds}})
+    rows.append(
+        {
+            "part": "the whole seed",
+            **{
+                s: f"{duration(results['runs'][s]['wall_s'])} ({duration(results['runs'][s]['cpu_s'])} CPU)"
+                for s in seeds
+            },
+        }
+    )
     sub = sec.subsection("Time")
     machine = results.get("machine", {})
     load = machine.get("load_average_at_start")
-    sub.table(rows, {"part": "part of the reproduction", **{s: f"seed {s}: wall (CPU)" for s in seeds}}, caption=(
-        f"The reproduction: {duration(results['wall_s'])} wall, {duration(results['cpu_s'])} CPU in all "
-        f"({results['jobs']} process{'es' * (results['jobs'] > 1)}, {machine.get('cpu_count')} CPUs"
-        + (f", load {load[0]:.1f} at the start" if load else "") + f"), started {results['started_at']}."))
+    sub.table(
+        rows,
+        {"part": "part of the reproduction", **{s: f"seed {s}: wall (CPU)" for s in seeds}},
+        caption=(
+            f"The reproduction: {duration(results['wall_s'])} wall, {duration(results['cpu_s'])} CPU in all "
+            f"({results['jobs']} process{'es' * (results['jobs'] > 1)}, {machine.get('cpu_count')} CPUs"
+            + (f", load {load[0]:.1f} at the start" if load else "")
+            + f"), started {results['started_at']}."
+        ),
+    )
     return sub
 
 
 def report_times(sub: Section, item: Collected, parts: dict[str, float]) -> None:
     ran = "ran the reproduction" if not item.source.collect else "collected and checked the results"
-    rows = [{"part": f"this report {ran}", "seconds": parts["gather"]},
-            {"part": "claims and figures on the page", "seconds": parts["page"]}]
+    rows = [
+        {"part": f"this report {ran}", "seconds": parts["gather"]},
+        {"part": "claims and figures on the page", "seconds": parts["page"]},
+    ]
     if "circuits" in parts:
         rows.append({"part": "the circuits of the trained model", "seconds": parts["circuits"]})
     sub.table(rows, {"part": "part of this report", "seconds": "seconds"}, formats={"seconds": "{:.1f}"})
@@ -194,22 +233,32 @@ def paper_intro(sec: Section, item: Collected) -> None:
     authors, name = title_parts(results["title"])
     at = f" at all {len(results['seeds'])} seeds" if len(results["seeds"]) > 1 else ""
     seeds = ", ".join(map(str, results["seeds"]))
-    sec.html(f"<p>{escape(authors)}, <i>{escape(name)}</i>. The {escape(results['preset'])} preset, "
-             f"seed{'s' * bool(at)} {seeds}: <b>{s['hold_at_every_seed']} of {s['claims']} claims hold{at}</b>.</p>"
-             f'<p class="small">Results: <code>{escape(item.source.folder)}</code> ({escape(item.source.why)}); '
-             f"made by <code>{escape(results['command'])}</code>.</p>")
+    sec.html(
+        f"<p>{escape(authors)}, <i>{escape(name)}</i>. The {escape(results['preset'])} preset, "
+        f"seed{'s' * bool(at)} {seeds}: <b>{s['hold_at_every_seed']} of {s['claims']} claims hold{at}</b>.</p>"
+        f'<p class="small">Results: <code>{escape(item.source.folder)}</code> ({escape(item.source.why)}); '
+        f"made by <code>{escape(results['command'])}</code>.</p>"
+    )
     if not get_reproduction(item.paper).saves_model:
-        sec.html('<p class="small">No circuit views: this reproduction trains no sequence model (its memories are '
-                 "matrices studied directly).</p>")
+        sec.html(
+            '<p class="small">No circuit views: this reproduction trains no sequence model (its memories are '
+            "matrices studied directly).</p>"
+        )
 
 
 def paper_record(item: Collected, figures: list[str]) -> dict:
     """What ``report.json`` keeps of one paper: where its results are, and its claims over the seeds."""
     keys = ("expected", "mean", "std", "min", "max", "fraction_holding", "holds", "per_seed")
     results = item.results
-    return {"folder": str(item.source.folder), "collected": item.source.collect, "why": item.source.why,
-            "seeds": results["seeds"], "summary": results["summary"], "figures": figures,
-            "claims": {k: {key: c.get(key) for key in keys} for k, c in results["claims"].items()}}
+    return {
+        "folder": str(item.source.folder),
+        "collected": item.source.collect,
+        "why": item.source.why,
+        "seeds": results["seeds"],
+        "summary": results["summary"],
+        "figures": figures,
+        "claims": {k: {key: c.get(key) for key in keys} for k, c in results["claims"].items()},
+    }
 
 
 def paper_section(page: Page, folder: Path, item: Collected, options: ReportOptions) -> tuple[Section, dict]:
@@ -222,8 +271,10 @@ def paper_section(page: Page, folder: Path, item: Collected, options: ReportOpti
     paper_intro(sec, item)
     claims = sec.subsection("Claims")
     claims.html(claims_table(item.results))
-    claims.text(f"{HOLDS} holds, {FAILS} does not, at that seed; conditions under a measurement must hold too. "
-                "Spread over seeds: population standard deviation, then the range.")
+    claims.text(
+        f"{HOLDS} holds, {FAILS} does not, at that seed; conditions under a measurement must hold too. "
+        "Spread over seeds: population standard deviation, then the range."
+    )
     record = paper_record(item, figures_section(sec, item))
     times = time_section(sec, item)
     parts = {"gather": item.seconds, "page": time.perf_counter() - start}
@@ -232,8 +283,11 @@ def paper_section(page: Page, folder: Path, item: Collected, options: ReportOpti
         record["circuits"] = circuits_section(sec, item, folder, options)
         parts["circuits"] = time.perf_counter() - start
     report_times(times, item, parts)
-    record["timings"] = {**parts, "reproduction_wall_s": item.results["wall_s"],
-                         "reproduction_cpu_s": item.results["cpu_s"]}
+    record["timings"] = {
+        **parts,
+        "reproduction_wall_s": item.results["wall_s"],
+        "reproduction_cpu_s": item.results["cpu_s"],
+    }
     return sec, record
 
 
@@ -250,26 +304,44 @@ def glance(sec: Section, collected: list[Collected], sections: list[Section]) ->
             f'<tr><td class="text"><a href="#{paper_sec.anchor}">{escape(item.paper)}</a></td>'
             f'<td class="text">{escape(name)}<div class="small">{escape(authors)}</div></td>'
             f'<td class="{"ok" if ok else ""}">{s["hold_at_every_seed"]} / {s["claims"]}</td>'
-            f'<td>{escape(", ".join(map(str, r["seeds"])))}</td><td>{duration(r["wall_s"])}</td>'
-            f'<td class="text small">{"ran by this report" if not item.source.collect else "collected"}</td></tr>')
-    head = ("<th>paper</th><th class='text'>title</th><th>claims holding at every seed</th><th>seeds</th>"
-            "<th>reproduction wall time</th><th>results</th>")
+            f"<td>{escape(', '.join(map(str, r['seeds'])))}</td><td>{duration(r['wall_s'])}</td>"
+            f'<td class="text small">{"ran by this report" if not item.source.collect else "collected"}</td></tr>'
+        )
+    head = (
+        "<th>paper</th><th class='text'>title</th><th>claims holding at every seed</th><th>seeds</th>"
+        "<th>reproduction wall time</th><th>results</th>"
+    )
     sec.html(CSS + f'<table class="glance"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def provenance(page: Page, options: ReportOptions, command: str, timings: dict[str, dict], total: float) -> dict:
     from mechmem.reproducing import versions
 
-    info = {"command": command, "made": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "preset": options.preset, **versions(),
-            "platform": platform.platform(), "report wall time (s)": round(total, 1)}
+    info = {
+        "command": command,
+        "made": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "preset": options.preset,
+        **versions(),
+        "platform": platform.platform(),
+        "report wall time (s)": round(total, 1),
+    }
     sec = page.section("Provenance")
     sec.key_values(info)
-    rows = [{"paper": p, "results": t["gather"], "circuits": t.get("circuits"), "page": t["page"]}
-            for p, t in timings.items()]
-    sec.table(rows, {"paper": "paper", "results": "running or collecting (s)", "circuits": "circuits (s)",
-                     "page": "claims and figures (s)"}, caption="Time each part of this report took.",
-              formats=dict.fromkeys(("results", "circuits", "page"), "{:.1f}"))
+    rows = [
+        {"paper": p, "results": t["gather"], "circuits": t.get("circuits"), "page": t["page"]}
+        for p, t in timings.items()
+    ]
+    sec.table(
+        rows,
+        {
+            "paper": "paper",
+            "results": "running or collecting (s)",
+            "circuits": "circuits (s)",
+            "page": "claims and figures (s)",
+        },
+        caption="Time each part of this report took.",
+        formats=dict.fromkeys(("results", "circuits", "page"), "{:.1f}"),
+    )
     return info
 
 
@@ -277,42 +349,66 @@ def summary_markdown(collected: list[Collected], info: dict) -> str:
     """The claims of every paper in markdown (``summary.md``): a small, committable record of the report."""
     from mechmem.tables import claim_cell, markdown_table
 
-    lines = [f"# mechmem report: {info['preset']} preset", "",
-             f"Made by `{info['command']}` on {info['made']} (mechmem {info['mechmem']}, commit "
-             f"{info.get('git_commit') or 'unknown'}). The full report, with figures and circuits, is the "
-             "`index.html` next to this file.", ""]
+    lines = [
+        f"# mechmem report: {info['preset']} preset",
+        "",
+        f"Made by `{info['command']}` on {info['made']} (mechmem {info['mechmem']}, commit "
+        f"{info.get('git_commit') or 'unknown'}). The full report, with figures and circuits, is the "
+        "`index.html` next to this file.",
+        "",
+    ]
     rows = []
     for item in collected:
         r, s = item.results, item.results["summary"]
-        rows.append([f"`{item.paper}`", title_parts(r["title"])[1], f"{s['hold_at_every_seed']}/{s['claims']}",
-                     ", ".join(map(str, r["seeds"])), duration(r["wall_s"])])
+        rows.append(
+            [
+                f"`{item.paper}`",
+                title_parts(r["title"])[1],
+                f"{s['hold_at_every_seed']}/{s['claims']}",
+                ", ".join(map(str, r["seeds"])),
+                duration(r["wall_s"]),
+            ]
+        )
     lines += [markdown_table(["paper", "title", "claims holding at every seed", "seeds", "wall time"], rows), ""]
     for item in collected:
         r = item.results
         lines += [f"## {item.paper}: {r['title']}", ""]
-        rows = [[f"`{k}`", c["expected"] + (" (our threshold)" if c.get("ours") else ""),
-                 claim_cell(c, c["expected"])] for k, c in r["claims"].items()]
-        lines += [markdown_table(["claim", "expected", f"measured (seeds {', '.join(map(str, r['seeds']))})"], rows),
-                  ""]
-    lines.append(f"{HOLDS} holds, {FAILS} does not; with several seeds: the number of seeds at which it holds, the "
-                 "mean and the range.")
+        rows = [
+            [f"`{k}`", c["expected"] + (" (our threshold)" if c.get("ours") else ""), claim_cell(c, c["expected"])]
+            for k, c in r["claims"].items()
+        ]
+        lines += [
+            markdown_table(["claim", "expected", f"measured (seeds {', '.join(map(str, r['seeds']))})"], rows),
+            "",
+        ]
+    lines.append(
+        f"{HOLDS} holds, {FAILS} does not; with several seeds: the number of seeds at which it holds, the "
+        "mean and the range."
+    )
     return "\n".join(lines) + "\n"
 
 
-def build_page(folder: Path, collected: list[Collected], options: ReportOptions, command: str,
-               started: float) -> dict:
+def build_page(folder: Path, collected: list[Collected], options: ReportOptions, command: str, started: float) -> dict:
     """The whole report in ``folder``: ``index.html``, ``summary.md`` and the circuit files; returns every
     number shown (what ``report.json`` holds)."""
     from tqdm.auto import tqdm
 
     count = {1: "one paper", 2: "two papers", 3: "three papers", 4: "four papers"}.get(len(collected), "papers")
-    page = Page(f"mechmem report: {count} at the {options.preset} preset", subtitle=(
-        "Transformers as associative memories: what each paper claims, what this code measures, the figures, "
-        "and the circuits of a trained model."))
-    intro = page.section("At a glance", (
-        "Each reproduction declares its claims: the paper's statement, an expectation (the paper's number with "
-        "our tolerance, or our threshold where the paper gives none) and what the code measures. A claim holds "
-        "at a seed when the measurement meets the expectation."))
+    page = Page(
+        f"mechmem report: {count} at the {options.preset} preset",
+        subtitle=(
+            "Transformers as associative memories: what each paper claims, what this code measures, the figures, "
+            "and the circuits of a trained model."
+        ),
+    )
+    intro = page.section(
+        "At a glance",
+        (
+            "Each reproduction declares its claims: the paper's statement, an expectation (the paper's number with "
+            "our tolerance, or our threshold where the paper gives none) and what the code measures. A claim holds "
+            "at a seed when the measurement meets the expectation."
+        ),
+    )
     sections, timings, papers = [], {}, {}
     for item in tqdm(collected, desc="report", unit="paper", disable=not options.progress, file=sys.stderr):
         sec, record = paper_section(page, folder, item, options)

@@ -16,8 +16,9 @@ import contextlib
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -27,7 +28,11 @@ from torch import nn
 from hooks.weights import check_replacement, get_weight, set_weight_, weight_names
 from mechmem.config import ModelConfig
 from mechmem.io import (
-    append_jsonl, atomic_save_safetensors, atomic_write_bytes, atomic_write_json, atomic_write_text,
+    append_jsonl,
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
     read_jsonl,
 )
 
@@ -49,7 +54,9 @@ class Run:
         path = Path(path)
         if path.exists():
             if overwrite and path.is_dir() and not (path / "config.json").is_file() and any(path.iterdir()):
-                raise FileExistsError(f"{path} exists and is not a run directory (no config.json); refusing to delete it")
+                raise FileExistsError(
+                    f"{path} exists and is not a run directory (no config.json); refusing to delete it"
+                )
             if not overwrite:
                 raise FileExistsError(
                     f"run directory {path} already exists; pass overwrite=True (CLI: --overwrite) "

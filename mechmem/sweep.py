@@ -31,8 +31,9 @@ import multiprocessing
 import os
 import pickle
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -54,7 +55,7 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(config)).encode()).hexdigest()[:16]
 
 
-def expand_grid(axes: Mapping[str, Sequence[Any]], fixed: Optional[Mapping[str, Any]] = None) -> list[dict]:
+def expand_grid(axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None) -> list[dict]:
     """Cartesian product of ``axes`` (name -> values), each config also holding the ``fixed`` entries."""
     fixed = dict(fixed or {})
     for name, values in axes.items():
@@ -74,7 +75,7 @@ def function_name(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def grid_fingerprint(configs: Sequence[Mapping[str, Any]], fn: Optional[Callable] = None) -> str:
+def grid_fingerprint(configs: Sequence[Mapping[str, Any]], fn: Callable | None = None) -> str:
     """Hash of the sorted config keys (and of the function's name): independent of the grid's order."""
     keys = sorted(config_key(c) for c in configs)
     payload = canonical_json({"keys": keys, "function": function_name(fn) if fn is not None else None})
@@ -96,7 +97,7 @@ def read_results(path: str | Path) -> list[dict]:
     rows, seen = [], {}
     if not path.exists():
         return rows
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.endswith("\n"):
                 raise ValueError(f"{path}:{lineno}: truncated last line (no newline): {line[:80]!r}")
@@ -109,7 +110,9 @@ def read_results(path: str | Path) -> list[dict]:
             if config_key(row["config"]) != row["key"]:
                 raise ValueError(f"{path}:{lineno}: key {row['key']} does not match its config")
             if row["key"] in seen:
-                raise ValueError(f"{path}:{lineno}: configuration {row['key']} already recorded on line {seen[row['key']]}")
+                raise ValueError(
+                    f"{path}:{lineno}: configuration {row['key']} already recorded on line {seen[row['key']]}"
+                )
             seen[row["key"]] = lineno
             rows.append(row)
     return rows
@@ -155,7 +158,7 @@ class _Appender:
         os.close(self.fd)
 
 
-def _validate(fn: Callable, configs: Sequence[Mapping], backend: str, workers: Optional[int]) -> list[dict]:
+def _validate(fn: Callable, configs: Sequence[Mapping], backend: str, workers: int | None) -> list[dict]:
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if backend not in BACKENDS:
@@ -187,8 +190,8 @@ def run_sweep(
     path: str | Path,
     *,
     backend: str = "local",
-    workers: Optional[int] = None,
-    address: Optional[str] = None,
+    workers: int | None = None,
+    address: str | None = None,
     progress: bool = True,
     desc: str = "sweep",
 ) -> list[dict]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,7 @@ def train(
     model: nn.Module,
     task: Task,
     cfg: TrainConfig,
-    probes: Optional[dict[str, Probe]] = None,
+    probes: dict[str, Probe] | None = None,
     run=None,
     resume: bool = False,
 ) -> TrainResult:
@@ -185,7 +186,9 @@ def train(
         history = [_log(run, {"step": 0, **evaluate(model, task, eval_batch, probes)})]
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc=f"train {task.name}", disable=not cfg.progress, initial=start, total=cfg.steps)
+    bar = tqdm(
+        range(start, cfg.steps), desc=f"train {task.name}", disable=not cfg.progress, initial=start, total=cfg.steps
+    )
     running, t0 = [], time.perf_counter()
     for step in bar:
         _unfreeze_due(optimizer, model, cfg, step)
@@ -197,8 +200,12 @@ def train(
         running.append(loss.item())
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            record = {"step": done, "train_loss": sum(running) / len(running),
-                      **evaluate(model, task, eval_batch, probes), "seconds": time.perf_counter() - t0}
+            record = {
+                "step": done,
+                "train_loss": sum(running) / len(running),
+                **evaluate(model, task, eval_batch, probes),
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(_log(run, record))
             running = []
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")

@@ -34,9 +34,15 @@ def tiny_task() -> RecallTask:
 def tiny_model_config(tiny_task: RecallTask) -> ModelConfig:
     """A one-layer, one-head attention-only model (d_model 16) that fits ``tiny_task``."""
     return ModelConfig(
-        n_layers=1, n_heads=1, d_model=16, d_vocab=tiny_task.d_vocab,
-        d_vocab_out=tiny_task.d_vocab_out, n_ctx=tiny_task.seq_len, attn_only=True,
-        positional=False, seed=0,
+        n_layers=1,
+        n_heads=1,
+        d_model=16,
+        d_vocab=tiny_task.d_vocab,
+        d_vocab_out=tiny_task.d_vocab_out,
+        n_ctx=tiny_task.seq_len,
+        attn_only=True,
+        positional=False,
+        seed=0,
     )
 
 
@@ -44,10 +50,15 @@ def tiny_model_config(tiny_task: RecallTask) -> ModelConfig:
 def fast_train_config() -> TrainConfig:
     """30 Adam steps of batch 32, evaluated every 10 steps on 64 sequences, no progress bar."""
     return TrainConfig(
-        steps=30, batch_size=32, lr=1e-2, optimizer="adam", eval_every=10,
-        eval_batch_size=64, seed=0, progress=False,
+        steps=30,
+        batch_size=32,
+        lr=1e-2,
+        optimizer="adam",
+        eval_every=10,
+        eval_batch_size=64,
+        seed=0,
+        progress=False,
     )
-
 
 
 @pytest.fixture(scope="session")

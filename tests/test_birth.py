@@ -1,15 +1,13 @@
 """Birth of a Transformer: shipped tables, the bigram-task generator, bad input, the hand-built induction head
 and the memory-recall probes (the paper's data, probes and hand-built head)."""
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from mechmem.papers.birth.generator import (BigramOptions, alias_tables, bigram_floor, fixed_triggers, generate)
-from mechmem.papers.birth.handbuilt import HandbuiltScales
+from mechmem.papers.birth.generator import BigramOptions, alias_tables, bigram_floor, fixed_triggers, generate
 from mechmem.papers.birth.model import build_handbuilt, build_simplified, full_config, simplified_config
 from mechmem.papers.birth.probes import memory_probes, wk0_recall, wk_recall, wo_recall
 from mechmem.papers.birth.tables import CharTables, shakespeare_tables, tables_from_bigram
@@ -91,7 +89,7 @@ def test_triggers_are_always_followed_by_their_output_and_counts_are_running_cou
     s = default_sample
     for b in range(8):
         out_of = dict(zip(s.triggers[b].tolist(), s.outputs[b].tolist()))
-        seen = {q: 0 for q in out_of}
+        seen = dict.fromkeys(out_of, 0)
         for t, tok in enumerate(s.tokens[b].tolist()):
             if tok in out_of:
                 seen[tok] += 1
@@ -166,14 +164,17 @@ def test_task_batch_masks_incontext_positions_and_exposes_labels():
 # --- bad input --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(n_triggers=66), "n_triggers"),
-    (dict(n_triggers=5, trigger_offset=61), "trigger_offset"),
-    (dict(trigger_mode="sometimes"), "trigger_mode"),
-    (dict(output_mode="zipf"), "output_mode"),
-    (dict(output_split="val"), "output_split"),
-    (dict(seq_len=0), "seq_len"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(n_triggers=66), "n_triggers"),
+        (dict(n_triggers=5, trigger_offset=61), "trigger_offset"),
+        (dict(trigger_mode="sometimes"), "trigger_mode"),
+        (dict(output_mode="zipf"), "output_mode"),
+        (dict(output_split="val"), "output_split"),
+        (dict(seq_len=0), "seq_len"),
+    ],
+)
 def test_bad_task_options_raise_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         BigramTask(**kwargs)
@@ -203,8 +204,9 @@ def test_freezing_a_matrix_the_model_lacks_raises():
 
     model = build_simplified(d_model=16, n_ctx=32)
     with pytest.raises(ValueError, match="blocks.2.attn.W_O"):
-        train(model, BigramTask(seq_len=32), TrainConfig(steps=1, progress=False,
-                                                          freeze_until={"blocks.2.attn.W_O": 1}))
+        train(
+            model, BigramTask(seq_len=32), TrainConfig(steps=1, progress=False, freeze_until={"blocks.2.attn.W_O": 1})
+        )
     with pytest.raises(ValueError, match="mlp"):
         simplified_config().expand_weight_name("blocks.1.mlp.W_in")
 

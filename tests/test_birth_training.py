@@ -1,8 +1,8 @@
 """Birth of a Transformer: a small training run of the simplified model (probes logged by the training loop),
 the dynamics summary and the claims the reproduction declares."""
+
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mechmem.papers.birth.experiments import summarise_dynamics
@@ -18,8 +18,18 @@ def test_simplified_model_learns_incontext_bigrams_and_logs_probes():
     task = BigramTask(seq_len=64, n_triggers=5)
     model = build_simplified(d_model=128, n_ctx=64, seed=0)
     frozen_before = model.blocks[0].attn.W_V.detach().clone()
-    cfg = TrainConfig(steps=200, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=1e-4,
-                      eval_every=50, eval_batch_size=64, seed=0, progress=False)
+    cfg = TrainConfig(
+        steps=200,
+        batch_size=32,
+        lr=0.1,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=1e-4,
+        eval_every=50,
+        eval_batch_size=64,
+        seed=0,
+        progress=False,
+    )
     result = train(model, task, cfg, probes={"memory": lambda m: memory_probes(m, triggers=task.triggers)})
     first, final = result.history[0], result.final
     for key in ("acc_incontext", "loss_bigram", "loss_head", "wo1", "wk1", "wk0", "wk0_64"):
@@ -31,9 +41,16 @@ def test_simplified_model_learns_incontext_bigrams_and_logs_probes():
 
 
 def test_summarise_dynamics_finds_the_rise_and_the_order():
-    hist = [{"step": s, "acc_incontext": a, "wo1": o, "wk1": k, "wk0_64": p}
-            for s, a, o, k, p in [(0, 0.0, 0.0, 0.0, 0.0), (100, 0.25, 0.5, 1.0, 0.1), (200, 0.6, 0.96, 1.0, 0.3),
-                                  (300, 0.92, 1.0, 1.0, 0.6), (400, 0.97, 1.0, 1.0, 0.7)]]
+    hist = [
+        {"step": s, "acc_incontext": a, "wo1": o, "wk1": k, "wk0_64": p}
+        for s, a, o, k, p in [
+            (0, 0.0, 0.0, 0.0, 0.0),
+            (100, 0.25, 0.5, 1.0, 0.1),
+            (200, 0.6, 0.96, 1.0, 0.3),
+            (300, 0.92, 1.0, 1.0, 0.6),
+            (400, 0.97, 1.0, 1.0, 0.7),
+        ]
+    ]
     s = summarise_dynamics(hist)
     assert s["step_acc_0.9"] == 300
     assert s["before_rise_accuracy"] == 0.25, "a quarter of the way to step 300 is the plateau at step 100"
@@ -44,8 +61,20 @@ def test_summarise_dynamics_finds_the_rise_and_the_order():
 
 def test_the_reproduction_declares_exactly_the_claims_of_the_issue():
     assert [c.key for c in CLAIMS] == [
-        "data_incontext_fraction", "data_bigram_floor", "incontext_accuracy_final", "incontext_accuracy_before_rise",
-        "recall_wo2_final", "recall_wk2_final", "recall_wk1_final", "wk1_learned_last",
-        "global_before_incontext_ratio", "one_layer_incontext_accuracy", "two_layer_incontext_accuracy",
-        "handbuilt_incontext_accuracy", "layer2_ablation_incontext_accuracy", "layer2_ablation_bigram_loss_change",
-        "previous_token_head_score", "induction_head_score"]
+        "data_incontext_fraction",
+        "data_bigram_floor",
+        "incontext_accuracy_final",
+        "incontext_accuracy_before_rise",
+        "recall_wo2_final",
+        "recall_wk2_final",
+        "recall_wk1_final",
+        "wk1_learned_last",
+        "global_before_incontext_ratio",
+        "one_layer_incontext_accuracy",
+        "two_layer_incontext_accuracy",
+        "handbuilt_incontext_accuracy",
+        "layer2_ablation_incontext_accuracy",
+        "layer2_ablation_bigram_loss_change",
+        "previous_token_head_score",
+        "induction_head_score",
+    ]

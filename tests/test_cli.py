@@ -22,8 +22,17 @@ from mechmem.tasks.recall import RecallTask
 from mechmem.training import evaluate
 
 #: A tiny, fast recall run: vocab 21, d_model 16, 20 steps.
-TINY = ["task.n_keys=12", "task.n_values=6", "task.n_noise=8", "task.seq_len=8", "model.d_model=16",
-        "steps=20", "batch_size=32", "eval_every=10", "eval_batch_size=64"]
+TINY = [
+    "task.n_keys=12",
+    "task.n_values=6",
+    "task.n_noise=8",
+    "task.seq_len=8",
+    "model.d_model=16",
+    "steps=20",
+    "batch_size=32",
+    "eval_every=10",
+    "eval_batch_size=64",
+]
 
 
 def _sets(pairs: list[str]) -> list[str]:
@@ -68,7 +77,9 @@ def test_train_writes_a_complete_run_directory_that_load_run_reads_back(tmp_path
     assert (run / "figures" / "training.png").read_bytes()[:4] == b"\x89PNG", "training.png is not a PNG"
 
     config = json.loads((run / "config.json").read_text())
-    assert config["overrides"] == TINY + ["lr=0.02", "model.freeze=W_E"], f"overrides not recorded: {config['overrides']}"
+    assert config["overrides"] == TINY + ["lr=0.02", "model.freeze=W_E"], (
+        f"overrides not recorded: {config['overrides']}"
+    )
     assert config["model"]["d_model"] == 16 and config["train"]["lr"] == 0.02, "overrides not applied with their types"
     assert config["model"]["freeze"] == ["W_E"] and config["task"]["n_keys"] == 12
     assert config["task"]["name"] == "recall"
@@ -81,9 +92,13 @@ def test_train_writes_a_complete_run_directory_that_load_run_reads_back(tmp_path
     model, loaded_config = load_run(run)
     assert loaded_config == config
     task = RecallTask(**{k: v for k, v in config["task"].items() if k != "name"})
-    eval_batch = task.sample(config["train"]["eval_batch_size"], torch.Generator().manual_seed(config["train"]["seed"] + 1))
+    eval_batch = task.sample(
+        config["train"]["eval_batch_size"], torch.Generator().manual_seed(config["train"]["seed"] + 1)
+    )
     accuracy = evaluate(model, task, eval_batch)["accuracy"]
-    assert accuracy == results["final"]["accuracy"], f"reloaded model scores {accuracy}, run reported {results['final']['accuracy']}"
+    assert accuracy == results["final"]["accuracy"], (
+        f"reloaded model scores {accuracy}, run reported {results['final']['accuracy']}"
+    )
 
 
 def test_train_refuses_to_overwrite_an_existing_run_unless_asked(tmp_path, capsys):

@@ -111,7 +111,9 @@ def test_invalid_train_config_raises_value_error_naming_field_and_allowed_values
 # --- tasks ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value", [("seq_len", 0), ("n_keys", -3), ("n_values", 0), ("n_noise", 1.5), ("seq_len", 1)])
+@pytest.mark.parametrize(
+    "field, value", [("seq_len", 0), ("n_keys", -3), ("n_values", 0), ("n_noise", 1.5), ("seq_len", 1)]
+)
 def test_invalid_recall_task_raises_value_error_naming_field(field, value):
     """RecallTask validates its own fields on construction."""
     with pytest.raises(ValueError, match=field):
@@ -136,8 +138,13 @@ def test_overrides_are_parsed_to_the_declared_field_types():
     """``--set`` text becomes int, float, bool, None, tuple and dict values as the fields declare."""
     model = apply_overrides(
         ModelConfig(d_model=16, d_vocab=10, n_ctx=8),
-        {"d_model": "32", "attn_only": "false", "normalization": "none", "d_head": "8",
-         "freeze": "W_E,blocks.*.attn.W_V"},
+        {
+            "d_model": "32",
+            "attn_only": "false",
+            "normalization": "none",
+            "d_head": "8",
+            "freeze": "W_E,blocks.*.attn.W_V",
+        },
         "model",
     )
     assert model.d_model == 32 and isinstance(model.d_model, int), f"d_model parsed as {model.d_model!r}"

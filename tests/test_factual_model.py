@@ -1,4 +1,5 @@
 """The one-layer factual-recall transformer: structure, no EOS residual, count-based logits, training smoke."""
+
 import pytest
 import torch
 
@@ -27,18 +28,27 @@ def test_mlp_and_logits_see_no_eos_embedding(task):
     model = build_factual_model(task, d=16, H=2, d_h=4, m=8)
     b = task.sample(8, torch.Generator().manual_seed(1))
     _, cache = model.run_with_cache(b.tokens, names_filter=["blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"])
-    assert torch.allclose(cache["blocks.0.hook_resid_mid"], cache["blocks.0.hook_attn_out"], atol=1e-6), \
+    assert torch.allclose(cache["blocks.0.hook_resid_mid"], cache["blocks.0.hook_attn_out"], atol=1e-6), (
         "resid_mid still carries the token embedding"
+    )
     with_residual = build_factual_model(task, d=16, H=2, d_h=4, m=8, eos_residual=True)
-    assert not torch.allclose(model(b.tokens)[:, -1], with_residual(b.tokens)[:, -1]), \
+    assert not torch.allclose(model(b.tokens)[:, -1], with_residual(b.tokens)[:, -1]), (
         "removing the EOS residual changed nothing"
+    )
 
 
 def test_only_attention_and_mlp_weights_train_and_parameter_count(task):
     model = build_factual_model(task, d=16, H=3, d_h=4, m=8)
     trainable = {n for n in weight_names(model) if weight_parameters(model, n).requires_grad}
-    assert trainable == {"blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V", "blocks.0.attn.W_O",
-                         "blocks.0.mlp.W_in", "blocks.0.mlp.b_in", "blocks.0.mlp.W_out"}, trainable
+    assert trainable == {
+        "blocks.0.attn.W_Q",
+        "blocks.0.attn.W_K",
+        "blocks.0.attn.W_V",
+        "blocks.0.attn.W_O",
+        "blocks.0.mlp.W_in",
+        "blocks.0.mlp.b_in",
+        "blocks.0.mlp.W_out",
+    }, trainable
     real = {id(weight_parameters(model, n)) for n in trainable}
     assert {id(p) for p in model.parameters() if p.requires_grad} == real, "a parameter trains outside the weight names"
     counted = sum(get_weight(model, n).numel() for n in trainable if ".b_" not in n)

@@ -1,13 +1,17 @@
 """Factual-recall task, fact tables, bad input, the relation/subject-only losses and the outer-product memory."""
+
 import math
 
 import pytest
 import torch
 
-from mechmem.papers.factual.capacity import capacity_constant, max_stored, make_problem, outer_product_accuracy
+from mechmem.papers.factual.capacity import capacity_constant, make_problem, max_stored, outer_product_accuracy
 from mechmem.papers.factual.dynamics import DynamicsConfig, LinearAttentionMemory, dynamics_task, gd_step_
 from mechmem.papers.factual.task import (
-    FactualRecallTask, decomposed_losses_from_logprobs, structured_fact_table, token_counts,
+    FactualRecallTask,
+    decomposed_losses_from_logprobs,
+    structured_fact_table,
+    token_counts,
 )
 
 
@@ -86,10 +90,17 @@ def test_all_facts_lists_every_subject_relation_pair_once():
     assert (b.targets[:, -1] == task.fact_table[b.labels["subject"], b.labels["relation"]]).all()
 
 
-@pytest.mark.parametrize("field, kwargs", [
-    ("S", dict(S=0)), ("R", dict(R=0)), ("D", dict(D=0)), ("seq_len", dict(seq_len=2)),
-    ("n_noise", dict(n_noise=0)), ("table", dict(table="zipf")),
-])
+@pytest.mark.parametrize(
+    "field, kwargs",
+    [
+        ("S", dict(S=0)),
+        ("R", dict(R=0)),
+        ("D", dict(D=0)),
+        ("seq_len", dict(seq_len=2)),
+        ("n_noise", dict(n_noise=0)),
+        ("table", dict(table="zipf")),
+    ],
+)
 def test_bad_task_settings_raise_naming_the_field(field, kwargs):
     with pytest.raises(ValueError, match=field):
         FactualRecallTask(**kwargs)

@@ -31,6 +31,7 @@ def _zero_head(head, positions=slice(None)):
         z = z.clone()
         z[:, positions, head] = 0
         return z
+
     return fn
 
 
@@ -80,7 +81,10 @@ def test_resample_ablation_is_seeded_and_draws_reference_examples(models, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_ablations_compose_in_one_run_and_in_the_context_manager(models, kind):
     model = models[kind]
-    abl = [Ablation(("z", 0), heads=[0, 3]), Ablation("blocks.1.hook_mlp_out", "mean", reference=REF, per_position=False)]
+    abl = [
+        Ablation(("z", 0), heads=[0, 3]),
+        Ablation("blocks.1.hook_mlp_out", "mean", reference=REF, per_position=False),
+    ]
     together = run_with_ablations(model, TOK, abl)
     only_first = run_with_ablations(model, TOK, abl[:1])
     assert not torch.equal(together, only_first), "the second ablation had no effect"

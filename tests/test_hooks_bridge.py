@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformer_lens.patching as tlp
 
-from hooks import Ablation, OV, ablation_sweep, patch_sweep, replace_weights, run_with_ablations
+from hooks import OV, Ablation, ablation_sweep, patch_sweep, replace_weights, run_with_ablations
 from hooks.bridge import boot_bridge, has_live_attention, unembed_bias_
 from hooks.compat import has_hooked_transformer, tl_patching, tl_version
 from hooks.names import active_hook_names, check_hooks_editable
@@ -107,8 +107,9 @@ def test_every_tool_refuses_a_hook_that_does_not_feed_the_output(name):
         with pytest.raises(ValueError, match="computed but not used"):
             ablation_sweep(raw, TOK, lambda lg: lg[:, -1, 0].mean(), components=["pattern"], progress=False)
         with pytest.raises(ValueError, match=rf"{name} is computed but not used"):
-            patch_sweep(raw, TOK, TOK.flip(0), lambda lg: lg[:, -1, 0].mean(), "attn_head_pattern_all_pos",
-                        progress=False)
+            patch_sweep(
+                raw, TOK, TOK.flip(0), lambda lg: lg[:, -1, 0].mean(), "attn_head_pattern_all_pos", progress=False
+            )
     assert raw.blocks[0].attn.hook_pattern.fwd_hooks == [], "a refused tool left a hook behind"
 
 

@@ -126,9 +126,11 @@ def _explains_itself(fig) -> None:
 def test_circuit_figures_have_titles_labelled_axes_and_colorbars():
     model = _plain_model()
     labels = [f"t{i}" for i in range(model.cfg.d_vocab)]
-    for fig in (plot_ov_circuits(model, token_labels=labels, output_labels=labels),
-                plot_qk_circuits(model, [(0, 1), (1, 0)], token_labels=labels),
-                plot_positional_qk(model, n_positions=8)):
+    for fig in (
+        plot_ov_circuits(model, token_labels=labels, output_labels=labels),
+        plot_qk_circuits(model, [(0, 1), (1, 0)], token_labels=labels),
+        plot_positional_qk(model, n_positions=8),
+    ):
         _explains_itself(fig)
         plt.close(fig)
     fig = plot_ov_spectra(model)

@@ -28,7 +28,8 @@ def _reference(model, sweep):
     _, cache = model.run_with_cache(CLEAN)
     if sweep == "resid_post":  # transformer_lens has no ready-made partial for it
         fn = lambda *a: tlp.generic_activation_patch(  # noqa: E731
-            *a, patch_setter=tlp.layer_pos_patch_setter, activation_name="resid_post", index_axis_names=("layer", "pos"))
+            *a, patch_setter=tlp.layer_pos_patch_setter, activation_name="resid_post", index_axis_names=("layer", "pos")
+        )
     else:
         fn = getattr(tlp, f"get_act_patch_{sweep}")
     return tl_patching(fn, model, CORRUPTED, cache, metric)
@@ -50,8 +51,16 @@ def test_sweep_matches_transformer_lens_patching(models, kind, sweep):
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunking_and_shortcuts_do_not_change_the_numbers(models, kind, budget):
     model = models[kind]
-    slow = PatchingEngine(model, CLEAN, CORRUPTED, metric, start_at_layer=False, skip_positions=False,
-                          memory_budget_gb=1e-9, progress=False).sweep("attn_head_out_by_pos")
+    slow = PatchingEngine(
+        model,
+        CLEAN,
+        CORRUPTED,
+        metric,
+        start_at_layer=False,
+        skip_positions=False,
+        memory_budget_gb=1e-9,
+        progress=False,
+    ).sweep("attn_head_out_by_pos")
     engine = PatchingEngine(model, CLEAN, CORRUPTED, metric, memory_budget_gb=budget, progress=False)
     assert engine.can_start and engine.can_skip, f"the {kind} model does not take the fast path"
     fast = engine.sweep("attn_head_out_by_pos")
@@ -64,8 +73,9 @@ def test_sweep_on_a_layer_subset_and_per_example_metric(models, kind):
     full = patch_sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", progress=False)
     sub = patch_sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", layers=[1], progress=False)
     assert torch.allclose(sub[0], full[1], atol=1e-6)
-    per = patch_sweep(model, CLEAN, CORRUPTED, lambda lg: lg[:, -1, 3] - lg[:, -1, 5], "resid_pre",
-                      per_example=True, progress=False)
+    per = patch_sweep(
+        model, CLEAN, CORRUPTED, lambda lg: lg[:, -1, 3] - lg[:, -1, 5], "resid_pre", per_example=True, progress=False
+    )
     assert per.shape == (2, 7, 3) and torch.allclose(per.mean(-1), full, atol=1e-5)
 
 

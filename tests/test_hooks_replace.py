@@ -105,7 +105,9 @@ def test_replace_weights_restores_everything_when_the_body_raises(models, kind):
     model = models[kind]
     fp = state_fingerprint(model)
     with pytest.raises(ZeroDivisionError):
-        with replace_weights(model, {OV(1, 1): _randn(32, 32), "W_U": _randn(32, 24), ("blocks.0.attn.W_Q", 0): _randn(32, 8)}):
+        with replace_weights(
+            model, {OV(1, 1): _randn(32, 32), "W_U": _randn(32, 24), ("blocks.0.attn.W_Q", 0): _randn(32, 8)}
+        ):
             model(TOK)
             1 / 0
     assert not same_state(fp, state_fingerprint(model)), same_state(fp, state_fingerprint(model))

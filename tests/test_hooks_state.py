@@ -7,7 +7,6 @@ from hooks.state import count_hooks, preserved_state, same_state, state_fingerpr
 from hooks.testing import KINDS, models_by_kind
 
 
-
 @pytest.fixture(scope="module")
 def models():
     return models_by_kind(seed=3)

@@ -66,7 +66,7 @@ def test_props_cannot_close_the_script_tag():
     view = CircuitsVisView("ColoredTokens", {"tokens": ["</script><b>x"], "values": [1.0]})
     call = view.render_call()
     assert "</script>" not in call and "<\\/script>" in call
-    props = json.loads(call[call.index("{"): call.rindex(")")])
+    props = json.loads(call[call.index("{") : call.rindex(")")])
     assert props["tokens"] == ["</script><b>x"], "escaping must not change the value JavaScript sees"
 
 

@@ -44,8 +44,15 @@ def test_page_has_every_section_and_opens_offline(recall_page):
         assert f">{title}</h2>" in html, f"section {title} missing"
     assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html), "the page must not load from the network"
     assert html.count("var CircuitsVis") == 1, "the CircuitsVis bundle must be inlined exactly once"
-    for name in ("attention_example1", "ov_layer0", "qk_layer0", "ov_spectra", "ablations", "patching_heads",
-                 "patching_resid_pre"):
+    for name in (
+        "attention_example1",
+        "ov_layer0",
+        "qk_layer0",
+        "ov_spectra",
+        "ablations",
+        "patching_heads",
+        "patching_resid_pre",
+    ):
         assert (recall_page.parent / f"{name}.png").is_file(), f"{name}.png missing"
     assert (recall_page.parent / "ov_layer0.json").is_file(), "the numbers of a figure go next to it"
 
@@ -153,8 +160,9 @@ def test_max_vocab_restricts_the_circuit_maps(recall_run, monkeypatch, tmp_path)
     import mechmem.inspect as inspect_module
 
     monkeypatch.setattr(inspect_module, "VOCAB_LIMIT", 16)
-    page = inspect_run(recall_run, InspectOptions(out=tmp_path / "v", max_vocab=6, batch_size=16, patching=False,
-                                                  progress=False))
+    page = inspect_run(
+        recall_run, InspectOptions(out=tmp_path / "v", max_vocab=6, batch_size=16, patching=False, progress=False)
+    )
     circuits = _summary(page)["circuits"]
     assert len(circuits["tokens"]) == 6 and len(circuits["outputs"]) == 6
     assert "?" in circuits["tokens"], "the query token occurs in every example: it must be among the most frequent"
@@ -210,8 +218,23 @@ def test_a_folder_not_written_by_inspect_is_not_replaced(recall_run, tmp_path):
 
 
 def test_cli_inspect_writes_the_page_and_reports_errors(recall_run, tmp_path, capsys):
-    assert main(["inspect", str(recall_run), "--out", str(tmp_path / "cli"), "--batch-size", "16", "--examples", "1",
-                 "--no-patching", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                str(recall_run),
+                "--out",
+                str(tmp_path / "cli"),
+                "--batch-size",
+                "16",
+                "--examples",
+                "1",
+                "--no-patching",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "inspect page:" in capsys.readouterr().out and (tmp_path / "cli" / "index.html").is_file()
     assert main(["inspect", str(tmp_path), "--quiet"]) == 2
     assert "not a run directory" in capsys.readouterr().err
@@ -225,8 +248,13 @@ def test_the_sections_can_go_under_a_section_of_another_page(recall_run, tmp_pat
 
     report = Page("report")
     paper = report.section("Recall")
-    summary = build_sections(Inspection(tmp_path, parent=paper, **prepare(recall_run, InspectOptions(
-        batch_size=16, n_examples=1, patching=False, progress=False))))
+    summary = build_sections(
+        Inspection(
+            tmp_path,
+            parent=paper,
+            **prepare(recall_run, InspectOptions(batch_size=16, n_examples=1, patching=False, progress=False)),
+        )
+    )
     html = report.render()
     assert ">Recall</h2>" in html and ">Circuits</h3>" in html and ">Provenance</h3>" in html
     assert (tmp_path / "ov_layer0.png").is_file() and "ablations" in summary

@@ -28,17 +28,29 @@ from mechmem.report import ReportOptions, make_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="headless Chromium is not installed "
-                                "(apt-get install -y chromium); the browser checks of the pages are skipped")
+pytestmark = pytest.mark.skipif(
+    BROWSER is None,
+    reason="headless Chromium is not installed "
+    "(apt-get install -y chromium); the browser checks of the pages are skipped",
+)
 
 
 def chromium(page: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
     """Run headless Chromium on ``page`` with every host name unresolvable, logging the console to
     stderr and the network to ``work/net.json``."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             f"--user-data-dir={work / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
-             "--enable-logging=stderr", "--v=0", f"--log-net-log={work / 'net.json'}",
-             "--virtual-time-budget=15000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={work / 'profile'}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--log-net-log={work / 'net.json'}",
+        "--virtual-time-budget=15000",
+    ]
     if not any(a.startswith("--window-size") for a in args):
         flags.append("--window-size=1280,2200")
     return subprocess.run([BROWSER, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=300)
@@ -64,8 +76,9 @@ def report_page(tmp_path_factory, smoke_outputs) -> Path:
     """A smoke report of lca (with the circuits of its trained model) and scaling (figures only)."""
     out = tmp_path_factory.mktemp("report") / "report"
     folders = [smoke_outputs(paper)[0] for paper in ("lca", "scaling")]
-    return make_report(ReportOptions(preset="smoke", papers=["lca", "scaling"], collect=folders, out=out,
-                                     progress=False))
+    return make_report(
+        ReportOptions(preset="smoke", papers=["lca", "scaling"], collect=folders, out=out, progress=False)
+    )
 
 
 @pytest.fixture(params=["inspect", "report"])

@@ -20,8 +20,13 @@ from safetensors.torch import load_file
 
 import mechmem.io as mio
 from mechmem.io import (
-    append_jsonl, atomic_save_safetensors, atomic_write_bytes, atomic_write_json, atomic_write_text,
-    read_jsonl, to_jsonable,
+    append_jsonl,
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    to_jsonable,
 )
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import mechmem.papers.lca
-
 from mechmem.papers.lca.hijack import (
     _next_token_logprobs,
     hijacked_prompt,
@@ -38,8 +37,13 @@ def write_lines(tmp_path, lines):
 
 
 def good_record(**changes):
-    body = {"prompt": "{} is located in the city of", "subject": "The Eiffel Tower", "relation_id": "P131",
-            "target_true": {"str": "Paris"}, "target_new": {"str": "Chicago"}}
+    body = {
+        "prompt": "{} is located in the city of",
+        "subject": "The Eiffel Tower",
+        "relation_id": "P131",
+        "target_true": {"str": "Paris"},
+        "target_new": {"str": "Chicago"},
+    }
     body.update(changes)
     return json.dumps({"case_id": 1, "requested_rewrite": body})
 
@@ -47,21 +51,42 @@ def good_record(**changes):
 def test_records_load_in_rome_layout_and_flat_layout(tmp_path, records):
     assert len(records) == 6 and records[0].text == "The Eiffel Tower is located in the city of"
     assert (records[0].target_true, records[0].target_false) == ("Paris", "Chicago")
-    flat = json.dumps({"subject": "Lyon", "prompt": "{} is in", "relation_id": "P131", "target_true": "France",
-                       "target_false": "Spain"})
+    flat = json.dumps(
+        {
+            "subject": "Lyon",
+            "prompt": "{} is in",
+            "relation_id": "P131",
+            "target_true": "France",
+            "target_false": "Spain",
+        }
+    )
     [r] = load_records(write_lines(tmp_path, [flat]))
     assert (r.subject, r.target_true, r.target_false, r.line) == ("Lyon", "France", "Spain", 1)
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("{not json", "line 3 is not valid JSON"),
-    (good_record(subject=""), "line 3: field 'requested_rewrite.subject'"),
-    (json.dumps({"requested_rewrite": {"prompt": "{} is in", "subject": "X", "relation_id": "P1",
-                                       "target_true": {"str": "A"}}}), "line 3: missing field 'requested_rewrite.target_new'"),
-    (good_record(prompt="no slot here"), "line 3: field 'requested_rewrite.prompt' must contain"),
-    (good_record(target_true={"id": "Q1"}), "line 3: field 'requested_rewrite.target_true' has no 'str'"),
-    ("[1, 2]", "line 3: a record must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("{not json", "line 3 is not valid JSON"),
+        (good_record(subject=""), "line 3: field 'requested_rewrite.subject'"),
+        (
+            json.dumps(
+                {
+                    "requested_rewrite": {
+                        "prompt": "{} is in",
+                        "subject": "X",
+                        "relation_id": "P1",
+                        "target_true": {"str": "A"},
+                    }
+                }
+            ),
+            "line 3: missing field 'requested_rewrite.target_new'",
+        ),
+        (good_record(prompt="no slot here"), "line 3: field 'requested_rewrite.prompt' must contain"),
+        (good_record(target_true={"id": "Q1"}), "line 3: field 'requested_rewrite.target_true' has no 'str'"),
+        ("[1, 2]", "line 3: a record must be a JSON object"),
+    ],
+)
 def test_bad_record_is_reported_with_its_line_number(tmp_path, bad, match):
     path = write_lines(tmp_path, [good_record(), "", bad, good_record()])
     with pytest.raises(ValueError, match=match):
@@ -110,8 +135,17 @@ def test_right_padded_batches_score_like_single_prompts(tokenizer):
 
 def test_sequence_scoring_runs_on_a_random_model_and_results_save(tmp_path, records, tokenizer):
     model = tiny_random_model(len(tokenizer))
-    result = run_hijack(model, records, tokenizer, schemes=["generic"], max_k=2, score="sequence",
-                        batch_size=4, progress=False, model_name="tiny")
+    result = run_hijack(
+        model,
+        records,
+        tokenizer,
+        schemes=["generic"],
+        max_k=2,
+        score="sequence",
+        batch_size=4,
+        progress=False,
+        model_name="tiny",
+    )
     es = result.efficacy["generic"]
     assert len(es) == 3 and all(0.0 <= e <= 1.0 for e in es)
     written = result.save(tmp_path)
@@ -120,12 +154,15 @@ def test_sequence_scoring_runs_on_a_random_model_and_results_save(tmp_path, reco
     assert (tmp_path / "figures" / "hijack.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"schemes": ["nope"]}, "scheme 'nope' does not exist"),
-    ({"score": "max"}, "score 'max' does not exist"),
-    ({"max_k": -1}, "max_k"),
-    ({"max_k": 200}, "n_ctx"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"schemes": ["nope"]}, "scheme 'nope' does not exist"),
+        ({"score": "max"}, "score 'max' does not exist"),
+        ({"max_k": -1}, "max_k"),
+        ({"max_k": 200}, "n_ctx"),
+    ],
+)
 def test_runner_rejects_bad_options_before_running(records, tokenizer, kwargs, match):
     model = bag_of_words_model(len(tokenizer), n_ctx=128)
     with pytest.raises(ValueError, match=match):
@@ -141,8 +178,21 @@ def test_hijack_command_on_a_saved_run(tmp_path, tokenizer, capsys):
     run.save_model(model)
     tokenizer.save(run.path / "tokenizer.json")
     out = tmp_path / "out"
-    code = main(["hijack", "--run", str(run.path), "--records", str(RECORDS), "--max-k", "2",
-                 "--schemes", "generic,generic_reverse", "--out", str(out)])
+    code = main(
+        [
+            "hijack",
+            "--run",
+            str(run.path),
+            "--records",
+            str(RECORDS),
+            "--max-k",
+            "2",
+            "--schemes",
+            "generic,generic_reverse",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     data = json.loads((out / "hijack.json").read_text())
     assert set(data["efficacy"]) == {"generic", "generic_reverse"} and data["n_records"]["generic"] == 6
@@ -164,14 +214,18 @@ def _tiny_pretrained_lm(path: Path) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["Do not think of Paris."], vocab_size=280, special_tokens=["<|endoftext|>"],
-                            show_progress=False)
+    bpe.train_from_iterator(
+        ["Do not think of Paris."], vocab_size=280, special_tokens=["<|endoftext|>"], show_progress=False
+    )
     tok = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
     end = tok.convert_tokens_to_ids("<|endoftext|>")
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=256,
-                                        bos_token_id=end, eos_token_id=end))
+        lm = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=256, bos_token_id=end, eos_token_id=end
+            )
+        )
     lm.save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -196,8 +250,23 @@ def test_hijack_command_loads_a_pretrained_model_from_local_files_only(tmp_path,
     path = _tiny_pretrained_lm(tmp_path / "tiny-gpt2")
     assert (path / "model.safetensors").is_file() and not list(path.glob("*.bin"))
     out = tmp_path / "out"
-    code = main(["hijack", "--model", str(path), "--records", str(RECORDS), "--max-k", "1",
-                 "--schemes", "generic", "--score", "sequence", "--out", str(out)])
+    code = main(
+        [
+            "hijack",
+            "--model",
+            str(path),
+            "--records",
+            str(RECORDS),
+            "--max-k",
+            "1",
+            "--schemes",
+            "generic",
+            "--score",
+            "sequence",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     data = json.loads((out / "hijack.json").read_text())
     assert data["n_records"]["generic"] == 6 and len(data["efficacy"]["generic"]) == 2
@@ -206,8 +275,9 @@ def test_hijack_command_loads_a_pretrained_model_from_local_files_only(tmp_path,
 def test_hijack_command_names_the_fetch_command_for_a_model_not_on_disk(tmp_path, no_network, capsys):
     from mechmem.cli import main
 
-    code = main(["hijack", "--model", "mechmem-test/no-such-model", "--records", str(RECORDS),
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        ["hijack", "--model", "mechmem-test/no-such-model", "--records", str(RECORDS), "--out", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert "not found in local files" in err and "hf download mechmem-test/no-such-model" in err, err

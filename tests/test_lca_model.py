@@ -31,10 +31,18 @@ def test_task_batches_score_only_the_last_position():
     assert torch.equal(b.targets[:, -1], b.labels["y"])
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("m", 1, "m"), ("m", 17, "m"), ("context_len", 0, "context_len"), ("epsilon", 1.5, "epsilon"),
-    ("epsilon", -0.1, "epsilon"), ("neighbourhood", "ball(9)", "radius"), ("neighbourhood", "N3", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("m", 1, "m"),
+        ("m", 17, "m"),
+        ("context_len", 0, "context_len"),
+        ("epsilon", 1.5, "epsilon"),
+        ("epsilon", -0.1, "epsilon"),
+        ("neighbourhood", "ball(9)", "radius"),
+        ("neighbourhood", "N3", "does not exist"),
+    ],
+)
 def test_task_rejects_bad_config_naming_the_field(field, value, match):
     with pytest.raises(ValueError, match=match):
         small_task(**{field: value})
@@ -70,8 +78,9 @@ def test_logits_have_no_residual_term():
     model = build_lca_model(task, LCAModelSpec(d_model=8))
     tokens, _, _ = batch(task)
     _, cache = model.run_with_cache(tokens, names_filter=["blocks.0.hook_attn_out", "blocks.0.hook_resid_post"])
-    assert torch.allclose(cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_attn_out"], atol=1e-6), \
+    assert torch.allclose(cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_attn_out"], atol=1e-6), (
         "the read-out must see the attention output only (paper: logit = <W_E(k), W_V h>)"
+    )
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -84,8 +93,9 @@ def test_fast_readout_equals_the_hooked_transformer_forward(tied):
 
 def test_training_smoke_learns_far_above_chance_and_is_seeded():
     task = LatentConceptTask(m=4, context_len=32, epsilon=0.0, d_model=8)
-    schedule = TrainConfig(steps=150, batch_size=32, lr=1e-2, optimizer="adam", eval_every=150, eval_batch_size=256,
-                           progress=False)
+    schedule = TrainConfig(
+        steps=150, batch_size=32, lr=1e-2, optimizer="adam", eval_every=150, eval_batch_size=256, progress=False
+    )
     model, result = train_lca(task, LCAModelSpec(d_model=8), schedule, seed=0)
     tokens, y, _ = batch(task, n=500, seed=5)
     acc = accuracy(model, tokens, y)

@@ -10,9 +10,19 @@ from mechmem.papers.lca.reproduction import CLAIMS, LCAReproduction
 from mechmem.reproducing import run
 
 EXPECTED_KEYS = [
-    "wv_trained_vs_identity", "wv_constructed_replacement", "hamming_inner_spearman", "hamming_inner_r2",
-    "spectrum_top_energy", "attention_cluster_ratio", "attention_uniform_drop", "length_spearman", "dim_spearman",
-    "frozen_gap_small_d", "frozen_gap_large_d", "hijack_flip_rate_max_k", "hijack_monotone",
+    "wv_trained_vs_identity",
+    "wv_constructed_replacement",
+    "hamming_inner_spearman",
+    "hamming_inner_r2",
+    "spectrum_top_energy",
+    "attention_cluster_ratio",
+    "attention_uniform_drop",
+    "length_spearman",
+    "dim_spearman",
+    "frozen_gap_small_d",
+    "frozen_gap_large_d",
+    "hijack_flip_rate_max_k",
+    "hijack_monotone",
 ]
 
 

@@ -18,10 +18,29 @@ from mechmem.models import build_bridge, build_model
 #: a separate output vocabulary and an explicit d_head.
 VARIANTS = {
     "attn_only": dict(n_layers=1, n_heads=1, d_model=16, d_vocab=11, n_ctx=8),
-    "two_layers_mlp_ln": dict(n_layers=2, n_heads=2, d_model=16, d_vocab=11, n_ctx=8, attn_only=False,
-                              normalization="LN", use_bias=True, act_fn="gelu"),
-    "lnpre_dhead_out": dict(n_layers=2, n_heads=4, d_model=16, d_head=2, d_vocab=11, d_vocab_out=5,
-                            n_ctx=6, attn_only=False, d_mlp=24, normalization="LNPre"),
+    "two_layers_mlp_ln": dict(
+        n_layers=2,
+        n_heads=2,
+        d_model=16,
+        d_vocab=11,
+        n_ctx=8,
+        attn_only=False,
+        normalization="LN",
+        use_bias=True,
+        act_fn="gelu",
+    ),
+    "lnpre_dhead_out": dict(
+        n_layers=2,
+        n_heads=4,
+        d_model=16,
+        d_head=2,
+        d_vocab=11,
+        d_vocab_out=5,
+        n_ctx=6,
+        attn_only=False,
+        d_mlp=24,
+        normalization="LNPre",
+    ),
 }
 
 
@@ -35,12 +54,22 @@ def test_built_model_has_the_configured_sizes_and_logit_shape(variant):
     cfg = ModelConfig(**VARIANTS[variant])
     model = build_model(cfg)
     tl = model.cfg
-    for field, want in [("n_layers", cfg.n_layers), ("n_heads", cfg.n_heads), ("d_model", cfg.d_model),
-                        ("d_head", cfg.head_dim), ("d_vocab", cfg.d_vocab), ("d_vocab_out", cfg.d_out),
-                        ("n_ctx", cfg.n_ctx), ("attn_only", cfg.attn_only), ("normalization_type", cfg.normalization)]:
+    for field, want in [
+        ("n_layers", cfg.n_layers),
+        ("n_heads", cfg.n_heads),
+        ("d_model", cfg.d_model),
+        ("d_head", cfg.head_dim),
+        ("d_vocab", cfg.d_vocab),
+        ("d_vocab_out", cfg.d_out),
+        ("n_ctx", cfg.n_ctx),
+        ("attn_only", cfg.attn_only),
+        ("normalization_type", cfg.normalization),
+    ]:
         assert getattr(tl, field) == want, f"model.cfg.{field} = {getattr(tl, field)!r}, expected {want!r}"
     shapes = {
-        "W_E": (cfg.d_vocab, cfg.d_model), "W_pos": (cfg.n_ctx, cfg.d_model), "W_U": (cfg.d_model, cfg.d_out),
+        "W_E": (cfg.d_vocab, cfg.d_model),
+        "W_pos": (cfg.n_ctx, cfg.d_model),
+        "W_U": (cfg.d_model, cfg.d_out),
         "blocks.0.attn.W_V": (cfg.n_heads, cfg.d_model, cfg.head_dim),
         "blocks.0.attn.W_O": (cfg.n_heads, cfg.head_dim, cfg.d_model),
     }
@@ -74,10 +103,17 @@ def test_identity_w_q_is_the_identity_across_heads_and_frozen(n_heads):
 
 
 def test_paper_init_options_shape_the_embeddings():
-    """"unit" gives unit-norm vectors; "normal" gives N(0, 1/d_model) entries; "standard" N(0, 1)."""
+    """ "unit" gives unit-norm vectors; "normal" gives N(0, 1/d_model) entries; "standard" N(0, 1)."""
     d = 32
-    cfg = ModelConfig(d_model=d, d_vocab=400, d_vocab_out=300, n_ctx=300,
-                      embed_init="unit", unembed_init="normal", pos_init="standard")
+    cfg = ModelConfig(
+        d_model=d,
+        d_vocab=400,
+        d_vocab_out=300,
+        n_ctx=300,
+        embed_init="unit",
+        unembed_init="normal",
+        pos_init="standard",
+    )
     model = build_model(cfg)
     norms = get_weight(model, "W_E").norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5), f"unit W_E rows have norms {norms[:5]}"
@@ -101,8 +137,7 @@ def test_disabled_positions_and_biases_are_zero_and_frozen():
 
 def test_freeze_sets_requires_grad_false_only_on_the_named_weights():
     """Frozen weights (with ``*`` layer wildcards) lose requires_grad; every other weight keeps it."""
-    cfg = ModelConfig(n_layers=2, d_model=16, d_vocab=11, n_ctx=8, use_bias=True,
-                      freeze=("W_E", "blocks.*.attn.W_V"))
+    cfg = ModelConfig(n_layers=2, d_model=16, d_vocab=11, n_ctx=8, use_bias=True, freeze=("W_E", "blocks.*.attn.W_V"))
     model = build_model(cfg)
     frozen = {"W_E", "blocks.0.attn.W_V", "blocks.1.attn.W_V"}
     for name in weight_names(model):
@@ -147,8 +182,15 @@ def test_bridge_and_hooked_model_compute_the_same_logits(variant):
 
 
 def test_bridge_freezes_the_same_weights_as_the_hooked_model():
-    cfg = ModelConfig(n_layers=2, d_model=16, d_vocab=11, n_ctx=8, positional=False,
-                      identity_W_Q=True, freeze=("W_U", "blocks.1.attn.W_O"))
+    cfg = ModelConfig(
+        n_layers=2,
+        d_model=16,
+        d_vocab=11,
+        n_ctx=8,
+        positional=False,
+        identity_W_Q=True,
+        freeze=("W_U", "blocks.1.attn.W_O"),
+    )
     hooked, bridge = build_model(cfg), build_bridge(cfg)
     for name in weight_names(hooked):
         h, b = weight_parameters(hooked, name).requires_grad, weight_parameters(bridge, name).requires_grad

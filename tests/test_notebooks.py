@@ -6,7 +6,6 @@ back: the committed notebooks stay output-free.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

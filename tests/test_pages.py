@@ -12,7 +12,8 @@ from hooks.views import readout_view
 from mechmem.pages import Page
 
 PNG = base64.b64decode(  # a 1x1 white PNG
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+)
 
 
 def test_index_links_every_section_and_subsection():
@@ -22,7 +23,7 @@ def test_index_links_every_section_and_subsection():
     sec.subsection("Layer 0")  # a repeated title still gets its own anchor
     page.section("Provenance")
     html = page.render()
-    nav = html[html.index("<nav"): html.index("</nav>")]
+    nav = html[html.index("<nav") : html.index("</nav>")]
     for anchor in ("circuits", "layer-0", "layer-0-2", "provenance"):
         assert f'href="#{anchor}"' in nav and f'id="{anchor}"' in html, f"missing anchor {anchor}"
 
@@ -48,10 +49,16 @@ def test_figures_are_embedded_and_nothing_loads_from_the_network(tmp_path):
 def test_tables_format_numbers_and_claims_say_whether_they_hold():
     page = Page("t")
     sec = page.section("S")
-    sec.table([{"name": "a", "x": 0.123456, "ok": True}, {"name": "b", "x": float("nan"), "ok": False}],
-              {"name": "component", "x": "loss (nats)", "ok": "holds"})
-    sec.claims({"seed 0": {"acc": {"expected": ">= 0.9", "measured": 0.95, "holds": True}},
-                "seed 1": {"acc": {"expected": ">= 0.9", "measured": 0.5, "holds": False}}})
+    sec.table(
+        [{"name": "a", "x": 0.123456, "ok": True}, {"name": "b", "x": float("nan"), "ok": False}],
+        {"name": "component", "x": "loss (nats)", "ok": "holds"},
+    )
+    sec.claims(
+        {
+            "seed 0": {"acc": {"expected": ">= 0.9", "measured": 0.95, "holds": True}},
+            "seed 1": {"acc": {"expected": ">= 0.9", "measured": 0.5, "holds": False}},
+        }
+    )
     html = page.render()
     assert "<th>loss (nats)</th>" in html and "0.1235" in html and "&ndash;" in html
     assert "seed 0: measured" in html and "seed 1: measured" in html and ">= 0.9" not in html  # escaped

@@ -57,8 +57,9 @@ def _factual_measure(model, data, preset):
     batch = task.sample(preset.mech_n, torch.Generator().manual_seed(0 + 100))
     with torch.no_grad():
         mass = attention_mass(model, batch)
-    return [mass["subject"], mass["relation"]], [data["mechanism"]["models"]["attention_heavy"]["attention_mass"][k]
-                                                 for k in ("subject", "relation")]
+    return [mass["subject"], mass["relation"]], [
+        data["mechanism"]["models"]["attention_heavy"]["attention_mass"][k] for k in ("subject", "relation")
+    ]
 
 
 MEASURES = {"lca": _lca_measure, "birth": _birth_measure, "factual": _factual_measure}
@@ -80,7 +81,11 @@ def test_the_saved_representative_model_is_the_model_the_experiments_measured(pa
 
 def test_every_sequence_model_reproduction_saves_a_model_and_scaling_does_not():
     assert {p: get_reproduction(p).saves_model for p in ("lca", "birth", "scaling", "factual")} == {
-        "lca": True, "birth": True, "scaling": False, "factual": True}
+        "lca": True,
+        "birth": True,
+        "scaling": False,
+        "factual": True,
+    }
 
 
 def test_every_key_figure_is_one_the_smoke_preset_draws(smoke_outputs):
@@ -100,16 +105,19 @@ def test_complete_smoke_results_have_no_problems(smoke_outputs):
         assert problems(read_results(folder), folder, "smoke", [0], paper) == []
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda f, r: (f / "seed-0" / "figures" / "wv_bar.png").unlink(), "missing (e.g. seed-0/figures/wv_bar.png)"),
-    (lambda f, r: shutil.rmtree(f / "seed-0" / "model"), "has no config.json or model.safetensors"),
-    (lambda f, r: r["runs"]["0"].pop("model"), "saved no representative model"),
-    (lambda f, r: r["preset_config"].update(m=99), "the smoke preset's sizes have changed"),
-    (lambda f, r: r["claims"].pop("hijack_monotone"), "missing ['hijack_monotone']"),
-    (lambda f, r: r["runs"]["0"]["experiments"].pop("dim"), "did not run ['dim']"),
-    (lambda f, r: r.update(seeds=[0, 1]), "seed 1 has no record"),
-    (lambda f, r: r.update(schema="other/0"), "schema 'other/0'"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda f, r: (f / "seed-0" / "figures" / "wv_bar.png").unlink(), "missing (e.g. seed-0/figures/wv_bar.png)"),
+        (lambda f, r: shutil.rmtree(f / "seed-0" / "model"), "has no config.json or model.safetensors"),
+        (lambda f, r: r["runs"]["0"].pop("model"), "saved no representative model"),
+        (lambda f, r: r["preset_config"].update(m=99), "the smoke preset's sizes have changed"),
+        (lambda f, r: r["claims"].pop("hijack_monotone"), "missing ['hijack_monotone']"),
+        (lambda f, r: r["runs"]["0"]["experiments"].pop("dim"), "did not run ['dim']"),
+        (lambda f, r: r.update(seeds=[0, 1]), "seed 1 has no record"),
+        (lambda f, r: r.update(schema="other/0"), "schema 'other/0'"),
+    ],
+)
 def test_incomplete_or_stale_results_are_named(damage, expected, smoke_outputs, tmp_path):
     folder = copy_smoke(smoke_outputs, "lca", tmp_path)
     results = read_results(folder)
@@ -134,15 +142,18 @@ def test_results_of_another_preset_seeds_or_paper_are_refused(smoke_outputs):
 # ----------------------------------------------------------------------------- the plan
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(preset="medium"), "--preset: 'medium' is not a preset"),
-    (dict(seeds=[0, 0]), "each seed once"),
-    (dict(seeds=[-1]), "every seed must be an int >= 0"),
-    (dict(papers=["lca", "gpt"]), "--papers: give each paper once"),
-    (dict(papers=[]), "--papers: give each paper once"),
-    (dict(examples=0), "--examples must be an int >= 1"),
-    (dict(jobs=0), "--jobs must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(preset="medium"), "--preset: 'medium' is not a preset"),
+        (dict(seeds=[0, 0]), "each seed once"),
+        (dict(seeds=[-1]), "every seed must be an int >= 0"),
+        (dict(papers=["lca", "gpt"]), "--papers: give each paper once"),
+        (dict(papers=[]), "--papers: give each paper once"),
+        (dict(examples=0), "--examples must be an int >= 1"),
+        (dict(jobs=0), "--jobs must be an int >= 1"),
+    ],
+)
 def test_bad_options_are_refused_before_anything_is_written(options, message, tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):
         ReportOptions(runs=tmp_path / "runs", **options)
@@ -154,8 +165,11 @@ def test_the_plan_collects_named_and_up_to_date_folders_and_runs_the_rest(smoke_
     scaling = copy_smoke(smoke_outputs, "scaling", tmp_path / "runs")  # runs/scaling-smoke: up to date
     sources = plan(ReportOptions(preset="smoke", runs=tmp_path / "runs", collect=[lca]))
     assert [(s.paper, s.collect, s.why) for s in sources] == [
-        ("lca", True, "named by --collect"), ("birth", False, "no finished results there yet"),
-        ("scaling", True, "complete and up to date"), ("factual", False, "no finished results there yet")]
+        ("lca", True, "named by --collect"),
+        ("birth", False, "no finished results there yet"),
+        ("scaling", True, "complete and up to date"),
+        ("factual", False, "no finished results there yet"),
+    ]
     assert sources[2].folder == scaling
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["scaling-smoke"], "the plan wrote something"
 
@@ -198,12 +212,17 @@ def test_the_page_shows_every_claim_with_each_seeds_measurement_and_the_papers_f
     html = report.read_text()
     for paper in FAST:
         _, results = smoke_outputs(paper)
-        section = html[html.index(f'id="{paper}"'):]
+        section = html[html.index(f'id="{paper}"') :]
         for key, claim in results["claims"].items():
-            row = section[section.index(f"<b>{key}</b>"):].split("</tr>")[0]
+            row = section[section.index(f"<b>{key}</b>") :].split("</tr>")[0]
             measured = claim["per_seed"]["0"]["measured"]
-            shown = "yes" if measured is True else "no" if measured is False else (
-                "&ndash;" if measured is None else f"{measured:.4g}")
+            shown = (
+                "yes"
+                if measured is True
+                else "no"
+                if measured is False
+                else ("&ndash;" if measured is None else f"{measured:.4g}")
+            )
             assert shown in row, f"{paper}.{key}: the row does not show the measurement {shown}:\n{row}"
             assert ("✓" if claim["per_seed"]["0"]["holds"] else "✗") in row, f"{paper}.{key}: wrong mark"
         for name in get_reproduction(paper).report_figures:
@@ -214,13 +233,13 @@ def test_the_page_shows_every_claim_with_each_seeds_measurement_and_the_papers_f
 
 def test_the_page_holds_the_circuits_of_the_representative_model(report):
     html = report.read_text()
-    lca = html[html.index('id="lca"'):html.index('id="scaling"')]
+    lca = html[html.index('id="lca"') : html.index('id="scaling"')]
     assert "Circuits of a trained model" in lca and 'id="circuits-vis-' in lca, "no circuit views under lca"
     assert html.count('<script type="module">') == 1, "the CircuitsVis bundle must be inlined exactly once"
     assert (report.parent / "lca" / "inspect.json").is_file() and (report.parent / "lca" / "ov_layer0.png").is_file()
     for link in re.findall(r'<a href="([^"#]+)"', html):
         assert (report.parent / link).is_file(), f"the page links to {link}, which is not next to it"
-    scaling = html[html.index('id="scaling"'):]
+    scaling = html[html.index('id="scaling"') :]
     assert "trains no sequence model" in scaling
 
 

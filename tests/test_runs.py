@@ -202,7 +202,9 @@ def _uninterrupted(path, task, model_cfg, train_cfg):
 
 
 @pytest.mark.parametrize("crash_at", [2, 3], ids=["before_any_checkpoint", "after_one_checkpoint"])
-def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, crash_at, tiny_task, tiny_model_config, fast_train_config):
+def test_resume_after_a_crash_matches_an_uninterrupted_run(
+    tmp_path, crash_at, tiny_task, tiny_model_config, fast_train_config
+):
     """Crash at evaluation n (before its checkpoint is written), resume from the last checkpoint:
     weights, metrics.jsonl and the returned history equal the uninterrupted run's.
 
@@ -212,7 +214,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, crash_at, t
 
     run = Run.create(tmp_path / "crashed", _run_config(tiny_model_config))
     with pytest.raises(_Crash):
-        train(build_model(tiny_model_config), tiny_task, tcfg, probes={"crash": _crash_at_evaluation(crash_at)}, run=run)
+        train(
+            build_model(tiny_model_config), tiny_task, tcfg, probes={"crash": _crash_at_evaluation(crash_at)}, run=run
+        )
     assert not (run.path / "model.safetensors").exists(), "a crashed run wrote final weights"
 
     resumed = build_model(tiny_model_config)
@@ -222,13 +226,20 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, crash_at, t
     assert _without_timing(run.metrics()) == _without_timing(ref_run.metrics()), "metrics.jsonl differs after resume"
 
 
-def test_resume_when_killed_before_the_first_checkpoint_starts_over_cleanly(tmp_path, tiny_task, tiny_model_config, fast_train_config):
+def test_resume_when_killed_before_the_first_checkpoint_starts_over_cleanly(
+    tmp_path, tiny_task, tiny_model_config, fast_train_config
+):
     """No checkpoint yet: resume trains from scratch and metrics.jsonl holds each step once."""
     _, ref_result, _ = _uninterrupted(tmp_path / "ref", tiny_task, tiny_model_config, fast_train_config)
     run = Run.create(tmp_path / "crashed", _run_config(tiny_model_config))
     with pytest.raises(_Crash):
-        train(build_model(tiny_model_config), tiny_task, fast_train_config,
-              probes={"crash": _crash_at_evaluation(2)}, run=run)
+        train(
+            build_model(tiny_model_config),
+            tiny_task,
+            fast_train_config,
+            probes={"crash": _crash_at_evaluation(2)},
+            run=run,
+        )
     assert not run.has_train_state() and [r["step"] for r in run.metrics()] == [0]
     train(build_model(tiny_model_config), tiny_task, fast_train_config, run=run, resume=True)
     steps = [r["step"] for r in run.metrics()]
@@ -300,14 +311,27 @@ def test_hard_killed_process_resumed_via_cli_matches_uninterrupted_run(tmp_path)
     """A separate process trains with a run directory and is killed with os._exit(1) mid-training
     (no cleanup, no exception handling). ``mechmem train --resume`` then finishes it, and its
     final weights equal, bit for bit, those of an uninterrupted ``mechmem train`` with the same seeds."""
-    overrides = ["task.n_keys=12", "task.n_values=6", "task.n_noise=8", "task.seq_len=8", "model.d_model=16",
-                 "steps=30", "batch_size=32", "eval_every=10", "eval_batch_size=64"]
+    overrides = [
+        "task.n_keys=12",
+        "task.n_values=6",
+        "task.n_noise=8",
+        "task.seq_len=8",
+        "model.d_model=16",
+        "steps=30",
+        "batch_size=32",
+        "eval_every=10",
+        "eval_batch_size=64",
+    ]
     killed = tmp_path / "killed"
     proc = subprocess.run(
         [sys.executable, "-c", _KILLED_TRAINING, str(killed), ";".join(overrides), str(torch.get_num_threads())],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert proc.returncode == 1, f"the training process was not killed as planned (rc={proc.returncode}):\n{proc.stderr[-2000:]}"
+    assert proc.returncode == 1, (
+        f"the training process was not killed as planned (rc={proc.returncode}):\n{proc.stderr[-2000:]}"
+    )
     assert [r["step"] for r in Run(killed).metrics()] == [0, 10], "unexpected metrics before the kill"
     assert not (killed / "model.safetensors").exists(), "the killed run wrote final weights"
 
@@ -322,20 +346,49 @@ def test_hard_killed_process_resumed_via_cli_matches_uninterrupted_run(tmp_path)
     assert _without_timing(got) == _without_timing(want), "metrics.jsonl of the resumed run differs"
 
 
-@pytest.mark.parametrize("task_name, overrides", [
-    ("lca", ["task.m=3", "task.context_len=6", "model.d_model=8"]),
-    ("factual", ["task.S=3", "task.R=2", "task.D=2", "task.seq_len=6", "model.d_model=8", "model.n_heads=2",
-                 "model.d_head=4", "model.d_mlp=8"]),
-])
+@pytest.mark.parametrize(
+    "task_name, overrides",
+    [
+        ("lca", ["task.m=3", "task.context_len=6", "model.d_model=8"]),
+        (
+            "factual",
+            [
+                "task.S=3",
+                "task.R=2",
+                "task.D=2",
+                "task.seq_len=6",
+                "model.d_model=8",
+                "model.n_heads=2",
+                "model.d_head=4",
+                "model.d_mlp=8",
+            ],
+        ),
+    ],
+)
 def test_load_run_rebuilds_a_paper_model_with_its_own_builder(tmp_path, task_name, overrides):
     """A paper task's ``build_model`` adds what a ModelConfig cannot say (permanent hooks removing the
     residual stream, the authors' init); ``load_run`` must rebuild through it, so the reloaded model
     computes exactly what the trained one did."""
     from mechmem.cli import build_configs, main
 
-    rc = main(["train", task_name, "--out", str(tmp_path), "--name", "r", "--quiet",
-               "--set", "train.steps=2", "--set", "train.eval_every=2", "--set", "train.eval_batch_size=8",
-               *sum((["--set", o] for o in overrides), [])])
+    rc = main(
+        [
+            "train",
+            task_name,
+            "--out",
+            str(tmp_path),
+            "--name",
+            "r",
+            "--quiet",
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.eval_every=2",
+            "--set",
+            "train.eval_batch_size=8",
+            *sum((["--set", o] for o in overrides), []),
+        ]
+    )
     assert rc == 0, f"mechmem train {task_name} failed"
     loaded, config = load_run(tmp_path / "r")
     task, model_cfg, _ = build_configs(task_name, overrides)
@@ -348,4 +401,5 @@ def test_load_run_rebuilds_a_paper_model_with_its_own_builder(tmp_path, task_nam
         plain = build_model(model_cfg)
         load_weights(plain, tmp_path / "r" / "model.safetensors")
         assert not torch.allclose(plain.eval()(tokens), loaded(tokens)), (
-            f"the {task_name} model should differ from a plain build_model (its builder adds hooks)")
+            f"the {task_name} model should differ from a plain build_model (its builder adds hooks)"
+        )

@@ -26,9 +26,19 @@ from mechmem.papers.scaling.optim import (
 from mechmem.papers.scaling.reproduction import CLAIMS, ScalingReproduction
 from mechmem.reproducing import make_context
 
-QUICK_KEYS = ("threshold_d_slope", "frequency_d_slope", "uniform_no_decay", "data_T_slope", "missing_mass_rel_error",
-              "joint_table_max_rel_error", "adam_beats_sgd_fraction", "small_batch_beats_large_fraction",
-              "sgd_lr_monotone_fraction", "learned_embeddings_beat_fixed_fraction", "sgd_approximation_gap")
+QUICK_KEYS = (
+    "threshold_d_slope",
+    "frequency_d_slope",
+    "uniform_no_decay",
+    "data_T_slope",
+    "missing_mass_rel_error",
+    "joint_table_max_rel_error",
+    "adam_beats_sgd_fraction",
+    "small_batch_beats_large_fraction",
+    "sgd_lr_monotone_fraction",
+    "learned_embeddings_beat_fixed_fraction",
+    "sgd_approximation_gap",
+)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +71,9 @@ def test_adam_with_zero_betas_is_sign_like():
     xs = sample_stream(cfg, gen)
     W0 = params["W"].clone()
     W = W0.clone().requires_grad_(True)
-    loss = F.cross_entropy((logits(cfg, {**params, "W": W}, xs)).reshape(-1, cfg.M), targets(cfg.N, cfg.M)[xs].reshape(-1))
+    loss = F.cross_entropy(
+        (logits(cfg, {**params, "W": W}, xs)).reshape(-1, cfg.M), targets(cfg.N, cfg.M)[xs].reshape(-1)
+    )
     (g,) = torch.autograd.grad(loss, W)
     run_steps(cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs)
     expected = W0 - (cfg.lr / cfg.d) * g / (g.abs() + cfg.eps)
@@ -88,7 +100,9 @@ def test_trials_train_independently():
     for t in range(2):
         one = {k: v[t : t + 1].clone() for k, v in params.items()}
         c1 = OptimConfig(**{**cfg.__dict__, "n_trials": 1})
-        singles.append(run_steps(c1, param_groups(c1, one), lambda x, one=one: logits(c1, one, x), xs[t : t + 1]).errors)
+        singles.append(
+            run_steps(c1, param_groups(c1, one), lambda x, one=one: logits(c1, one, x), xs[t : t + 1]).errors
+        )
     both = run_steps(cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs).errors
     assert torch.allclose(both, torch.cat(singles, dim=1)), "a trial's trajectory must not depend on the others"
 
@@ -102,8 +116,9 @@ def test_layernorm_normalises_the_hidden_vector():
 
 @pytest.mark.parametrize("model", ["matrix", "learnable", "exponential"])
 def test_training_reduces_the_error(model):
-    res = train_memory(OptimConfig(model=model, optimizer="adam", N=50, M=5, d=16, T=2048, B=64, lr=1.0, n_trials=3,
-                                   log_every=8))
+    res = train_memory(
+        OptimConfig(model=model, optimizer="adam", N=50, M=5, d=16, T=2048, B=64, lr=1.0, n_trials=3, log_every=8)
+    )
     assert res.steps[0] == 0 and res.steps[-1] == 32 and len(res.steps) == 5
     assert (res.final < res.errors[0]).all(), f"{model}: error {res.errors[0]} -> {res.final} did not decrease"
 
@@ -126,8 +141,15 @@ def test_batch_counts_count_each_batch():
 
 def test_package_exposes_experiments_and_claims():
     assert TASKS == {} and ScalingReproduction.experiments is EXPERIMENTS
-    assert set(EXPERIMENTS) >= {"error_vs_d", "error_vs_T", "joint_table", "naive_contour", "optimisers",
-                                "sgd_approximation", "heatmaps"}
+    assert set(EXPERIMENTS) >= {
+        "error_vs_d",
+        "error_vs_T",
+        "joint_table",
+        "naive_contour",
+        "optimisers",
+        "sgd_approximation",
+        "heatmaps",
+    }
 
 
 @pytest.mark.parametrize("name", ["naive_contour", "heatmaps"])
@@ -139,20 +161,36 @@ def test_cheap_experiments_return_data_and_a_figure(tmp_path, name):
 
 def test_claims_have_the_issue_keys_and_honest_holds():
     fake = {
-        "error_vs_d": {"N": 1000, "ds": [10, 20, 54, 112], "by_alpha": {"2.0": {
-            "slope": {"threshold": -1.3, "frequency": -0.28}, "mean_error": {"all": [0.8, 0.7, 0.3, 0.2]}}}},
+        "error_vs_d": {
+            "N": 1000,
+            "ds": [10, 20, 54, 112],
+            "by_alpha": {
+                "2.0": {"slope": {"threshold": -1.3, "frequency": -0.28}, "mean_error": {"all": [0.8, 0.7, 0.3, 0.2]}}
+            },
+        },
         "error_vs_T": {"slope_top_seen": -0.47, "rel_error_vs_formula": [0.1, 0.25]},
         "joint_table": {"max_rel_error": 0.3, "cells_within_tolerance": 23, "n_cells": 24},
-        "optimisers": {"adam_beats_sgd_fraction": 0.9, "small_batch_beats_large_fraction": 0.8,
-                       "sgd_lr_monotone_fraction": 0.4, "learned_embeddings_beat_fixed_fraction": 1.0},
+        "optimisers": {
+            "adam_beats_sgd_fraction": 0.9,
+            "small_batch_beats_large_fraction": 0.8,
+            "sgd_lr_monotone_fraction": 0.4,
+            "learned_embeddings_beat_fixed_fraction": 1.0,
+        },
         "sgd_approximation": {"gap_first_10_steps": 0.005},
     }
     claims = {c.key: c.score(Evidence(fake)) for c in CLAIMS if c.applies_to("quick")}
     assert tuple(claims) == QUICK_KEYS
     holds = {k: c["holds"] for k, c in claims.items()}
     assert holds == {
-        "threshold_d_slope": False, "frequency_d_slope": True, "uniform_no_decay": False, "data_T_slope": True,
-        "missing_mass_rel_error": False, "joint_table_max_rel_error": False, "adam_beats_sgd_fraction": True,
-        "small_batch_beats_large_fraction": True, "sgd_lr_monotone_fraction": False,
-        "learned_embeddings_beat_fixed_fraction": True, "sgd_approximation_gap": True,
+        "threshold_d_slope": False,
+        "frequency_d_slope": True,
+        "uniform_no_decay": False,
+        "data_T_slope": True,
+        "missing_mass_rel_error": False,
+        "joint_table_max_rel_error": False,
+        "adam_beats_sgd_fraction": True,
+        "small_batch_beats_large_fraction": True,
+        "sgd_lr_monotone_fraction": False,
+        "learned_embeddings_beat_fixed_fraction": True,
+        "sgd_approximation_gap": True,
     }, f"wrong holds: {holds}"

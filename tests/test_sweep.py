@@ -61,7 +61,10 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, task_module):
     n_configs, sleep = 12, 0.25
     proc = subprocess.Popen(
         [sys.executable, str(tmp_path / "driver.py"), str(results), str(n_configs), str(sleep), "2"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.time() + 60
@@ -109,13 +112,17 @@ def test_failure_keeps_finished_rows_and_names_the_config(tmp_path, task_module)
 
 def test_results_file_of_a_different_grid_is_rejected(tmp_path, task_module):
     path = tmp_path / "r.jsonl"
-    run_sweep(task_module.slow_square, expand_grid({"n": [1, 2]}, fixed={"sleep": 0.0}), path, workers=1, progress=False)
+    run_sweep(
+        task_module.slow_square, expand_grid({"n": [1, 2]}, fixed={"sleep": 0.0}), path, workers=1, progress=False
+    )
     with pytest.raises(ValueError, match="different grid"):
-        run_sweep(task_module.slow_square, expand_grid({"n": [1, 3]}, fixed={"sleep": 0.0}), path, workers=1,
-                  progress=False)
+        run_sweep(
+            task_module.slow_square, expand_grid({"n": [1, 3]}, fixed={"sleep": 0.0}), path, workers=1, progress=False
+        )
     # the same grid in another order is the same sweep
-    rows = run_sweep(task_module.slow_square, expand_grid({"n": [2, 1]}, fixed={"sleep": 0.0}), path, workers=1,
-                     progress=False)
+    rows = run_sweep(
+        task_module.slow_square, expand_grid({"n": [2, 1]}, fixed={"sleep": 0.0}), path, workers=1, progress=False
+    )
     assert [r["config"]["n"] for r in rows] == [2, 1]
 
 
@@ -151,8 +158,10 @@ def test_rows_are_single_json_lines(tmp_path, task_module):
     run_sweep(task_module.slow_square, expand_grid({"n": [5]}, fixed={"sleep": 0.0}), path, workers=1, progress=False)
     (line,) = path.read_text().splitlines()
     row = json.loads(line)
-    assert row["config"] == {"n": 5, "sleep": 0.0} and row["result"] == {"square": 25} and row["key"] == config_key(
-        {"sleep": 0.0, "n": 5}
+    assert (
+        row["config"] == {"n": 5, "sleep": 0.0}
+        and row["result"] == {"square": 25}
+        and row["key"] == config_key({"sleep": 0.0, "n": 5})
     ), f"unexpected row {row}"
 
 
@@ -168,8 +177,13 @@ def test_rows_are_single_json_lines(tmp_path, task_module):
     ],
 )
 def test_bad_sweep_input_is_rejected_before_work(tmp_path, task_module, kwargs, exc, match):
-    args = dict(fn=task_module.slow_square, configs=[{"n": 1, "sleep": 0.0}], path=tmp_path / "r.jsonl",
-                workers=1, progress=False)
+    args = dict(
+        fn=task_module.slow_square,
+        configs=[{"n": 1, "sleep": 0.0}],
+        path=tmp_path / "r.jsonl",
+        workers=1,
+        progress=False,
+    )
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         run_sweep(args.pop("fn"), args.pop("configs"), args.pop("path"), **args)
@@ -186,8 +200,9 @@ def test_expand_grid_is_the_cartesian_product():
 @pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
 def test_ray_backend_without_ray_says_how_to_install(tmp_path, task_module):
     with pytest.raises(ImportError, match=r"mechmem\[ray\]"):
-        run_sweep(task_module.slow_square, [{"n": 1, "sleep": 0.0}], tmp_path / "r.jsonl", backend="ray",
-                  progress=False)
+        run_sweep(
+            task_module.slow_square, [{"n": 1, "sleep": 0.0}], tmp_path / "r.jsonl", backend="ray", progress=False
+        )
 
 
 def test_ray_backend_runs_and_resumes(tmp_path, task_module, monkeypatch):
@@ -195,8 +210,12 @@ def test_ray_backend_runs_and_resumes(tmp_path, task_module, monkeypatch):
     ray = pytest.importorskip("ray")
     # a loaded 2-core machine can need more than Ray's default 30 s to start its raylet
     monkeypatch.setenv("RAY_raylet_start_wait_time_s", "180")
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}},
+    )
     try:
         path = tmp_path / "r.jsonl"
         configs = expand_grid({"n": [1, 2, 3]}, fixed={"sleep": 0.0})

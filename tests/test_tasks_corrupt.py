@@ -69,7 +69,8 @@ def test_lca_corruption_is_a_context_of_the_new_target_with_the_same_hamming_str
     y, y_new = clean.labels["y"], corrupted.labels["y"]
     assert (y != y_new).all() and torch.equal(corrupted.targets[:, -1], y_new)
     assert torch.equal(hamming(clean.tokens, y[:, None]), hamming(corrupted.tokens, y_new[:, None])), (
-        "every context token must keep its Hamming distance to the target")
+        "every context token must keep its Hamming distance to the target"
+    )
 
 
 def test_factual_corruption_swaps_the_subject_for_one_with_another_answer():

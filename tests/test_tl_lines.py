@@ -23,13 +23,54 @@ DATA = Path(__file__).parent / "data"
 #: with TransformerLens 3.9's HookedTransformer init (mechmem before the explicit init)
 CHECKSUMS = {
     "attn_only": (dict(n_layers=1, n_heads=1, d_model=16, d_vocab=11, n_ctx=8), "2972b62681f5a855"),
-    "mlp_ln_bias": (dict(n_layers=2, n_heads=2, d_model=16, d_vocab=11, n_ctx=8, attn_only=False,
-                         normalization="LN", use_bias=True, act_fn="gelu", seed=3), "7781029b9603d6a2"),
-    "lnpre_dhead_out": (dict(n_layers=2, n_heads=4, d_model=16, d_head=2, d_vocab=11, d_vocab_out=5, n_ctx=6,
-                             attn_only=False, d_mlp=24, normalization="LNPre", seed=1), "900ae14028cd5855"),
-    "float64_paper_inits": (dict(n_layers=3, n_heads=4, d_model=64, d_vocab=50, n_ctx=32, identity_W_Q=True,
-                                 positional=False, embed_init="unit", unembed_init="default",
-                                 pos_init="standard", seed=5, dtype="float64"), "2b3b0a70853d6403"),
+    "mlp_ln_bias": (
+        dict(
+            n_layers=2,
+            n_heads=2,
+            d_model=16,
+            d_vocab=11,
+            n_ctx=8,
+            attn_only=False,
+            normalization="LN",
+            use_bias=True,
+            act_fn="gelu",
+            seed=3,
+        ),
+        "7781029b9603d6a2",
+    ),
+    "lnpre_dhead_out": (
+        dict(
+            n_layers=2,
+            n_heads=4,
+            d_model=16,
+            d_head=2,
+            d_vocab=11,
+            d_vocab_out=5,
+            n_ctx=6,
+            attn_only=False,
+            d_mlp=24,
+            normalization="LNPre",
+            seed=1,
+        ),
+        "900ae14028cd5855",
+    ),
+    "float64_paper_inits": (
+        dict(
+            n_layers=3,
+            n_heads=4,
+            d_model=64,
+            d_vocab=50,
+            n_ctx=32,
+            identity_W_Q=True,
+            positional=False,
+            embed_init="unit",
+            unembed_init="default",
+            pos_init="standard",
+            seed=5,
+            dtype="float64",
+        ),
+        "2b3b0a70853d6403",
+    ),
 }
 
 
@@ -69,10 +110,16 @@ def test_explicit_init_replicates_hooked_transformer_39_draws(config):
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.manual_seed(cfg.seed)
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-        ht = HookedTransformer(HookedTransformerConfig(**tl_config_dict(cfg), device="cpu", dtype=dtype),
-                               move_to_device=False)
-    order = [n.replace("embed.W_E", "W_E").replace("pos_W_pos", "W_pos").replace("pos_embed.W_pos", "W_pos")
-             .replace("unembed.", "") for n, _ in ht.named_parameters()]
+        ht = HookedTransformer(
+            HookedTransformerConfig(**tl_config_dict(cfg), device="cpu", dtype=dtype), move_to_device=False
+        )
+    order = [
+        n.replace("embed.W_E", "W_E")
+        .replace("pos_W_pos", "W_pos")
+        .replace("pos_embed.W_pos", "W_pos")
+        .replace("unembed.", "")
+        for n, _ in ht.named_parameters()
+    ]
     assert order == list(weight_shapes(tl_config_dict(cfg))), "weight_shapes is not in named_parameters order"
     from mechmem.models import _base_weights
 

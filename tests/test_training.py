@@ -55,7 +55,9 @@ def test_frozen_weights_stay_bit_identical_while_the_rest_trains(
 
 
 @pytest.mark.parametrize("start", [0, 10, 15])
-def test_freeze_until_keeps_a_weight_at_init_until_its_start_step(start, tiny_task, tiny_model_config, fast_train_config):
+def test_freeze_until_keeps_a_weight_at_init_until_its_start_step(
+    start, tiny_task, tiny_model_config, fast_train_config
+):
     """``freeze_until={W_O: s}``: W_O is exactly at its init after s steps and moves afterwards.
 
     ``start=0`` means "train from the first step"; ``start=10`` coincides with an evaluation."""
@@ -101,8 +103,16 @@ def test_tiny_recall_task_is_learned_to_at_least_99_percent(tiny_task):
     """The built-in recall task is solvable by one attention head: 80 Adam steps suffice.
 
     Accuracy is measured on 512 held-out sequences (one eval batch), so 99% means at most 5 errors."""
-    cfg = ModelConfig(n_layers=1, n_heads=1, d_model=32, d_vocab=tiny_task.d_vocab, d_vocab_out=tiny_task.d_vocab_out,
-                      n_ctx=tiny_task.seq_len, positional=False, seed=0)
+    cfg = ModelConfig(
+        n_layers=1,
+        n_heads=1,
+        d_model=32,
+        d_vocab=tiny_task.d_vocab,
+        d_vocab_out=tiny_task.d_vocab_out,
+        n_ctx=tiny_task.seq_len,
+        positional=False,
+        seed=0,
+    )
     tcfg = TrainConfig(steps=80, batch_size=64, lr=1e-2, eval_every=40, eval_batch_size=512, seed=0, progress=False)
     result = train(build_model(cfg), tiny_task, tcfg)
     assert result.history[0]["accuracy"] < 0.5, f"untrained model already scores {result.history[0]['accuracy']}"

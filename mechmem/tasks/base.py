@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, Optional
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -29,7 +29,7 @@ class Batch(NamedTuple):
     tokens: Int[Tensor, "batch pos"]
     targets: Int[Tensor, "batch pos"]
     mask: Bool[Tensor, "batch pos"]
-    labels: Optional[dict[str, Tensor]] = None
+    labels: dict[str, Tensor] | None = None
 
     def to(self, device: str | torch.device) -> "Batch":
         labels = None if self.labels is None else {k: v.to(device) for k, v in self.labels.items()}
@@ -127,12 +127,8 @@ class Task:
     def check_fits(self, n_ctx: int, d_vocab: int, d_vocab_out: int) -> None:
         """Raise ``ValueError`` if this task's sequences or vocabularies do not fit a model."""
         if self.seq_len > n_ctx:
-            raise ValueError(
-                f"task {self.name}: seq_len={self.seq_len} exceeds the model's n_ctx={n_ctx}"
-            )
+            raise ValueError(f"task {self.name}: seq_len={self.seq_len} exceeds the model's n_ctx={n_ctx}")
         if self.d_vocab > d_vocab:
             raise ValueError(f"task {self.name}: needs d_vocab >= {self.d_vocab}, the model has {d_vocab}")
         if self.d_vocab_out > d_vocab_out:
-            raise ValueError(
-                f"task {self.name}: needs d_vocab_out >= {self.d_vocab_out}, the model has {d_vocab_out}"
-            )
+            raise ValueError(f"task {self.name}: needs d_vocab_out >= {self.d_vocab_out}, the model has {d_vocab_out}")

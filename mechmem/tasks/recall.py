@@ -77,8 +77,9 @@ class RecallTask(Task):
         keys, device = keys.cpu(), batch.tokens.device
         differs = self.values[None, :] != self.values[keys][:, None]  # [batch, n_keys]
         if not differs.any(1).all():
-            raise ValueError("recall task: every key has the same value (n_values=1?); "
-                             "no corruption changes the answer")
+            raise ValueError(
+                "recall task: every key has the same value (n_values=1?); no corruption changes the answer"
+            )
         new_keys = torch.multinomial(differs.float(), 1, generator=generator).squeeze(1)
         tokens, targets = batch.tokens.clone(), batch.targets.clone()
         tokens[torch.arange(len(keys), device=device), where] = new_keys.to(device)
@@ -94,8 +95,14 @@ class RecallTask(Task):
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
-            n_layers=1, n_heads=1, d_model=32, d_vocab=self.d_vocab, d_vocab_out=self.d_vocab_out,
-            n_ctx=self.seq_len, attn_only=True, positional=False,
+            n_layers=1,
+            n_heads=1,
+            d_model=32,
+            d_vocab=self.d_vocab,
+            d_vocab_out=self.d_vocab_out,
+            n_ctx=self.seq_len,
+            attn_only=True,
+            positional=False,
         )
 
     def train_config(self):

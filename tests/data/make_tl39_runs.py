@@ -22,10 +22,25 @@ from mechmem.runs import load_run
 
 HERE = Path(__file__).parent
 RUNS = {
-    "run_tl39_factual": ["factual", "task.S=4", "task.R=4", "task.D=4", "task.seq_len=8", "model.d_model=16",
-                         "model.n_heads=2", "model.d_head=4", "model.d_mlp=16"],
-    "run_tl39_recall": ["recall", "model.normalization=LN", "model.attn_only=false", "model.use_bias=true",
-                        "model.n_layers=2", "model.n_heads=2"],
+    "run_tl39_factual": [
+        "factual",
+        "task.S=4",
+        "task.R=4",
+        "task.D=4",
+        "task.seq_len=8",
+        "model.d_model=16",
+        "model.n_heads=2",
+        "model.d_head=4",
+        "model.d_mlp=16",
+    ],
+    "run_tl39_recall": [
+        "recall",
+        "model.normalization=LN",
+        "model.attn_only=false",
+        "model.use_bias=true",
+        "model.n_layers=2",
+        "model.n_heads=2",
+    ],
 }
 TRAIN = ["train.steps=30", "train.batch_size=64", "train.eval_every=30", "train.eval_batch_size=64"]
 
@@ -48,8 +63,11 @@ def make(name: str, args: list[str]) -> None:
     tokens = fixture_tokens(model.cfg.n_ctx, model.cfg.d_vocab)
     with torch.no_grad():
         logits = model(tokens)
-    save_file({"tokens": tokens, "logits": logits.contiguous()}, str(out / "expected.safetensors"),
-              metadata={"model": type(model).__name__, "transformer_lens": ".".join(map(str, tl_version()))})
+    save_file(
+        {"tokens": tokens, "logits": logits.contiguous()},
+        str(out / "expected.safetensors"),
+        metadata={"model": type(model).__name__, "transformer_lens": ".".join(map(str, tl_version()))},
+    )
     print(f"{out}: {type(model).__name__}, logits {tuple(logits.shape)}")
 
 

@@ -382,11 +382,22 @@ def mechanism_experiment(ctx: Context) -> ExperimentResult:
     for label, (H, m) in (("attention_heavy", p.attention_heavy), ("mlp_heavy", p.mlp_heavy)):
         model, fit = train_corner(task, H, m, p.mech_steps, p.batch, seed=ctx.seed)
         if label == "attention_heavy":
-            train = {"optimizer": "adam", "lr": 1e-2, "batch_size": p.batch, "max_steps": p.mech_steps,
-                     "steps": fit.steps, "stop_at": 1.0, "seed": ctx.seed}
-            ctx.save_model(model, task, train=train,
-                           about=f"the attention-heavy model (H = {H} heads, MLP width m = {m}): facts stored in the "
-                           "heads' OV circuits")
+            train = {
+                "optimizer": "adam",
+                "lr": 1e-2,
+                "batch_size": p.batch,
+                "max_steps": p.mech_steps,
+                "steps": fit.steps,
+                "stop_at": 1.0,
+                "seed": ctx.seed,
+            }
+            ctx.save_model(
+                model,
+                task,
+                train=train,
+                about=f"the attention-heavy model (H = {H} heads, MLP width m = {m}): facts stored in the "
+                "heads' OV circuits",
+            )
         results["models"][label] = {
             "H": H,
             "m": m,

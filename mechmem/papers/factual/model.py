@@ -17,6 +17,7 @@
 
 Parameter count (the paper's axis): ``P = 4 H d_h d + 2 m d`` (no biases, no embeddings).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,16 @@ from hooks.weights import get_weight, set_weight_, weight_views
 from mechmem.config import ModelConfig
 from mechmem.models import build_model
 
-FROZEN = ("W_E", "W_U", "b_U", "blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V",
-          "blocks.0.attn.b_O", "blocks.0.mlp.b_out")
+FROZEN = (
+    "W_E",
+    "W_U",
+    "b_U",
+    "blocks.0.attn.b_Q",
+    "blocks.0.attn.b_K",
+    "blocks.0.attn.b_V",
+    "blocks.0.attn.b_O",
+    "blocks.0.mlp.b_out",
+)
 
 
 def factual_model_config(task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 64, seed: int = 0) -> ModelConfig:
@@ -40,9 +49,23 @@ def factual_model_config(task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 6
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     return ModelConfig(
-        n_layers=1, n_heads=H, d_model=d, d_head=d_h, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out,
-        n_ctx=task.seq_len, attn_only=False, d_mlp=m, act_fn="relu", normalization=None, positional=False,
-        use_bias=True, freeze=FROZEN, embed_init="normal", unembed_init="normal", seed=seed,
+        n_layers=1,
+        n_heads=H,
+        d_model=d,
+        d_head=d_h,
+        d_vocab=task.d_vocab,
+        d_vocab_out=task.d_vocab_out,
+        n_ctx=task.seq_len,
+        attn_only=False,
+        d_mlp=m,
+        act_fn="relu",
+        normalization=None,
+        positional=False,
+        use_bias=True,
+        freeze=FROZEN,
+        embed_init="normal",
+        unembed_init="normal",
+        seed=seed,
     )
 
 
@@ -51,8 +74,9 @@ def parameter_count(d: int, H: int, d_h: int, m: int) -> int:
     return 4 * H * d_h * d + 2 * m * d
 
 
-def build_factual_model(task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 64, seed: int = 0,
-                        eos_residual: bool = False):
+def build_factual_model(
+    task, d: int = 32, H: int = 8, d_h: int = 8, m: int = 64, seed: int = 0, eos_residual: bool = False
+):
     """Build, initialise as the authors, and (unless ``eos_residual``) remove the EOS-embedding residual."""
     return finish_factual_model_(build_model(factual_model_config(task, d, H, d_h, m, seed)), eos_residual)
 
@@ -101,8 +125,9 @@ def eos_logits(model, counts: Float[Tensor, "batch d_vocab"], eos: int) -> Float
     costs ``O(batch * vocab * H * d_h)`` instead of TransformerLens's ``O(batch * T^2)`` attention and MLP at every
     position, and it uses (and trains) the model's own parameters. Tested equal to ``model(tokens)[:, -1]``.
     """
-    names = ["W_E", "W_U", "b_U"] + [f"blocks.0.attn.{w}" for w in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V",
-                                                                       "W_O", "b_O")]
+    names = ["W_E", "W_U", "b_U"] + [
+        f"blocks.0.attn.{w}" for w in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")
+    ]
     E, W_U, b_U, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O = weight_views(model, *names)  # E: [V, d]
     q = E[eos] @ W_Q + b_Q  # [H, d_h]   (W_Q: [H, d, d_h])
     k = E @ W_K + b_K[:, None]  # [H, V, d_h]

@@ -65,10 +65,21 @@ def lca_model_config(task: LatentConceptTask, spec: LCAModelSpec) -> ModelConfig
     if not spec.train_embed:
         freeze.append("W_E")
     return ModelConfig(
-        n_layers=1, n_heads=1, d_model=spec.d_model, d_head=spec.d_model, d_vocab=task.d_vocab,
-        d_vocab_out=task.d_vocab_out, n_ctx=task.seq_len, attn_only=True, normalization=None,
-        positional=False, use_bias=False, freeze=tuple(freeze), embed_init="normal",
-        unembed_init="normal", seed=spec.seed,
+        n_layers=1,
+        n_heads=1,
+        d_model=spec.d_model,
+        d_head=spec.d_model,
+        d_vocab=task.d_vocab,
+        d_vocab_out=task.d_vocab_out,
+        n_ctx=task.seq_len,
+        attn_only=True,
+        normalization=None,
+        positional=False,
+        use_bias=False,
+        freeze=tuple(freeze),
+        embed_init="normal",
+        unembed_init="normal",
+        seed=spec.seed,
     )
 
 

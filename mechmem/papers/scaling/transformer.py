@@ -33,8 +33,20 @@ FROZEN = ("W_E", "W_U", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn
 def memory_model_config(N: int, M: int, d: int, seed: int = 0, dtype: str = "float64") -> ModelConfig:
     """One layer, one head of size d, attention only, vocab N in and M out, context 1; only W_V is trainable."""
     return ModelConfig(
-        n_layers=1, n_heads=1, d_model=d, d_head=d, d_vocab=N, d_vocab_out=M, n_ctx=1, attn_only=True,
-        normalization=None, positional=False, use_bias=False, freeze=FROZEN, seed=seed, dtype=dtype,
+        n_layers=1,
+        n_heads=1,
+        d_model=d,
+        d_head=d,
+        d_vocab=N,
+        d_vocab_out=M,
+        n_ctx=1,
+        attn_only=True,
+        normalization=None,
+        positional=False,
+        use_bias=False,
+        freeze=FROZEN,
+        seed=seed,
+        dtype=dtype,
     )
 
 
@@ -53,9 +65,7 @@ def remove_direct_path_(model) -> None:
     model.add_perma_hook("blocks.0.hook_resid_post", subtract)
 
 
-def memory_transformer(
-    W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"], seed: int = 0
-):
+def memory_transformer(W: Float[Tensor, "d d"], E: Float[Tensor, "N d"], U: Float[Tensor, "M d"], seed: int = 0):
     """A model whose forward on ``[[x]]`` gives the logits ``u_y^T W e_x`` (see module docstring)."""
     N, d = E.shape
     M = U.shape[0]

@@ -5,7 +5,7 @@ The baseline is a plain ``nn.Module`` holding copies of the same parameters and 
 same function with ``F.scaled_dot_product_attention``. Both run in this process, alternating,
 so machine load affects both alike. Prints the median time ratio as ``ratio=<value>``.
 
-    python benchmarks/train_step.py [--reps 7] [--steps 5]
+    python benchmarks/train_step.py [--reps 7] [--steps 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mechmem import ModelConfig, build_model
+from mechmem.threads import DEFAULT_THREADS
 
 CFG = ModelConfig(n_layers=2, n_heads=1, d_model=128, d_vocab=65, n_ctx=256, attn_only=True, use_bias=True)
 BATCH = 64
@@ -70,7 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads (default: mechmem's, 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     hooked = build_model(CFG)
     plain = PlainAttnOnly(hooked)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hooks.checks import check_layers, check_tokens
 from hooks.names import (
     HookName,
     active_hook_names,
@@ -106,8 +107,7 @@ def _validate(model: nn.Module, ab: Ablation, seq_len: int | None) -> _Prepared:
     if ab.kind != "zero":
         if ab.reference is None or not isinstance(ab.reference, Tensor) or ab.reference.dim() != 2:
             raise ValueError(f"a {ab.kind!r} ablation needs reference tokens [batch, pos] (Ablation.reference)")
-        if ab.reference.shape[0] < 1:
-            raise ValueError("Ablation.reference must hold at least one example")
+        check_tokens(model, ab.reference, "Ablation.reference")
         if ab.kind == "resample" or ab.per_position:
             if seq_len is not None and ab.reference.shape[1] != seq_len:
                 raise ValueError(
@@ -153,7 +153,8 @@ def _replacement(p: _Prepared, act: Tensor) -> Tensor:
         torch.broadcast_shapes(ref.shape, act.shape)
     except RuntimeError:
         raise ValueError(
-            f"{kind} ablation of {p.name}: reference activations {tuple(ref.shape)} do not fit the run's {tuple(act.shape)}"
+            f"{kind} ablation of {p.name}: reference activations {tuple(ref.shape)} "
+            f"do not fit the run's {tuple(act.shape)}"
         ) from None
     return ref
 
@@ -214,7 +215,7 @@ def ablation_hooks(
 def run_with_ablations(model: nn.Module, tokens: Tensor, ablations: Sequence[Ablation]) -> Tensor:
     """Logits of ``model(tokens)`` with all ``ablations`` applied together (no_grad, eval mode;
     the model's hooks, mode and flags are restored afterwards)."""
-    _check_tokens(tokens)
+    check_tokens(model, tokens)
     fwd_hooks = ablation_hooks(model, ablations, seq_len=tokens.shape[1])
     with preserved_state(model), torch.no_grad():
         model.eval()
@@ -233,15 +234,6 @@ def ablate(model: nn.Module, ablations: Sequence[Ablation]) -> Iterator[nn.Modul
         yield model
     finally:
         remove_tracked_hooks(handles)
-
-
-def _check_tokens(tokens) -> None:
-    if (
-        not isinstance(tokens, Tensor)
-        or tokens.dim() != 2
-        or tokens.dtype not in (torch.long, torch.int32, torch.int64)
-    ):
-        raise TypeError(f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', type(tokens))}")
 
 
 def metric_value(metric: Metric, logits: Tensor) -> float:
@@ -320,14 +312,16 @@ def ablation_sweep(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    _check_tokens(tokens)
+    check_tokens(model, tokens)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if isinstance(components, str):
         components = [components]
-    layers = list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
+    layers = check_layers(model, layers)
     if kind != "zero" and reference is None:
         reference = tokens
+    if reference is not None:
+        check_tokens(model, reference, "reference")
     items = _sweep_items(model, components, layers)
     with preserved_state(model), torch.no_grad():
         model.eval()

@@ -71,11 +71,7 @@ def positional_embedding(model: nn.Module) -> Float[Tensor, "n_ctx d_model"] | N
 
 
 def ov_through_embeddings(
-    model: nn.Module,
-    layer: int,
-    head: int,
-    tokens: Sequence[int] | None = None,
-    outputs: Sequence[int] | None = None,
+    model: nn.Module, layer: int, head: int, tokens: Sequence[int] | None = None, outputs: Sequence[int] | None = None
 ) -> Float[Tensor, "token output"]:
     """``W_E[tokens] W_V W_O W_U[:, outputs]``: logits added per unit of attention on each token."""
     W_E, W_U = get_weight(model, "W_E"), get_weight(model, "W_U")
@@ -85,11 +81,7 @@ def ov_through_embeddings(
 
 
 def qk_through_embeddings(
-    model: nn.Module,
-    layer: int,
-    head: int,
-    queries: Sequence[int] | None = None,
-    keys: Sequence[int] | None = None,
+    model: nn.Module, layer: int, head: int, queries: Sequence[int] | None = None, keys: Sequence[int] | None = None
 ) -> Float[Tensor, "query key"]:
     """``W_E[queries] W_Q W_K^T W_E[keys]^T / attn_scale``: pre-softmax score of each token pair."""
     W_E = get_weight(model, "W_E")

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from typing import Union
 
 import torch
 from torch import nn
 
-HookName = Union[str, tuple]
+HookName = str | tuple
 
 _ACTIVE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, frozenset[str]]]" = weakref.WeakKeyDictionary()
 # model -> (config key, names whose edits were seen to change the logits); inert answers are not
@@ -54,7 +53,7 @@ def active_hook_names(model: nn.Module) -> frozenset[str]:
 
     fired: set[int] = set()
     hook_points = {}
-    for name, hp in model.hook_dict.items():
+    for hp in model.hook_dict.values():
         hook_points.setdefault(id(hp), hp)
     device = next(model.parameters()).device
     with preserved_state(model), torch.no_grad():

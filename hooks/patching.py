@@ -50,7 +50,8 @@ from torch import Tensor, nn
 
 from hooks.ablation import metric_value
 from hooks.bridge import has_live_attention, past_keys_values
-from hooks.names import active_hook_names, check_hooks_editable, check_layer, check_positions
+from hooks.checks import check_layers, check_positive_finite, check_tokens
+from hooks.names import active_hook_names, check_hooks_editable, check_positions
 from hooks.state import count_hooks, preserved_state
 from hooks.weights import is_bridge
 
@@ -225,10 +226,11 @@ class PatchingEngine:
         logit_positions: Sequence[int] | None = None,
     ):
         _check_inputs(clean_tokens, corrupted_tokens)
+        check_tokens(model, clean_tokens, "clean_tokens")
+        check_tokens(model, corrupted_tokens, "corrupted_tokens")
         if not callable(metric):
             raise TypeError(f"metric must be callable (logits -> scalar), got {type(metric).__name__}")
-        if not memory_budget_gb > 0:
-            raise ValueError(f"memory_budget_gb must be > 0, got {memory_budget_gb!r}")
+        check_positive_finite(memory_budget_gb, "memory_budget_gb")
         self.model, self.metric, self.per_example = model, metric, per_example
         self.clean_tokens, self.corrupted_tokens = clean_tokens, corrupted_tokens
         self.batch, self.seq = corrupted_tokens.shape
@@ -421,7 +423,6 @@ class PatchingEngine:
     def _run_pass(self, act: str, p: Pass) -> Tensor:
         """Patched logits ``[K * batch, len(logit_positions), d_vocab]`` of one pass, rows in the
         order of ``p.variants``."""
-        K, B = len(p.variants), self.batch
         names = [_hook_name(act, layer) for layer, _ in p.ends]
         clean_cache, (corr_logits, corr) = self._caches(names)
         if not self.can_start:
@@ -563,7 +564,7 @@ class PatchingEngine:
         if sweep not in SWEEPS:
             raise ValueError(f"unknown sweep {sweep!r}; allowed: {sorted(SWEEPS)}")
         model = self.model
-        layers = list(range(model.cfg.n_layers)) if layers is None else [check_layer(model, int(l)) for l in layers]
+        layers = check_layers(model, layers)
         act = SWEEPS[sweep][0]
         active = active_hook_names(model)
         missing = [_hook_name(act, l) for l in layers if _hook_name(act, l) not in active]

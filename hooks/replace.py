@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 
 from hooks.bridge import has_live_attention
+from hooks.checks import check_weight_name
 from hooks.compat import attention_scale
 from hooks.names import check_head, check_hooks_editable, check_layer
 from hooks.state import add_tracked_hook, remove_tracked_hooks
@@ -116,7 +117,8 @@ def _normalise_key(key) -> str | Head | OV:
     if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str):
         return Head(*key)
     raise TypeError(
-        f"replace_weights keys must be a weight name (str), (name, head), Head(name, head) or OV(layer, head); got {key!r}"
+        "replace_weights keys must be a weight name (str), (name, head), Head(name, head) or OV(layer, head); "
+        f"got {key!r}"
     )
 
 
@@ -133,6 +135,8 @@ def _plan(model: nn.Module, replacements: Mapping) -> _Plan:
 
     for raw_key, value in replacements.items():
         key = _normalise_key(raw_key)
+        if isinstance(key, (str, Head)):
+            check_weight_name(model, key if isinstance(key, str) else key.name)
         if isinstance(key, str):
             check_replacement(model, key, value)
             current[key] = value.detach().clone()
@@ -148,7 +152,8 @@ def _plan_head(model, key: Head, value, full, plan: _Plan) -> None:
     short = key.name.rsplit(".", 1)[-1]
     if short not in _HEAD_WEIGHTS or not key.name.startswith("blocks."):
         raise ValueError(
-            f"head-level entries need an attention weight blocks.{{l}}.attn.{{{'|'.join(_HEAD_WEIGHTS)}}}, got {key.name!r}"
+            f"head-level entries need an attention weight blocks.{{l}}.attn.{{{'|'.join(_HEAD_WEIGHTS)}}}, "
+            f"got {key.name!r}"
         )
     slot(model, key.name)  # unknown name -> error listing the closest
     weight = full(key.name)

@@ -27,7 +27,7 @@ _EXPORTS = {
     "Batch": "mechmem.tasks",
     "RecallTask": "mechmem.tasks",
     "Task": "mechmem.tasks",
-    "TrainConfig": "mechmem.training",
+    "TrainConfig": "mechmem.config",
     "TrainResult": "mechmem.training",
     "evaluate": "mechmem.training",
     "train": "mechmem.training",

@@ -1,18 +1,38 @@
 """The ``mechmem`` command: list, train, reproduce (and the commands paper packages add).
 
-Heavy imports (torch, TransformerLens) happen inside the commands, so ``mechmem --help`` is fast.
+Building the parser imports neither torch nor TransformerLens (the tasks, papers and paper
+commands are declared by name in ``mechmem.registry``), so ``mechmem --help`` and argument
+errors answer at once; the heavy imports happen inside the command that needs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_RUNS = Path("runs")
 
+#: What each file of a run folder holds (``mechmem train`` lists them when it finishes).
+RUN_FILES = {
+    "config.json": "task, model and training configs (and your --set overrides)",
+    "metrics.jsonl": "one line of eval metrics per evaluation",
+    "model.safetensors": "the final weights (TransformerLens names)",
+    "train_state.safetensors": "the resumable checkpoint (weights, optimiser, data RNG, step)",
+    "results.json": "final metrics, steps, threads, training time",
+    "manifest.json": "sha256 of every file the run wrote, checked by --resume and load_run",
+    "figures/training.png": "eval loss and accuracy curves",
+    ".mechmem.json": "marker: mechmem made this folder (--overwrite deletes nothing else)",
+    ".mechmem.lock": "writer lock: one process writes this run at a time",
+}
 
-def _parser() -> argparse.ArgumentParser:
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; the paper command ``command`` (if any) gets its real arguments."""
+    from mechmem.registry import PAPERS, add_command_parsers
+
     parser = argparse.ArgumentParser(
         prog="mechmem",
         description="Transformers as associative memories: toy models, training and hook experiments.",
@@ -33,21 +53,30 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config field: task.<f>, model.<f> or train.<f> (prefix optional "
         "when unambiguous), e.g. --set model.d_model=64 --set lr=0.01",
     )
-    p.add_argument("--name", help="run name (default: the task name)")
+    p.add_argument("--name", help="run name, one folder name (default: the task name)")
     p.add_argument("--out", type=Path, default=DEFAULT_RUNS, help="folder holding run directories (default: runs)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory made by mechmem")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads while training (default: train.threads, 1; results are the same at any count)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reproduce", help="reproduce a paper's claims (writes results.json: claims, timings, versions)")
-    p.add_argument("paper", help="paper name: lca, birth, scaling or factual")
+    p.add_argument("paper", help=f"paper name: {', '.join(PAPERS)}")
     add_reproduce_arguments(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("inspect", help="write an HTML page of a run's circuits: attention, OV/QK, ablations, patching")
     p.add_argument("run_dir", type=Path, help="a run directory (made by `mechmem train`)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/inspect)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it holds another kind of mechmem output"
+    )
     p.add_argument("--bridge", action="store_true", help="inspect the model as a TransformerBridge (boot_native)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--examples", type=int, default=3, help="examples shown in the attention views (default 3)")
@@ -108,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="the report's folder (default: RUNS/report-<preset>)")
     p.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it holds another kind of mechmem output"
+    )
+    p.add_argument(
         "--rerun", action="store_true", help="run again into RUNS/<paper>-<preset> when its results cannot be reported"
     )
     p.add_argument("--jobs", type=int, default=None, help="processes per reproduction (its seeds in parallel)")
@@ -115,11 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_report, seed=None)
 
-    from mechmem.registry import available_papers
-
-    for module in available_papers(warn=True).values():
-        if hasattr(module, "add_cli"):
-            module.add_cli(sub)
+    add_command_parsers(sub, command)
     return parser
 
 
@@ -127,25 +155,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     from mechmem.registry import available_papers, experiments, tasks
 
     print("tasks:")
-    for name, cls in sorted(tasks().items()):
-        doc = (cls.__doc__ or "").strip().splitlines()
-        print(f"  {name:<16} {doc[0] if doc else ''}")
+    for name, cls in sorted(tasks(warn=True).items()):
+        print(f"  {name:<16} {_first_line(cls.__doc__)}")
     print("experiments:")
     for paper, exps in experiments().items():
         print(f"  {paper}: {', '.join(sorted(exps)) or '(none)'}")
-    print("reproduce:", ", ".join(sorted(available_papers())) or "(no paper packages installed)")
+    print("reproduce:", ", ".join(sorted(available_papers(warn=True))) or "(no paper packages installed)")
     return 0
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def build_configs(task_name: str, overrides: list[str]):
     """Task, model and training configs for ``task_name`` with ``--set`` overrides applied."""
     from mechmem.config import apply_overrides, split_overrides
-    from mechmem.registry import tasks
+    from mechmem.registry import task_class
 
-    known = tasks()
-    if task_name not in known:
-        raise ValueError(f"unknown task {task_name!r}; available tasks: {sorted(known)}")
-    task = known[task_name]()
+    task = task_class(task_name)()
     sections = split_overrides(overrides, {"task": task, "model": task.model_config(), "train": task.train_config()})
     task = apply_overrides(task, sections["task"], "task")
     model_cfg = apply_overrides(task.model_config(), sections["model"], "model")
@@ -154,35 +183,107 @@ def build_configs(task_name: str, overrides: list[str]):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mechmem.runs import Run
-    from mechmem.training import train, validate_training
+    from mechmem.folders import check_run_name
+    from mechmem.registry import check_task_name
+    from mechmem.threads import check_threads
 
-    path = args.out / (args.name or args.task)
-    if args.resume and args.overrides:
-        raise ValueError("--resume continues a run with its recorded config; --set cannot be combined with it")
-    overrides = Run(path).config.get("overrides", []) if args.resume else args.overrides
-    task, model_cfg, train_cfg = build_configs(args.task, overrides)
-    train_cfg.progress = not args.quiet
+    check_task_name(args.task)
+    path = args.out / check_run_name(args.task if args.name is None else args.name)
+    check_threads(args.threads, "--threads")
+    if args.resume:
+        return _resume(args, path)
+    import dataclasses
+
+    from mechmem.runs import Run
+    from mechmem.training import validate_training
+
+    task, model_cfg, train_cfg = build_configs(args.task, args.overrides)
+    train_cfg = dataclasses.replace(
+        train_cfg, progress=not args.quiet, threads=train_cfg.threads if args.threads is None else args.threads
+    )
     model = task.build_model(model_cfg)
     validate_training(model, task, train_cfg)  # every config error before a run directory exists
-    if args.resume:
-        run = Run(path)
-    else:
-        config = {
-            "task": {"name": task.name, **task.to_dict()},
-            "model": model_cfg.to_dict(),
-            "train": train_cfg.to_dict(),
-            "overrides": args.overrides,
-        }
-        run = Run.create(path, config, overwrite=args.overwrite)
-    result = train(model, task, train_cfg, run=run, resume=args.resume)
-    _save_training_summary(run, result)
-    print(f"final: loss={result.final['loss']:.4f} accuracy={result.final['accuracy']:.4f}")
-    print(f"run saved to {run.path}  (results.json, metrics.jsonl, model.safetensors, figures/training.png)")
+    config = {
+        "task": {"name": task.name, **task.to_dict()},
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "overrides": args.overrides,
+    }
+    run = Run.create(path, config, overwrite=args.overwrite)
+    return _train_and_report(args, run, model, task, train_cfg, resume=False)
+
+
+def _resume(args: argparse.Namespace, path: Path) -> int:
+    """``--resume``: continue ``path`` with its recorded configs (verified against its manifest)."""
+    import dataclasses
+
+    from mechmem.runs import Run, model_config_of, read_config, task_of, train_config_of
+    from mechmem.training import validate_training
+
+    if args.overrides or args.overwrite:
+        raise ValueError(
+            "--resume continues a run with its recorded config; it cannot be combined with --set or --overwrite"
+        )
+    run = Run(path).lock()
+    config, file = read_config(run), run.path / "config.json"
+    recorded = (config.get("task") or {}).get("name")
+    if recorded != args.task:
+        raise ValueError(
+            f"{path} was trained on task {recorded!r}, not {args.task!r}; resume it with "
+            f"`mechmem train {recorded} --name {path.name} --out {args.out} --resume`"
+        )
+    task, model_cfg, train_cfg = task_of(config, file), model_config_of(config, file), train_config_of(config, file)
+    if args.threads is not None and args.threads != train_cfg.threads:
+        print(
+            f"mechmem train: note: {path} was trained on {train_cfg.threads} thread(s); on {args.threads} the "
+            "last bits may differ from an uninterrupted run (MKL splits sums by thread count)",
+            file=sys.stderr,
+        )
+    train_cfg = dataclasses.replace(
+        train_cfg, progress=not args.quiet, threads=train_cfg.threads if args.threads is None else args.threads
+    )
+    model = task.build_model(model_cfg)
+    validate_training(model, task, train_cfg)
+    return _train_and_report(args, run, model, task, train_cfg, resume=True)
+
+
+def _train_and_report(args, run, model, task, train_cfg, resume: bool) -> int:
+    from mechmem.io import remove_stale_temp_files
+    from mechmem.training import train
+
+    resume_command = shlex.join(
+        ["mechmem", "train", args.task, "--name", run.path.name, "--out", str(run.path.parent), "--resume"]
+    )
+    t0 = time.perf_counter()
+    try:
+        result = train(model, task, train_cfg, run=run, resume=resume)
+    except KeyboardInterrupt:
+        remove_stale_temp_files(run.path)
+        print(
+            f"\nmechmem train: interrupted; {_checkpoint_note(run)}. Continue with:\n  {resume_command}",
+            file=sys.stderr,
+        )
+        return 130
+    seconds = time.perf_counter() - t0
+    if result.start == train_cfg.steps and (run.path / "results.json").is_file():
+        print(f"{run.path} already finished all {train_cfg.steps} steps; nothing to do (no file changed)")
+        return 0
+    _save_training_summary(run, result, train_cfg, seconds)
+    _print_report(args, run, task, result, train_cfg, seconds)
     return 0
 
 
-def _save_training_summary(run, result) -> None:
+def _checkpoint_note(run) -> str:
+    try:
+        state = run.load_train_state()
+    except ValueError:
+        state = None
+    if state is None:
+        return "no checkpoint yet (resuming starts at step 0)"
+    return f"the last checkpoint is at step {state.step}"
+
+
+def _save_training_summary(run, result, train_cfg, seconds: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,12 +297,60 @@ def _save_training_summary(run, result) -> None:
     ax_acc.set(xlabel="step", ylabel="eval accuracy", ylim=(0, 1.02), title="accuracy")
     fig.suptitle(run.path.name)
     run.save_figure(fig, "training")
-    run.save_results({"final": result.final, "steps": steps[-1], "figures": ["figures/training.png"]})
+    run.save_results(
+        {
+            "final": result.final,
+            "steps": steps[-1],
+            "threads": result.threads,
+            "train_seconds": round(seconds, 3),
+            "figures": ["figures/training.png"],
+        }
+    )
+
+
+def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
+    """What was trained, every file of the run folder, and what to try next."""
+    final = result.final
+    started = f" (resumed at step {result.start})" if result.start else ""
+    print(f"task {task.name}: {_first_line(type(task).__doc__)}")
+    threads = f"{result.threads} thread" + ("s" if result.threads != 1 else "")
+    print(
+        f"trained {train_cfg.steps} steps{started} in {seconds:.1f} s on {threads}: "
+        f"eval loss {final['loss']:.3g}, accuracy {final['accuracy']:.4f}"
+    )
+    print(f"run saved to {run.path}")
+    files = sorted(p for p in run.path.rglob("*") if p.is_file())
+    width = max(len(str(p.relative_to(run.path))) for p in files)
+    for p in files:
+        name = str(p.relative_to(run.path))
+        print(f"  {name:<{width}}  {_size(p.stat().st_size):>8}  {RUN_FILES.get(name, '')}")
+    name, out = run.path.name, run.path.parent
+    print("next:")
+    print(
+        f"  mechmem inspect {shlex.quote(str(run.path))}   # an HTML page of what the model does: attention, "
+        "circuits, ablations, patching"
+    )
+    print(
+        f"  mechmem train {task.name} --name {name} --out {out} --overwrite --set model.d_model=64   "
+        "# change any config field"
+    )
+    print(
+        f"  python -c \"from mechmem import load_run; model, config = load_run('{run.path}')\"   "
+        "# the trained model, in Python"
+    )
+    print("  mechmem list                     # the other tasks and the paper reproductions")
+    print("  mechmem reproduce lca --quick    # a paper's claims, measured")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import shlex
-
     from mechmem.figures import use_file_backend
     from mechmem.inspect import InspectOptions, inspect_run, parse_heads
 
@@ -217,6 +366,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         patching=args.patching,
         seed=args.seed,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     use_file_backend()
     page = inspect_run(args.run_dir, options, command=shlex.join(["mechmem", *sys.argv[1:]]))
@@ -242,6 +392,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         examples=args.examples,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     use_file_backend()
     page = make_report(options, command=shlex.join(["mechmem", *args.argv]))
@@ -270,6 +421,13 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<paper>-<preset>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="empty the output folder first (only a folder mechmem made; by default a folder of the "
+        "same paper is reused, so its sweeps resume)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads of each seed (default 1)")
 
 
 def parse_seeds(args: argparse.Namespace) -> list[int]:
@@ -284,6 +442,11 @@ def parse_seeds(args: argparse.Namespace) -> list[int]:
 
 
 def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
+    from mechmem.registry import paper_module
+    from mechmem.threads import check_threads
+
+    paper_module(args.paper)  # an unknown paper or a bad --threads fails before torch is imported
+    check_threads(args.threads, "--threads")
     from mechmem.reproducing import SweepOptions, run
 
     preset = args.preset or "quick"
@@ -299,6 +462,8 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
         progress=not args.quiet,
         sweep=sweep or SweepOptions(),
         command=command,
+        overwrite=args.overwrite,
+        threads=args.threads,
     )
     print(format_claims(results))
     print(f"results saved to {Path(out) / 'results.json'}")
@@ -334,10 +499,16 @@ def _short(value) -> str:
     return "not measured" if value is None else str(value)
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (its first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(_command_of(argv))
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in results.json by `reproduce`
+    args.argv = argv  # recorded in results.json by `reproduce`
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -346,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
         print(f"mechmem {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nmechmem {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,23 +1,37 @@
-"""Typed configs for toy models, and ``key=value`` overrides checked against them.
+"""Typed configs for toy models and their training, and ``key=value`` overrides checked against them.
 
 ``ModelConfig`` is everything ``mechmem.models.build_model`` needs to build a toy
 ``HookedTransformer`` for one of the papers: sizes, structure, which weights are frozen, how
-embeddings are initialised, and a seed. It is validated on construction, so a bad config
-fails with a ``ValueError`` naming the field before any model is built.
+embeddings are initialised, a seed and a device. ``TrainConfig`` is everything
+``mechmem.training.train`` needs. Both are validated on construction (every number is checked
+for type, range, NaN and infinity), so a bad config fails with a ``ValueError`` or ``TypeError``
+naming the field before any model is built or any file is written.
+
+This module imports neither torch nor TransformerLens at import time (the CLI parses overrides
+before it needs them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from mechmem.threads import DEFAULT_THREADS, check_threads
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
 NORMALIZATIONS = (None, "LN", "LNPre")
 INITS = ("normal", "unit", "standard", "default")
 DTYPES = ("float32", "float64")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+#: Seeds are ints in [0, MAX_SEED]: ``torch.Generator.manual_seed`` takes 64-bit values, and
+#: training also uses ``seed + 1``.
+MAX_SEED = 2**63 - 2
 
 #: Weight names that can be frozen; ``{l}`` is a layer index (or ``*`` for every layer).
 GLOBAL_WEIGHTS = ("W_E", "W_pos", "W_U", "b_U")
@@ -96,8 +110,10 @@ class ModelConfig:
         for name in ("embed_init", "unembed_init", "pos_init"):
             _check_choice(name, getattr(self, name), INITS)
         _check_choice("dtype", self.dtype, DTYPES)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        check_seed("seed", self.seed)
+        check_device("device", self.device)
+        for name in ("attn_only", "positional", "use_bias", "identity_W_Q"):
+            _check_bool(name, getattr(self, name))
         if self.identity_W_Q and self.n_heads * self.head_dim != self.d_model:
             raise ValueError(
                 "identity_W_Q needs n_heads * d_head == d_model, got "
@@ -162,6 +178,63 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class TrainConfig:
+    """How to train. ``freeze_until`` maps weight names to the step at which they start training
+    (before it they are left out of the optimiser, so they stay exactly at their init).
+
+    ``threads``: torch intra-op threads while training (restored afterwards); ``None`` leaves
+    torch's setting alone. The result is bit-identical at any thread count (see ``mechmem.threads``).
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    eval_every: int = 100
+    eval_batch_size: int = 512
+    seed: int = 0
+    progress: bool = True
+    freeze_until: dict[str, int] = field(default_factory=dict)
+    threads: int | None = DEFAULT_THREADS
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_number("lr", self.lr, low=0.0, low_open=True, what="a positive number")
+        _check_number("momentum", self.momentum, low=0.0, high=1.0, what="a number >= 0 and < 1")
+        _check_number("weight_decay", self.weight_decay, low=0.0, what="a finite number >= 0")
+        _check_number("eps", self.eps, low=0.0, what="a finite number >= 0")
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        for index, beta in enumerate(self.betas):
+            _check_number(f"betas[{index}]", beta, low=0.0, high=1.0, what="a number in [0, 1) (betas: two numbers)")
+        self.betas = tuple(float(b) for b in self.betas)
+        check_seed("seed", self.seed)
+        _check_bool("progress", self.progress)
+        check_threads(self.threads)
+        if not isinstance(self.freeze_until, dict):
+            kind = type(self.freeze_until).__name__
+            raise TypeError(f"freeze_until must be a dict {{weight name: step}}, got {kind}")
+        self.freeze_until = dict(self.freeze_until)
+        for name, step in self.freeze_until.items():
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                raise ValueError(f"freeze_until[{name!r}] must be a step >= 0, got {step!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- checks shared by the configs ------------------------------------------------------------
+
+
 def _check_positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -174,6 +247,51 @@ def _check_choice(name: str, value: Any, allowed: tuple) -> None:
         raise ValueError(f"{name}={value!r} is not supported; allowed values: {list(allowed)}")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_number(
+    name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False, what: str = ""
+) -> None:
+    """A finite real number in ``[low, high)`` (``(low, high)`` with ``low_open``)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or too_low or value >= high:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed: an int in [0, MAX_SEED] (``TypeError`` / ``ValueError`` naming ``name`` otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an int in [0, 2**63 - 2], got {value}")
+    return value
+
+
+def check_device(name: str, device: Any) -> str:
+    """A device this machine has: ``cpu``, or ``cuda`` / ``cuda:<i>`` / ``mps`` where available."""
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be a device name (str), got {device!r}")
+    if device == "cpu":
+        return device
+    import torch
+
+    allowed = ["cpu"]
+    if torch.cuda.is_available():
+        allowed += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        allowed.append("mps")
+    if device not in allowed:
+        reason = " ('meta' tensors hold no data)" if device == "meta" else ""
+        raise ValueError(f"{name}={device!r} is not available on this machine{reason}; allowed values: {allowed}")
+    return device
+
+
 # --- typed key=value overrides -------------------------------------------------------------
 
 
@@ -181,7 +299,7 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
     """Convert the text of ``--set key=text`` to the field's declared type."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
         if text.lower() in ("none", "null"):
             return None
         inner = [a for a in args if a is not type(None)]
@@ -225,7 +343,10 @@ def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") ->
             raise ValueError(
                 f"unknown config key {where + key!r}; valid keys: " + ", ".join(f"{where}{f}" for f in sorted(fields))
             )
-        changes[key] = _parse_value(text, hints[key], f"{section}.{key}" if section else key)
+        full_key = f"{section}.{key}" if section else key
+        changes[key] = _parse_value(text, hints[key], full_key)
+        if key.endswith("seed") and isinstance(changes[key], int):
+            check_seed(full_key, changes[key])  # every task's seeds, before a generator sees them
     return dataclasses.replace(obj, **changes)
 
 
@@ -244,10 +365,12 @@ def split_overrides(pairs: list[str], sections: dict[str, Any]) -> dict[str, dic
         if dot and section in sections:
             out[section][field_name] = text
             continue
-        owners = [s for s, obj in sections.items() if key in {f.name for f in dataclasses.fields(obj)}]
-        if len(owners) != 1:
+        owners = [s for s, obj in sections.items() if key in {f.name for f in dataclasses.fields(obj) if f.init}]
+        if len(owners) > 1:
+            candidates = ", ".join(f"{s}.{key}" for s in owners)
+            raise ValueError(f"--set {key!r} is ambiguous; say which one: {candidates}")
+        if not owners:
             valid = [f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj) if f.init]
-            problem = "is ambiguous" if owners else "is not a config key"
-            raise ValueError(f"--set {key!r} {problem}; valid keys: {', '.join(valid)}")
+            raise ValueError(f"--set {key!r} is not a config key; valid keys: {', '.join(valid)}")
         out[owners[0]][key] = text
     return out

@@ -375,8 +375,8 @@ def ablations(ins: Inspection) -> dict:
         "Ablations",
         (
             "Each head (its output `hook_z`) and each layer's attention and MLP output is replaced in turn, on "
-            f"{full.tokens.shape[0]} examples of {ins.examples.length} positions: zero = set to 0; mean = its mean over a "
-            "reference batch, per position; "
+            f"{full.tokens.shape[0]} examples of {ins.examples.length} positions: zero = set to 0; "
+            "mean = its mean over a reference batch, per position; "
             "resample = the activation of a random reference example. Loss in nats at the scored positions."
         ),
     )
@@ -446,10 +446,11 @@ def patching(ins: Inspection) -> dict:
     sec = ins.section(
         "Activation patching",
         (
-            f"Clean examples against corrupted ones; the corruption ({ins.task.corruption}) changes the answer. A clean "
-            "activation is patched into the corrupted run, one at a time; metric: logit(clean answer) - logit(corrupted "
-            "answer) at the scored positions whose answer changed, shown as the fraction of the clean-minus-corrupted "
-            "difference restored (1: the patch alone restores the clean behaviour, 0: no effect)."
+            f"Clean examples against corrupted ones; the corruption ({ins.task.corruption}) changes the answer. "
+            "A clean activation is patched into the corrupted run, one at a time; "
+            "metric: logit(clean answer) - logit(corrupted answer) at the scored positions whose answer changed, "
+            "shown as the fraction of the clean-minus-corrupted difference restored "
+            "(1: the patch alone restores the clean behaviour, 0: no effect)."
         ),
     )
     numbers = {"heads": _patch_heads(ins, sec, clean, corrupted, where)}

@@ -1,21 +1,23 @@
 """Atomic file writing: every file mechmem writes is either complete or absent.
 
-Each writer writes to a temporary file in the destination folder, flushes it to disk, then
-renames it over the destination (``os.replace`` is atomic on POSIX and Windows). A crash or
-an exception in the middle leaves the old file (or nothing), never half a file.
+Each writer writes to a temporary file in the destination folder (``.<name>.<random>.tmp``),
+flushes it to disk, then renames it over the destination (``os.replace`` is atomic on POSIX and
+Windows). A crash or an exception in the middle leaves the old file (or nothing), never half a
+file; an exception (Ctrl-C included) also removes the temporary file, and
+:func:`remove_stale_temp_files` clears those a ``kill -9`` left behind.
+
+torch is imported only where tensors are written, so sweep workers can use this module cheaply.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import torch
-from safetensors.torch import save_file
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -55,7 +57,8 @@ def to_jsonable(obj: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # no torch imported: obj cannot be a tensor
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.detach().cpu().tolist()
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
         return obj.tolist()
@@ -68,12 +71,40 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=True) + "\n")
 
 
-def atomic_save_safetensors(
-    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> Path:
+def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file holding ``tensors`` (made contiguous, detached, on the CPU)."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+
+
+def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     """Save tensors (made contiguous and detached) as safetensors, atomically."""
-    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return _atomic(path, lambda tmp: save_file(clean, tmp, metadata=metadata))
+    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def is_temp_file(name: str) -> bool:
+    """True for the temporary names of this module's writers (``.<name>.<random>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that a killed writer left in ``folder``; returns them.
+
+    Call it only while holding the folder's writer lock (no other writer can be mid-write).
+    Symbolic links are never followed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir() or folder.is_symlink():
+        return removed
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False) and is_temp_file(entry.name):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        elif recursive and entry.is_dir(follow_symlinks=False):
+            removed += remove_stale_temp_files(entry.path)
+    return removed
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

@@ -6,11 +6,13 @@ default folder when it already holds complete, up-to-date results of the preset 
 what "complete" means). Then it writes ``OUT/index.html`` (default ``runs/report-<preset>``, see
 :mod:`mechmem.report_page`): an index; every paper's claims at a glance; per paper the claims table, its
 key figures, the circuits of its representative trained model and the time each part took. Next to the
-page: ``report.json`` (every number shown; it also marks the folder as a report's, so a later report may
-replace it), ``summary.md`` (the claims in markdown) and the circuit figures as PNG and JSON.
+page: ``report.json`` (every number shown), ``summary.md`` (the claims in markdown) and the circuit
+figures as PNG and JSON.
 
 Every check (preset, seeds, papers, the folders to collect, run into and write) runs before anything is
-written; the page is built in a temporary folder that takes ``OUT``'s place only when complete.
+written. Folders follow :mod:`mechmem.folders`: reproductions run into their folders as ``mechmem reproduce``
+does (marker and lock); ``OUT`` is marked as a report's and locked while the page is built in a temporary
+folder that takes its place only when complete; a folder mechmem did not make is never written.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from pathlib import Path
 from mechmem.registry import PAPERS
 from mechmem.reproducing import PRESET_NAMES, SCHEMA, check_seeds, get_reproduction
 
-MARKER = "report.json"
+#: every number of the page (next to ``index.html``)
+RECORD = "report.json"
+#: the kind of output in mechmem's folder marker (``mechmem.folders``)
+KIND = "report"
 
 
 @dataclass
@@ -35,7 +40,8 @@ class ReportOptions:
     report instead of running those papers; ``runs``: where reproductions run (``RUNS/<paper>-<preset>``);
     ``out``: the report's folder (default ``RUNS/report-<preset>``); ``rerun``: run again into a default
     folder whose results cannot be reported; ``jobs``: processes per reproduction (its seeds in parallel);
-    ``examples``: task examples in each model's attention views.
+    ``examples``: task examples in each model's attention views; ``overwrite``: replace ``out`` even when it
+    holds another kind of mechmem output (a folder mechmem did not make, or one this report reads, never).
     """
 
     preset: str = "quick"
@@ -48,6 +54,7 @@ class ReportOptions:
     jobs: int | None = None
     examples: int = 1
     progress: bool = True
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in PRESET_NAMES:
@@ -88,7 +95,7 @@ def problems(
 
     Complete and current: the one schema; the preset, its sizes and its claims as declared now; a record,
     every experiment the preset enables and every file listed for each seed; the representative model of
-    each seed where the paper saves one.
+    each seed where the paper saves one, its files matching the checksums of its ``manifest.json``.
     """
     if not isinstance(results, dict) or results.get("schema") != SCHEMA:
         found = results.get("schema") if isinstance(results, dict) else None
@@ -134,7 +141,20 @@ def _seed_problems(run: dict | None, seed: int, folder: Path, enabled: list[str]
             found.append(f"seed {seed} saved no representative model (made by a mechmem before `mechmem report`)")
         elif not all((folder / model / name).is_file() for name in ("config.json", "model.safetensors")):
             found.append(f"seed {seed}: its model folder {model} has no config.json or model.safetensors")
+        else:
+            found += _model_problems(folder / model, seed)
     return found
+
+
+def _model_problems(model: Path, seed: int) -> list[str]:
+    """The saved model's files checked against the checksums its run folder recorded (``manifest.json``)."""
+    from mechmem.runs import Run
+
+    try:
+        Run(model).verify()
+    except (OSError, ValueError) as err:
+        return [f"seed {seed}: its model cannot be used ({err})"]
+    return []
 
 
 def _jsonable(obj):
@@ -186,7 +206,7 @@ def plan(options: ReportOptions) -> list[Source]:
             raise ValueError(f"--collect: {folder} holds {paper}, which --papers {','.join(options.papers)} leaves out")
         collected[paper] = Source(paper, Path(folder), True, "named by --collect")
     sources = [collected.get(paper) or _default_source(paper, options) for paper in options.papers or PAPERS]
-    _check_output(options.out, sources)
+    _check_output(options.out, sources, options.overwrite)
     return sources
 
 
@@ -208,18 +228,16 @@ def _default_source(paper: str, options: ReportOptions) -> Source:
     )
 
 
-def _check_output(out: Path, sources: list[Source]) -> None:
-    """The report may replace ``out`` only if a report wrote it, and must not delete a reproduction."""
+def _check_output(out: Path, sources: list[Source], overwrite: bool) -> None:
+    """The report may not replace what it reports, nor a folder :mod:`mechmem.folders` would refuse."""
+    from mechmem.folders import check_output_dir
+
     for source in sources:
         if out.resolve() == source.folder.resolve() or out.resolve() in source.folder.resolve().parents:
             raise ValueError(
                 f"--out {out} would replace {source.folder}, the results of {source.paper}; choose another --out"
             )
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-        if any(out.iterdir()) and not (out / MARKER).is_file():
-            raise FileExistsError(f"refusing to replace {out}: it exists and was not written by mechmem report")
+    check_output_dir(out, KIND, overwrite)
 
 
 # ----------------------------------------------------------------------------- running and writing
@@ -268,7 +286,7 @@ def make_report(options: ReportOptions | None = None, command: str | None = None
     """Run or collect every paper of ``options``, then write the report; returns the path of ``index.html``.
 
     ``command`` is recorded as the command that made the report (default: this function call)."""
-    from mechmem.inspect import write_atomically
+    from mechmem.folders import write_folder_atomically
     from mechmem.io import atomic_write_json
     from mechmem.report_page import build_page
     from mechmem.reproducing import prepare_output_dir
@@ -285,12 +303,12 @@ def make_report(options: ReportOptions | None = None, command: str | None = None
     command = command or f"make_report({options!r})"
 
     def build(tmp: Path) -> None:
-        atomic_write_json(tmp / MARKER, build_page(tmp, collected, options, command, started))
+        atomic_write_json(tmp / RECORD, build_page(tmp, collected, options, command, started))
 
-    write_atomically(options.out, build)
+    write_folder_atomically(options.out, KIND, build, options.overwrite)
     return options.out / "index.html"
 
 
 def read_report(out: Path) -> dict:
     """The numbers of a written report (``report.json``)."""
-    return json.loads((Path(out) / MARKER).read_text())
+    return json.loads((Path(out) / RECORD).read_text())

@@ -236,7 +236,7 @@ def paper_intro(sec: Section, item: Collected) -> None:
     sec.html(
         f"<p>{escape(authors)}, <i>{escape(name)}</i>. The {escape(results['preset'])} preset, "
         f"seed{'s' * bool(at)} {seeds}: <b>{s['hold_at_every_seed']} of {s['claims']} claims hold{at}</b>.</p>"
-        f'<p class="small">Results: <code>{escape(item.source.folder)}</code> ({escape(item.source.why)}); '
+        f'<p class="small">Results: <code>{escape(item.source.folder)}</code> ({_origin(item.source)}); '
         f"made by <code>{escape(results['command'])}</code>.</p>"
     )
     if not get_reproduction(item.paper).saves_model:
@@ -244,6 +244,14 @@ def paper_intro(sec: Section, item: Collected) -> None:
             '<p class="small">No circuit views: this reproduction trains no sequence model (its memories are '
             "matrices studied directly).</p>"
         )
+
+
+def _origin(source) -> str:
+    """Where the results came from, in words: run now, or collected (and why)."""
+    if source.collect:
+        return f"collected: {escape(source.why)}"
+    why = "--rerun was given" if source.why == "--rerun" else "no results there before"
+    return f"run by this report: {why}"
 
 
 def paper_record(item: Collected, figures: list[str]) -> dict:

@@ -36,7 +36,6 @@ import subprocess
 import time
 from abc import ABC
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,6 +45,7 @@ import torch
 from mechmem.claims import Claim, Evidence, aggregate, check_claims
 from mechmem.figures import save_figure
 from mechmem.io import atomic_write_json, atomic_write_text
+from mechmem.threads import check_threads, torch_threads
 
 SCHEMA = "mechmem.reproduction/1"
 PRESET_NAMES = ("smoke", "quick", "full")
@@ -282,22 +282,6 @@ def reproductions() -> dict[str, type[Reproduction]]:
 # --- the runner ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore it.
-
-    Tiny models train several times faster on one thread of a shared 2-core machine; sweep
-    workers use one thread each so parallel workers do not oversubscribe the cores.
-    """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def make_context(
     paper: str | type[Reproduction],
     preset: str = "quick",
@@ -331,28 +315,14 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
     return seeds
 
 
-def prepare_output_dir(out: Path, paper: str) -> Path:
-    """Create the output folder (kept in this one function so a run-folder lock can replace it).
+def prepare_output_dir(out: Path, paper: str, overwrite: bool = False) -> Path:
+    """Create (or take over) the output folder and lock it for this process (``mechmem.folders``):
+    a folder of this paper's earlier run is reused (sweeps resume from their logs), ``overwrite``
+    empties one mechmem made; another paper's folder, a file, a link or a folder mechmem did not
+    make is refused."""
+    from mechmem.folders import prepare_output_dir as prepare
 
-    An existing folder is reused (sweeps resume from their logs), unless its ``results.json``
-    belongs to another paper."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output folder {out} exists and is not a folder")
-    previous = out / "results.json"
-    if previous.is_file():
-        import json
-
-        try:
-            owner = json.loads(previous.read_text()).get("paper")
-        except (ValueError, AttributeError):
-            owner = None
-        if owner != paper:
-            raise FileExistsError(
-                f"{out} holds the results of {owner or 'something else'}, not {paper}; choose another --out folder"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return prepare(out, f"reproduce-{paper}", overwrite=overwrite)
 
 
 def _reproduction(paper: str | type[Reproduction]) -> type[Reproduction]:
@@ -374,8 +344,13 @@ def run(
     progress: bool = True,
     sweep: SweepOptions = SweepOptions(),
     command: str | None = None,
+    overwrite: bool = False,
+    threads: int | None = None,
 ) -> dict:
     """Reproduce ``paper`` at ``preset`` for each seed; write and return ``out/results.json``.
+
+    ``overwrite``: empty the output folder first (see :func:`prepare_output_dir`); ``threads``: torch's
+    threads in each seed (default: the reproduction's ``threads``, 1).
 
     ``jobs``: seeds run in parallel processes (default: one per seed, at most the number of CPUs;
     1: one after the other in this process). Every argument is checked before a folder is created.
@@ -389,15 +364,18 @@ def run(
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     if min(jobs, len(seeds)) > 1 and not registered:
         raise ValueError(f"{cls.__name__} is not registered: seeds of it can only run in this process (jobs=1)")
-    out = prepare_output_dir(Path(out) if out is not None else Path("runs") / f"{cls.name}-{preset}", cls.name)
+    threads = check_threads(threads)
+    out = prepare_output_dir(
+        Path(out) if out is not None else Path("runs") / f"{cls.name}-{preset}", cls.name, overwrite
+    )
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), _cpu_seconds()
     load, source = _load_average(), versions()
     jobs = min(jobs, len(seeds))
     if jobs == 1:
-        runs = {s: run_seed(cls, preset, s, out, progress=progress, sweep=sweep) for s in seeds}
+        runs = {s: run_seed(cls, preset, s, out, progress=progress, sweep=sweep, threads=threads) for s in seeds}
     else:
-        runs = _run_parallel(cls.name, preset, seeds, out, jobs, progress, sweep)
+        runs = _run_parallel(cls.name, preset, seeds, out, jobs, progress, sweep, threads)
     per_seed = {str(s): runs[s] for s in seeds}
     claims = {
         c.key: aggregate(c, {str(s): runs[s]["claims"][c.key] for s in seeds})
@@ -415,6 +393,7 @@ def run(
         "wall_s": round(time.perf_counter() - t0, 2),
         "cpu_s": round(_cpu_seconds() - c0, 2),
         "jobs": jobs,
+        "threads": cls.threads if threads is None else threads,
         "versions": source,
         "machine": {**machine(), "load_average_at_start": load},
         "preset_config": config.to_dict(),
@@ -442,8 +421,10 @@ def run_seed(
     out: Path,
     progress: bool = True,
     sweep: SweepOptions = SweepOptions(),
+    threads: int | None = None,
 ) -> dict:
-    """Run every experiment of ``preset`` at ``seed`` into ``out/seed-<seed>``: timings, files, claims."""
+    """Run every experiment of ``preset`` at ``seed`` into ``out/seed-<seed>``: timings, files, claims
+    (with ``threads`` torch threads; default: the reproduction's)."""
     from tqdm.auto import tqdm
 
     repro = _reproduction(paper)()
@@ -454,7 +435,7 @@ def run_seed(
     names = [n for n in repro.experiments if repro.experiments.enabled(n, ctx.preset)]
     timings, files = {}, {}
     w0, c0 = time.perf_counter(), _cpu_seconds()
-    with torch_threads(repro.threads), torch.random.fork_rng(devices=[]):
+    with torch_threads(repro.threads if threads is None else threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # a safety net: every experiment draws from its own seeded generators
         repro.start(ctx)
         try:
@@ -496,12 +477,12 @@ def save_result(folder: Path, name: str, result: ExperimentResult) -> list[Path]
     return written
 
 
-def _run_parallel(paper, preset, seeds, out, jobs, progress, sweep) -> dict[int, dict]:
+def _run_parallel(paper, preset, seeds, out, jobs, progress, sweep, threads=None) -> dict[int, dict]:
     from tqdm.auto import tqdm
 
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_seed, paper, preset, s, out, False, sweep): s for s in seeds}
+        futures = {pool.submit(run_seed, paper, preset, s, out, False, sweep, threads): s for s in seeds}
         runs = {}
         with tqdm(total=len(seeds), desc=f"{paper} {preset} seeds", disable=not progress) as bar:
             for fut in cf.as_completed(futures):

@@ -1,141 +1,257 @@
-"""Run directories: everything one experiment produced, in one folder.
+"""Run directories: everything one experiment produced, in one folder that only mechmem writes.
 
 ``runs/<name>/`` holds ``config.json`` (model, task and training configs, CLI overrides),
 ``metrics.jsonl`` (one line per evaluation), ``model.safetensors`` (final weights),
-``train_state.safetensors`` (the resumable checkpoint: weights, optimiser state, data-generator
-state, step), ``results.json``, ``figures/*.png`` and ``*.html``.
+``train_state.safetensors`` (the resumable checkpoint, see ``mechmem.checkpoint``),
+``results.json``, ``figures/*.png`` and ``*.html``, plus three files of mechmem's own:
 
-Weights are stored under TransformerLens names in TransformerLens layout (``hooks.weights``),
-so a checkpoint loads into a ``HookedTransformer`` or a ``TransformerBridge`` alike. Every file
-is written atomically; nothing is ever unpickled.
+- ``.mechmem.json``, the marker: mechmem made this folder (``--overwrite`` deletes nothing else);
+- ``.mechmem.lock``: one writer at a time (``mechmem.locking``; a second one is refused, naming
+  the first one's pid);
+- ``manifest.json``: the sha256 of every file the run wrote. Resuming and ``load_run`` check the
+  files they read against it and refuse, naming the file, one that changed.
+
+Every file is written atomically, and the manifest in two steps (the new checksum is recorded
+as *pending* before the file is renamed into place, and made final after), so a process killed
+at any point leaves a folder that verifies. Weights are stored under TransformerLens names in
+TransformerLens layout (``hooks.weights``), so a checkpoint loads into a ``HookedTransformer`` or
+a ``TransformerBridge`` alike. Nothing is ever unpickled.
+
+Names and folders (``check_run_name``, ``prepare_output_dir``, the marker and lock rules) live in
+``mechmem.folders`` and are re-exported here; ``prepare_output_dir`` gives any other command
+(e.g. ``mechmem reproduce``) the same guarantees for its output folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
-import shutil
-from collections.abc import Callable
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from hooks.weights import check_replacement, get_weight, set_weight_, weight_names
-from mechmem.config import ModelConfig
-from mechmem.io import (
-    append_jsonl,
-    atomic_save_safetensors,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    read_jsonl,
+from mechmem import checkpoint
+from mechmem.config import ModelConfig, TrainConfig
+from mechmem.folders import (
+    LOCK_FILE,
+    RUN_KIND,
+    check_run_name,
+    claim,
+    marker_kind,
+    prepare_output_dir,
+    release_output_dir,
 )
+from mechmem.io import atomic_write_bytes, atomic_write_json, read_jsonl, remove_stale_temp_files, safetensors_bytes
+from mechmem.locking import acquire, release
+
+__all__ = [
+    "Run",
+    "check_run_name",
+    "load_run",
+    "load_weights",
+    "prepare_output_dir",
+    "release_output_dir",
+    "save_weights",
+]
+
+MANIFEST = "manifest.json"
+STATE_FILE = "train_state.safetensors"
+
+
+# --- the run directory --------------------------------------------------------------------------
 
 
 class Run:
-    """A run directory. Create it with ``Run.create`` (refuses to clobber) or open it with ``Run(path)``."""
+    """A run directory. Create it with ``Run.create`` (refuses to clobber) or open it with ``Run(path)``.
+
+    Opening only reads. Every method that writes first takes the folder's lock (``lock``), held
+    until the object is closed or garbage-collected, or the process ends.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock_key: str | None = None
         if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
+            hint = ""
+            if marker_kind(self.path) == RUN_KIND:
+                hint = "; it was interrupted while being created: start it again with --overwrite"
+            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json){hint}")
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any], overwrite: bool = False) -> "Run":
-        """Make a new run directory holding ``config.json``.
+        """Make a new run directory holding ``config.json``, locked for this process.
 
-        An existing directory is never touched unless ``overwrite=True`` (then it is replaced).
+        An existing run is never touched unless ``overwrite=True`` (then it is emptied first); a
+        folder that mechmem did not make is never touched at all.
         """
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
         path = Path(path)
-        if path.exists():
-            if overwrite and path.is_dir() and not (path / "config.json").is_file() and any(path.iterdir()):
-                raise FileExistsError(
-                    f"{path} exists and is not a run directory (no config.json); refusing to delete it"
-                )
-            if not overwrite:
-                raise FileExistsError(
-                    f"run directory {path} already exists; pass overwrite=True (CLI: --overwrite) "
-                    "to replace it, or --resume to continue it"
-                )
-            shutil.rmtree(path)
-        (path / "figures").mkdir(parents=True)
-        atomic_write_json(path / "config.json", config)
-        return cls(path)
+        data = _json_bytes(config)
+        key = claim(path, RUN_KIND, overwrite, reuse=False)
+        run = cls.__new__(cls)
+        run.path, run._lock_key = path, key
+        weakref.finalize(run, release, key)
+        (path / "figures").mkdir(exist_ok=True)
+        run._write("config.json", data)
+        return run
+
+    def lock(self) -> "Run":
+        """Become this folder's only writer (idempotent); stale temporary files are removed."""
+        if self._lock_key is None:
+            key = acquire(self.path / LOCK_FILE, f"run {self.path}")
+            self._lock_key = key
+            weakref.finalize(self, release, key)
+            remove_stale_temp_files(self.path)
+        return self
 
     # --- config and metrics --------------------------------------------------------------
 
     @property
     def config(self) -> dict[str, Any]:
-        return json.loads((self.path / "config.json").read_text())
+        return _parse_json(self.path / "config.json", (self.path / "config.json").read_bytes())
 
     def log(self, record: dict) -> None:
-        append_jsonl(self.path / "metrics.jsonl", record)
+        """Append one record to ``metrics.jsonl``."""
+        file = self.path / "metrics.jsonl"
+        old = file.read_bytes() if file.exists() else b""
+        self._write("metrics.jsonl", old + (json.dumps(_jsonable(record)) + "\n").encode())
 
     def metrics(self) -> list[dict]:
         file = self.path / "metrics.jsonl"
         return read_jsonl(file) if file.exists() else []
 
+    def rewrite_metrics(self, records: list[dict]) -> None:
+        """Replace ``metrics.jsonl`` by ``records`` (resuming drops what came after the checkpoint)."""
+        self._write("metrics.jsonl", "".join(json.dumps(_jsonable(r)) + "\n" for r in records).encode())
+
     # --- outputs ------------------------------------------------------------------------
 
     def save_results(self, results: dict[str, Any]) -> Path:
-        return atomic_write_json(self.path / "results.json", results)
+        return self._write("results.json", _json_bytes(results))
 
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` (atomically) and close it."""
         import io
 
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
         import matplotlib.pyplot as plt
 
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
         plt.close(fig)
-        return atomic_write_bytes(self.path / "figures" / f"{Path(name).stem}.png", buffer.getvalue())
+        return self._write(f"figures/{Path(name).stem}.png", buffer.getvalue())
 
     def save_html(self, name: str, html: Any) -> Path:
         """Save HTML (a string, or a CircuitsVis object: its self-contained ``local_src``)."""
         text = getattr(html, "local_src", html)
-        return atomic_write_text(self.path / f"{Path(name).stem}.html", str(text))
+        return self._write(f"{Path(name).stem}.html", str(text).encode("utf-8"))
 
-    # --- weights ------------------------------------------------------------------------
+    # --- weights and checkpoints ------------------------------------------------------------
 
     def save_model(self, model: nn.Module, filename: str = "model.safetensors") -> Path:
-        return save_weights(model, self.path / filename)
+        return self._write(filename, safetensors_bytes(_weights(model)))
 
     def has_train_state(self) -> bool:
-        return (self.path / "train_state.safetensors").is_file()
+        return (self.path / STATE_FILE).is_file()
 
     def save_train_state(self, model, optimizer, generator: torch.Generator, step: int, history: list[dict]) -> None:
-        """The resumable checkpoint, in one atomically written safetensors file: weights, optimiser
-        tensors and data-RNG state as tensors; step, optimiser scalars and metrics so far as JSON
-        metadata."""
-        tensors = {f"model.{k}": v for k, v in _weights(model).items()}
-        tensors["rng.data"] = generator.get_state()
-        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        tensors.update(opt_tensors)
-        meta = {"step": step, "optimizer": opt_meta, "history": history}
-        atomic_save_safetensors(self.path / "train_state.safetensors", tensors, metadata={"state": json.dumps(meta)})
+        """The resumable checkpoint: weights, optimiser state, data-RNG state, step and metrics so far."""
+        data = checkpoint.encode(_weights(model), optimizer.state_dict(), generator.get_state(), step, history)
+        self._write(STATE_FILE, data)
 
-    def load_train_state(self, model, generator: torch.Generator, make_optimizer: Callable[[int], Any]):
-        """Restore the checkpoint into ``model`` and ``generator``; returns (step, optimizer, history).
+    def load_train_state(self) -> checkpoint.TrainState | None:
+        """The verified, decoded checkpoint; ``None`` if the run never wrote one (killed before its
+        first checkpoint). A checkpoint that was written and is now missing or changed raises."""
+        file = self.path / STATE_FILE
+        if not file.exists() and STATE_FILE not in self._manifest(required=True)["files"]:
+            return None  # the first checkpoint never landed (at most its checksum is pending)
+        return checkpoint.decode(self.verified_bytes(STATE_FILE), file)
 
-        ``metrics.jsonl`` is rewritten to the checkpoint's history, dropping records logged after it.
-        """
-        file = self.path / "train_state.safetensors"
-        tensors = _load_safetensors(file)
-        with safe_open(str(file), framework="pt") as f:
-            meta = json.loads(f.metadata()["state"])
-        load_weights_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        generator.set_state(tensors["rng.data"])
-        optimizer = make_optimizer(meta["step"])
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-        history = meta["history"]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        return meta["step"], optimizer, history
+    # --- the manifest ---------------------------------------------------------------------
+
+    def verified_bytes(self, name: str) -> bytes:
+        """The bytes of the run's file ``name``, after checking them against ``manifest.json``."""
+        file = self.path / name
+        entries = self._manifest(required=True)
+        listed = entries["files"].get(name, {}).get("sha256")
+        pending = entries["pending"].get(name)
+        if listed is None and pending is None:
+            raise ValueError(
+                f"{file} is not listed in {self.path / MANIFEST}: mechmem did not write it, so it cannot be verified"
+            )
+        if not file.is_file():
+            raise ValueError(f"{file} is listed in {MANIFEST} but missing; it was deleted after mechmem wrote it")
+        data = file.read_bytes()
+        if hashlib.sha256(data).hexdigest() not in (listed, pending):
+            raise ValueError(
+                f"{file} does not match its checksum in {MANIFEST}: it was changed or damaged after mechmem wrote it"
+            )
+        return data
+
+    def verify(self) -> list[str]:
+        """Check every file listed in ``manifest.json``; returns their names (``ValueError`` on the first bad one)."""
+        entries = self._manifest(required=True)
+        names = sorted(set(entries["files"]) | set(entries["pending"]))
+        for name in names:
+            self.verified_bytes(name)
+        return names
+
+    def _manifest(self, required: bool = False) -> dict:
+        """The manifest (``required``: a missing one is an error; else an empty one is returned)."""
+        file = self.path / MANIFEST
+        if not file.exists():
+            if required:
+                raise ValueError(
+                    f"{self.path} has no {MANIFEST} (written by an older mechmem, or deleted), so its files "
+                    "cannot be verified; train it again with --overwrite "
+                    "(load_run(..., verify=False) reads it unchecked)"
+                )
+            return {"files": {}, "pending": {}}
+        manifest = _parse_json(file, file.read_bytes())
+        if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("pending"), dict):
+            raise ValueError(f"{file} is malformed (expected 'files' and 'pending' objects)")
+        return manifest
+
+    def _write(self, name: str, data: bytes) -> Path:
+        """Write the run's file ``name`` atomically, recording its checksum in two steps."""
+        self.lock()
+        manifest = self._manifest()
+        digest = hashlib.sha256(data).hexdigest()
+        manifest["pending"][name] = digest
+        atomic_write_json(self.path / MANIFEST, manifest)
+        path = atomic_write_bytes(self.path / name, data)
+        manifest["files"][name] = {"sha256": digest, "bytes": len(data)}
+        del manifest["pending"][name]
+        atomic_write_json(self.path / MANIFEST, manifest)
+        return path
+
+
+def _jsonable(obj: Any) -> Any:
+    from mechmem.io import to_jsonable
+
+    return to_jsonable(obj)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(_jsonable(obj), indent=2, allow_nan=True) + "\n").encode("utf-8")
+
+
+def _parse_json(file: Path, data: bytes) -> dict:
+    """A JSON object from ``file``'s bytes; ``ValueError`` naming the file otherwise."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); it was damaged or edited") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{file} must hold a JSON object, found a {type(value).__name__}")
+    return value
 
 
 # --- weights files -----------------------------------------------------------------------
@@ -147,16 +263,23 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
     """Save every weight of ``model`` under its TransformerLens name (safetensors, atomic)."""
-    return atomic_save_safetensors(path, _weights(model))
+    return atomic_write_bytes(path, safetensors_bytes(_weights(model)))
+
+
+def _decode_weights(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} is corrupted or not a safetensors file: {err}") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {path} is corrupted or not a safetensors file: {err}") from None
+    return _decode_weights(path.read_bytes(), path)
 
 
 def load_weights_into(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -180,61 +303,92 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def load_run(path: str | Path, bridge: bool = False, filename: str = "model.safetensors"):
+def load_run(
+    path: str | Path,
+    bridge: bool = False,
+    filename: str = "model.safetensors",
+    device: str | None = None,
+    verify: bool = True,
+):
     """Rebuild a saved run's model in one call: returns ``(model, config_dict)``.
 
-    When the run records a known task, the task's own ``build_model`` rebuilds the model (so a
-    paper's permanent hooks come back too); ``bridge=True`` builds a ``TransformerBridge`` instead.
+    ``config.json`` and the weights file are checked against ``manifest.json`` first (``verify``;
+    a run without a manifest, saved before mechmem kept one, loads with a warning), and weights
+    holding NaN or infinity are refused. When the run records a known task, the
+    task's own ``build_model`` rebuilds the model (so a paper's permanent hooks come back too);
+    ``bridge=True`` builds a ``TransformerBridge`` instead. ``device`` overrides the recorded one.
     """
     from mechmem.models import bridges_only
 
     run = Run(path)
-    config = run.config
-    if "model" not in config:
-        raise ValueError(f"{run.path / 'config.json'} has no 'model' section; cannot rebuild the model")
-    model_cfg = ModelConfig(**{**config["model"], "freeze": tuple(config["model"].get("freeze", ()))})
+    config_file, weights_file = run.path / "config.json", run.path / filename
+    if verify and not (run.path / MANIFEST).exists():
+        warnings.warn(
+            f"{run.path} has no {MANIFEST} (saved before mechmem kept one): its files are not verified", stacklevel=2
+        )
+        verify = False
+    config = read_config(run) if verify else run.config
+    if not isinstance(config.get("model"), dict):
+        raise ValueError(f"{config_file} has no 'model' section; cannot rebuild the model")
+    if verify:
+        weights = _decode_weights(run.verified_bytes(filename), weights_file)
+    else:
+        weights = _load_safetensors(weights_file)
+    bad = [n for n, w in weights.items() if w.is_floating_point() and not bool(torch.isfinite(w).all())]
+    if bad:
+        raise ValueError(f"{weights_file} holds NaN or infinite weights in {bad[:5]}; the run diverged")
+    model_cfg = model_config_of(config, config_file, device)
     with bridges_only() if bridge else contextlib.nullcontext():
-        model = _task_of(config).build_model(model_cfg)
-    load_weights(model, run.path / filename)
+        model = task_of(config, config_file).build_model(model_cfg)
+    load_weights_into(model, weights)
     model.eval()
     return model, config
 
 
-def _task_of(config: dict):
+def read_config(run: Run) -> dict:
+    """The run's ``config.json``, verified against its manifest."""
+    return _parse_json(run.path / "config.json", run.verified_bytes("config.json"))
+
+
+def train_config_of(config: dict, file: Path) -> TrainConfig:
+    """The ``TrainConfig`` recorded in a run's ``config.json`` (errors name ``file``)."""
+    fields = dict(config.get("train") or {})
+    if "betas" in fields and isinstance(fields["betas"], list):
+        fields["betas"] = tuple(fields["betas"])
+    try:
+        return TrainConfig(**fields)
+    except TypeError as err:
+        raise ValueError(f"{file}: the 'train' section does not describe a TrainConfig ({err})") from None
+    except ValueError as err:
+        raise ValueError(f"{file}: train.{err}") from None
+
+
+def model_config_of(config: dict, file: Path, device: str | None = None) -> ModelConfig:
+    """The ``ModelConfig`` recorded in a run's ``config.json`` (errors name ``file``)."""
+    fields = dict(config.get("model") or {})
+    if device is not None:
+        fields["device"] = device
+    fields["freeze"] = tuple(fields.get("freeze", ()))
+    try:
+        return ModelConfig(**fields)
+    except TypeError as err:
+        raise ValueError(f"{file}: the 'model' section does not describe a ModelConfig ({err})") from None
+    except ValueError as err:
+        raise ValueError(f"{file}: model.{err}") from None
+
+
+def task_of(config: dict, file: Path | None = None):
     """The task a run was trained on (the built-in ``Task`` base when it is not known here)."""
-    from mechmem.registry import tasks
+    from mechmem.registry import TASKS, task_class
     from mechmem.tasks import Task
 
-    fields = dict(config.get("task", {}))
-    cls = tasks().get(fields.pop("name", None))
-    if cls is None:
+    fields = dict(config.get("task") or {})
+    name = fields.pop("name", None)
+    if name not in TASKS:
         return Task()
+    cls = task_class(name)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(**{k: v for k, v in fields.items() if k in names})
-
-
-# --- optimiser state without pickle ---------------------------------------------------------
-
-
-def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, scalars = {}, {}
-    for index, entries in state_dict["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"opt.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
-    return {"state": state, "param_groups": groups}
+    try:
+        return cls(**{k: v for k, v in fields.items() if k in names})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{file or 'config.json'}: the 'task' section is not a valid {name} task ({err})") from None

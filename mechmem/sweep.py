@@ -10,10 +10,15 @@ A sidecar file ``<results>.grid.json`` stores the grid's fingerprint (a hash of 
 function's name); running a different grid or function against an existing results file raises a ValueError
 instead of mixing two sweeps. A malformed line is reported with its line number, never silently dropped.
 
+One sweep writes a results file at a time: ``run_sweep`` holds an advisory lock (``<results>.lock``, see
+``mechmem.locking``) while it runs, and a second sweep on the same file is refused with the first one's pid.
+
 Backends: ``"local"`` (default) runs ``fn`` in ``workers`` processes started with the ``spawn`` method
-(``workers=1`` runs in this process); ``"ray"`` submits one Ray task per configuration to a local Ray instance or
-to the cluster at ``address`` (optional extra: ``pip install 'mechmem[ray]'``). ``fn`` must be a module-level
-function (picklable by reference) returning a JSON-serialisable value.
+(``workers=1`` runs in this process); each worker uses one torch thread (so workers do not oversubscribe the
+cores) and exits as soon as the process that started it dies (no orphans after a ``kill -9``). ``"ray"``
+submits one Ray task per configuration to a local Ray instance or to the cluster at ``address`` (optional extra:
+``pip install 'mechmem[ray]'``). ``fn`` must be a module-level function (picklable by reference) returning a
+JSON-serialisable value.
 
 Example::
 
@@ -24,12 +29,14 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures as cf
+import glob
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,7 +44,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mechmem.io import atomic_write_text
+from mechmem.locking import acquire, release
+from mechmem.threads import limit_worker_threads
+
 BACKENDS = ("local", "ray")
+#: How often (seconds) a worker checks that the process that started it is still alive.
+PARENT_POLL_SECONDS = 0.5
 
 
 def canonical_json(obj: Any) -> str:
@@ -85,6 +98,11 @@ def grid_fingerprint(configs: Sequence[Mapping[str, Any]], fn: Callable | None =
 def sidecar_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".grid.json")
+
+
+def lock_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
 
 
 def read_results(path: str | Path) -> list[dict]:
@@ -135,10 +153,8 @@ def _check_sidecar(path: Path, fingerprint: str, n_configs: int, fn: Callable) -
         return
     if path.exists() and path.stat().st_size > 0:
         raise ValueError(f"{path} exists without its grid sidecar {side.name}: cannot tell which grid wrote it")
-    side.parent.mkdir(parents=True, exist_ok=True)
-    tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}))
-    os.replace(tmp, side)
+    record = {"fingerprint": fingerprint, "n_configs": n_configs, "function": function_name(fn)}
+    atomic_write_text(side, json.dumps(record))
 
 
 class _Appender:
@@ -203,6 +219,22 @@ def run_sweep(
     """
     configs = _validate(fn, configs, backend, workers)
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"sweep results path {path} is a folder; name a .jsonl file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = acquire(lock_path(path), f"sweep results {path}")
+    try:
+        for stale in path.parent.glob(
+            f".{glob.escape(path.name)}*.tmp"
+        ):  # ours only: the folder may hold others' files
+            stale.unlink()
+        return _run_locked(fn, configs, path, backend, workers, address, progress, desc)
+    finally:
+        release(key)
+
+
+def _run_locked(fn, configs: list[dict], path: Path, backend, workers, address, progress, desc) -> list[dict]:
+    """``run_sweep`` once the results file is locked."""
     _check_sidecar(path, grid_fingerprint(configs, fn), len(configs), fn)
     done = {row["key"]: row for row in read_results(path)}
     todo = [c for c in configs if config_key(c) not in done]
@@ -232,7 +264,9 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
             yield config, _call(fn, config)
         return
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(fn, config): config for config in todo}
         try:
             for fut in cf.as_completed(futures):
@@ -245,6 +279,18 @@ def _execute(fn, todo, backend, workers, address) -> Iterable[tuple[dict, Any]]:
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def _init_worker(parent_pid: int) -> None:
+    """In each worker: one torch thread, and exit as soon as ``parent_pid`` is gone."""
+    limit_worker_threads()
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # the sweep that started us died: its results file is resumed by the next run
 
 
 def _call(fn, config):

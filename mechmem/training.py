@@ -5,16 +5,16 @@ the positions where ``mask`` is True. Every ``eval_every`` steps the loop evalua
 held-out batch, runs the user's probes (callables ``model -> float | dict``, e.g. memory-recall
 probes), logs one metrics record, and, when a ``Run`` is given, appends it to
 ``metrics.jsonl`` and checkpoints everything needed to resume bit-exactly.
+
+The steps run with ``cfg.threads`` torch threads and deterministic kernels (``mechmem.threads``;
+both settings are restored afterwards), so the same seeds give the same bits at any thread count.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,61 +23,25 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hooks.weights import weight_names, weight_parameters
+from mechmem import checkpoint
+from mechmem.config import TrainConfig
 from mechmem.models import trainable_parameters
+from mechmem.runs import load_weights_into
 from mechmem.tasks.base import Batch, Task
+from mechmem.threads import deterministic, torch_threads
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 Probe = Callable[[nn.Module], "float | dict[str, float]"]
 
 
 @dataclass
-class TrainConfig:
-    """How to train. ``freeze_until`` maps weight names to the step at which they start training
-    (before it they are left out of the optimiser, so they stay exactly at their init)."""
-
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    eval_every: int = 100
-    eval_batch_size: int = 512
-    seed: int = 0
-    progress: bool = True
-    freeze_until: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not supported; allowed values: {list(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        for name in ("momentum", "weight_decay", "eps"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        self.freeze_until = dict(self.freeze_until)
-        for name, step in self.freeze_until.items():
-            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-                raise ValueError(f"freeze_until[{name!r}] must be a step >= 0, got {step!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
 class TrainResult:
+    """Every evaluation record, the last one, the step training started from (> 0 when resumed;
+    ``cfg.steps`` when the run had already finished) and the torch threads it used."""
+
     history: list[dict[str, float]]
     final: dict[str, float]
+    start: int = 0
+    threads: int = 1
 
 
 def masked_loss(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> Tensor:
@@ -163,27 +127,27 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; see the module docstring.
 
-    With ``run`` (a ``mechmem.runs.Run``), metrics go to ``metrics.jsonl``, a resumable
-    checkpoint is written atomically at every evaluation, and the final weights to
-    ``model.safetensors``. With ``resume=True`` training continues from the run's checkpoint and
-    ends with the same weights as an uninterrupted run with the same seed.
+    With ``run`` (a ``mechmem.runs.Run``, locked for this process while it trains), metrics go to
+    ``metrics.jsonl``, a resumable checkpoint is written atomically at every evaluation, and the
+    final weights to ``model.safetensors``. With ``resume=True`` training continues from the
+    run's verified checkpoint and ends with the same weights as an uninterrupted run with the same
+    seed; a run that had finished is left as it is.
     """
     validate_training(model, task, cfg)
+    if run is not None:
+        run.lock()
+    with torch_threads(cfg.threads), deterministic():
+        return _train(model, task, cfg, probes, run, resume)
+
+
+def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: bool) -> TrainResult:
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    eval_batch = task.sample(cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1))
     device = next(model.parameters()).device
-    eval_batch = eval_batch.to(device)
-    start, history = 0, []
-    optimizer = make_optimizer(param_groups(model, cfg, 0), cfg)
-    if resume and run is not None and run.has_train_state():
-        start, optimizer, history = run.load_train_state(
-            model, data_gen, lambda step: make_optimizer(param_groups(model, cfg, step), cfg)
-        )
-    if start == 0:
-        if resume and run is not None and (run.path / "metrics.jsonl").exists():
-            # killed before the first checkpoint: start the log afresh instead of appending to it
-            (run.path / "metrics.jsonl").unlink()
-        history = [_log(run, {"step": 0, **evaluate(model, task, eval_batch, probes)})]
+    eval_batch = task.sample(cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+    state = run.load_train_state() if resume and run is not None else None
+    start, optimizer, history = _start(model, cfg, state, run, data_gen)
+    if state is None:
+        history = [_log(run, {"step": 0, **evaluate(model, task, eval_batch, probes)}, fresh=True)]
 
     model.train()
     bar = tqdm(
@@ -212,12 +176,49 @@ def train(
             if run is not None:
                 run.save_train_state(model, optimizer, data_gen, done, history)
     bar.close()
-    if run is not None:
+    if run is not None and not (start == cfg.steps and _has_verified_model(run)):
         run.save_model(model)
-    return TrainResult(history=history, final=history[-1])
+    return TrainResult(history=history, final=history[-1], start=start, threads=torch.get_num_threads())
 
 
-def _log(run, record: dict) -> dict:
+def _start(model: nn.Module, cfg: TrainConfig, state, run, data_gen: torch.Generator):
+    """(start step, optimiser, history so far) for a fresh run (``state`` None) or a resumed one:
+    the checkpoint is checked against the model and config before anything is restored."""
+    if state is None:
+        return 0, make_optimizer(param_groups(model, cfg, 0), cfg), []
+    file = run.path / "train_state.safetensors"
+    optimizer = make_optimizer(param_groups(model, cfg, state.step), cfg)
+    checkpoint.check_fits(state, optimizer, cfg.optimizer, cfg.steps, cfg.eval_every, file)
+    try:
+        load_weights_into(model, state.weights)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {file}: {err}") from None
+    optimizer.load_state_dict(state.optimizer)
+    data_gen.set_state(state.rng_state)
+    if _metrics_or_none(run) != state.history:
+        run.rewrite_metrics(state.history)  # drop records logged after the checkpoint
+    return state.step, optimizer, list(state.history)
+
+
+def _metrics_or_none(run) -> list[dict] | None:
+    try:
+        return run.metrics()
+    except ValueError:  # a damaged metrics.jsonl is rewritten from the checkpoint
+        return None
+
+
+def _has_verified_model(run) -> bool:
+    try:
+        run.verified_bytes("model.safetensors")
+    except ValueError:
+        return False
+    return True
+
+
+def _log(run, record: dict, fresh: bool = False) -> dict:
     if run is not None:
-        run.log(record)
+        if fresh:
+            run.rewrite_metrics([record])
+        else:
+            run.log(record)
     return record

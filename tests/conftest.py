@@ -8,20 +8,40 @@ paper's own test files.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from mechmem.config import ModelConfig
+from mechmem.config import ModelConfig, TrainConfig
 from mechmem.tasks.recall import RecallTask
-from mechmem.training import TrainConfig
 
 # Test models are tiny: a second intra-op thread buys nothing, and on a shared 2-core machine two
 # OpenMP threads per process slow training down ~10x. Set MECHMEM_TEST_THREADS to change it.
 torch.set_num_threads(int(os.environ.get("MECHMEM_TEST_THREADS", "1")))
+
+# --- the fault-injection summary (tests/core/test_faults.py) ----------------------------------------
+# Each fault test records how many faults it injected (record_property("faults", n)); a fault is
+# "clean" when its test passed. The summary line is quoted in the README's Reliability section.
+_FAULTS = {"tried": 0, "clean": 0}
+
+
+def pytest_runtest_logreport(report) -> None:
+    faults = dict(report.user_properties).get("faults")
+    if faults is None or report.when != "call":
+        return
+    _FAULTS["tried"] += faults
+    _FAULTS["clean"] += faults if report.passed else 0
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FAULTS["tried"]:
+        terminalreporter.write_line(f"fault injection: {_FAULTS['tried']} tried / {_FAULTS['clean']} clean")
 
 
 @pytest.fixture
@@ -77,3 +97,34 @@ def smoke_outputs(tmp_path_factory) -> Callable[[str], tuple[Path, dict]]:
         return done[paper]
 
     return get
+
+
+_HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def hold_lock():
+    """``with hold_lock(lock_file) as pid:`` another process holds ``lock_file`` (as a mechmem writer
+    would: flock, its pid inside) until the block ends."""
+
+    @contextlib.contextmanager
+    def hold(lock_file: Path):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "locked", "the lock-holding process did not start"
+            yield proc.pid
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+
+    return hold

@@ -15,8 +15,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from mechmem.config import ModelConfig
-    from mechmem.training import TrainConfig
+    from mechmem.config import ModelConfig, TrainConfig
 
 
 class Batch(NamedTuple):
@@ -73,7 +72,7 @@ class Task:
 
     def train_config(self) -> "TrainConfig":
         """Sensible default training settings for this task."""
-        from mechmem.training import TrainConfig
+        from mechmem.config import TrainConfig
 
         return TrainConfig()
 

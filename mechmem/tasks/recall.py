@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from mechmem.config import ModelConfig
+from mechmem.config import ModelConfig, TrainConfig, check_seed
 from mechmem.tasks.base import Batch, Task
 
 
@@ -40,6 +40,7 @@ class RecallTask(Task):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"recall task: {field} must be a positive integer, got {value!r}")
+        check_seed("recall task: table_seed", self.table_seed)
         if self.seq_len < 2:
             raise ValueError(f"recall task: seq_len must be >= 2 (a key and the query), got {self.seq_len}")
         gen = torch.Generator().manual_seed(self.table_seed)
@@ -105,7 +106,5 @@ class RecallTask(Task):
             positional=False,
         )
 
-    def train_config(self):
-        from mechmem.training import TrainConfig
-
+    def train_config(self) -> TrainConfig:
         return TrainConfig(steps=150, batch_size=128, lr=1e-2, optimizer="adam", eval_every=25)

@@ -1,4 +1,4 @@
-"""Regenerate the saved-run fixtures of tests/test_tl_lines.py (run with TransformerLens 3.9, from
+"""Regenerate the saved-run fixtures of tests/core/test_tl_lines.py (run with TransformerLens 3.9, from
 the repository root: ``.venv/bin/python tests/data/make_tl39_runs.py``).
 
 Each fixture is a small trained run (``config.json``, ``model.safetensors``) and ``expected.safetensors``:

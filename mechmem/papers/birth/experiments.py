@@ -13,9 +13,10 @@ from functools import partial
 import torch
 
 from hooks.weights import weight_names, weight_parameters
+from mechmem.config import TrainConfig
 from mechmem.models import build_model
 from mechmem.reproducing import Context, ExperimentResult, Experiments
-from mechmem.training import TrainConfig, train
+from mechmem.training import train
 
 from .generator import BigramOptions, bigram_floor, generate
 from .handbuilt import HandbuiltScales

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mechmem.config import ModelConfig
+from mechmem.config import ModelConfig, TrainConfig
 from mechmem.reproducing import Preset
-from mechmem.training import TrainConfig
 
 from .model import full_config, simplified_config
 

@@ -109,7 +109,7 @@ class BigramTask(BigramOptions, Task):
         return init_simplified_(build_model(cfg))
 
     def train_config(self):
-        from mechmem.training import TrainConfig
+        from mechmem.config import TrainConfig
 
         return TrainConfig(
             steps=300,

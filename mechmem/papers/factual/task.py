@@ -233,7 +233,7 @@ class FactualRecallTask(Task):
         return finish_factual_model_(build_model(cfg))
 
     def train_config(self):
-        from mechmem.training import TrainConfig
+        from mechmem.config import TrainConfig
 
         return TrainConfig(steps=3000, batch_size=1024, lr=1e-2, optimizer="adam", eval_every=128, eval_batch_size=1024)
 

@@ -34,8 +34,7 @@ from .generator import (
 )
 
 if TYPE_CHECKING:
-    from mechmem.config import ModelConfig
-    from mechmem.training import TrainConfig
+    from mechmem.config import ModelConfig, TrainConfig
 
 
 @dataclass
@@ -157,7 +156,7 @@ class LatentConceptTask(Task):
         return finish_lca_model_(build_model(cfg))
 
     def train_config(self) -> TrainConfig:
-        from mechmem.training import TrainConfig
+        from mechmem.config import TrainConfig
 
         return TrainConfig(steps=1500, batch_size=128, lr=1e-2, optimizer="adam", eval_every=500, eval_batch_size=1024)
 

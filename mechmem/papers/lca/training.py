@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from mechmem.training import TrainConfig, TrainResult, train
+from mechmem.config import TrainConfig
+from mechmem.training import TrainResult, train
 
 from .fast import query_logits
 from .model import LCAModelSpec, build_lca_model, untie_

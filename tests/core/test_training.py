@@ -6,16 +6,20 @@ Models are tiny (d_model 16) and runs are tens of steps, so every test trains fo
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from hooks.weights import get_weight, weight_names
-from mechmem.config import ModelConfig
+from mechmem.config import ModelConfig, TrainConfig
 from mechmem.models import build_bridge, build_model
 from mechmem.runs import Run
 from mechmem.tasks.base import Batch
-from mechmem.training import TrainConfig, evaluate, masked_accuracy, masked_loss, train
+from mechmem.tasks.recall import RecallTask
+from mechmem.training import evaluate, masked_accuracy, masked_loss, train
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
@@ -89,6 +93,93 @@ def test_same_seeds_give_identical_metrics_and_weights(tiny_task, tiny_model_con
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), f"same seed, different final {name}"
     assert _without_timing(results[2].history)[1:] != same[1:], "changing the training seed changed nothing"
+
+
+def _train_with_threads(threads: int, task, model_cfg, train_cfg, run=None, resume=False, probes=None):
+    model = build_model(model_cfg)
+    result = train(model, task, dataclasses.replace(train_cfg, threads=threads), run=run, resume=resume, probes=probes)
+    return _snapshot(model), result
+
+
+def _differing(a: dict, b: dict) -> dict[str, float]:
+    return {n: (a[n] - b[n]).abs().max().item() for n in a if not torch.equal(a[n], b[n])}
+
+
+@pytest.fixture
+def threaded_setup():
+    """The built-in recall task at its default size (d_model 32, batch 128, 12 positions): large
+    enough for the backward of ``W_E[tokens]`` to split over 2 threads (without deterministic
+    kernels, 2-thread runs of it differ from each other by ~1e-7 after 10 steps)."""
+    task = RecallTask()
+    train_cfg = dataclasses.replace(task.train_config(), steps=10, eval_every=5, eval_batch_size=64, progress=False)
+    return task, task.model_config(), train_cfg
+
+
+def test_training_with_two_threads_is_bit_identical_from_run_to_run(threaded_setup):
+    task, model_cfg, train_cfg = threaded_setup
+    threads_before = torch.get_num_threads()
+    runs = [_train_with_threads(2, task, model_cfg, train_cfg) for _ in range(3)]
+    for attempt, (weights, result) in enumerate(runs[1:], start=2):
+        assert result.threads == 2, f"training ran on {result.threads} threads, asked for 2"
+        differing = _differing(runs[0][0], weights)
+        assert not differing, f"2-thread run {attempt} differs from run 1 (max abs diff per weight): {differing}"
+        assert _without_timing(result.history) == _without_timing(runs[0][1].history), "metrics differ"
+    assert torch.get_num_threads() == threads_before, "train() did not restore the thread count"
+    assert not torch.are_deterministic_algorithms_enabled(), "train() left deterministic algorithms on"
+
+
+def test_resume_with_two_threads_ends_bit_identical_to_an_uninterrupted_run(tmp_path, threaded_setup):
+    task, model_cfg, train_cfg = threaded_setup
+    reference, _ = _train_with_threads(2, task, model_cfg, train_cfg)
+    run = Run.create(tmp_path / "run", {"model": model_cfg.to_dict()})
+    calls = []
+
+    def interrupt(model):
+        calls.append(1)
+        if len(calls) == 3:  # the evaluation after 10 steps; the checkpoint at step 5 is on disk
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        _train_with_threads(2, task, model_cfg, train_cfg, run=run, probes={"interrupt": interrupt})
+    resumed, result = _train_with_threads(2, task, model_cfg, train_cfg, run=run, resume=True)
+    assert result.start == 5, f"resumed from step {result.start}, expected the checkpoint at 5"
+    differing = _differing(reference, resumed)
+    assert not differing, f"resumed at 2 threads differs from the uninterrupted 2-thread run: {differing}"
+
+
+_ONE_VS_TWO = """
+import dataclasses, torch
+from hooks.weights import get_weight, weight_names
+from mechmem.models import build_model
+from mechmem.tasks.recall import RecallTask
+from mechmem.training import train
+
+task = RecallTask(seq_len=8, n_keys=12, n_values=6, n_noise=8)
+model_cfg = dataclasses.replace(task.model_config(), d_model=16)
+weights = []
+for threads in (1, 2):
+    model = build_model(model_cfg)
+    cfg = dataclasses.replace(task.train_config(), steps=10, batch_size=32, eval_every=5, eval_batch_size=64,
+                              progress=False, threads=threads)
+    train(model, task, cfg)
+    weights.append({n: get_weight(model, n) for n in weight_names(model)})
+print(sorted(n for n in weights[0] if not torch.equal(weights[0][n], weights[1][n])))
+"""
+
+
+def test_one_and_two_threads_agree_bit_for_bit_under_mkls_reproducible_mode():
+    """Across thread counts MKL's matrix product may split its sum differently (measured: the
+    gradient of ``W_U``, summed over batch x positions, differs by ~2e-8 between 1 and 2 threads);
+    MKL's conditional numerical reproducibility mode (``MKL_CBWR=COMPATIBLE,STRICT``, set before
+    the process starts) removes that, as the README says."""
+    if not torch.backends.mkl.is_available():
+        pytest.skip("torch is not built with MKL")
+    env = dict(os.environ, MKL_CBWR="COMPATIBLE,STRICT")
+    proc = subprocess.run([sys.executable, "-c", _ONE_VS_TWO], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    differing = proc.stdout.strip().splitlines()[-1]
+    assert differing == "[]", f"with MKL_CBWR=COMPATIBLE,STRICT, 1 and 2 threads differ in {differing}"
 
 
 def test_history_has_one_record_per_evaluation_and_final_is_the_last(tiny_task, tiny_model_config, fast_train_config):

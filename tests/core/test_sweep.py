@@ -25,6 +25,11 @@ TASK_MODULE = textwrap.dedent(
         if config["n"] == 2:
             raise ArithmeticError("n = 2 is not allowed")
         return config["n"]
+
+    def torch_threads(config):
+        import torch
+
+        return torch.get_num_threads()
     """
 )
 
@@ -100,6 +105,28 @@ def test_local_parallel_processes_give_same_rows_as_serial(tmp_path, task_module
     par = run_sweep(task_module.slow_square, configs, tmp_path / "par.jsonl", workers=2, progress=False)
     ser = run_sweep(task_module.slow_square, configs, tmp_path / "ser.jsonl", workers=1, progress=False)
     assert [r["result"] for r in par] == [r["result"] for r in ser] == [{"square": n * n} for n in [1, 2, 3, 4]]
+
+
+def test_workers_use_one_torch_thread_each(tmp_path, task_module, monkeypatch):
+    """Parallel workers must not oversubscribe the cores (torch would start one thread per core in each)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    rows = run_sweep(
+        task_module.torch_threads, expand_grid({"n": [1, 2]}), tmp_path / "t.jsonl", workers=2, progress=False
+    )
+    assert [r["result"] for r in rows] == [1, 1], f"workers ran with {[r['result'] for r in rows]} threads"
+
+
+def test_a_sweep_removes_its_own_stale_temp_files_and_nobody_elses(tmp_path, task_module):
+    mine, other = tmp_path / ".t.jsonl.grid.json.x1.tmp", tmp_path / ".figure.png.y2.tmp"
+    mine.write_text("left by a kill -9"), other.write_text("another writer, mid-write")
+    run_sweep(
+        task_module.slow_square,
+        expand_grid({"n": [1]}, fixed={"sleep": 0.0}),
+        tmp_path / "t.jsonl",
+        workers=1,
+        progress=False,
+    )
+    assert not mine.exists() and other.exists()
 
 
 def test_failure_keeps_finished_rows_and_names_the_config(tmp_path, task_module):

@@ -12,9 +12,8 @@ import re
 
 import pytest
 
-from mechmem.config import ACTIVATIONS, ModelConfig, apply_overrides, split_overrides
+from mechmem.config import ACTIVATIONS, OPTIMIZERS, ModelConfig, TrainConfig, apply_overrides, split_overrides
 from mechmem.tasks.recall import RecallTask
-from mechmem.training import OPTIMIZERS, TrainConfig
 
 # --- ModelConfig ----------------------------------------------------------------------------
 

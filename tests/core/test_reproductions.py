@@ -189,9 +189,16 @@ def test_bad_input_is_rejected_before_any_folder_is_created(tmp_path):
 
 
 def test_an_output_folder_of_another_paper_is_refused(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({"paper": "lca"}))
+    from mechmem.reproducing import prepare_output_dir
+
+    out = prepare_output_dir(tmp_path / "out", "lca")  # an earlier lca reproduction's folder
+    (out / "results.json").write_text(json.dumps({"paper": "lca"}))
     with pytest.raises(FileExistsError, match="lca"):
-        run(Tiny, "smoke", [0], tmp_path, progress=False)
+        run(Tiny, "smoke", [0], out, progress=False)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("a folder mechmem did not make")
+    with pytest.raises(FileExistsError, match="not made by mechmem"):
+        run(Tiny, "smoke", [0], tmp_path / "notes", progress=False)
 
 
 def test_an_experiment_that_returns_something_else_is_an_error(tmp_path):

@@ -101,7 +101,7 @@ def test_trials_train_independently():
         one = {k: v[t : t + 1].clone() for k, v in params.items()}
         c1 = OptimConfig(**{**cfg.__dict__, "n_trials": 1})
         singles.append(
-            run_steps(c1, param_groups(c1, one), lambda x, one=one: logits(c1, one, x), xs[t : t + 1]).errors
+            run_steps(c1, param_groups(c1, one), lambda x, c1=c1, one=one: logits(c1, one, x), xs[t : t + 1]).errors
         )
     both = run_steps(cfg, param_groups(cfg, params), lambda x: logits(cfg, params, x), xs).errors
     assert torch.allclose(both, torch.cat(singles, dim=1)), "a trial's trajectory must not depend on the others"

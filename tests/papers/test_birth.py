@@ -50,7 +50,7 @@ def test_regeneration_script_rebuilds_the_same_table(tmp_path, tables):
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make_birth_tables.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_birth_tables.py"
     spec = importlib.util.spec_from_file_location("make_birth_tables", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -192,7 +192,8 @@ def test_bad_count_tables_raise():
 
 
 def test_sequence_longer_than_the_model_context_raises():
-    from mechmem.training import TrainConfig, train
+    from mechmem.config import TrainConfig
+    from mechmem.training import train
 
     model = build_simplified(d_model=16, n_ctx=32)
     with pytest.raises(ValueError, match="n_ctx"):
@@ -200,7 +201,8 @@ def test_sequence_longer_than_the_model_context_raises():
 
 
 def test_freezing_a_matrix_the_model_lacks_raises():
-    from mechmem.training import TrainConfig, train
+    from mechmem.config import TrainConfig
+    from mechmem.training import train
 
     model = build_simplified(d_model=16, n_ctx=32)
     with pytest.raises(ValueError, match="blocks.2.attn.W_O"):

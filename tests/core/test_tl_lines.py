@@ -17,7 +17,7 @@ from mechmem.config import ModelConfig
 from mechmem.models import build_bridge, build_model, initial_weights, tl_config_dict
 from mechmem.runs import load_run
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 #: sha256 (first 16 hex digits) of every initial weight, by sorted TransformerLens name; computed
 #: with TransformerLens 3.9's HookedTransformer init (mechmem before the explicit init)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 
+from mechmem.config import TrainConfig
 from mechmem.papers.birth.experiments import summarise_dynamics
 from mechmem.papers.birth.model import build_simplified
 from mechmem.papers.birth.probes import memory_probes
 from mechmem.papers.birth.reproduction import CLAIMS
 from mechmem.papers.birth.task import BigramTask
-from mechmem.training import TrainConfig, train
+from mechmem.training import train
 
 
 def test_simplified_model_learns_incontext_bigrams_and_logs_probes():

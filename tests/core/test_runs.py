@@ -26,8 +26,9 @@ from safetensors.torch import load_file
 from hooks.weights import get_weight, weight_names
 from mechmem.cli import main as cli_main
 from mechmem.config import ModelConfig
+from mechmem.locking import LockedError
 from mechmem.models import build_bridge, build_model
-from mechmem.runs import Run, load_run, load_weights, save_weights
+from mechmem.runs import Run, check_run_name, load_run, load_weights, prepare_output_dir, save_weights
 from mechmem.training import train
 
 
@@ -403,3 +404,90 @@ def test_load_run_rebuilds_a_paper_model_with_its_own_builder(tmp_path, task_nam
         assert not torch.allclose(plain.eval()(tokens), loaded(tokens)), (
             f"the {task_name} model should differ from a plain build_model (its builder adds hooks)"
         )
+
+
+# --- folders mechmem owns: markers, locks, manifests -----------------------------------------------
+
+
+def test_prepare_output_dir_reuses_its_own_output_and_refuses_anything_else(tmp_path):
+    """An empty or missing folder is taken; the same kind's folder is kept as it is (resumable);
+    another kind's folder needs overwrite (then it is emptied); a folder mechmem did not make, a
+    file or a symbolic link is refused even with overwrite."""
+    out = tmp_path / "out"
+    assert prepare_output_dir(out, "reproduce-lca") == out
+    (out / "results.json").write_text("{}")
+    prepare_output_dir(out, "reproduce-lca")
+    assert (out / "results.json").exists(), "its own previous output was deleted"
+    with pytest.raises(FileExistsError, match="another kind.*overwrite"):
+        prepare_output_dir(out, "reproduce-birth")
+    prepare_output_dir(out, "reproduce-birth", overwrite=True)
+    assert not (out / "results.json").exists(), "overwrite kept the other kind's files"
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="not made by mechmem"):
+            prepare_output_dir(foreign, "reproduce-lca", overwrite=overwrite)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        prepare_output_dir(tmp_path / "file", "reproduce-lca")
+    with pytest.raises(ValueError, match="is a file"):
+        prepare_output_dir(tmp_path / "file" / "below", "reproduce-lca")
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    with pytest.raises(ValueError, match="symbolic link"):
+        prepare_output_dir(tmp_path / "link", "reproduce-birth", overwrite=True)
+
+
+_HOLD_LOCK = """
+import sys, time
+from mechmem.runs import prepare_output_dir
+prepare_output_dir(sys.argv[1], "reproduce-lca")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_folder_locked_by_another_process_is_refused_naming_its_pid(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError, match=f"process {proc.pid}"):
+            prepare_output_dir(tmp_path / "out", "reproduce-lca")
+        with pytest.raises(LockedError, match=f"process {proc.pid}"):
+            Run.create(tmp_path / "out", {"model": {}}, overwrite=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    prepare_output_dir(tmp_path / "out", "reproduce-lca")  # the kernel released the dead holder's lock
+
+
+def test_manifest_lists_every_file_a_run_writes_and_catches_a_changed_one(
+    tmp_path, tiny_task, tiny_model_config, fast_train_config
+):
+    run = Run.create(tmp_path / "run", _run_config(tiny_model_config))
+    train(build_model(tiny_model_config), tiny_task, fast_train_config, run=run)
+    run.save_results({"ok": True})
+    listed = run.verify()
+    written = sorted(
+        str(p.relative_to(run.path))
+        for p in run.path.rglob("*")
+        if p.is_file() and p.name not in ("manifest.json", ".mechmem.json", ".mechmem.lock")
+    )
+    assert listed == written, f"manifest lists {listed}, the run holds {written}"
+    (run.path / "results.json").write_text('{"ok": false}')
+    with pytest.raises(ValueError, match="results.json does not match its checksum"):
+        run.verify()
+
+
+def test_run_names_are_single_path_components():
+    for good in ("demo", "r64", "a-b_c.d", "ü"):
+        assert check_run_name(good) == good
+    for bad in ("", ".", "..", "a/b", "../x", "/abs", ".hidden", "a\\b", "x" * 256):
+        with pytest.raises(ValueError, match="not allowed"):
+            check_run_name(bad)
+    with pytest.raises(TypeError):
+        check_run_name(None)

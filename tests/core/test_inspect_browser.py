@@ -3,9 +3,9 @@
 make no request that leaves the machine (Chromium's own network log), and their JavaScript raises no
 error (the console log).
 
-The default run checks a report of the lca and scaling smoke reproductions (collected from the
-session's smoke outputs: circuits and figures-only, in seconds); ``-m slow`` also checks the whole
-``mechmem report --preset smoke`` (all four papers, run from scratch: what CI's browser job renders).
+The default run checks the smoke report of the four papers collected from the session's smoke
+reproductions (the same page, in seconds once they exist); ``-m slow`` also runs the whole
+``mechmem report --preset smoke`` from scratch through the CLI (what CI's extra step renders).
 
 Skipped with a message when Chromium is not installed (Debian: ``apt-get install chromium``;
 ``.ci/run`` installs it). Set ``MECHMEM_SCREENSHOTS=<folder>`` to keep the screenshots.
@@ -24,6 +24,7 @@ import pytest
 
 from mechmem.cli import main
 from mechmem.inspect import InspectOptions, inspect_run
+from mechmem.registry import PAPERS
 from mechmem.report import ReportOptions, make_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
@@ -73,12 +74,11 @@ def inspect_page(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory, smoke_outputs) -> Path:
-    """A smoke report of lca (with the circuits of its trained model) and scaling (figures only)."""
+    """The smoke report of the four papers, collected from the session's smoke reproductions (the page
+    ``mechmem report --preset smoke`` writes: circuits of three trained models, scaling's figures)."""
     out = tmp_path_factory.mktemp("report") / "report"
-    folders = [smoke_outputs(paper)[0] for paper in ("lca", "scaling")]
-    return make_report(
-        ReportOptions(preset="smoke", papers=["lca", "scaling"], collect=folders, out=out, progress=False)
-    )
+    folders = [smoke_outputs(paper)[0] for paper in PAPERS]
+    return make_report(ReportOptions(preset="smoke", collect=folders, out=out, progress=False))
 
 
 @pytest.fixture(params=["inspect", "report"])
@@ -125,7 +125,7 @@ def test_the_page_renders_every_view_without_errors_or_network(page, tmp_path):
 
 def test_the_screenshot_is_not_blank(page, tmp_path):
     kind, path = page
-    check_screenshot_not_blank(path, tmp_path, "inspect_recall" if kind == "inspect" else "report_smoke_lca_scaling")
+    check_screenshot_not_blank(path, tmp_path, "inspect_recall" if kind == "inspect" else "report_smoke_collected")
 
 
 @pytest.mark.slow

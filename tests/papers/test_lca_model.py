@@ -6,13 +6,13 @@ import torch
 
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
+from mechmem.config import TrainConfig
 from mechmem.papers.lca.constructions import constructed_W_V, neighbour_adjacency
 from mechmem.papers.lca.experiments import uniform_attention_accuracy, uniform_pattern_hook
 from mechmem.papers.lca.fast import query_logits
 from mechmem.papers.lca.model import LCAModelSpec, build_lca_model, is_tied, untie_
 from mechmem.papers.lca.task import LatentConceptTask
 from mechmem.papers.lca.training import accuracy, train_lca
-from mechmem.training import TrainConfig
 
 
 def small_task(**kw):

@@ -190,7 +190,7 @@ def test_the_plan_refuses_what_it_cannot_report_or_would_overwrite(smoke_outputs
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="was not written by mechmem report"):
+    with pytest.raises(FileExistsError, match="was not made by mechmem"):
         plan(ReportOptions(preset="smoke", runs=runs, papers=["lca"], out=foreign))
     with pytest.raises(ValueError, match="would replace"):
         plan(ReportOptions(preset="smoke", runs=runs, papers=["lca"], out=runs))
@@ -259,16 +259,39 @@ def test_report_json_and_summary_hold_the_numbers_of_results_json(report, smoke_
     assert record["provenance"]["preset"] == "smoke"
 
 
-def test_a_failed_report_leaves_the_previous_one_and_no_temporary_folder(report, smoke_outputs, tmp_path):
+def test_a_failed_report_leaves_the_previous_one_and_no_temporary_folder(report, smoke_outputs, tmp_path, monkeypatch):
     out = tmp_path / "report"
     shutil.copytree(report.parent, out)
     before = (out / "index.html").read_bytes()
     broken = copy_smoke(smoke_outputs, "lca", tmp_path)
-    (broken / "seed-0" / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="corrupted or not a safetensors file"):
+    import mechmem.report_page as page_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("stopped while building the page")
+
+    monkeypatch.setattr(page_module, "circuits_section", fail)
+    with pytest.raises(RuntimeError, match="stopped while building the page"):
         make_report(ReportOptions(preset="smoke", papers=["lca"], collect=[broken], out=out, progress=False))
     assert (out / "index.html").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lca-smoke", "report"], "a temporary folder was left"
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(RuntimeError, match="stopped while building the page"):
+        make_report(
+            ReportOptions(preset="smoke", papers=["lca"], collect=[broken], out=tmp_path / "new", progress=False)
+        )
+    assert not (tmp_path / "new").exists(), "a failed first report left its folder behind"
+
+
+def test_a_corrupt_model_or_results_file_is_refused_before_anything_is_written(smoke_outputs, tmp_path):
+    broken = copy_smoke(smoke_outputs, "lca", tmp_path)
+    (broken / "seed-0" / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
+    out = tmp_path / "report"
+    with pytest.raises(ValueError, match="seed 0: its model cannot be used .*does not match its checksum"):
+        make_report(ReportOptions(preset="smoke", papers=["lca"], collect=[broken], out=out, progress=False))
+    (broken / "results.json").write_text('{"schema": ')
+    with pytest.raises(ValueError, match="results.json is not valid JSON"):
+        make_report(ReportOptions(preset="smoke", papers=["lca"], collect=[broken], out=out, progress=False))
+    assert not out.exists(), "a refused report wrote its folder"
 
 
 def test_the_report_runs_missing_reproductions_then_collects_them(tmp_path, capsys):

@@ -7,6 +7,7 @@ before any run directory is created.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -103,13 +104,14 @@ def test_train_writes_a_complete_run_directory_that_load_run_reads_back(tmp_path
 
 def test_train_refuses_to_overwrite_an_existing_run_unless_asked(tmp_path, capsys):
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text('{"precious": true}')
+    assert _train(tmp_path, overrides=TINY + ["steps=3"]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".mechmem.lock"}
+    capsys.readouterr()
     assert _train(tmp_path, overrides=TINY + ["steps=2"]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "--overwrite" in err, f"unhelpful error:\n{err}"
-    assert (run / "config.json").read_text() == '{"precious": true}', "an existing run was overwritten"
-    assert sorted(p.name for p in run.iterdir()) == ["config.json"], "files were added to the existing run"
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".mechmem.lock"}
+    assert after == before, "a refused train changed the existing run"
     assert _train(tmp_path, "--overwrite", overrides=TINY + ["steps=2"]) == 0
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2, "--overwrite did not replace the run"
 
@@ -168,3 +170,100 @@ def test_resume_from_a_corrupted_checkpoint_fails_and_overwrites_nothing(tmp_pat
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     changed = [str(p.relative_to(run)) for p in set(before) | set(after) if before.get(p) != after.get(p)]
     assert not changed, f"a failed resume changed files: {changed}"
+
+
+# --- a fast CLI: no torch for help and argument errors -------------------------------------------
+
+_NO_TORCH = """
+import sys
+from mechmem.cli import main
+for argv in {argvs!r}:
+    try:
+        code = main(argv)
+    except SystemExit as exit:
+        code = exit.code
+    print("exit", argv, code, file=sys.stderr)
+heavy = sorted(m for m in ("torch", "transformer_lens", "transformers") if m in sys.modules)
+print("heavy:", ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "argvs",
+    [
+        [["--help"]],
+        [[]],
+        [["train", "--help"]],
+        [["reproduce", "--help"]],
+        [["train"]],
+        [["train", "recall", "--threads", "x"]],
+        [["train", "nosuchtask"]],
+        [["train", "recall", "--name", "../x"]],
+        [["train", "recall", "--threads", "0"]],
+        [["reproduce", "nosuchpaper"]],
+        [["nosuchcommand"]],
+    ],
+    ids=lambda argvs: " ".join(argvs[0]) or "(no arguments)",
+)
+def test_help_and_argument_errors_do_not_import_torch(argvs):
+    """The parser, --help and argument errors answer without importing torch or TransformerLens
+    (4-12 s here, a minute under load): the tasks, papers and paper commands are declared by name."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH.format(argvs=argvs)], capture_output=True, text=True, timeout=120
+    )
+    assert "heavy:" in proc.stdout, f"the check did not run:\n{proc.stderr[-2000:]}"
+    heavy = proc.stdout.split("heavy:")[1].strip()
+    assert heavy == "", f"{argvs[0]} imported {heavy}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_registry_declarations_match_the_packages():
+    """mechmem.registry names the tasks and paper commands without importing them; the names must
+    be what the packages really define."""
+    from mechmem.cli import _parser
+    from mechmem.registry import COMMANDS, PAPERS, TASKS, paper_module, task_class
+    from mechmem.tasks.recall import RecallTask
+
+    defined = {RecallTask.name: RecallTask}
+    for paper in PAPERS:
+        defined.update(getattr(paper_module(paper), "TASKS", {}))
+    assert {name: task_class(name) for name in TASKS} == defined, "registry.TASKS is out of date"
+    for command, (paper, help_text) in COMMANDS.items():
+        sub = next(a for a in _parser(command)._actions if isinstance(a, argparse._SubParsersAction))
+        helps = {action.dest: action.help for action in sub._choices_actions}
+        assert helps.get(command) == help_text, f"{paper} registers {command!r} with help {helps.get(command)!r}"
+        assert sub.choices[command].get_default("func") is not None, f"{command} has no real parser"
+
+
+def test_ambiguous_key_lists_only_its_candidates(tmp_path, capsys):
+    assert main(["train", "recall", "--out", str(tmp_path), "--set", "seed=3"]) == 2
+    err = capsys.readouterr().err
+    assert "model.seed, train.seed" in err, f"the candidates are not listed:\n{err}"
+    assert "model.d_model" not in err, f"the ambiguity error lists every key:\n{err}"
+
+
+def test_threads_are_applied_recorded_and_restored(tmp_path, capsys):
+    before = torch.get_num_threads()
+    assert _train(tmp_path, "--threads", "2", overrides=TINY + ["steps=5", "eval_every=5"]) == 0
+    out = capsys.readouterr().out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert config["train"]["threads"] == 2, f"config.json records threads={config['train']['threads']}"
+    assert results["threads"] == 2, f"training ran on {results['threads']} threads, asked for 2"
+    assert "on 2 threads" in out
+    assert torch.get_num_threads() == before, "mechmem train did not restore torch's thread count"
+    assert _train(tmp_path, "--overwrite", overrides=TINY + ["steps=5", "eval_every=5"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["threads"] == 1, "default is not 1"
+
+
+def test_train_reports_the_task_every_file_of_the_run_and_what_to_try_next(tmp_path, capsys):
+    assert _train(tmp_path, overrides=TINY + ["steps=5", "eval_every=5"]) == 0
+    out = capsys.readouterr().out
+    assert "task recall: Recall a key's value from a noisy context" in out, out
+    run = tmp_path / "run"
+    assert f"run saved to {run}" in out
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert str(path.relative_to(run)) in out, f"{path.relative_to(run)} is not listed:\n{out}"
+    assert "config.json" in out and "next:" in out and "load_run" in out and "mechmem list" in out
+    assert f"mechmem inspect {run}" in out

@@ -12,6 +12,7 @@ saves figures calls :func:`use_file_backend` first.
   with a colorbar (both shared with :mod:`hooks.plotting`, which the hook views use);
 - :func:`subplots`: ``plt.subplots`` on a standalone ``Figure`` (no pyplot state: what the paper
   reproductions' experiments return, saved by the runner);
+- :func:`plain_log_axes`: log axes labelled in plain numbers;
 - :func:`png_bytes`, :func:`save_figure`.
 """
 
@@ -24,7 +25,18 @@ from typing import Any
 from hooks.plotting import STYLE, grid, heatmap, style
 from mechmem.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["DPI", "STYLE", "grid", "heatmap", "style", "subplots", "png_bytes", "save_figure", "use_file_backend"]
+__all__ = [
+    "DPI",
+    "STYLE",
+    "grid",
+    "heatmap",
+    "style",
+    "subplots",
+    "plain_log_axes",
+    "png_bytes",
+    "save_figure",
+    "use_file_backend",
+]
 
 #: the resolution of every saved figure
 DPI = 120
@@ -39,6 +51,18 @@ def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (4.8
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
+def plain_log_axes(ax, x: bool = True, y: bool = True) -> None:
+    """Readable log axes: ticks at 1, 2 and 5 times powers of ten written as plain numbers (``200``, not
+    ``2 x 10^2``), no labels on minor ticks (they run into each other on a short range)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis, on in ((ax.xaxis, x), (ax.yaxis, y)):
+        if on:
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
 def use_file_backend() -> None:
     """Select matplotlib's non-interactive ``Agg`` backend (for commands that only save figures)."""
     import matplotlib
@@ -47,13 +71,10 @@ def use_file_backend() -> None:
 
 
 def png_bytes(fig, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes; the figure stays open. A figure laid out by matplotlib's constrained
-    layout (the :data:`STYLE` default) is saved as is, any other with a tight bounding box."""
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
-
+    """The figure as PNG bytes; the figure stays open. Saved with a tight bounding box: a title or a
+    legend wider than the panels (which constrained layout does not make room for) is kept whole."""
     buffer = io.BytesIO()
-    tight = None if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine) else "tight"
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=tight, facecolor="white")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     return buffer.getvalue()
 
 

@@ -161,7 +161,7 @@ def _training_figure(history: list[dict], name: str):
         ax_loss.plot(steps, [r["loss"] for r in history], marker=".", label="evaluation batch")
         train = [(r["step"], r["train_loss"]) for r in history if "train_loss" in r]
         if train:
-            ax_loss.plot(*zip(*train), ls="--", label="training batch")
+            ax_loss.plot(*zip(*train), ls="--", marker=".", label="training batch")
         losses = [r["loss"] for r in history] + [loss for _, loss in train]
         wide = min(losses) > 0 and max(losses) / min(losses) > 10  # log scale only across decades
         ax_loss.set(
@@ -431,7 +431,7 @@ def _ablation_figure(table: list[dict], clean_loss: float):
             ylabel="loss increase (nats)",
             title="Loss increase when one component is ablated",
         )
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return fig
 
 

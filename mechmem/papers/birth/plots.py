@@ -55,7 +55,12 @@ def plot_bars(values: dict, title: str, ylabel: str, xlabel: str = ""):
     """One bar per entry of ``values`` (name -> value; ``None`` is drawn as missing)."""
     fig, ax = subplots(figsize=(7.5, 3.8))
     names = list(values)
-    ax.bar(range(len(names)), [values[n] if values[n] is not None else float("nan") for n in names])
+    bars = ax.bar(range(len(names)), [values[n] if values[n] is not None else float("nan") for n in names])
+    # each bar's value written on it: a bar of height 0 is still read as 0, a missing one as "not measured"
+    ax.bar_label(bars, labels=[f"{values[n]:.3g}" if values[n] is not None else "not measured" for n in names])
+    ax.margins(y=0.15)
+    if all(not values[n] for n in names):
+        ax.set_ylim(0, 1)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set(title=title, ylabel=ylabel, xlabel=xlabel)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from mechmem.figures import subplots
+from mechmem.figures import plain_log_axes, subplots
 from mechmem.papers.factual import capacity
 from mechmem.papers.factual.dynamics import stages, train_dynamics
 from mechmem.papers.factual.fit import train_config_point
@@ -175,6 +175,7 @@ def _capacity_figure(lin, outer, mlp, mlp32):
         ylabel="associations N stored at 99 % accuracy",
         title="Linear associative memory (Fig. 1 left)",
     )
+    plain_log_axes(a)
     a.legend()
     if mlp:
         md = np.array([p["m"] * p["d"] for p in mlp])
@@ -189,6 +190,8 @@ def _capacity_figure(lin, outer, mlp, mlp32):
         ylabel="associations N stored at 99 % accuracy",
         title="MLP associative memory (Fig. 1 right, Fig. 6)",
     )
+    if mlp or mlp32:
+        plain_log_axes(b)
     b.legend()
     return fig
 
@@ -366,6 +369,8 @@ def facts_vs_params_experiment(ctx: Context) -> ExperimentResult:
         ylabel="facts stored at 99 % accuracy",
         title="Facts stored vs parameters (Fig. 4 left)",
     )
+    if good:
+        plain_log_axes(ax)
     ax.legend(fontsize=8)
     return ExperimentResult(results, {"facts_vs_params": fig})
 

@@ -85,17 +85,30 @@ def fast_train_config() -> TrainConfig:
 def smoke_outputs(tmp_path_factory) -> Callable[[str], tuple[Path, dict]]:
     """``smoke_outputs(paper)`` -> ``(folder, results)``: the paper's smoke reproduction at seed 0, run
     on first use and shared by the whole session (the reproduction tests and the report tests read
-    them; none may change them)."""
-    from mechmem.reproducing import run
+    them; none may change them). ``smoke_outputs.figure_problems[paper]``: what
+    :func:`mechmem.figures.figure_problems` found in each figure the run saved (file name -> list)."""
+    import mechmem.reproducing
+    from mechmem.figures import figure_problems
 
     done: dict[str, tuple[Path, dict]] = {}
+    problems: dict[str, dict[str, list[str]]] = {}
 
     def get(paper: str) -> tuple[Path, dict]:
         if paper not in done:
             out = tmp_path_factory.mktemp(f"smoke-{paper}")
-            done[paper] = (out, run(paper, "smoke", [0], out, progress=False))
+            found = problems.setdefault(paper, {})
+            save = mechmem.reproducing.save_figure
+
+            def audited(fig, path, *args, **kwargs):
+                found[Path(path).name] = figure_problems(fig)
+                return save(fig, path, *args, **kwargs)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(mechmem.reproducing, "save_figure", audited)
+                done[paper] = (out, mechmem.reproducing.run(paper, "smoke", [0], out, progress=False))
         return done[paper]
 
+    get.figure_problems = problems
     return get
 
 

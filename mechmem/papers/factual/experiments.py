@@ -441,6 +441,7 @@ def _mechanism_figure(results: dict):
     axes[0].set(
         xticks=x,
         xticklabels=[names[m] for m in labels],
+        xlabel="trained model (H: heads, m: MLP width)",
         ylabel="attention weight from EOS (mean over heads)",
         title="Where EOS attends",
     )
@@ -457,10 +458,11 @@ def _mechanism_figure(results: dict):
     axes[1].set(
         xticks=x,
         xticklabels=[names[m] for m in labels],
+        xlabel="trained model (H: heads, m: MLP width)",
         ylabel="accuracy on all facts (fraction)",
         title="Ablations: where the facts are stored",
     )
-    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     for m in labels:
         heads = results["models"][m]["subject_patching"]["value_per_head"]
         axes[2].plot(range(len(heads)), heads, "o-", label=names[m])

@@ -99,7 +99,10 @@ def problems(
     """
     if not isinstance(results, dict) or results.get("schema") != SCHEMA:
         found = results.get("schema") if isinstance(results, dict) else None
-        return [f"its results.json has schema {found!r}, not {SCHEMA!r}"]
+        return [
+            f"it is not the output of `mechmem reproduce` (its results.json has schema {found!r}, not {SCHEMA!r}"
+            + ("; a run folder of `mechmem train`?)" if found is None else ")")
+        ]
     name = results.get("paper")
     if name not in PAPERS:
         return [f"it holds results of {name!r}, which is not a paper (papers: {list(PAPERS)})"]

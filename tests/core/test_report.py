@@ -314,4 +314,16 @@ def test_cli_bad_report_arguments_fail_with_a_clear_error_before_any_work(tmp_pa
     assert "--papers: give each paper once" in capsys.readouterr().err
     assert main(["report", "--preset", "smoke", "--collect", str(tmp_path), "--runs", str(tmp_path / "r")]) == 2
     assert "has no results.json" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit):
+        main(["report", "--preset", "medium", "--runs", str(tmp_path / "r")])
+    assert "invalid choice: 'medium'" in capsys.readouterr().err
+    run = tmp_path / "a-run"  # what `mechmem train` writes: a results.json of another kind
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "results.json").write_text(json.dumps({"final": {"loss": 0.1}}))
+    assert main(["report", "--preset", "smoke", "--collect", str(run), "--runs", str(tmp_path / "r")]) == 2
+    assert "is not the output of `mechmem reproduce`" in capsys.readouterr().err
+    (run / "results.json").write_text('{"schema": "mechmem.repro')
+    assert main(["report", "--preset", "smoke", "--collect", str(run), "--runs", str(tmp_path / "r")]) == 2
+    assert "results.json is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists(), "a refused report wrote something"

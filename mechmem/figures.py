@@ -122,8 +122,8 @@ def figure_problems(fig) -> list[str]:
         for m in mappables:
             if m.colorbar is None and not _explained_by_a_colorbar(m, fig):
                 found.append(f"{name}: a heat map without a colorbar")
-        legend = ax.get_legend()
-        entries = [t.get_text() for t in legend.get_texts()] if legend is not None else []
+        legends = [ax.get_legend()] + (list(fig.legends) if i == 0 else [])
+        entries = [t.get_text() for legend in legends if legend is not None for t in legend.get_texts()]
         for text in entries:
             if not text.strip() or ("_" in text and " " not in text and "$" not in text):
                 found.append(f"{name}: legend entry {text!r} is not words")

@@ -47,7 +47,8 @@ def plot_curves(
         ax2.set_ylabel("cross-entropy loss (nats)")
         h2, n2 = ax2.get_legend_handles_labels()
         handles, names = handles + h2, names + n2
-    ax.legend(handles, names, fontsize=7, loc="center right")
+    # below the panel: inside it, the legend covered the curves
+    fig.legend(handles, names, fontsize=7, loc="outside lower center", ncol=min(3, len(names)))
     return fig
 
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from hooks.checks import check_layers, check_tokens
@@ -212,7 +213,9 @@ def ablation_hooks(
     return [(p.name, _hook_fn(p)) for p in prepared]
 
 
-def run_with_ablations(model: nn.Module, tokens: Tensor, ablations: Sequence[Ablation]) -> Tensor:
+def run_with_ablations(
+    model: nn.Module, tokens: Int[Tensor, "batch pos"], ablations: Sequence[Ablation]
+) -> Float[Tensor, "batch pos d_vocab_out"]:
     """Logits of ``model(tokens)`` with all ``ablations`` applied together (no_grad, eval mode;
     the model's hooks, mode and flags are restored afterwards)."""
     check_tokens(model, tokens)
@@ -289,11 +292,11 @@ def _sweep_items(model: nn.Module, components: Sequence[str], layers: Sequence[i
 
 def ablation_sweep(
     model: nn.Module,
-    tokens: Tensor,
+    tokens: Int[Tensor, "batch pos"],
     metric: Metric,
     components: Sequence[str] = ("heads", "attn_out", "mlp_out"),
     kind: str = "zero",
-    reference: Tensor | None = None,
+    reference: Int[Tensor, "ref_batch ref_pos"] | None = None,
     per_position: bool = True,
     positions: Sequence[int] | None = None,
     layers: Sequence[int] | None = None,

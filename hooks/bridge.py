@@ -113,9 +113,8 @@ def make_attention_hooks_live_(bridge: nn.Module) -> nn.Module:
         # a plain tuple attribute: the HookPoints stay registered once, under the AttentionBridge
         attn.mechmem_hooks = (block.attn.hook_attn_scores, block.attn.hook_pattern)
         attn.mechmem_past_kv = None
-    from hooks.names import forget_hook_checks  # local import: names imports the state module
-
-    forget_hook_checks(bridge)
+    # the hook checks of hooks.names cache their answers per model and this number
+    bridge.mechmem_attention_version = getattr(bridge, "mechmem_attention_version", 0) + 1
     return bridge
 
 

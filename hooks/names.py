@@ -32,15 +32,11 @@ _FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp
 
 
 def _flags_key(model: nn.Module) -> tuple:
+    """What the cached answers depend on: the hook flags, the hook points, and the attention
+    implementation (``hooks.bridge.make_attention_hooks_live_`` counts its swaps on the model)."""
     cfg = model.cfg
-    return tuple(getattr(cfg, f, None) for f in _FLAGS) + (len(model.hook_dict),)
-
-
-def forget_hook_checks(model: nn.Module) -> None:
-    """Drop the cached answers of :func:`active_hook_names` and :func:`check_hooks_editable`
-    (called when a model's attention implementation is swapped)."""
-    _ACTIVE_CACHE.pop(model, None)
-    _EDITABLE_CACHE.pop(model, None)
+    flags = tuple(getattr(cfg, f, None) for f in _FLAGS)
+    return flags + (len(model.hook_dict), getattr(model, "mechmem_attention_version", 0))
 
 
 def active_hook_names(model: nn.Module) -> frozenset[str]:

@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from hooks.ablation import metric_value
@@ -215,15 +216,15 @@ class PatchingEngine:
     def __init__(
         self,
         model: nn.Module,
-        clean_tokens: Tensor,
-        corrupted_tokens: Tensor,
+        clean_tokens: Int[Tensor, "batch pos"],
+        corrupted_tokens: Int[Tensor, "batch pos"],
         metric: Callable,
         per_example: bool = False,
         memory_budget_gb: float = 2.0,
         start_at_layer: bool = True,
         skip_positions: bool = True,
         progress: bool = True,
-        logit_positions: Sequence[int] | None = None,
+        logit_positions: int | Sequence[int] | None = None,
     ):
         _check_inputs(clean_tokens, corrupted_tokens)
         check_tokens(model, clean_tokens, "clean_tokens")
@@ -558,7 +559,7 @@ class PatchingEngine:
             [_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)]
         )
 
-    def sweep(self, sweep: str, layers: Sequence[int] | None = None) -> Tensor:
+    def sweep(self, sweep: str, layers: Sequence[int] | None = None) -> Float[Tensor, "*sweep_shape"]:
         """Patch every index of ``sweep`` (a key of :data:`SWEEPS`); ``layers`` restricts the layers
         (the result's first axis then follows ``layers``). Returns a float tensor on the CPU."""
         if sweep not in SWEEPS:
@@ -592,13 +593,13 @@ class PatchingEngine:
 
 def patch_sweep(
     model: nn.Module,
-    clean_tokens: Tensor,
-    corrupted_tokens: Tensor,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupted_tokens: Int[Tensor, "batch pos"],
     metric: Callable,
     sweep: str = "resid_pre",
     layers: Sequence[int] | None = None,
     **options,
-) -> Tensor:
+) -> Float[Tensor, "*sweep_shape"]:
     """One patching sweep; same numbers as ``transformer_lens.patching.get_act_patch_<sweep>``
     (run on ``corrupted_tokens`` with the clean cache of ``clean_tokens``). ``options``:
     ``per_example``, ``memory_budget_gb``, ``start_at_layer``, ``skip_positions``, ``progress``,

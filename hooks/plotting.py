@@ -55,7 +55,7 @@ def grid(n_panels: int, ncols: int = 4, panel: tuple[float, float] = (3.6, 3.2))
     return fig, flat[:n_panels]
 
 
-def _ticks(ax, axis: str, labels: Sequence[str] | None, n: int, max_labels: int) -> None:
+def _ticks(ax, axis: str, labels: Sequence[object] | None, n: int, max_labels: int) -> None:
     """Label every cell when there are few, else every k-th (keeping the last), small font."""
     set_ticks, set_labels = (ax.set_xticks, ax.set_xticklabels) if axis == "x" else (ax.set_yticks, ax.set_yticklabels)
     if labels is None:
@@ -77,8 +77,8 @@ def heatmap(
     xlabel: str,
     ylabel: str,
     colorbar_label: str,
-    xticklabels: Sequence[str] | None = None,
-    yticklabels: Sequence[str] | None = None,
+    xticklabels: Sequence[object] | None = None,
+    yticklabels: Sequence[object] | None = None,
     diverging: bool = True,
     vmin: float | None = None,
     vmax: float | None = None,

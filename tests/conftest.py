@@ -15,11 +15,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import jaxtyping
 import pytest
 import torch
 
-from mechmem.config import ModelConfig, TrainConfig
-from mechmem.tasks.recall import RecallTask
+# Run-time type checking of hooks and mechmem (tests/typechecking.py); installed before either is imported.
+if os.environ.get("MECHMEM_TYPECHECK", "1") != "0":
+    jaxtyping.install_import_hook(["hooks", "mechmem"], "typechecking.checker")
+
+from mechmem.config import ModelConfig, TrainConfig  # noqa: E402
+from mechmem.tasks.recall import RecallTask  # noqa: E402
 
 # Test models are tiny: a second intra-op thread buys nothing, and on a shared 2-core machine two
 # OpenMP threads per process slow training down ~10x. Set MECHMEM_TEST_THREADS to change it.
@@ -42,6 +47,21 @@ def pytest_runtest_logreport(report) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     if _FAULTS["tried"]:
         terminalreporter.write_line(f"fault injection: {_FAULTS['tried']} tried / {_FAULTS['clean']} clean")
+
+
+@pytest.fixture(autouse=True)
+def _own_validation(request):
+    """Tests marked ``own_validation`` pass arguments outside their annotation on purpose, to check the clear
+    error a user gets from the library's own validation; the run-time type checker, which would
+    reject those arguments first, is paused for them."""
+    if request.node.get_closest_marker("own_validation") is None:
+        yield
+        return
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)
 
 
 @pytest.fixture

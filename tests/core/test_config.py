@@ -58,6 +58,7 @@ def test_model_config_rejects_wrongly_typed_sizes_and_seed(field, value):
         ModelConfig(**{"d_model": 16, "d_vocab": 10, "n_ctx": 8, field: value})
 
 
+@pytest.mark.own_validation
 def test_model_config_resolves_defaults_and_expands_layer_wildcards():
     """d_head, d_vocab_out come from the other sizes; ``blocks.*`` names one weight per layer."""
     cfg = ModelConfig(n_layers=3, n_heads=4, d_model=32, d_vocab=10, n_ctx=8, freeze=["blocks.*.attn.W_V"])
@@ -98,6 +99,7 @@ def test_model_config_freezes_w_pos_and_w_q_when_asked_structurally():
         ({"freeze_until": {"blocks.0.attn.W_O": -5}}, "freeze_until", "step >= 0"),
     ],
 )
+@pytest.mark.own_validation
 def test_invalid_train_config_raises_value_error_naming_field_and_allowed_values(changes, field, allowed):
     """Bad training settings are rejected at construction, naming the field and what is allowed."""
     with pytest.raises(ValueError) as info:
@@ -113,6 +115,7 @@ def test_invalid_train_config_raises_value_error_naming_field_and_allowed_values
 @pytest.mark.parametrize(
     "field, value", [("seq_len", 0), ("n_keys", -3), ("n_values", 0), ("n_noise", 1.5), ("seq_len", 1)]
 )
+@pytest.mark.own_validation
 def test_invalid_recall_task_raises_value_error_naming_field(field, value):
     """RecallTask validates its own fields on construction."""
     with pytest.raises(ValueError, match=field):

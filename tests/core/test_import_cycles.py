@@ -99,9 +99,6 @@ def test_the_detector_finds_a_planted_cycle():
 
 # Circles left to their owners; remove an entry when it is gone (the test then says so).
 KNOWN = [
-    # hooks.bridge.boot_bridge calls names.forget_hook_checks; names asks bridge.has_live_attention (deferred
-    # imports both ways): the hook-check cache and the live-attention query want one module.
-    ["hooks.bridge", "hooks.names"],
     # inspect_page imports inspect's sections; inspect.inspect_run imports inspect_page.build_page back.
     ["mechmem.inspect", "mechmem.inspect_page"],
 ]

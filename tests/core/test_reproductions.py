@@ -170,6 +170,7 @@ def test_an_experiment_enabled_by_the_preset_runs_after_its_dependency(tmp_path)
     assert results["runs"]["2"]["not_run"] == []
 
 
+@pytest.mark.own_validation
 def test_bad_input_is_rejected_before_any_folder_is_created(tmp_path):
     out = tmp_path / "never"
     for kwargs, error, match in [

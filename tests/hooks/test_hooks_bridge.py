@@ -11,7 +11,7 @@ import torch
 import transformer_lens.patching as tlp
 
 from hooks import OV, Ablation, ablation_sweep, patch_sweep, replace_weights, run_with_ablations
-from hooks.bridge import boot_bridge, has_live_attention, unembed_bias_
+from hooks.bridge import boot_bridge, has_live_attention, make_attention_hooks_live_, unembed_bias_
 from hooks.compat import has_hooked_transformer, tl_patching, tl_version
 from hooks.names import active_hook_names, check_hooks_editable
 from hooks.testing import KINDS, models_by_kind, random_weights, tiny_config
@@ -111,6 +111,10 @@ def test_every_tool_refuses_a_hook_that_does_not_feed_the_output(name):
                 raw, TOK, TOK.flip(0), lambda lg: lg[:, -1, 0].mean(), "attn_head_pattern_all_pos", progress=False
             )
     assert raw.blocks[0].attn.hook_pattern.fwd_hooks == [], "a refused tool left a hook behind"
+    make_attention_hooks_live_(raw)  # the checks' cached answers follow the swap of the attention
+    with torch.no_grad():
+        moved = (run_with_ablations(raw, TOK, [Ablation(name)]) - raw(TOK)).abs().max().item()
+    assert moved > 1e-3, f"{name} was refused, then made live, but ablating it still changes nothing"
 
 
 @pytest.mark.parametrize("kind", KINDS)

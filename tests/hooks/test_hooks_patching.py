@@ -79,6 +79,7 @@ def test_sweep_on_a_layer_subset_and_per_example_metric(models, kind):
     assert per.shape == (2, 7, 3) and torch.allclose(per.mean(-1), full, atol=1e-5)
 
 
+@pytest.mark.own_validation
 @pytest.mark.parametrize("kind", KINDS)
 def test_bad_patching_input_raises_before_any_work(models, kind):
     model = models[kind]

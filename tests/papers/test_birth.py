@@ -180,6 +180,7 @@ def test_bad_task_options_raise_naming_the_field(kwargs, field):
         BigramTask(**kwargs)
 
 
+@pytest.mark.own_validation
 def test_bad_count_tables_raise():
     with pytest.raises(ValueError, match="shape"):
         CharTables(tuple("abc"), np.ones(3, dtype=np.int64), np.ones((3, 4), dtype=np.int64))

@@ -114,6 +114,7 @@ def test_trained_linear_memory_stores_more_than_the_outer_product():
     assert 0.3 < capacity_constant(trained, d) < 2.0
 
 
+@pytest.mark.own_validation
 def test_bad_capacity_inputs_raise():
     with pytest.raises(ValueError, match="kind"):
         max_stored("quadratic", 8)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +51,7 @@ RELATION_REVERSE_TEMPLATES = {
 }
 
 
+@runtime_checkable
 class TextCodec(Protocol):
     """What the runner needs from a tokenizer: ``encode(text) -> ids`` (raise ``ValueError`` for text
     it cannot encode), ``bos_id`` (``None``: no BOS) and ``pad_id``."""

@@ -47,10 +47,10 @@ def memory_weights(
     scheme: str,
     p: Float[Tensor, "N"],
     *,
-    P: int | Int[Tensor, "*batch"] | None = None,
+    P: int | Int[Tensor, "..."] | None = None,
     counts: Float[Tensor, "*batch N"] | None = None,
     rho: float = 0.0,
-) -> Float[Tensor, "*batch N"]:
+) -> Float[Tensor, "*out N"]:
     """The weights ``q(x)`` of a scheme (see :data:`SCHEMES`).
 
     ``P`` (thresholds) may be an int or a tensor of ints broadcast against the leading axes of the output (e.g. one
@@ -125,7 +125,7 @@ def _dimension_mask(ds: Sequence[int], d_max: int, dtype: torch.dtype) -> Float[
 
 
 def batched_predictions(
-    q: Float[Tensor, "*batch n_d trials N"], emb: Embeddings, ds: Sequence[int], f: Int[Tensor, "N"]
+    q: Float[Tensor, "..."], emb: Embeddings, ds: Sequence[int], f: Int[Tensor, "N"]
 ) -> Int[Tensor, "*batch n_d trials N"]:
     """Predictions of the memories with weights ``q`` for every trial and every d in ``ds`` at once.
 
@@ -151,7 +151,7 @@ def batched_predictions(
 
 
 def error_curve(
-    q: Float[Tensor, "*batch n_d trials N"],
+    q: Float[Tensor, "..."],
     emb: Embeddings,
     ds: Sequence[int],
     p: Float[Tensor, "N"],

@@ -284,19 +284,17 @@ def _checkpoint_note(run) -> str:
 
 
 def _save_training_summary(run, result, train_cfg, seconds: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mechmem.figures import style, subplots
 
     steps = [r["step"] for r in result.history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax_loss.plot(steps, [r["loss"] for r in result.history], marker=".")
-    ax_loss.set(xlabel="step", ylabel="eval loss", yscale="log", title="loss")
-    ax_acc.plot(steps, [r["accuracy"] for r in result.history], marker=".")
-    ax_acc.set(xlabel="step", ylabel="eval accuracy", ylim=(0, 1.02), title="accuracy")
-    fig.suptitle(run.path.name)
-    run.save_figure(fig, "training")
+    with style():
+        fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(9, 3.2))
+        ax_loss.plot(steps, [r["loss"] for r in result.history], marker=".")
+        ax_loss.set(xlabel="training step", ylabel="eval loss (nats)", yscale="log", title="eval loss")
+        ax_acc.plot(steps, [r["accuracy"] for r in result.history], marker=".")
+        ax_acc.set(xlabel="training step", ylabel="eval accuracy", ylim=(0, 1.02), title="eval accuracy")
+        fig.suptitle(f"run {run.path.name}: training curves")
+        run.save_figure(fig, "training")
     run.save_results(
         {
             "final": result.final,

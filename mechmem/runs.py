@@ -138,15 +138,17 @@ class Run:
         return self._write("results.json", _json_bytes(results))
 
     def save_figure(self, fig, name: str) -> Path:
-        """Save a matplotlib figure as ``figures/<name>.png`` (atomically) and close it."""
-        import io
-
+        """Save a matplotlib figure as ``figures/<name>.png`` (atomically, at :data:`mechmem.figures.DPI`,
+        checksummed in the manifest) and close it."""
         import matplotlib.pyplot as plt
 
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        return self._write(f"figures/{Path(name).stem}.png", buffer.getvalue())
+        from mechmem.figures import png_bytes
+
+        try:
+            data = png_bytes(fig)
+        finally:
+            plt.close(fig)
+        return self._write(f"figures/{Path(name).stem}.png", data)
 
     def save_html(self, name: str, html: Any) -> Path:
         """Save HTML (a string, or a CircuitsVis object: its self-contained ``local_src``)."""

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hooks.weights import weight_names, weight_parameters
-from mechmem import checkpoint
+from mechmem import checkpoint, fastpath
 from mechmem.config import TrainConfig
 from mechmem.models import trainable_parameters
 from mechmem.runs import load_weights_into
@@ -55,13 +55,14 @@ def masked_accuracy(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
     return hits.float().mean().item()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, task: Task, batch: Batch, probes: dict[str, Probe] | None = None) -> dict:
-    """Loss, accuracy, the task's extra metrics and the probes, in eval mode (mode restored)."""
+    """Loss, accuracy, the task's extra metrics and the probes, in eval mode (mode restored), under
+    ``torch.inference_mode`` and through the fast path (``mechmem.fastpath``) where it applies."""
     was_training = model.training
     model.eval()
     try:
-        logits = model(batch.tokens)
+        logits = fastpath.logits(model, batch.tokens)
         metrics = {"loss": masked_loss(logits, batch).item(), "accuracy": masked_accuracy(logits, batch)}
         metrics.update(task.extra_metrics(logits, batch))
         for name, probe in (probes or {}).items():
@@ -157,7 +158,7 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
     for step in bar:
         _unfreeze_due(optimizer, model, cfg, step)
         batch = task.sample(cfg.batch_size, data_gen).to(device)
-        loss = masked_loss(model(batch.tokens), batch)
+        loss = masked_loss(fastpath.logits(model, batch.tokens), batch)  # = model(tokens), fused when unhooked
         model.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -11,6 +11,7 @@ model's own forward and TransformerLens hooks, never through this function.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -29,7 +30,7 @@ def query_logits(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Te
         raise ValueError("query_logits needs a 1-layer, attention-only model without LayerNorm")
     W_E, W_pos, W_U, b_U, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O = weight_views(model, *_NAMES)
     P = tokens.shape[1]
-    resid = W_E[tokens] + W_pos[:P]  # [B, P, d_model]
+    resid = F.embedding(tokens, W_E) + W_pos[:P]  # [B, P, d_model]; F.embedding: a deterministic backward
     q = torch.einsum("bd,hde->bhe", resid[:, -1], W_Q) + b_Q  # [B, H, d_head]
     # score_p = (x_p W_K + b_K) . q = x_p . (W_K q) + b_K . q: no per-position keys needed
     u = torch.einsum("hde,bhe->bhd", W_K, q)

@@ -27,6 +27,7 @@ from torch.nn.utils import parametrize
 
 from hooks.weights import set_weight_, slot
 from mechmem.config import ModelConfig
+from mechmem.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
 from mechmem.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -160,6 +161,8 @@ def remove_residual_(model: nn.Module) -> None:
     def drop_residual(resid_post, hook):
         return resid_post - store.pop("resid_pre")
 
+    declare_effect(keep_resid_pre, OBSERVE)  # what the hooks do, for mechmem.fastpath
+    declare_effect(drop_residual, SUBTRACT_BLOCK_INPUT)
     model.blocks[0].attn.register_forward_pre_hook(keep_resid_pre, with_kwargs=True)
     model.add_hook("blocks.0.hook_resid_post", drop_residual, is_permanent=True)
     model.lca_residual = False

@@ -2,7 +2,9 @@
 
 The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the read-out
 position's logits (:func:`fast.query_logits`, exact, O(L)) and leaves the other positions' logits at
-zero, which the task's loss mask never reads.
+zero, which the task's loss mask never reads. This is cheaper than the generic fast path
+(``mechmem.fastpath``, which computes every position), so training turns that one off; :func:`accuracy`
+uses it (it falls back to the model's own forward whenever hooks are active).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from mechmem import fastpath
 from mechmem.config import TrainConfig
 from mechmem.training import TrainResult, train
 
@@ -52,18 +55,19 @@ def train_lca(
     training history.
     """
     model = build_lca_model(task, spec)
-    with query_readout(model):
+    with fastpath.fast_path_enabled(False), query_readout(model):
         result = train(model, task, dataclasses.replace(train_cfg, seed=seed))
     untie_(model)
     model.eval()
     return model, result
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def accuracy(model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512) -> float:
-    """Query-position accuracy of the HookedTransformer forward (hooks and replacements apply)."""
+    """Query-position accuracy of the model's forward (hooks and replacements apply), through
+    ``mechmem.fastpath`` (the same function; the model's own forward while a hook is active)."""
     hits = 0
     for start in range(0, tokens.shape[0], batch_size):
-        logits = model(tokens[start : start + batch_size])[:, -1]
+        logits = fastpath.logits(model, tokens[start : start + batch_size])[:, -1]
         hits += (logits.argmax(-1) == y[start : start + batch_size]).sum().item()
     return hits / tokens.shape[0]

@@ -350,7 +350,8 @@ def _size(n: int) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from mechmem.figures import use_file_backend
-    from mechmem.inspect import InspectOptions, inspect_run, parse_heads
+    from mechmem.inspect import InspectOptions, parse_heads
+    from mechmem.inspect_page import inspect_run
 
     options = InspectOptions(
         out=args.out,

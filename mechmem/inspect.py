@@ -13,7 +13,8 @@ The page (``RUN_DIR/inspect/index.html``, PNG and JSON files next to it) holds, 
 - **provenance**: the run's config and seeds, the versions, the command.
 
 Every check runs before any file is written; the page is built in a temporary folder that
-replaces the output folder only when complete. :func:`inspect_run` is the Python entry point.
+replaces the output folder only when complete. :func:`mechmem.inspect_page.inspect_run` is the Python
+entry point; this module holds the options, checks, examples and metrics it uses.
 """
 
 from __future__ import annotations
@@ -313,30 +314,6 @@ def prepare(run_dir: str | Path, options: InspectOptions | None = None, command:
         command=command or f"inspect_run({str(run_dir)!r})",
         started=started,
     )
-
-
-def inspect_run(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> Path:
-    """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
-
-    The run is locked while its model is read and its page written (one writer per run folder: a run
-    still training is refused); the page's folder is written whole (:func:`mechmem.folders.write_folder_atomically`:
-    never a folder mechmem did not make, another kind of mechmem output only with ``options.overwrite``).
-    ``command`` is recorded as the command that made the page (default: this function call).
-    """
-    from mechmem.folders import LOCK_FILE, write_folder_atomically
-    from mechmem.inspect_page import build_page
-    from mechmem.locking import acquire, release
-
-    run_dir = Path(run_dir)
-    out = output_dir(run_dir, options.out if isinstance(options, InspectOptions) else None)
-    check_run(run_dir)
-    key = acquire(run_dir / LOCK_FILE, f"run {run_dir}")
-    try:
-        inputs = prepare(run_dir, options, command)
-        write_folder_atomically(out, KIND, lambda tmp: build_page(tmp, **inputs), inputs["options"].overwrite)
-    finally:
-        release(key)
-    return out / "index.html"
 
 
 def read_summary(out: Path) -> dict:

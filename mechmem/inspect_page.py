@@ -1,6 +1,6 @@
-"""The sections of the ``mechmem inspect`` page, each computed from the checked inputs that
-:func:`mechmem.inspect.inspect_run` prepares, written into a fresh folder (PNG and JSON files next
-to ``index.html``; ``inspect.json`` holds every number on the page).
+"""The ``mechmem inspect`` page: :func:`inspect_run` (the Python entry point) checks and loads the run
+(:func:`mechmem.inspect.prepare`), then every section is computed into a fresh folder (PNG and JSON files
+next to ``index.html``; ``inspect.json`` holds every number on the page).
 """
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ from hooks.views import attention_heads_view, attention_patterns, plot_readout_a
 from hooks.weights import is_bridge
 from mechmem.figures import grid, heatmap, save_figure, style
 from mechmem.inspect import (
+    KIND,
     MARKER,
     Examples,
     InspectOptions,
     changed_answers,
+    check_run,
     crop,
     logit_difference,
+    output_dir,
+    prepare,
     select,
     task_accuracy,
     task_loss,
@@ -640,3 +644,26 @@ def build_page(folder: Path, **inputs) -> Path:
     ins.page.write(folder / "index.html")
     atomic_write_json(folder / MARKER, ins.summary)
     return folder / "index.html"
+
+
+def inspect_run(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> Path:
+    """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
+
+    The run is locked while its model is read and its page written (one writer per run folder: a run
+    still training is refused); the page's folder is written whole (:func:`mechmem.folders.write_folder_atomically`:
+    never a folder mechmem did not make, another kind of mechmem output only with ``options.overwrite``).
+    ``command`` is recorded as the command that made the page (default: this function call).
+    """
+    from mechmem.folders import LOCK_FILE, write_folder_atomically
+    from mechmem.locking import acquire, release
+
+    run_dir = Path(run_dir)
+    out = output_dir(run_dir, options.out if isinstance(options, InspectOptions) else None)
+    check_run(run_dir)
+    key = acquire(run_dir / LOCK_FILE, f"run {run_dir}")
+    try:
+        inputs = prepare(run_dir, options, command)
+        write_folder_atomically(out, KIND, lambda tmp: build_page(tmp, **inputs), inputs["options"].overwrite)
+    finally:
+        release(key)
+    return out / "index.html"

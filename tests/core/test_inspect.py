@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from mechmem.cli import main
-from mechmem.inspect import InspectOptions, inspect_run, parse_heads
+from mechmem.inspect import InspectOptions, parse_heads
+from mechmem.inspect_page import inspect_run
 
 FAST = ["--set", "eval_every=5", "--set", "eval_batch_size=16", "--quiet"]
 

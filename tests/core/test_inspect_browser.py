@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from mechmem.cli import main
-from mechmem.inspect import InspectOptions, inspect_run
+from mechmem.inspect import InspectOptions
+from mechmem.inspect_page import inspect_run
 from mechmem.registry import PAPERS
 from mechmem.report import ReportOptions, make_report
 

@@ -74,6 +74,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="write an HTML page of a run's circuits: attention, OV/QK, ablations, patching")
     p.add_argument("run_dir", type=Path, help="a run directory (made by `mechmem train`)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/inspect)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it holds another kind of mechmem output"
+    )
     p.add_argument("--bridge", action="store_true", help="inspect the model as a TransformerBridge (boot_native)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--examples", type=int, default=3, help="examples shown in the attention views (default 3)")
@@ -97,6 +100,52 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the examples (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "report",
+        help="one HTML page of the four reproductions at a preset: claims, figures, "
+        "circuits of a trained model, timings",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke (minutes in all, for tests), quick (the default; an hour or so on 2 CPU cores) or full",
+    )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="seeds to run (default 0); collected results must hold exactly these (default: any)",
+    )
+    p.add_argument("--papers", default=None, metavar="P,P,...", help="only these papers (default: all four)")
+    p.add_argument(
+        "--collect",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="finished reproduction folders (`mechmem reproduce ... --out DIR`) to report instead of "
+        "running those papers",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=DEFAULT_RUNS,
+        help="where reproductions run, as RUNS/<paper>-<preset>; complete, up-to-date ones there are "
+        "collected (default: runs)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="the report's folder (default: RUNS/report-<preset>)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it holds another kind of mechmem output"
+    )
+    p.add_argument(
+        "--rerun", action="store_true", help="run again into RUNS/<paper>-<preset> when its results cannot be reported"
+    )
+    p.add_argument("--jobs", type=int, default=None, help="processes per reproduction (its seeds in parallel)")
+    p.add_argument("--examples", type=int, default=1, help="examples in each model's attention views (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_report, seed=None)
 
     add_command_parsers(sub, command)
     return parser
@@ -301,7 +350,8 @@ def _size(n: int) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from mechmem.figures import use_file_backend
-    from mechmem.inspect import InspectOptions, inspect_run, parse_heads
+    from mechmem.inspect import InspectOptions, parse_heads
+    from mechmem.inspect_page import inspect_run
 
     options = InspectOptions(
         out=args.out,
@@ -315,10 +365,37 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         patching=args.patching,
         seed=args.seed,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     use_file_backend()
     page = inspect_run(args.run_dir, options, command=shlex.join(["mechmem", *sys.argv[1:]]))
     print(f"inspect page: {page}  (open it in a browser; figures and numbers are next to it)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from mechmem.figures import use_file_backend
+    from mechmem.report import ReportOptions, make_report
+
+    papers = [p.strip() for p in args.papers.split(",") if p.strip()] if args.papers is not None else None
+    options = ReportOptions(
+        preset=args.preset,
+        seeds=parse_seeds(args) if args.seeds is not None else None,
+        papers=papers,
+        collect=args.collect,
+        runs=args.runs,
+        out=args.out,
+        rerun=args.rerun,
+        jobs=args.jobs,
+        examples=args.examples,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    use_file_backend()
+    page = make_report(options, command=shlex.join(["mechmem", *args.argv]))
+    print(f"report: {page}  (open it in a browser; it works offline. summary.md next to it lists the claims)")
     return 0
 
 

@@ -12,6 +12,7 @@ saves figures calls :func:`use_file_backend` first.
   with a colorbar (both shared with :mod:`hooks.plotting`, which the hook views use);
 - :func:`subplots`: ``plt.subplots`` on a standalone ``Figure`` (no pyplot state: what the paper
   reproductions' experiments return, saved by the runner);
+- :func:`plain_log_axes`: log axes labelled in plain numbers;
 - :func:`png_bytes`, :func:`save_figure`.
 """
 
@@ -24,7 +25,18 @@ from typing import Any
 from hooks.plotting import STYLE, grid, heatmap, style
 from mechmem.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["DPI", "STYLE", "grid", "heatmap", "style", "subplots", "png_bytes", "save_figure", "use_file_backend"]
+__all__ = [
+    "DPI",
+    "STYLE",
+    "grid",
+    "heatmap",
+    "style",
+    "subplots",
+    "plain_log_axes",
+    "png_bytes",
+    "save_figure",
+    "use_file_backend",
+]
 
 #: the resolution of every saved figure
 DPI = 120
@@ -39,6 +51,18 @@ def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (4.8
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
+def plain_log_axes(ax, x: bool = True, y: bool = True) -> None:
+    """Readable log axes: ticks at 1, 2 and 5 times powers of ten written as plain numbers (``200``, not
+    ``2 x 10^2``), no labels on minor ticks (they run into each other on a short range)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis, on in ((ax.xaxis, x), (ax.yaxis, y)):
+        if on:
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
 def use_file_backend() -> None:
     """Select matplotlib's non-interactive ``Agg`` backend (for commands that only save figures)."""
     import matplotlib
@@ -47,13 +71,10 @@ def use_file_backend() -> None:
 
 
 def png_bytes(fig, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes; the figure stays open. A figure laid out by matplotlib's constrained
-    layout (the :data:`STYLE` default) is saved as is, any other with a tight bounding box."""
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
-
+    """The figure as PNG bytes; the figure stays open. Saved with a tight bounding box: a title or a
+    legend wider than the panels (which constrained layout does not make room for) is kept whole."""
     buffer = io.BytesIO()
-    tight = None if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine) else "tight"
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=tight, facecolor="white")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     return buffer.getvalue()
 
 
@@ -72,3 +93,82 @@ def save_figure(fig, path: str | Path, data: Any | None = None, dpi: int = DPI) 
     if data is not None:
         atomic_write_json(path.with_suffix(".json"), data)
     return path
+
+
+def figure_problems(fig) -> list[str]:
+    """What keeps ``fig`` from explaining itself (empty when nothing): no title; a panel without axis labels
+    (a label on a panel sharing that axis counts); a heat map (image, mesh, contour) whose colours no colorbar
+    explains; a legend entry that is empty or an internal key (no space, an underscore: ``B16_lr1``); a line
+    that is neither in a legend nor drawn in the style of a line that is."""
+    from matplotlib.collections import QuadMesh
+    from matplotlib.contour import ContourSet
+
+    found = []
+    axes = [ax for ax in fig.axes if ax.get_visible() and not hasattr(ax, "_colorbar")]
+    data = [ax for ax in axes if ax.lines or ax.images or ax.collections or ax.patches or ax.containers]
+    suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    if not suptitle and not any(ax.get_title() or ax.get_title("left") for ax in axes):
+        found.append("no title (neither the figure nor a panel has one)")
+    for i, ax in enumerate(data):
+        name = f"panel {i} ({ax.get_title() or 'untitled'})"
+        for axis, label, shared in (
+            ("x", ax.get_xlabel, ax.get_shared_x_axes()),
+            ("y", ax.get_ylabel, ax.get_shared_y_axes()),
+        ):
+            if not label() and not any(other.get_label_text() for other in _siblings(ax, axis, shared)):
+                if not any(_label(o, axis) and _same_scale(o, ax, axis) for o in axes if o is not ax):
+                    found.append(f"{name}: no {axis} label")
+        mappables = list(ax.images) + [c for c in ax.collections if isinstance(c, (QuadMesh, ContourSet))]
+        for m in mappables:
+            if m.colorbar is None and not _explained_by_a_colorbar(m, fig):
+                found.append(f"{name}: a heat map without a colorbar")
+        legends = [ax.get_legend()] + (list(fig.legends) if i == 0 else [])
+        entries = [t.get_text() for legend in legends if legend is not None for t in legend.get_texts()]
+        for text in entries:
+            if not text.strip() or ("_" in text and " " not in text and "$" not in text):
+                found.append(f"{name}: legend entry {text!r} is not words")
+        styles = {_style(line) for line in ax.lines if not line.get_label().startswith("_")}
+        in_title = "line" in ax.get_title() + suptitle
+        for line in ax.lines:
+            unexplained = line.get_label().startswith("_") and _style(line) not in styles and not in_title
+            if unexplained and len(ax.lines) > 1 and line.get_visible():
+                found.append(f"{name}: a {line.get_linestyle()} line is in no legend")
+    return found
+
+
+def _same_scale(other, ax, axis: str) -> bool:
+    """``other`` labels ``ax``'s ``axis`` too: a twin (same place) or a panel in the same row (y) or column
+    (x) over the same range."""
+    a, b = ax.get_position(), other.get_position()
+
+    def same(*pairs) -> bool:
+        return all(abs(u - v) < 1e-6 for u, v in pairs)
+
+    if same(*zip(a.bounds, b.bounds)):
+        return True
+    if axis == "y":
+        return same((a.y0, b.y0), (a.height, b.height), *zip(ax.get_ylim(), other.get_ylim()))
+    return same((a.x0, b.x0), (a.width, b.width), *zip(ax.get_xlim(), other.get_xlim()))
+
+
+def _label(ax, axis: str) -> str:
+    return ax.get_xlabel() if axis == "x" else ax.get_ylabel()
+
+
+def _siblings(ax, axis: str, shared) -> list:
+    return [getattr(o, f"{axis}axis") for o in shared.get_siblings(ax) if o is not ax]
+
+
+def _explained_by_a_colorbar(mappable, fig) -> bool:
+    """Another mappable of ``fig`` with a colorbar uses the same colour map and range."""
+    key = (mappable.get_cmap().name, mappable.norm.vmin, mappable.norm.vmax)
+    return any(
+        m.colorbar is not None and (m.get_cmap().name, m.norm.vmin, m.norm.vmax) == key
+        for ax in fig.axes
+        for m in list(ax.images) + list(ax.collections)
+        if hasattr(m, "colorbar")
+    )
+
+
+def _style(line) -> tuple:
+    return line.get_linestyle(), line.get_marker()

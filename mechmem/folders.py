@@ -4,7 +4,8 @@ A folder mechmem made holds a marker, ``.mechmem.json`` (``{"kind": "run"}``, ``
 ...), and a lock file, ``.mechmem.lock`` (``mechmem.locking``). ``--overwrite`` empties only a folder
 with a marker; a file, a symbolic link or a non-empty folder without a marker is never written
 into nor deleted. :func:`prepare_output_dir` is what every command that writes a folder calls
-first (``mechmem train`` through ``Run.create``, ``mechmem reproduce``).
+first (``mechmem train`` through ``Run.create``, ``mechmem reproduce``); a page written whole
+(``mechmem inspect``, ``mechmem report``) goes through :func:`write_folder_atomically`.
 
 This module imports neither torch nor TransformerLens (the CLI checks names with it first).
 """
@@ -14,6 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +78,7 @@ def claim(path: Path, kind: str, overwrite: bool, reuse: bool) -> str:
     (``overwrite``); a folder mechmem made for something else is emptied only with ``overwrite``;
     anything else (a file, a link, a folder mechmem did not make) is refused.
     """
-    _check_parents(path)
-    if path.is_symlink():
-        raise ValueError(f"{path} is a symbolic link; mechmem writes only into folders it made (name the target)")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file, not a folder")
-    if _holds_files(path):  # checked before the lock file is made: a foreign folder stays untouched
-        _may_replace(path, kind, marker_kind(path), overwrite, reuse)
+    check_output_dir(path, kind, overwrite, reuse)  # before the lock file is made: a foreign folder stays untouched
     path.mkdir(parents=True, exist_ok=True)
     key = acquire(path / LOCK_FILE, str(path))
     try:
@@ -96,6 +94,18 @@ def claim(path: Path, kind: str, overwrite: bool, reuse: bool) -> str:
         release(key)
         raise
     return key
+
+
+def check_output_dir(path: Path, kind: str, overwrite: bool = False, reuse: bool = True) -> None:
+    """Raise unless :func:`claim` would take ``path`` for ``kind`` (the same rules; nothing is written)."""
+    path = Path(path)
+    _check_parents(path)
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symbolic link; mechmem writes only into folders it made (name the target)")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder")
+    if _holds_files(path):
+        _may_replace(path, kind, marker_kind(path), overwrite, reuse)
 
 
 def _holds_files(path: Path) -> bool:
@@ -148,4 +158,37 @@ def prepare_output_dir(path: str | Path, kind: str, overwrite: bool = False) -> 
         raise ValueError(f"kind must be a non-empty str naming what writes the folder, got {kind!r}")
     path = Path(path)
     claim(path, kind, overwrite, reuse=True)
+    return path
+
+
+def write_folder_atomically(path: str | Path, kind: str, build: Callable[[Path], Any], overwrite: bool = False) -> Path:
+    """Write the whole folder ``path`` (a page and its files, e.g. ``kind="report"``) all at once.
+
+    ``path`` is claimed as :func:`prepare_output_dir` claims it (the same refusals; the earlier output
+    of ``kind`` is replaced, another kind's mechmem output only with ``overwrite``), then ``build(tmp)``
+    fills a fresh temporary folder next to it, which takes ``path``'s place only when complete: after a
+    failure the previous output is as it was and no temporary folder is left (a ``path`` this call
+    created is removed again). The new folder keeps the marker and the very lock file (a hard link), so
+    ``path`` stays locked by this process until the end of the call.
+    """
+    path = Path(path)
+    created = not path.exists()
+    prepare_output_dir(path, kind, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        build(tmp)
+        shutil.copy2(path / MARKER, tmp / MARKER)
+        os.link(path / LOCK_FILE, tmp / LOCK_FILE)
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and path.is_dir() and set(os.listdir(path)) <= {MARKER, LOCK_FILE}:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    finally:
+        release_output_dir(path)
     return path

@@ -13,18 +13,15 @@ The page (``RUN_DIR/inspect/index.html``, PNG and JSON files next to it) holds, 
 - **provenance**: the run's config and seeds, the versions, the command.
 
 Every check runs before any file is written; the page is built in a temporary folder that
-replaces the output folder only when complete. :func:`inspect_run` is the Python entry point.
+replaces the output folder only when complete. :func:`mechmem.inspect_page.inspect_run` is the Python
+entry point; this module holds the options, checks, examples and metrics it uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +35,8 @@ VOCAB_LIMIT = 128
 #: without ``heads``, per-head views are drawn for models with up to this many heads
 HEADS_LIMIT = 32
 MARKER = "inspect.json"
+#: the kind of output in mechmem's folder marker (``mechmem.folders``)
+KIND = "inspect"
 
 
 @dataclass
@@ -46,7 +45,9 @@ class InspectOptions:
 
     ``heads``: ``(layer, head)`` pairs to show (default: every head); ``max_vocab``: show only the
     ``max_vocab`` tokens (and answers) most frequent in the examples; ``max_positions``: the
-    longest example shown (longer sequences are cut to a prefix ending at a scored position).
+    longest example shown (longer sequences are cut to a prefix ending at a scored position);
+    ``overwrite``: replace ``out`` even when it holds another kind of mechmem output (a folder mechmem
+    did not make is never replaced).
     """
 
     out: Path | None = None
@@ -60,6 +61,7 @@ class InspectOptions:
     patching: bool = True
     seed: int = 0
     progress: bool = True
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         for name, low in (("n_examples", 1), ("batch_size", 2), ("max_positions", 2), ("seed", 0)):
@@ -91,13 +93,10 @@ def parse_heads(spec: str) -> list[tuple[int, int]]:
 
 
 def output_dir(run_dir: Path, out: Path | None) -> Path:
-    """Where the page goes; refuses to replace a folder that ``inspect`` did not write."""
+    """Where the page goes (default ``RUN_DIR/inspect``); it must not be the run folder itself."""
     out = Path(out) if out is not None else run_dir / "inspect"
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-        if any(out.iterdir()) and not (out / MARKER).is_file():
-            raise FileExistsError(f"refusing to replace {out}: it exists and was not written by mechmem inspect")
+    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
+        raise ValueError(f"--out {out} would replace the run {run_dir}; choose a folder inside it or elsewhere")
     return out
 
 
@@ -285,27 +284,6 @@ def logit_difference(clean: Batch, corrupted: Batch, where: Tensor):
 # ----------------------------------------------------------------------------- writing
 
 
-def write_atomically(out: Path, build) -> Path:
-    """Call ``build(tmp)`` on a fresh temporary folder next to ``out``, then put it in ``out``'s
-    place (an old ``out`` is removed only after the new one is complete)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        build(tmp)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
 def prepare(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> dict:
     """Every check, then the loaded model and the examples: the inputs of
     :class:`mechmem.inspect_page.Inspection` (nothing is written)."""
@@ -336,19 +314,6 @@ def prepare(run_dir: str | Path, options: InspectOptions | None = None, command:
         command=command or f"inspect_run({str(run_dir)!r})",
         started=started,
     )
-
-
-def inspect_run(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> Path:
-    """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
-
-    ``command`` is recorded as the command that made the page (default: this function call).
-    """
-    from mechmem.inspect_page import build_page
-
-    inputs = prepare(run_dir, options, command)
-    out = output_dir(Path(run_dir), inputs["options"].out)
-    write_atomically(out, lambda tmp: build_page(tmp, **inputs))
-    return out / "index.html"
 
 
 def read_summary(out: Path) -> dict:

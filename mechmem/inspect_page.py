@@ -1,6 +1,6 @@
-"""The sections of the ``mechmem inspect`` page, each computed from the checked inputs that
-:func:`mechmem.inspect.inspect_run` prepares, written into a fresh folder (PNG and JSON files next
-to ``index.html``; ``inspect.json`` holds every number on the page).
+"""The ``mechmem inspect`` page: :func:`inspect_run` (the Python entry point) checks and loads the run
+(:func:`mechmem.inspect.prepare`), then every section is computed into a fresh folder (PNG and JSON files
+next to ``index.html``; ``inspect.json`` holds every number on the page).
 """
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ from hooks.views import attention_heads_view, attention_patterns, plot_readout_a
 from hooks.weights import is_bridge
 from mechmem.figures import grid, heatmap, save_figure, style
 from mechmem.inspect import (
+    KIND,
     MARKER,
     Examples,
     InspectOptions,
     changed_answers,
+    check_run,
     crop,
     logit_difference,
+    output_dir,
+    prepare,
     select,
     task_accuracy,
     task_loss,
@@ -65,6 +69,7 @@ class Inspection:
     started: float
     parent: Section | None = None  # put the sections under this one (e.g. a report's paper section)
     page: Page | None = None
+    links: str = ""  # where ``folder`` is, seen from the page (e.g. "lca/" when a report's page is one folder up)
     summary: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,7 +103,7 @@ class Inspection:
     def figure(self, section: Section, name: str, fig, caption: str, data: Any = None) -> None:
         """Save ``fig`` as ``name.png`` (and ``data`` as ``name.json``) and embed it in ``section``."""
         path = save_figure(fig, self.folder / f"{name}.png", data=to_jsonable(data) if data is not None else None)
-        section.figure(path, caption, link=f"{name}.json" if data is not None else None)
+        section.figure(path, caption, link=f"{self.links}{name}.json" if data is not None else None)
 
     def forward(self, tokens) -> torch.Tensor:
         with preserved_state(self.model), torch.no_grad():
@@ -160,7 +165,7 @@ def _training_figure(history: list[dict], name: str):
         ax_loss.plot(steps, [r["loss"] for r in history], marker=".", label="evaluation batch")
         train = [(r["step"], r["train_loss"]) for r in history if "train_loss" in r]
         if train:
-            ax_loss.plot(*zip(*train), ls="--", label="training batch")
+            ax_loss.plot(*zip(*train), ls="--", marker=".", label="training batch")
         losses = [r["loss"] for r in history] + [loss for _, loss in train]
         wide = min(losses) > 0 and max(losses) / min(losses) > 10  # log scale only across decades
         ax_loss.set(
@@ -430,7 +435,7 @@ def _ablation_figure(table: list[dict], clean_loss: float):
             ylabel="loss increase (nats)",
             title="Loss increase when one component is ablated",
         )
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return fig
 
 
@@ -639,3 +644,26 @@ def build_page(folder: Path, **inputs) -> Path:
     ins.page.write(folder / "index.html")
     atomic_write_json(folder / MARKER, ins.summary)
     return folder / "index.html"
+
+
+def inspect_run(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> Path:
+    """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
+
+    The run is locked while its model is read and its page written (one writer per run folder: a run
+    still training is refused); the page's folder is written whole (:func:`mechmem.folders.write_folder_atomically`:
+    never a folder mechmem did not make, another kind of mechmem output only with ``options.overwrite``).
+    ``command`` is recorded as the command that made the page (default: this function call).
+    """
+    from mechmem.folders import LOCK_FILE, write_folder_atomically
+    from mechmem.locking import acquire, release
+
+    run_dir = Path(run_dir)
+    out = output_dir(run_dir, options.out if isinstance(options, InspectOptions) else None)
+    check_run(run_dir)
+    key = acquire(run_dir / LOCK_FILE, f"run {run_dir}")
+    try:
+        inputs = prepare(run_dir, options, command)
+        write_folder_atomically(out, KIND, lambda tmp: build_page(tmp, **inputs), inputs["options"].overwrite)
+    finally:
+        release(key)
+    return out / "index.html"

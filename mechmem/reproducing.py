@@ -18,6 +18,7 @@ experiment's data / figures / HTML, scoring the claims and writing one ``results
     out/seed-<s>/<experiment>.json  what the experiment measured
     out/seed-<s>/figures/*.png      its figures
     out/seed-<s>/*.html             its self-contained HTML views
+    out/seed-<s>/model/             the seed's representative trained model, a run folder (``Context.save_model``)
 
 Several seeds run one after the other, or in parallel processes (``jobs``).
 """
@@ -126,6 +127,7 @@ class Context:
     sweep: SweepOptions = SweepOptions()
     results: dict[str, ExperimentResult] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    model_dir: Path | None = None
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A fresh CPU generator seeded with ``seed + offset``."""
@@ -137,6 +139,33 @@ class Context:
             raise RuntimeError(f"experiment {experiment!r} must run before this one (ran: {list(self.results)})")
         return self.results[experiment].data
 
+    def save_model(self, model, task, train: Any = None, history: Sequence[dict] = (), about: str = "") -> Path:
+        """Save ``model`` (trained on ``task``) as this seed's representative model: the run folder
+        ``<seed folder>/model`` (``config.json`` with the task and model configs, ``metrics.jsonl`` from
+        ``history``, ``model.safetensors``), which ``mechmem inspect`` reads and ``mechmem report`` shows.
+
+        ``train``: how it was trained (a ``TrainConfig`` or a dict); ``about``: one line saying which model
+        of the paper it is. A paper saves one model per seed (a second call replaces the first)."""
+        from mechmem.io import to_jsonable
+        from mechmem.runs import Run
+
+        train = train.to_dict() if hasattr(train, "to_dict") else dict(train or {})
+        config = {
+            "task": {"name": task.name, **task.to_dict()},
+            "model": model.mechmem_config.to_dict(),
+            "train": to_jsonable(train),
+            "representative": {"paper": self.paper, "preset": self.preset.name, "seed": self.seed, "about": about},
+        }
+        run = Run.create(self.out / REPRESENTATIVE, config, overwrite=True)
+        for record in history:
+            run.log(to_jsonable(record))
+        run.save_model(model)
+        self.model_dir = run.path
+        return run.path
+
+
+#: the folder, in each seed's folder, of the seed's representative trained model (``Context.save_model``)
+REPRESENTATIVE = "model"
 
 Experiment = Callable[[Context], ExperimentResult]
 
@@ -184,8 +213,10 @@ class Reproduction(ABC):
     """Base class of every paper's reproduction (see the module docstring).
 
     ``threads``: torch's intra-op threads while it runs (``None``: leave as is); the models are small
-    and one thread is fastest on a shared machine. ``start(ctx)`` / ``finish(ctx)`` run before the
-    first and after the last experiment of each seed (``finish`` also after an error).
+    and one thread is fastest on a shared machine. ``report_figures``: figure name -> caption, the key
+    figures ``mechmem report`` shows, in order; ``saves_model``: whether each seed saves a representative
+    trained model (``Context.save_model``), whose circuits the report shows. ``start(ctx)`` / ``finish(ctx)``
+    run before the first and after the last experiment of each seed (``finish`` also after an error).
     """
 
     name: ClassVar[str]
@@ -194,6 +225,8 @@ class Reproduction(ABC):
     experiments: ClassVar[Experiments]
     claims: ClassVar[tuple[Claim, ...]]
     threads: ClassVar[int | None] = 1
+    report_figures: ClassVar[Mapping[str, str]] = {}
+    saves_model: ClassVar[bool] = False
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -419,7 +452,9 @@ def run_seed(
                 timings[name] = {"wall_s": round(time.perf_counter() - t, 2), "cpu_s": round(_cpu_seconds() - c, 2)}
         finally:
             repro.finish(ctx)
-    return {
+    if repro.saves_model and ctx.model_dir is None:
+        raise RuntimeError(f"{paper} declares saves_model, but no experiment of preset {preset} called ctx.save_model")
+    record = {
         "dir": folder.name,
         "wall_s": round(time.perf_counter() - w0, 2),
         "cpu_s": round(_cpu_seconds() - c0, 2),
@@ -428,6 +463,9 @@ def run_seed(
         "files": files,
         "claims": repro.score(ctx),
     }
+    if ctx.model_dir is not None:
+        record["model"] = str(ctx.model_dir.relative_to(out))
+    return record
 
 
 def save_result(folder: Path, name: str, result: ExperimentResult) -> list[Path]:

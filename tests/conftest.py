@@ -1,13 +1,19 @@
-"""Shared fixtures: a tiny recall task, a tiny model config for it, and a fast training config.
+"""Shared fixtures: a tiny recall task, a tiny model config for it, and a fast training config;
+and the smoke reproductions of the papers, run once per test session.
 
-Everything here is small enough that a model builds in milliseconds and trains in about a
-second on one CPU core, so tests can afford to build fresh models instead of sharing state.
-Paper-specific fixtures belong in the paper's own test files.
+The small things build in milliseconds and train in about a second on one CPU core, so tests
+can afford to build fresh models instead of sharing state. Paper-specific fixtures belong in the
+paper's own test files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import jaxtyping
 import pytest
@@ -93,3 +99,65 @@ def fast_train_config() -> TrainConfig:
         seed=0,
         progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def smoke_outputs(tmp_path_factory) -> Callable[[str], tuple[Path, dict]]:
+    """``smoke_outputs(paper)`` -> ``(folder, results)``: the paper's smoke reproduction at seed 0, run
+    on first use and shared by the whole session (the reproduction tests and the report tests read
+    them; none may change them). ``smoke_outputs.figure_problems[paper]``: what
+    :func:`mechmem.figures.figure_problems` found in each figure the run saved (file name -> list)."""
+    import mechmem.reproducing
+    from mechmem.figures import figure_problems
+
+    done: dict[str, tuple[Path, dict]] = {}
+    problems: dict[str, dict[str, list[str]]] = {}
+
+    def get(paper: str) -> tuple[Path, dict]:
+        if paper not in done:
+            out = tmp_path_factory.mktemp(f"smoke-{paper}")
+            found = problems.setdefault(paper, {})
+            save = mechmem.reproducing.save_figure
+
+            def audited(fig, path, *args, **kwargs):
+                found[Path(path).name] = figure_problems(fig)
+                return save(fig, path, *args, **kwargs)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(mechmem.reproducing, "save_figure", audited)
+                done[paper] = (out, mechmem.reproducing.run(paper, "smoke", [0], out, progress=False))
+        return done[paper]
+
+    get.figure_problems = problems
+    return get
+
+
+_HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def hold_lock():
+    """``with hold_lock(lock_file) as pid:`` another process holds ``lock_file`` (as a mechmem writer
+    would: flock, its pid inside) until the block ends."""
+
+    @contextlib.contextmanager
+    def hold(lock_file: Path):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "locked", "the lock-holding process did not start"
+            yield proc.pid
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+
+    return hold

@@ -97,18 +97,8 @@ def test_the_detector_finds_a_planted_cycle():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
-# Circles left to their owners; remove an entry when it is gone (the test then says so).
-KNOWN = [
-    # inspect_page imports inspect's sections; inspect.inspect_run imports inspect_page.build_page back.
-    ["mechmem.inspect", "mechmem.inspect_page"],
-]
-
-
 def test_no_import_cycles_among_project_modules():
     cycles = find_cycles(import_graph())
-    new = [c for c in cycles if c not in KNOWN]
-    assert not new, "import circles (each line: modules that import each other, directly or not):\n" + "\n".join(
-        " <-> ".join(c) for c in new
+    assert not cycles, "import circles (each line: modules that import each other, directly or not):\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
     )
-    gone = [c for c in KNOWN if c not in cycles]
-    assert not gone, f"the circle {gone} is gone: remove it from KNOWN in this test"

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from mechmem.cli import main
-from mechmem.inspect import InspectOptions, inspect_run, parse_heads
+from mechmem.inspect import InspectOptions, parse_heads
+from mechmem.inspect_page import inspect_run
 
 FAST = ["--set", "eval_every=5", "--set", "eval_batch_size=16", "--quiet"]
 
@@ -212,9 +213,38 @@ def test_a_folder_not_written_by_inspect_is_not_replaced(recall_run, tmp_path):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not written by mechmem inspect"):
-        inspect_run(recall_run, InspectOptions(out=other, progress=False))
-    assert (other / "notes.txt").read_text() == "keep me"
+    with pytest.raises(FileExistsError, match="was not made by mechmem"):
+        inspect_run(recall_run, InspectOptions(out=other, progress=False, overwrite=True))
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"] and (other / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match="would replace the run"):
+        inspect_run(recall_run, InspectOptions(out=recall_run, progress=False))
+
+
+def test_the_page_folder_is_marked_and_another_kind_of_output_needs_overwrite(recall_run, recall_page, tmp_path):
+    from mechmem.folders import LOCK_FILE, MARKER, marker_kind
+
+    assert marker_kind(recall_page.parent) == "inspect" and (recall_page.parent / LOCK_FILE).is_file()
+    other = tmp_path / "a-run"
+    other.mkdir()
+    (other / MARKER).write_text(json.dumps({"kind": "run", "made_by": "mechmem"}))
+    (other / "config.json").write_text("{}")
+    quick = dict(out=other, batch_size=16, n_examples=1, patching=False, progress=False)
+    with pytest.raises(FileExistsError, match="another kind"):
+        inspect_run(recall_run, InspectOptions(**quick))
+    assert (other / "config.json").is_file() and not (other / "index.html").exists()
+    inspect_run(recall_run, InspectOptions(**quick, overwrite=True))
+    assert marker_kind(other) == "inspect" and (other / "index.html").is_file() and not (other / "config.json").exists()
+
+
+def test_a_run_that_another_process_writes_is_not_inspected(recall_run, tmp_path, hold_lock):
+    """One writer per run folder: inspect takes the run's lock (a run still training is refused)."""
+    from mechmem.folders import LOCK_FILE
+    from mechmem.locking import LockedError
+
+    with hold_lock(recall_run / LOCK_FILE) as pid:
+        with pytest.raises(LockedError, match=f"process {pid}"):
+            inspect_run(recall_run, InspectOptions(out=tmp_path / "page", progress=False))
+    assert not (tmp_path / "page").exists(), "a page folder was made for a refused inspect"
 
 
 def test_cli_inspect_writes_the_page_and_reports_errors(recall_run, tmp_path, capsys):

@@ -35,10 +35,9 @@ def strict_json(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module", params=PAPERS)
-def smoke(request, tmp_path_factory):
+def smoke(request, smoke_outputs):
     paper = request.param
-    out = tmp_path_factory.mktemp(paper)
-    return paper, out, run(paper, "smoke", [0], out, progress=False)
+    return (paper, *smoke_outputs(paper))
 
 
 def test_all_four_papers_are_registered():

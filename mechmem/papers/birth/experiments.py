@@ -263,6 +263,13 @@ def simplified_dynamics(ctx: Context) -> ExperimentResult:
     record = summarise_dynamics(result.history)
     record.update(model=dataclasses.asdict(p.simplified_model), train=dataclasses.asdict(tcfg), history=result.history)
     ctx.state["simplified"] = (model, task)
+    ctx.save_model(
+        model,
+        task,
+        train=tcfg,
+        history=result.history,
+        about="the simplified two-layer model: an induction head whose W_K^1, W_K^2 and W_O^2 are memories",
+    )
     fig = plot_curves(
         result.history,
         ["acc_incontext", "wo1", "wk1", "wk1_all_keys", "wk0_64", "wk0"],

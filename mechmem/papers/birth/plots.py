@@ -47,7 +47,8 @@ def plot_curves(
         ax2.set_ylabel("cross-entropy loss (nats)")
         h2, n2 = ax2.get_legend_handles_labels()
         handles, names = handles + h2, names + n2
-    ax.legend(handles, names, fontsize=7, loc="center right")
+    # below the panel: inside it, the legend covered the curves
+    fig.legend(handles, names, fontsize=7, loc="outside lower center", ncol=min(3, len(names)))
     return fig
 
 
@@ -55,7 +56,12 @@ def plot_bars(values: dict, title: str, ylabel: str, xlabel: str = ""):
     """One bar per entry of ``values`` (name -> value; ``None`` is drawn as missing)."""
     fig, ax = subplots(figsize=(7.5, 3.8))
     names = list(values)
-    ax.bar(range(len(names)), [values[n] if values[n] is not None else float("nan") for n in names])
+    bars = ax.bar(range(len(names)), [values[n] if values[n] is not None else float("nan") for n in names])
+    # each bar's value written on it: a bar of height 0 is still read as 0, a missing one as "not measured"
+    ax.bar_label(bars, labels=[f"{values[n]:.3g}" if values[n] is not None else "not measured" for n in names])
+    ax.margins(y=0.15)
+    if all(not values[n] for n in names):
+        ax.set_ylim(0, 1)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set(title=title, ylabel=ylabel, xlabel=xlabel)

@@ -198,3 +198,22 @@ class BirthReproduction(Reproduction):
     presets = PRESETS
     experiments = EXPERIMENTS
     claims = CLAIMS
+    saves_model = True
+    report_figures = {
+        "simplified_dynamics": "Training of the simplified model: in-context accuracy and the recall of the three "
+        "memories (`W_O^2`, `W_K^2`, `W_K^1`) at each evaluation step. The paper (Fig. 3): the in-context accuracy "
+        "rises as the memories form, `W_K^1` (the previous-token head) last.",
+        "full_2layer": "The full two-layer model trained on every position: the global-bigram loss (c = 0) nears its "
+        "floor (dotted) before the in-context loss falls and the in-context accuracy rises (paper §4.2).",
+        "one_vs_two_layers": "In-context accuracy of the one-layer and the two-layer full model on the same data and "
+        "steps: an induction head needs two layers.",
+        "handbuilt": "The hand-built induction head (memories written in, no training): attention patterns of layer "
+        "1 (previous token) and layer 2 (the token after an earlier occurrence of the current one) on one sequence.",
+        "mechanistic_full_patching": "Activation patching in the full two-layer model: the residual stream of a clean "
+        "sequence patched, at each position, into one whose in-context output token was changed; colour: fraction "
+        "of the logit difference restored at the read-out.",
+        "mechanistic_full_ablation": "In-context accuracy of the full two-layer model when every head of a layer is "
+        "zeroed (`hook_z` = 0).",
+        "data_statistics": "Fraction of positions predictable in context (the trigger's output seen before, c ≥ 2) "
+        "in the generated data, for fixed or random triggers, K of them (T = 256).",
+    }

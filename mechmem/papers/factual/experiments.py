@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from mechmem.figures import subplots
+from mechmem.figures import plain_log_axes, subplots
 from mechmem.papers.factual import capacity
 from mechmem.papers.factual.dynamics import stages, train_dynamics
 from mechmem.papers.factual.fit import train_config_point
@@ -175,6 +175,7 @@ def _capacity_figure(lin, outer, mlp, mlp32):
         ylabel="associations N stored at 99 % accuracy",
         title="Linear associative memory (Fig. 1 left)",
     )
+    plain_log_axes(a)
     a.legend()
     if mlp:
         md = np.array([p["m"] * p["d"] for p in mlp])
@@ -189,6 +190,8 @@ def _capacity_figure(lin, outer, mlp, mlp32):
         ylabel="associations N stored at 99 % accuracy",
         title="MLP associative memory (Fig. 1 right, Fig. 6)",
     )
+    if mlp or mlp32:
+        plain_log_axes(b)
     b.legend()
     return fig
 
@@ -366,6 +369,8 @@ def facts_vs_params_experiment(ctx: Context) -> ExperimentResult:
         ylabel="facts stored at 99 % accuracy",
         title="Facts stored vs parameters (Fig. 4 left)",
     )
+    if good:
+        plain_log_axes(ax)
     ax.legend(fontsize=8)
     return ExperimentResult(results, {"facts_vs_params": fig})
 
@@ -381,6 +386,23 @@ def mechanism_experiment(ctx: Context) -> ExperimentResult:
     results = {"task": {"S": task.S, "R": task.R, "D": task.D}, "models": {}}
     for label, (H, m) in (("attention_heavy", p.attention_heavy), ("mlp_heavy", p.mlp_heavy)):
         model, fit = train_corner(task, H, m, p.mech_steps, p.batch, seed=ctx.seed)
+        if label == "attention_heavy":
+            train = {
+                "optimizer": "adam",
+                "lr": 1e-2,
+                "batch_size": p.batch,
+                "max_steps": p.mech_steps,
+                "steps": fit.steps,
+                "stop_at": 1.0,
+                "seed": ctx.seed,
+            }
+            ctx.save_model(
+                model,
+                task,
+                train=train,
+                about=f"the attention-heavy model (H = {H} heads, MLP width m = {m}): facts stored in the "
+                "heads' OV circuits",
+            )
         results["models"][label] = {
             "H": H,
             "m": m,
@@ -419,6 +441,7 @@ def _mechanism_figure(results: dict):
     axes[0].set(
         xticks=x,
         xticklabels=[names[m] for m in labels],
+        xlabel="trained model (H: heads, m: MLP width)",
         ylabel="attention weight from EOS (mean over heads)",
         title="Where EOS attends",
     )
@@ -435,10 +458,11 @@ def _mechanism_figure(results: dict):
     axes[1].set(
         xticks=x,
         xticklabels=[names[m] for m in labels],
+        xlabel="trained model (H: heads, m: MLP width)",
         ylabel="accuracy on all facts (fraction)",
         title="Ablations: where the facts are stored",
     )
-    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     for m in labels:
         heads = results["models"][m]["subject_patching"]["value_per_head"]
         axes[2].plot(range(len(heads)), heads, "o-", label=names[m])

@@ -8,6 +8,8 @@ patching of ``hook_resid_pre``); the HookedTransformer forward is always the one
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -200,6 +202,15 @@ def hamming_inner(ctx: Context) -> ExperimentResult:
         }
         ax.plot(dist, means[1:].tolist(), "o", label=label)
         ax.plot(dist, [a + b * x for x in dist], "-", color=ax.lines[-1].get_color(), lw=0.8, label=f"R² = {r2:.2f}")
+    main = lab.trained(lab.task())
+    ctx.save_model(
+        main.model,
+        main.task,
+        train=dataclasses.replace(ctx.preset.train, seed=ctx.seed),
+        history=main.history,
+        about=f"the main model: trained W_V and embeddings, m = {p.m}, L = {main.task.context_len}, "
+        f"d = {main.spec.d_model}",
+    )
     ax.set(
         xlabel="Hamming distance $D_H(i, j)$ of the latent codes",
         ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",

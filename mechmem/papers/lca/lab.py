@@ -9,7 +9,7 @@ experiment context.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -25,13 +25,14 @@ from .training import accuracy, train_lca
 
 @dataclass
 class Trained:
-    """One trained variant with its task, spec, training accuracy and wall time."""
+    """One trained variant with its task, spec, training accuracy, wall time and training history."""
 
     model: nn.Module
     task: LatentConceptTask
     spec: LCAModelSpec
     train_accuracy: float
     seconds: float
+    history: list[dict] = field(default_factory=list)
 
 
 class Lab:
@@ -64,7 +65,8 @@ class Lab:
         if key not in self._models:
             t0 = time.perf_counter()
             model, result = train_lca(task, spec, self.preset.train, seed=self.seed)
-            self._models[key] = Trained(model, task, spec, result.final["accuracy"], time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            self._models[key] = Trained(model, task, spec, result.final["accuracy"], seconds, result.history)
             self._bar.update(1)
             self._bar.set_postfix(m=task.m, L=task.context_len, d=spec.d_model, W_V=train_W_V, emb=train_embed)
         return self._models[key]

@@ -208,6 +208,29 @@ class LCAReproduction(Reproduction):
     presets = PRESETS
     experiments = EXPERIMENTS
     claims = CLAIMS
+    saves_model = True
+    report_figures = {
+        "wv_bar": "Test accuracy with a trained value matrix `W_V` and with `W_V` fixed to the identity, for each "
+        "number of latent bits m and context length L (d = V/2 < V). The paper (Fig. 3a): the trained `W_V` is better.",
+        "hamming_inner": "Mean inner product of two tokens' embeddings against the Hamming distance of their latent "
+        "codes, with an affine fit, for a trained and an identity `W_V`. The paper (eq. 5.2, Fig. 3b): it decreases "
+        "with the distance.",
+        "spectrum": "Eigenvalues of the centred Gram matrix `W_E W_E^T`, trained vs frozen Gaussian embeddings; the "
+        "dotted line separates the top m+1, which the paper predicts carry most of the energy once trained.",
+        "wv_replace": "Left: accuracy of the trained model and of the same model with `W_V` replaced by the "
+        "constructed `W̄_V` (built from the embeddings and the neighbourhood), against d. Right: cosines of the "
+        "principal angles between the top singular subspaces of `W_V` and `W̄_V` (1: the same subspace).",
+        "attention": "Cluster variant with noise. Left: pre-softmax attention score of each (query, key) token pair "
+        "through the embeddings, lines at the cluster boundaries. Right: mean read-out attention from each query "
+        "cluster to each key cluster. The paper (Fig. 3c): attention selects the target's cluster.",
+        "dim": "Test accuracy against the embedding dimension d, trained vs frozen Gaussian embeddings; the dotted "
+        "line marks d = V, the number of tokens: below it, trained embeddings matter.",
+        "length": "Test accuracy against the context length L (d fixed).",
+        "hijack_synthetic": "Left: context hijacking: the fraction of predictions that flip to y' as k context tokens "
+        "are replaced by neighbours of y'. Right: activation patching of `hook_resid_pre` at each position, clean "
+        "into the fully hijacked run: the fraction of the logit difference restored (the read-out is the last "
+        "position).",
+    }
 
     def finish(self, ctx: Context) -> None:
         lab = ctx.state.pop("lab", None)

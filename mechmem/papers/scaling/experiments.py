@@ -377,7 +377,7 @@ def _optimisers_figure(res: dict, tuned_ds, batch_ds, lr_ds, lrs, preset):
         "exponential": "exponential\nmodel",
     }
     axes[3].bar([model_names[m] for m in res["embeddings_d10"]], list(res["embeddings_d10"].values()))
-    axes[3].set(title="Learned embeddings (SGD lr 1, B = 16, d = 10)", yscale="log")
+    axes[3].set(title="Learned embeddings (SGD lr 1, B = 16, d = 10)", xlabel="memory model", yscale="log")
     axes[3].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
     axes[3].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axes[3].yaxis.set_minor_formatter(NullFormatter())

@@ -144,3 +144,18 @@ class ScalingReproduction(Reproduction):
     presets = PRESETS
     experiments = EXPERIMENTS
     claims = CLAIMS
+    report_figures = {
+        "error_vs_d": "Recall error of the associative memory against its dimension d (N = 1000 tokens, Zipf "
+        "exponent α), for three choices of which tokens are stored, with the fitted log-log slopes and the theory's "
+        "(paper §3, Fig. 1).",
+        "error_vs_T": "Recall error against the number of samples T with enough capacity (d = 1000), next to the mass "
+        "of the unseen tokens (paper §3: the error follows the missing mass, slope -1 + 1/α).",
+        "joint_table": "Error over memory dimension d and samples T, measured against the paper's reference table.",
+        "naive_contour": "Storing every seen token (the naive scheme, α = 0.5): error over d and T.",
+        "optimisers": "Memories learned by optimisation (N = 100, M = 5, α = 2): Adam vs SGD at their best learning "
+        "rate, batch size, SGD learning rate and learned embeddings (paper §4).",
+        "sgd_approximation": "Real SGD against the paper's analytic approximation of it, on the same embeddings and "
+        "batches.",
+        "heatmaps": "What a memory recalls: softmax(E W Uᵀ) for two storage rules and SGD snapshots (the right class "
+        "is y = x mod 5).",
+    }

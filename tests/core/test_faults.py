@@ -129,6 +129,9 @@ _DRIVER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGINT)
 
     os.replace = replace
+    # a process started in the background of a non-interactive shell inherits SIGINT ignored, where
+    # Python installs no KeyboardInterrupt handler: restore it, as in a terminal where Ctrl-C is pressed
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from mechmem.cli import main
     sys.exit(main(sys.argv[4:]))
     """

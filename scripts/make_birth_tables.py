@@ -14,12 +14,13 @@ Usage: ``python scripts/make_birth_tables.py --text PATH [--out DIR]``
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from mechmem.io import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "mechmem" / "papers" / "birth" / "data"
@@ -36,14 +37,6 @@ def char_tables(text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     return vocab, unigram, bigram
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", type=Path, required=True, help="the tiny Shakespeare text file")
@@ -53,11 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     vocab, unigram, bigram = char_tables(text)
     assert unigram.sum() == bigram.sum() + 1, "unigram must be bigram row sums plus the last character"
     args.out.mkdir(parents=True, exist_ok=True)
-    import io
-
     buf = io.BytesIO()
     np.save(buf, bigram, allow_pickle=False)
-    _atomic_write_bytes(args.out / "bigram_counts.npy", buf.getvalue())
+    atomic_write_bytes(args.out / "bigram_counts.npy", buf.getvalue())
     meta = {
         "vocab": vocab,
         "unigram_counts": unigram.tolist(),
@@ -65,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_chars": len(text),
         "source": "tinyshakespeare.txt",
     }
-    _atomic_write_bytes(args.out / "vocab.json", json.dumps(meta, indent=1).encode("utf-8"))
+    atomic_write_text(args.out / "vocab.json", json.dumps(meta, indent=1))
     print(
         f"wrote {args.out}: {len(vocab)} characters, {len(text)} characters of text, "
         f"{int((bigram > 0).sum())} non-zero bigrams"

@@ -10,7 +10,10 @@ every tool only accepts those names.
 A hook point can also fire and still not matter: on a raw ``TransformerBridge.boot_native`` model
 of TransformerLens 3.9, ``hook_pattern`` fires after the attention output is computed, so editing
 it changes nothing. :func:`check_hooks_editable` perturbs each hook in one tiny forward pass and
-raises if the logits do not move; every tool that patches, ablates or replaces calls it first.
+raises if the logits do not move; every tool that patches, ablates or replaces calls it first. For a
+hook inside the blocks it checks that the last residual stream moves, in a pass that stops there
+(the unembedding of a 50k-token vocabulary costs more than a probe's blocks), after checking once
+per model that the logits move with that residual.
 """
 
 from __future__ import annotations
@@ -70,16 +73,51 @@ def _probe_tokens(model: nn.Module) -> torch.Tensor:
     return (torch.arange(n, device=device) % int(model.cfg.d_vocab)).unsqueeze(0)
 
 
+class _Stop(Exception):
+    """Raised by a probe hook to end a forward pass once the last residual stream is known."""
+
+
+def _final_residual(model: nn.Module, tokens: torch.Tensor, fwd_hooks: list, stop: bool = True):
+    """The last block's ``hook_resid_post`` of a forward pass with ``fwd_hooks``; the pass stops
+    there (the unembedding of a large vocabulary costs more than every block of a probe). With
+    ``stop=False``: ``(residual, logits)`` of the whole pass."""
+    name, out = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", []
+
+    def capture(act: torch.Tensor, hook=None) -> None:
+        out.append(act.detach().clone())
+        if stop:
+            raise _Stop
+
+    try:
+        logits = model.run_with_hooks(tokens, fwd_hooks=[*fwd_hooks, (name, capture)])
+    except _Stop:
+        return out[0]
+    return out[0], logits
+
+
+def _perturb_hook(act: torch.Tensor, hook=None, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Add N(0, 1) noise in place, as the tools write."""
+    act.add_(torch.randn(act.shape, generator=gen, dtype=act.dtype).to(act.device))
+    return act
+
+
 def _logits_move(model: nn.Module, name: str, tokens: torch.Tensor, base: torch.Tensor) -> bool:
     """Whether adding N(0, 1) noise (in place, as the tools write) at ``name`` changes the logits."""
     gen = torch.Generator().manual_seed(0)
-
-    def perturb(act: torch.Tensor, hook=None) -> torch.Tensor:
-        act.add_(torch.randn(act.shape, generator=gen, dtype=act.dtype).to(act.device))
-        return act
-
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, perturb)])
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda a, hook=None: _perturb_hook(a, gen=gen))])
     return not torch.equal(logits, base)
+
+
+def _residual_moves(model: nn.Module, name: str, tokens: torch.Tensor, base: torch.Tensor) -> bool:
+    """Whether that noise at ``name`` changes the last residual stream (``base``: unperturbed)."""
+    gen = torch.Generator().manual_seed(0)
+    residual = _final_residual(model, tokens, [(name, lambda a, hook=None: _perturb_hook(a, gen=gen))])
+    return not torch.equal(residual, base)
+
+
+def _upstream_of_residual(name: str) -> bool:
+    """A hook point whose edits reach the logits only through the last block's residual stream."""
+    return name.startswith("blocks.") or name in ("hook_embed", "hook_pos_embed")
 
 
 def _inert_reason(model: nn.Module, name: str, n_tokens: int) -> str:
@@ -121,9 +159,17 @@ def check_hooks_editable(model: nn.Module, names) -> None:
     tokens = _probe_tokens(model)
     with preserved_state(model), torch.no_grad():
         model.eval()
-        base = model(tokens)
+        residual, base = _final_residual(model, tokens, [], stop=False)
+        if any(_upstream_of_residual(n) for n in todo):
+            # the logits depend on the last residual stream (checked once); a hook inside the blocks
+            # then matters when it moves that residual, seen in a pass that stops there
+            final_matters = _logits_move(model, f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", tokens, base)
         for name in todo:
-            if not _logits_move(model, name, tokens, base):
+            if _upstream_of_residual(name):
+                moves = final_matters and _residual_moves(model, name, tokens, residual)
+            else:
+                moves = _logits_move(model, name, tokens, base)
+            if not moves:
                 raise ValueError(_inert_reason(model, name, tokens.shape[1]))
             cached[1].add(name)
 

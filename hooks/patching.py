@@ -225,6 +225,7 @@ class PatchingEngine:
         skip_positions: bool = True,
         progress: bool = True,
         logit_positions: int | Sequence[int] | None = None,
+        skip_unchanged: bool = True,
     ):
         _check_inputs(clean_tokens, corrupted_tokens)
         check_tokens(model, clean_tokens, "clean_tokens")
@@ -237,7 +238,7 @@ class PatchingEngine:
         self.batch, self.seq = corrupted_tokens.shape
         self.logit_positions = self._check_logit_positions(logit_positions)
         self.budget = memory_budget_gb * 2**30
-        self.progress = progress
+        self.progress, self.skip_unchanged = progress, skip_unchanged
         cfg = model.cfg
         self.bridge = is_bridge(model)
         self.can_start = (
@@ -252,6 +253,7 @@ class PatchingEngine:
         self._corrupted: tuple[Tensor, dict[str, Tensor]] | None = None
         self._vmap_ok: bool | None = None
         self._bytes_per_token: tuple[int, int] | None = None
+        self.n_unchanged = 0  # patches of the last sweep answered without a forward pass
 
     def _check_logit_positions(self, positions) -> list[int]:
         if positions is None:
@@ -283,28 +285,33 @@ class PatchingEngine:
         return logits, store
 
     def _caches(self, names: list[str]):
-        """Clean activations for ``names``; corrupted logits and resid_pre / k / v of every layer."""
+        """Clean activations for ``names``; corrupted logits, resid_pre / k / v of every layer (the
+        fast path) and the corrupted activations at ``names`` (to find patches that change nothing)."""
         L = self.model.cfg.n_layers
         need = [n for n in names if n not in self._clean_cache]
         if need:
-            self._clean_cache.update(self._capture(self.clean_tokens, need + self._spare_names(need))[1])
+            spare = self._spare_names(need) if not self._clean_cache else []
+            self._clean_cache.update(self._capture(self.clean_tokens, need + spare)[1])
         if self._corrupted is None:
             corr = []
             if self.can_start:
                 corr = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
             if self.can_skip:
                 corr += [f"blocks.{l}.attn.hook_{x}" for l in range(L) for x in ("k", "v")]
+            if self.skip_unchanged:
+                corr += [n for n in names + self._spare_names(names) if n not in corr]
             logits, cache = self._capture(self.corrupted_tokens, corr)
             logits = logits[:, self.logit_positions]
             _metric_values(self.metric, logits, self.per_example, self.batch)  # check it early
             self._corrupted = (logits, cache)
+        elif self.skip_unchanged and any(n not in self._corrupted[1] for n in names):
+            missing = [n for n in names if n not in self._corrupted[1]]
+            self._corrupted[1].update(self._capture(self.corrupted_tokens, missing)[1])
         return self._clean_cache, self._corrupted
 
     def _spare_names(self, need: list[str]) -> list[str]:
-        """Every other patchable activation of the clean run, when all of them together take under
-        5% of the memory budget: a later sweep then needs no clean forward pass of its own."""
-        if self._clean_cache:
-            return []
+        """Every other patchable activation of a run, when all of them together take under 5% of
+        the memory budget: a later sweep then needs no capture forward pass of its own."""
         cfg = self.model.cfg
         H, d_head, P = cfg.n_heads, cfg.d_head, self.seq
         size = 4 * cfg.n_layers * self.batch * P * (5 * cfg.d_model + 4 * H * d_head + H * P)
@@ -313,6 +320,38 @@ class PatchingEngine:
         active = active_hook_names(self.model)
         names = [_hook_name(a, l) for l in range(cfg.n_layers) for a in _SUFFIX]
         return [n for n in names if n in active and n not in need]
+
+    def corrupted_metric(self) -> Tensor:
+        """``metric`` of the corrupted run (``[batch]`` with ``per_example``): what a patch that
+        changes nothing returns."""
+        with preserved_state(self.model) as state, torch.no_grad():
+            if any(was_training for _, was_training in state.training.values()):
+                self.model.eval()
+            _, (logits, _) = self._caches([])
+        return _metric_values(self.metric, logits, self.per_example, self.batch)
+
+    def _unchanged(self, act: str, variants: Sequence[Variant]) -> list[bool]:
+        """For each variant, whether its clean activation equals the corrupted one exactly (every
+        example): the patched run is then the corrupted run, bit for bit."""
+        if not self.skip_unchanged:
+            return [False] * len(variants)
+        _, (_, corr) = self._caches([])
+        same: dict[int, Tensor] = {}
+        for layer in sorted({v.layer for v in variants}):
+            name = _hook_name(act, layer)
+            eq = (self._clean_cache[name] == corr[name]).all(0)  # [pos, d] / [pos, head, d] / [head, q, k]
+            same[layer] = eq.all(-1)  # [pos] / [pos, head] / [head, q]
+        out = []
+        for v in variants:
+            eq = same[v.layer]
+            if act == "pattern":  # [head, dest]
+                eq = eq[v.head] if v.pos is None else eq[v.head, v.pos]
+            elif v.head is None:  # [pos]
+                eq = eq[v.pos]
+            else:  # [pos, head]
+                eq = eq[:, v.head] if v.pos is None else eq[v.pos, v.head]
+            out.append(bool(eq.all()))
+        return out
 
     # ------------------------------------------------------------------ planning
 
@@ -518,8 +557,18 @@ class PatchingEngine:
             x = resid[:, torch.tensor([self.logit_positions[i] - s for i in where])]
             if model.cfg.normalization_type is not None:
                 x = model.ln_final(x)
-            logits[:, where] = model.unembed(x)
+            logits[:, where] = self._unembed(x)
         return logits
+
+    def _unembed(self, x: Float[Tensor, "rows pos d_model"]) -> Float[Tensor, "rows pos d_vocab_out"]:
+        """The model's unembedding. On a ``HookedTransformer`` the same product as its ``Unembed``
+        without the copy of ``W_U.T`` that it makes on every call (seconds per sweep on a GPT-2-sized
+        vocabulary); the fast path runs only on a model without hooks, so no hook is skipped."""
+        if self.bridge:
+            return self.model.unembed(x)
+        unembed = self.model.unembed
+        rows = torch.addmm(unembed.b_U, x.reshape(-1, x.shape[-1]), unembed.W_U)
+        return rows.reshape(*x.shape[:-1], rows.shape[-1])
 
     def _kv_entry(self, layer: int, start: int, K: int, corr: dict[str, Tensor]):
         if start == 0:
@@ -559,9 +608,9 @@ class PatchingEngine:
             [_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)]
         )
 
-    def sweep(self, sweep: str, layers: Sequence[int] | None = None) -> Float[Tensor, "*sweep_shape"]:
-        """Patch every index of ``sweep`` (a key of :data:`SWEEPS`); ``layers`` restricts the layers
-        (the result's first axis then follows ``layers``). Returns a float tensor on the CPU."""
+    def check_sweep(self, sweep: str, layers: Sequence[int] | None = None) -> list[int]:
+        """The checked ``layers`` of ``sweep``; a ``ValueError`` for an unknown sweep, a layer out of
+        range, or a hook point that the model does not fire or whose edits cannot reach the output."""
         if sweep not in SWEEPS:
             raise ValueError(f"unknown sweep {sweep!r}; allowed: {sorted(SWEEPS)}")
         model = self.model
@@ -572,23 +621,60 @@ class PatchingEngine:
         if missing:
             raise ValueError(f"sweep {sweep!r} needs hook points this model does not fire: {missing}")
         check_hooks_editable(model, [_hook_name(act, l) for l in layers])
-        variants = _variants(model, sweep, layers, self.seq)
-        shape = _result_shape(model, sweep, len(layers), self.seq) + ((self.batch,) if self.per_example else ())
+        return layers
+
+    def sweep(self, sweep: str, layers: Sequence[int] | None = None) -> Float[Tensor, "*sweep_shape"]:
+        """Patch every index of ``sweep`` (a key of :data:`SWEEPS`); ``layers`` restricts the layers
+        (the result's first axis then follows ``layers``). Returns a float tensor on the CPU."""
+        layers = self.check_sweep(sweep, layers)
+        variants = _variants(self.model, sweep, layers, self.seq)
+        shape = _result_shape(self.model, sweep, len(layers), self.seq) + ((self.batch,) if self.per_example else ())
         result = torch.zeros(shape)
+        values = self._run(sweep, variants, layers)
+        result[tuple(torch.tensor([v.index for v in variants]).T)] = values
+        return result
+
+    def patch(
+        self, sweep: str, indices: Int[Tensor, "k n_axes"], layers: Sequence[int] | None = None
+    ) -> Float[Tensor, "k *batch"]:
+        """Patch only the given ``indices`` of ``sweep`` (rows of indices into its result, e.g.
+        ``[layer, pos]``; the layer axis follows ``layers``): ``[k]`` values (``[k, batch]`` with
+        ``per_example``), the numbers :meth:`sweep` gives there."""
+        layers = self.check_sweep(sweep, layers)
+        shape = _result_shape(self.model, sweep, len(layers), self.seq)
+        if not isinstance(indices, Tensor) or indices.dim() != 2 or indices.shape[1] != len(shape):
+            raise ValueError(f"indices must be a [k, {len(shape)}] integer tensor for sweep {sweep!r}")
+        if ((indices < 0) | (indices >= torch.tensor(shape))).any():
+            raise ValueError(f"indices out of range for sweep {sweep!r} of shape {shape}")
+        by_index = {v.index: v for v in _variants(self.model, sweep, layers, self.seq)}
+        unique, inverse = torch.unique(indices, dim=0, return_inverse=True)
+        return self._run(sweep, [by_index[tuple(i)] for i in unique.tolist()], layers)[inverse]
+
+    def _run(self, sweep: str, variants: list[Variant], layers: list[int]) -> Tensor:
+        """Values of ``variants`` in their order (``[n]`` or ``[n, batch]``); a patch whose clean
+        activation equals the corrupted one gets the corrupted run's metric without a pass."""
         from tqdm.auto import tqdm
 
+        model, act = self.model, SWEEPS[sweep][0]
+        out = torch.zeros((len(variants), self.batch) if self.per_example else (len(variants),))
         with preserved_state(model) as state, torch.no_grad():
             if any(was_training for _, was_training in state.training.values()):
                 model.eval()
-            self._caches([_hook_name(act, l) for l in layers])
-            passes = self._plan(act, variants)
-            bar = tqdm(total=len(variants), desc=f"patching {sweep}", disable=not self.progress or len(passes) < 8)
+            _, (corr_logits, _) = self._caches([_hook_name(act, l) for l in layers])
+            unchanged = self._unchanged(act, variants)
+            self.n_unchanged = sum(unchanged)
+            if self.n_unchanged:
+                out[torch.tensor(unchanged)] = _metric_values(self.metric, corr_logits, self.per_example, self.batch)
+            todo = [i for i, same in enumerate(unchanged) if not same]
+            row = {variants[i]: i for i in todo}
+            passes = self._plan(act, [variants[i] for i in todo]) if todo else []
+            bar = tqdm(total=len(todo), desc=f"patching {sweep}", disable=not self.progress or len(passes) < 8)
             with bar:
                 for p in passes:
                     values = self._metric_per_variant(self._run_pass(act, p), len(p.variants))
-                    result[tuple(torch.tensor([v.index for v in p.variants]).T)] = values
+                    out[torch.tensor([row[v] for v in p.variants])] = values
                     bar.update(len(p.variants))
-        return result
+        return out
 
 
 def patch_sweep(

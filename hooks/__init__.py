@@ -11,6 +11,7 @@ cheap; ``from hooks import replace_weights`` loads only what it needs.
 - :mod:`hooks.replace`: :func:`replace_weights`, :func:`ov_circuit`, :func:`qk_circuit`.
 - :mod:`hooks.ablation`: zero / mean / resample ablations, :func:`ablation_sweep`.
 - :mod:`hooks.patching`: the batched activation-patching engine.
+- :mod:`hooks.attribution`: attribution patching (the gradient estimate of every patching sweep), checked against exact patching.
 - :mod:`hooks.circuits`: OV / QK circuits through the embeddings, OV spectra, and their figures.
 - :mod:`hooks.views`: attention patterns, offline CircuitsVis views with the read-out row in view.
 - :mod:`hooks.plotting`: the shared figure style and a heat map that always has a labelled colorbar.
@@ -47,6 +48,10 @@ _EXPORTS = {
     "ablation_sweep": "hooks.ablation",
     "patch_sweep": "hooks.patching",
     "PatchingEngine": "hooks.patching",
+    "attribution_sweep": "hooks.attribution",
+    "attribution_sweeps": "hooks.attribution",
+    "AttributionEngine": "hooks.attribution",
+    "Agreement": "hooks.attribution",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -139,6 +139,40 @@ def _result_shape(model: nn.Module, sweep: str, n_layers: int, seq_len: int) -> 
     return tuple(sizes[a] for a in SWEEPS[sweep][1])
 
 
+def check_sweep(model: nn.Module, sweep: str, layers: Sequence[int] | None = None) -> list[int]:
+    """The checked ``layers`` of ``sweep``; a ``ValueError`` for an unknown sweep, a layer out of
+    range, or a hook point that the model does not fire or whose edits cannot reach the output."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"unknown sweep {sweep!r}; allowed: {sorted(SWEEPS)}")
+    layers = check_layers(model, layers)
+    act = SWEEPS[sweep][0]
+    active = active_hook_names(model)
+    missing = [_hook_name(act, l) for l in layers if _hook_name(act, l) not in active]
+    if missing:
+        raise ValueError(f"sweep {sweep!r} needs hook points this model does not fire: {missing}")
+    check_hooks_editable(model, [_hook_name(act, l) for l in layers])
+    return layers
+
+
+def check_logit_positions(positions, seq_len: int) -> list[int]:
+    """``logit_positions`` as non-negative ints (``None``: every position)."""
+    if positions is None:
+        return list(range(seq_len))
+    if isinstance(positions, int) or not len(positions):
+        raise ValueError(f"logit_positions must be a non-empty sequence of ints or None, got {positions!r}")
+    return check_positions(list(positions), seq_len, what="logit_positions entry")
+
+
+def check_inputs(model: nn.Module, clean_tokens, corrupted_tokens, metric, memory_budget_gb) -> None:
+    """The checks shared by exact and attribution patching, before any work."""
+    _check_inputs(clean_tokens, corrupted_tokens)
+    check_tokens(model, clean_tokens, "clean_tokens")
+    check_tokens(model, corrupted_tokens, "corrupted_tokens")
+    if not callable(metric):
+        raise TypeError(f"metric must be callable (logits -> scalar), got {type(metric).__name__}")
+    check_positive_finite(memory_budget_gb, "memory_budget_gb")
+
+
 def _check_inputs(clean_tokens, corrupted_tokens) -> None:
     for label, t in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens)):
         if not isinstance(t, Tensor) or t.dim() != 2 or t.dtype not in (torch.long, torch.int32, torch.int64):
@@ -227,16 +261,11 @@ class PatchingEngine:
         logit_positions: int | Sequence[int] | None = None,
         skip_unchanged: bool = True,
     ):
-        _check_inputs(clean_tokens, corrupted_tokens)
-        check_tokens(model, clean_tokens, "clean_tokens")
-        check_tokens(model, corrupted_tokens, "corrupted_tokens")
-        if not callable(metric):
-            raise TypeError(f"metric must be callable (logits -> scalar), got {type(metric).__name__}")
-        check_positive_finite(memory_budget_gb, "memory_budget_gb")
+        check_inputs(model, clean_tokens, corrupted_tokens, metric, memory_budget_gb)
         self.model, self.metric, self.per_example = model, metric, per_example
         self.clean_tokens, self.corrupted_tokens = clean_tokens, corrupted_tokens
         self.batch, self.seq = corrupted_tokens.shape
-        self.logit_positions = self._check_logit_positions(logit_positions)
+        self.logit_positions = check_logit_positions(logit_positions, self.seq)
         self.budget = memory_budget_gb * 2**30
         self.progress, self.skip_unchanged = progress, skip_unchanged
         cfg = model.cfg
@@ -254,13 +283,6 @@ class PatchingEngine:
         self._vmap_ok: bool | None = None
         self._bytes_per_token: tuple[int, int] | None = None
         self.n_unchanged = 0  # patches of the last sweep answered without a forward pass
-
-    def _check_logit_positions(self, positions) -> list[int]:
-        if positions is None:
-            return list(range(self.seq))
-        if isinstance(positions, int) or not len(positions):
-            raise ValueError(f"logit_positions must be a non-empty sequence of ints or None, got {positions!r}")
-        return check_positions(list(positions), self.seq, what="logit_positions entry")
 
     # ------------------------------------------------------------------ caches
 
@@ -608,25 +630,10 @@ class PatchingEngine:
             [_metric_values(self.metric, logits[k * B : (k + 1) * B], self.per_example, B) for k in range(K)]
         )
 
-    def check_sweep(self, sweep: str, layers: Sequence[int] | None = None) -> list[int]:
-        """The checked ``layers`` of ``sweep``; a ``ValueError`` for an unknown sweep, a layer out of
-        range, or a hook point that the model does not fire or whose edits cannot reach the output."""
-        if sweep not in SWEEPS:
-            raise ValueError(f"unknown sweep {sweep!r}; allowed: {sorted(SWEEPS)}")
-        model = self.model
-        layers = check_layers(model, layers)
-        act = SWEEPS[sweep][0]
-        active = active_hook_names(model)
-        missing = [_hook_name(act, l) for l in layers if _hook_name(act, l) not in active]
-        if missing:
-            raise ValueError(f"sweep {sweep!r} needs hook points this model does not fire: {missing}")
-        check_hooks_editable(model, [_hook_name(act, l) for l in layers])
-        return layers
-
     def sweep(self, sweep: str, layers: Sequence[int] | None = None) -> Float[Tensor, "*sweep_shape"]:
         """Patch every index of ``sweep`` (a key of :data:`SWEEPS`); ``layers`` restricts the layers
         (the result's first axis then follows ``layers``). Returns a float tensor on the CPU."""
-        layers = self.check_sweep(sweep, layers)
+        layers = check_sweep(self.model, sweep, layers)
         variants = _variants(self.model, sweep, layers, self.seq)
         shape = _result_shape(self.model, sweep, len(layers), self.seq) + ((self.batch,) if self.per_example else ())
         result = torch.zeros(shape)
@@ -640,7 +647,7 @@ class PatchingEngine:
         """Patch only the given ``indices`` of ``sweep`` (rows of indices into its result, e.g.
         ``[layer, pos]``; the layer axis follows ``layers``): ``[k]`` values (``[k, batch]`` with
         ``per_example``), the numbers :meth:`sweep` gives there."""
-        layers = self.check_sweep(sweep, layers)
+        layers = check_sweep(self.model, sweep, layers)
         shape = _result_shape(self.model, sweep, len(layers), self.seq)
         if not isinstance(indices, Tensor) or indices.dim() != 2 or indices.shape[1] != len(shape):
             raise ValueError(f"indices must be a [k, {len(shape)}] integer tensor for sweep {sweep!r}")

@@ -178,3 +178,30 @@ def test_metric_that_vmap_cannot_batch_is_called_per_variant(models, kind):
     python_float = lambda lg: float((lg[:, -1, 3] - lg[:, -1, 5]).mean())  # noqa: E731
     got = patch_sweep(model, CLEAN, CORRUPTED, python_float, "attn_head_out_by_pos", progress=False)
     assert (got - want).abs().max() <= 1e-6, "the per-variant fallback gave different numbers"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_patches_that_change_nothing_are_answered_without_a_pass_and_the_same_numbers(models, kind):
+    """Positions before the corruption (and every unchanged activation) give the corrupted metric;
+    skipping their passes changes no number (the reference: the same engine without the skip)."""
+    model = models[kind]
+    for sweep in ("resid_pre", "attn_head_out_by_pos", "attn_head_pattern_all_pos"):
+        engine = PatchingEngine(model, CLEAN, CORRUPTED, metric, progress=False)
+        fast = engine.sweep(sweep)
+        full = PatchingEngine(model, CLEAN, CORRUPTED, metric, progress=False, skip_unchanged=False).sweep(sweep)
+        assert (fast - full).abs().max() <= 1e-6, f"{sweep}: skipping unchanged patches changed the numbers"
+        if sweep == "resid_pre":  # clean and corrupted tokens agree at positions 0 and 1
+            assert engine.n_unchanged >= 2 * model.cfg.n_layers, engine.n_unchanged
+            assert (fast[:, :2] == engine.corrupted_metric()).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_patch_gives_the_sweep_numbers_at_the_given_indices(models, kind):
+    model = models[kind]
+    engine = PatchingEngine(model, CLEAN, CORRUPTED, metric, progress=False)
+    full = engine.sweep("attn_head_v_by_pos")
+    indices = torch.tensor([[1, 6, 2], [0, 3, 1], [1, 6, 2], [0, 0, 0]])
+    got = engine.patch("attn_head_v_by_pos", indices)
+    assert torch.allclose(got, full[tuple(indices.T)], atol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        engine.patch("attn_head_v_by_pos", torch.tensor([[2, 0, 0]]))

@@ -11,7 +11,7 @@ cheap; ``from hooks import replace_weights`` loads only what it needs.
 - :mod:`hooks.replace`: :func:`replace_weights`, :func:`ov_circuit`, :func:`qk_circuit`.
 - :mod:`hooks.ablation`: zero / mean / resample ablations, :func:`ablation_sweep`.
 - :mod:`hooks.patching`: the batched activation-patching engine.
-- :mod:`hooks.attribution`: attribution patching (the gradient estimate of every patching sweep), checked against exact patching.
+- :mod:`hooks.attribution`: attribution patching, the gradient estimate of every patching sweep.
 - :mod:`hooks.circuits`: OV / QK circuits through the embeddings, OV spectra, and their figures.
 - :mod:`hooks.views`: attention patterns, offline CircuitsVis views with the read-out row in view.
 - :mod:`hooks.plotting`: the shared figure style and a heat map that always has a labelled colorbar.

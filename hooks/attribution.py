@@ -166,6 +166,9 @@ class AttributionEngine:
         self.logit_positions = None if logit_positions is None else check_logit_positions(logit_positions, self.seq)
         self.memory_budget_gb = float(memory_budget_gb)
         self.chunks = 1  # chunks of examples the last call ran in
+        # sweep -> bool tensor of its result's shape (no batch axis): the components whose clean and
+        # corrupted activations differ, from the last call (the others have effect 0 exactly)
+        self.changed: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -175,7 +178,7 @@ class AttributionEngine:
 
     def sweeps(self, sweeps: Sequence[str], layers: Sequence[int] | None = None) -> dict[str, Tensor]:
         """Several sweeps from the same three passes (and the same ``layers``)."""
-        scores, _ = self._sweeps_and_changed(sweeps, layers)
+        scores, self.changed = self._sweeps_and_changed(sweeps, layers)
         return scores
 
     def check(
@@ -412,8 +415,7 @@ def attribution_sweep(
             f"{', '.join(_PATCH_OPTIONS)}"
         )
     engine = AttributionEngine(model, clean_tokens, corrupted_tokens, metric, **options)
-    scores, changed = engine._sweeps_and_changed([sweep], layers)
+    scores = engine.sweep(sweep, layers)
     if not check:
-        return scores[sweep]
-    found = engine.check(sweep, scores[sweep], changed[sweep], check, layers, seed, **patch_options)
-    return scores[sweep], found
+        return scores
+    return scores, engine.check(sweep, scores, engine.changed[sweep], check, layers, seed, **patch_options)

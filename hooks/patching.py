@@ -282,7 +282,8 @@ class PatchingEngine:
         self._corrupted: tuple[Tensor, dict[str, Tensor]] | None = None
         self._vmap_ok: bool | None = None
         self._bytes_per_token: tuple[int, int] | None = None
-        self.n_unchanged = 0  # patches of the last sweep answered without a forward pass
+        # the last sweep: patches answered without a forward pass; passes; most patches in one pass
+        self.n_unchanged = self.n_passes = self.max_pass_variants = 0
 
     # ------------------------------------------------------------------ caches
 
@@ -675,6 +676,7 @@ class PatchingEngine:
             todo = [i for i, same in enumerate(unchanged) if not same]
             row = {variants[i]: i for i in todo}
             passes = self._plan(act, [variants[i] for i in todo]) if todo else []
+            self.n_passes, self.max_pass_variants = len(passes), max((len(p.variants) for p in passes), default=0)
             bar = tqdm(total=len(todo), desc=f"patching {sweep}", disable=not self.progress or len(passes) < 8)
             with bar:
                 for p in passes:

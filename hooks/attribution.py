@@ -258,6 +258,7 @@ class AttributionEngine:
             with torch.no_grad():
                 logits = model(self.corrupted_tokens)
             dlogits = self._logit_gradient(logits)
+            del logits
             parts = [self._one_chunk(names, rows, dlogits[rows]) for rows in chunks]
         return (
             {n: torch.cat([p[0][n] for p in parts]) for n in names},
@@ -270,7 +271,8 @@ class AttributionEngine:
         with torch.no_grad():
             clean, clean_logits = self._forward(self.clean_tokens[rows], names, grad=False)
         if dlogits is None:
-            self._logit_gradient(clean_logits)  # a metric that cannot be differentiated fails here
+            self._metric_value(clean_logits)  # a metric that cannot be differentiated fails here
+        del clean_logits
         corrupted, logits = self._forward(self.corrupted_tokens[rows], names, grad=True)
         if dlogits is None:
             dlogits = self._logit_gradient(logits.detach())
@@ -320,9 +322,9 @@ class AttributionEngine:
         conversion = getattr(self.model.hook_dict[name], "hook_conversion", None)
         return tensor if conversion is None else conversion.convert(tensor)
 
-    def _logit_gradient(self, logits: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
-        """``d metric / d logits`` (of the metric's sum over examples with ``per_example``); checks
-        that the metric returns a differentiable scalar (``[batch]`` with ``per_example``)."""
+    def _metric_value(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """``(metric value, logits leaf)`` with autograd on; checks that the metric returns a
+        differentiable scalar (``[batch]`` with ``per_example``)."""
         leaf = logits.detach().requires_grad_(True)
         with torch.enable_grad():
             value = self.metric(leaf if self.logit_positions is None else leaf[:, self.logit_positions])
@@ -341,33 +343,50 @@ class AttributionEngine:
                 "the metric is not differentiable in the logits (argmax, accuracy, a comparison or a "
                 "detached value): attribution patching needs d metric / d logits; use patch_sweep"
             )
+        return value, leaf
+
+    def _logit_gradient(self, logits: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
+        """``d metric / d logits`` (of the metric's sum over examples with ``per_example``)."""
+        value, leaf = self._metric_value(logits)
         (grad,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True)
         return torch.zeros_like(leaf) if grad is None else grad
 
     def _chunk_rows(self, names: list[str]) -> list[slice]:
-        """Slices of examples whose corrupted pass (autograd graph, logits, captured activations and
-        their gradients) fits ``memory_budget_gb`` by :meth:`bytes_per_example`."""
-        per_example = self.bytes_per_example(names)
-        n = max(1, min(self.batch, int(self.memory_budget_gb * 2**30 // per_example)))
+        """Slices of examples whose corrupted pass fits ``memory_budget_gb`` by
+        :meth:`bytes_per_example` and :meth:`fixed_bytes` (all examples in one slice when they fit;
+        else the whole batch's ``d metric / d logits`` is held too)."""
+        per_example, fixed = self.bytes_per_example(names), self.fixed_bytes()
+        budget = self.memory_budget_gb * 2**30 - fixed
+        if self.batch * per_example <= budget:
+            return [slice(0, self.batch)]
+        n = max(1, int((budget - 2 * self.batch * self._logit_bytes()) // per_example))
         return [slice(i, min(i + n, self.batch)) for i in range(0, self.batch, n)]
 
+    def _logit_bytes(self) -> int:
+        cfg = self.model.cfg
+        d_vocab_out = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
+        return 4 * self.seq * d_vocab_out
+
+    def fixed_bytes(self) -> int:
+        """Memory that does not grow with the batch: two copies of the unembedding (TransformerLens
+        3.x's ``Unembed`` copies ``W_U.T`` in every forward pass, and the graph keeps one)."""
+        return 2 * self._logit_bytes() // self.seq * self.model.cfg.d_model
+
     def bytes_per_example(self, names: Sequence[str]) -> int:
-        """Estimated float32 memory of one example's corrupted pass: the tensors autograd keeps per
-        token and layer (LayerNorm inputs, q / k / v, attention scores and pattern, z, MLP pre- and
-        post-activation), the logits and their gradient, and the captured activations (clean,
-        corrupted, gradient)."""
+        """Estimated float32 memory of one example's corrupted pass: what autograd keeps per token
+        and layer (LayerNorm inputs, q / k / v, attention scores and pattern, z, MLP pre- and
+        post-activation; coefficients measured on a GPT-2-shaped model at 128 positions), the logits
+        and their gradients, and the captured activations (clean, corrupted, gradient)."""
         cfg, P = self.model.cfg, self.seq
         d_mlp = 0 if getattr(cfg, "attn_only", False) else (getattr(cfg, "d_mlp", None) or 0)
-        d_vocab_out = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
-        per_token_layer = 12 * cfg.d_model + 6 * cfg.n_heads * cfg.d_head + 4 * d_mlp + 3 * cfg.n_heads * P
-        graph = P * (cfg.n_layers * per_token_layer + 3 * d_vocab_out)
+        per_token_layer = 16 * cfg.d_model + 6 * cfg.n_heads * cfg.d_head + 5 * d_mlp + 4 * cfg.n_heads * P
         captured = 0
         for name in names:
             per_token = cfg.n_heads * P if name.endswith("hook_pattern") else cfg.d_model
             if name.endswith(("hook_q", "hook_k", "hook_v", "hook_z")):
                 per_token = cfg.n_heads * cfg.d_head
-            captured += 4 * P * per_token
-        return 4 * (graph + captured)
+            captured += 3 * P * per_token
+        return 4 * (P * cfg.n_layers * per_token_layer + captured) + 3 * self._logit_bytes()
 
 
 def attribution_sweeps(

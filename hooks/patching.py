@@ -382,9 +382,16 @@ class PatchingEngine:
         cfg = self.model.cfg
         return cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
 
+    def _cache_bytes(self) -> int:
+        """Memory held by the cached runs (clean and corrupted activations, corrupted logits)."""
+        tensors = list(self._clean_cache.values())
+        if self._corrupted is not None:
+            tensors += [self._corrupted[0], *self._corrupted[1].values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def _chunk_size(self, n_pos: int, n_logits: int) -> int:
-        """How many variants fit the memory budget in a pass over ``n_pos`` positions (float32
-        activations of one block at a time, plus the logits)."""
+        """How many variants fit the memory budget, less the cached runs, in a pass over ``n_pos``
+        positions (float32 activations of one block at a time, plus the logits)."""
         if self._bytes_per_token is None:
             cfg = self.model.cfg
             d_mlp = getattr(cfg, "d_mlp", None) or 0
@@ -395,7 +402,7 @@ class PatchingEngine:
         per_token, per_logit = self._bytes_per_token
         # the pass returns logits at every logit position (the corrupted run's below the start)
         per_variant = self.batch * (n_pos * per_token + max(n_logits, len(self.logit_positions)) * per_logit)
-        return max(1, int(self.budget // per_variant))
+        return max(1, int((self.budget - self._cache_bytes()) // per_variant))
 
     def _layer_flops(self) -> float:
         """Floating-point operations of one block at one token (attention over the full length)."""

@@ -14,11 +14,13 @@ mode, a name and then ``key=value`` fields, no progress bars:
     <model>-all-logits speedup=S max_abs_diff=D
         the engine computing logits at every position, as transformer_lens.patching does.
     <model>-attribution sweep=W speedup=S speedup_vs_tl=T spearman=R pearson=P max_abs_diff=D n=N
-        hooks.attribution.attribution_sweep vs exact patching of the same sweep: speed-up over the
+        exact_range=E attn_max=A
+        (one line) hooks.attribution.attribution_sweep vs exact patching of the same sweep: speed-up over the
         engine and over transformer_lens.patching; Spearman / Pearson correlation and largest
         difference between the attribution and the exact effect (patched - corrupted metric) over
         the N components whose activation the corruption changes and where either method sees an
-        effect (the others are exactly 0 in both).
+        effect (the others are exactly 0 in both); the largest exact effect; the mean largest
+        attention weight of the corrupted run (near 1: patterns near saturation).
     <model>-attribution-vs-tl speedup=S max_abs_diff=D        (TransformerLens 4.x)
         attribution_sweeps(attn_head_out_by_pos, mlp_out) vs transformer_lens.tools.analysis
         attribution_patch (node granularity), same numbers.
@@ -30,7 +32,8 @@ mode, a name and then ``key=value`` fields, no progress bars:
 
 Models: ``toy`` (2-layer attention-only, d_model 64, random weights), ``gpt2-shaped`` (12 layers,
 d_model 768, 12 heads, d_mlp 3072, vocab 50257, random weights), each as a ``HookedTransformer``
-(TransformerLens 3.x) and as a ``TransformerBridge`` (``-bridge``; both lines); batch 4, 16 positions,
+(TransformerLens 3.x) and as a ``TransformerBridge`` (``-bridge``; both lines), and ``gpt2-init`` (the
+GPT-2-shaped model with GPT-2's initialisation, for attribution only); batch 4, 16 positions,
 one position corrupted (``pos // 4``), metric: the logit difference of two tokens at the last
 position, averaged over the batch. Sweeps timed: the full ``resid_pre`` sweep and head outputs by
 position (``attn_head_out_by_pos``), on ``--gpt2-head-layers`` (3 and 8) for the GPT-2-shaped models.
@@ -93,6 +96,8 @@ MODELS = {
     ),
 }
 BRIDGES = {"toy-bridge": "toy", "gpt2-shaped-bridge": "gpt2-shaped"}  # name -> the config it is built from
+# GPT-2-shaped with GPT-2's initialisation instead of hooks.testing's (attribution only; see bench_gpt2_init)
+GPT2_INIT = {"gpt2-init": "gpt2-shaped", "gpt2-init-bridge": "gpt2-shaped"}
 
 # the trained toys: task options and training settings (small: each trains in seconds to a minute)
 TASKS = {
@@ -112,9 +117,39 @@ def fmt(x: float) -> str:
 
 
 def build(name: str):
+    if name in GPT2_INIT:
+        return gpt2_init(name)
     if name in BRIDGES:
         return random_bridge(MODELS[BRIDGES[name]], seed=0)
     return hooked_model(MODELS[name], seed=0)
+
+
+def gpt2_init(name: str):
+    """The GPT-2-shaped model with GPT-2's initialisation (``initializer_range`` 0.02): every weight
+    matrix N(0, 0.02^2), LayerNorm scales 1, biases 0. ``hooks.testing``'s weights (N(0, 1/fan), fan
+    the last dimension, so W_Q / W_K have std 1/8) give attention patterns near saturation."""
+    from hooks.weights import set_weights_, weight_shapes
+
+    cfg = MODELS[GPT2_INIT[name]]
+    model = random_bridge(cfg, seed=0) if name.endswith("bridge") else hooked_model(cfg, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    weights = {}
+    for key, shape in weight_shapes(cfg).items():
+        if key.split(".")[-1].startswith("W_"):
+            weights[key] = 0.02 * torch.randn(shape, generator=gen)
+        else:
+            weights[key] = torch.ones(shape) if key.endswith(".w") else torch.zeros(shape)
+    set_weights_(model, weights)
+    return model
+
+
+def attention_max(model, tokens) -> float:
+    """Mean over layers, heads, examples and query positions >= 1 of the largest attention weight:
+    near 1 when the patterns are near saturation (the softmax is then far from linear)."""
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+    return torch.stack([cache[n][:, :, 1:].max(-1).values.mean() for n in names]).mean().item()
 
 
 def inputs(d_vocab: int, batch: int = 4, pos: int = 16, seed: int = 0):
@@ -223,7 +258,9 @@ def bench_exact(name: str, reps: int, plan, all_logits: bool, without_skip: bool
 # ----------------------------------------------------------------------------- attribution
 
 
-def attribution_line(label: str, sweep: str, exact_s: float, tl_s: float | None, attr_s: float, found) -> str:
+def attribution_line(
+    label: str, sweep: str, exact_s: float, tl_s: float | None, attr_s: float, found, attn_max: float
+) -> str:
     """The agreement over the components that the corruption changes and where either method sees
     an effect (the others are exactly 0 in both: an unchanged activation, or one the metric does
     not read)."""
@@ -232,7 +269,8 @@ def attribution_line(label: str, sweep: str, exact_s: float, tl_s: float | None,
     r, rho, diff, _ = agreement(scores[changed], exact[changed])
     line = f"{label}-attribution sweep={sweep} speedup={exact_s / attr_s:.1f}"
     line += f" speedup_vs_tl={tl_s / attr_s:.1f}" if tl_s is not None else ""
-    return line + f" spearman={rho:.3f} pearson={r:.3f} max_abs_diff={fmt(diff)} n={int(changed.sum())}"
+    line += f" spearman={rho:.3f} pearson={r:.3f} max_abs_diff={fmt(diff)} n={int(changed.sum())}"
+    return line + f" exact_range={fmt(exact.abs().max().item())} attn_max={attn_max:.2f}"
 
 
 def attribute(model, clean, corrupted, metric, sweep, layers, **options):
@@ -249,11 +287,24 @@ def bench_attribution(label: str, run: dict, plan, with_tl: bool) -> None:
     model, (clean, corrupted, metric) = run["model"], run["inputs"]
     with torch.no_grad():
         corrupted_metric = metric(model(corrupted)).item()
+    saturation = attention_max(model, corrupted)
     for sweep, layers in plan:
         attr_s, scores, changed = attribute(model, clean, corrupted, metric, sweep, layers, logit_positions=(-1,))
         exact_s, exact = run["fast"][sweep]
         tl_s = run["base"][sweep][0] if with_tl else None
-        say(attribution_line(label, sweep, exact_s, tl_s, attr_s, (scores, exact - corrupted_metric, changed)))
+        found = (scores, exact - corrupted_metric, changed)
+        say(attribution_line(label, sweep, exact_s, tl_s, attr_s, found, saturation))
+
+
+def bench_gpt2_init(name: str, plan) -> None:
+    """Attribution against the engine on the GPT-2-shaped model with GPT-2's initialisation (no
+    transformer_lens.patching baseline: the engine's exact numbers are the reference)."""
+    model = build(name)
+    clean, corrupted, metric = inputs(model.cfg.d_vocab)
+    [check_sweep(model, sweep, layers) for sweep, layers in plan]  # once-per-model checks, untimed
+    fast, _ = exact_sweeps(model, clean, corrupted, metric, plan, logit_positions=(-1,))
+    run = dict(model=model, inputs=(clean, corrupted, metric), fast=fast)
+    bench_attribution(name, run, plan, with_tl=False)
 
 
 def bench_vs_transformer_lens(name: str, run: dict) -> None:
@@ -310,13 +361,15 @@ def bench_task(name: str) -> None:
     plan = [(s, layers) for s in SWEEPS if all(_hook_name(SWEEPS[s][0], l) in active for l in layers)]
     with torch.no_grad():
         corrupted_metric = metric(model(corrupted)).item()
+    saturation = attention_max(model, corrupted)
     for sweep, layers in plan:
         with torch.no_grad():
             tl_s, _ = timed(tl_sweep, model, clean, corrupted, metric, sweep, layers)
         exact, _ = exact_sweeps(model, clean, corrupted, metric, [(sweep, layers)])
         exact_s, values = exact[sweep]
         attr_s, scores, changed = attribute(model, clean, corrupted, metric, sweep, layers)
-        say(attribution_line(name, sweep, exact_s, tl_s, attr_s, (scores, values - corrupted_metric, changed)))
+        found = (scores, values - corrupted_metric, changed)
+        say(attribution_line(name, sweep, exact_s, tl_s, attr_s, found, saturation))
 
 
 # ----------------------------------------------------------------------------- memory at 128 positions
@@ -408,6 +461,9 @@ def main() -> None:
         if name in BRIDGES and not has_hooked_transformer():
             bench_vs_transformer_lens(name, run)
         say(f"load_average={os.getloadavg()[0]:.1f}")
+    for name in GPT2_INIT:
+        if wanted(name) and (name.endswith("bridge") or has_hooked_transformer()):
+            bench_gpt2_init(name, [("resid_pre", None), ("attn_head_out_by_pos", args.gpt2_head_layers)])
     for name in TASKS:
         if wanted(name):
             bench_task(name)

@@ -24,7 +24,8 @@ among those the corruption changes are patched exactly (:class:`hooks.patching.P
 and an :class:`Agreement` (Pearson, Spearman, largest difference) comes back with the result.
 Measured agreements are in ``docs/design/patching-engine.md``.
 
-How: each hooked activation is read from the hook point's own output in the model's forward (the
+How: the clean pass stops once every hooked activation has fired (no unembedding). Each hooked
+activation is read from the hook point's own output in the model's forward (the
 tensor the model goes on computing with, so the gradient covers every path, the residual stream's
 skip connections included), converted to TransformerLens's hook layout on a bridge. The embedding
 output is made a leaf that requires a gradient and every parameter's ``requires_grad`` is off for
@@ -61,6 +62,11 @@ from hooks.patching import (
     check_sweep,
 )
 from hooks.state import preserved_state
+
+
+class _AllCaptured(Exception):
+    """Ends the clean forward pass once every hooked activation has been captured."""
+
 
 # the options of patch_sweep that only the exact patching of ``check`` uses
 _PATCH_OPTIONS = ("start_at_layer", "skip_positions", "progress", "skip_unchanged")
@@ -269,10 +275,7 @@ class AttributionEngine:
         """Clean forward (activations), corrupted forward with the graph, one backward; for the
         examples ``rows``. ``dlogits``: ``d metric / d logits`` of those rows (``None``: from this pass)."""
         with torch.no_grad():
-            clean, clean_logits = self._forward(self.clean_tokens[rows], names, grad=False)
-        if dlogits is None:
-            self._metric_value(clean_logits)  # a metric that cannot be differentiated fails here
-        del clean_logits
+            clean, _ = self._forward(self.clean_tokens[rows], names, grad=False)
         corrupted, logits = self._forward(self.corrupted_tokens[rows], names, grad=True)
         if dlogits is None:
             dlogits = self._logit_gradient(logits.detach())
@@ -290,19 +293,23 @@ class AttributionEngine:
         return per_name, changed
 
     def _forward(self, tokens: Tensor, names: list[str], grad: bool):
-        """Logits and, per name, the hook point's output (with ``grad``: ``(live tensor, its
-        version, detached copy)``; else a detached copy)."""
+        """Per name, the hook point's output, and the logits. With ``grad``: ``(live tensor, its
+        version, detached copy)`` per name; without: a detached copy, and the pass stops once every
+        name has fired (logits ``None``: the later blocks and the unembedding are not needed)."""
         model, store, handles = self.model, {}, []
 
         def capture(name):
             def hook(module, inputs, output):
                 if grad:
                     store[name] = (output, output._version, output.detach().clone())
-                else:
-                    store[name] = output.detach().clone()
+                    return
+                store[name] = output.detach().clone()
+                if len(store) == len(names):
+                    raise _AllCaptured
 
             return hook
 
+        logits = None
         try:
             for name in names:
                 handles.append(model.hook_dict[name].register_forward_hook(capture(name)))
@@ -311,6 +318,8 @@ class AttributionEngine:
                 handles.append(embed.register_forward_hook(lambda m, i, out: out.detach().requires_grad_(True)))
             with torch.set_grad_enabled(grad):
                 logits = model(tokens)
+        except _AllCaptured:
+            pass
         finally:
             for handle in handles:
                 handle.remove()

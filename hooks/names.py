@@ -10,16 +10,17 @@ every tool only accepts those names.
 A hook point can also fire and still not matter: on a raw ``TransformerBridge.boot_native`` model
 of TransformerLens 3.9, ``hook_pattern`` fires after the attention output is computed, so editing
 it changes nothing. :func:`check_hooks_editable` perturbs each hook in one tiny forward pass and
-raises if the logits do not move; every tool that patches, ablates or replaces calls it first. For a
-hook inside the blocks it checks that the last residual stream moves, in a pass that stops there
-(the unembedding of a 50k-token vocabulary costs more than a probe's blocks), after checking once
-per model that the logits move with that residual.
+raises if the logits do not move; every tool that patches, ablates or replaces calls it first. All
+names are probed in one batch, one example per name (two forward passes in all, whatever the number
+of names: on a GPT-2-sized model each pass streams every weight); a hook inside the blocks counts
+as live when it moves the last residual stream and that residual moves the logits.
 """
 
 from __future__ import annotations
 
 import difflib
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -73,51 +74,50 @@ def _probe_tokens(model: nn.Module) -> torch.Tensor:
     return (torch.arange(n, device=device) % int(model.cfg.d_vocab)).unsqueeze(0)
 
 
-class _Stop(Exception):
-    """Raised by a probe hook to end a forward pass once the last residual stream is known."""
-
-
-def _final_residual(model: nn.Module, tokens: torch.Tensor, fwd_hooks: list, stop: bool = True):
-    """The last block's ``hook_resid_post`` of a forward pass with ``fwd_hooks``; the pass stops
-    there (the unembedding of a large vocabulary costs more than every block of a probe). With
-    ``stop=False``: ``(residual, logits)`` of the whole pass."""
+def _final_residual(model: nn.Module, tokens: torch.Tensor, fwd_hooks: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(last block's hook_resid_post, logits)`` of a forward pass with ``fwd_hooks``."""
     name, out = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", []
 
     def capture(act: torch.Tensor, hook=None) -> None:
         out.append(act.detach().clone())
-        if stop:
-            raise _Stop
 
-    try:
-        logits = model.run_with_hooks(tokens, fwd_hooks=[*fwd_hooks, (name, capture)])
-    except _Stop:
-        return out[0]
+    logits = model.run_with_hooks(tokens, fwd_hooks=[*fwd_hooks, (name, capture)])
     return out[0], logits
 
 
-def _perturb_hook(act: torch.Tensor, hook=None, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Add N(0, 1) noise in place, as the tools write."""
-    act.add_(torch.randn(act.shape, generator=gen, dtype=act.dtype).to(act.device))
-    return act
+def _perturb_row(row: int) -> Callable:
+    """A hook adding N(0, 1) noise (seeded, in place, as the tools write) to example ``row`` only."""
 
+    def perturb(act: torch.Tensor, hook=None) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(0)
+        act[row].add_(torch.randn(act[row].shape, generator=gen, dtype=act.dtype).to(act.device))
+        return act
 
-def _logits_move(model: nn.Module, name: str, tokens: torch.Tensor, base: torch.Tensor) -> bool:
-    """Whether adding N(0, 1) noise (in place, as the tools write) at ``name`` changes the logits."""
-    gen = torch.Generator().manual_seed(0)
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda a, hook=None: _perturb_hook(a, gen=gen))])
-    return not torch.equal(logits, base)
-
-
-def _residual_moves(model: nn.Module, name: str, tokens: torch.Tensor, base: torch.Tensor) -> bool:
-    """Whether that noise at ``name`` changes the last residual stream (``base``: unperturbed)."""
-    gen = torch.Generator().manual_seed(0)
-    residual = _final_residual(model, tokens, [(name, lambda a, hook=None: _perturb_hook(a, gen=gen))])
-    return not torch.equal(residual, base)
+    return perturb
 
 
 def _upstream_of_residual(name: str) -> bool:
     """A hook point whose edits reach the logits only through the last block's residual stream."""
     return name.startswith("blocks.") or name in ("hook_embed", "hook_pos_embed")
+
+
+def _moves(model: nn.Module, names: list[str], tokens: torch.Tensor) -> list[bool]:
+    """For each name, whether noise there changes the output, all in two forward passes of one
+    batch: example ``i`` is perturbed at ``names[i]`` only (examples do not interact), against the
+    same batch unperturbed (same shapes, hence the same arithmetic, row by row). A hook inside the
+    blocks matters when it moves the last residual stream and that residual moves the logits (an
+    extra example perturbed there); any other hook, when it moves the logits."""
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    probes = names + ([final] if final not in names else [])
+    rows = tokens.repeat(len(probes), 1)
+    base_residual, base_logits = _final_residual(model, rows, [])
+    residual, logits = _final_residual(model, rows, [(n, _perturb_row(i)) for i, n in enumerate(probes)])
+    logits_move = [not torch.equal(logits[i], base_logits[i]) for i in range(len(probes))]
+    final_matters = logits_move[probes.index(final)]
+    return [
+        final_matters and not torch.equal(residual[i], base_residual[i]) if _upstream_of_residual(n) else logits_move[i]
+        for i, n in enumerate(names)
+    ]
 
 
 def _inert_reason(model: nn.Module, name: str, n_tokens: int) -> str:
@@ -143,7 +143,8 @@ def _inert_reason(model: nn.Module, name: str, n_tokens: int) -> str:
 
 def check_hooks_editable(model: nn.Module, names) -> None:
     """Raise a ``ValueError`` naming the hook and the reason if an edit at any of ``names`` cannot
-    change the model's output. One tiny forward pass per name, on first use (cached per model)."""
+    change the model's output. Two tiny forward passes for all of ``names`` on first use (cached per
+    model)."""
     if isinstance(names, str):
         names = [names]
     key = _flags_key(model)
@@ -159,19 +160,11 @@ def check_hooks_editable(model: nn.Module, names) -> None:
     tokens = _probe_tokens(model)
     with preserved_state(model), torch.no_grad():
         model.eval()
-        residual, base = _final_residual(model, tokens, [], stop=False)
-        if any(_upstream_of_residual(n) for n in todo):
-            # the logits depend on the last residual stream (checked once); a hook inside the blocks
-            # then matters when it moves that residual, seen in a pass that stops there
-            final_matters = _logits_move(model, f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", tokens, base)
-        for name in todo:
-            if _upstream_of_residual(name):
-                moves = final_matters and _residual_moves(model, name, tokens, residual)
-            else:
-                moves = _logits_move(model, name, tokens, base)
-            if not moves:
-                raise ValueError(_inert_reason(model, name, tokens.shape[1]))
-            cached[1].add(name)
+        moves = _moves(model, todo, tokens)
+    for name, moved in zip(todo, moves):
+        if not moved:
+            raise ValueError(_inert_reason(model, name, tokens.shape[1]))
+        cached[1].add(name)
 
 
 def resolve_hook_name(model: nn.Module, name: HookName, layer: int | None = None) -> str:

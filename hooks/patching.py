@@ -558,7 +558,7 @@ class PatchingEngine:
         """Run the model's own blocks on positions ``p.start..`` (KV-cached below), each variant
         joining the batch at its patched layer, then the final norm and unembedding at the logit
         positions the pass can change."""
-        model, P, L, B, s = self.model, self.seq, self.model.cfg.n_layers, self.batch, p.start
+        P, L, B, s = self.seq, self.model.cfg.n_layers, self.batch, p.start
         ends = dict(p.ends)
         resid: Tensor | None = None  # rows of the variants in flight, positions s..P-1
         for layer in range(min(ends), L):
@@ -581,24 +581,45 @@ class PatchingEngine:
             if resid is not None:
                 resid = self._block(layer, resid, s, corr)
             resid = out if resid is None else torch.cat([resid, out])
-        logits = corr_logits.repeat(len(p.variants), 1, 1)
-        where = [i for i, q in enumerate(self.logit_positions) if q >= s]
-        if where:
-            x = resid[:, torch.tensor([self.logit_positions[i] - s for i in where])]
-            if model.cfg.normalization_type is not None:
-                x = model.ln_final(x)
-            logits[:, where] = self._unembed(x)
-        return logits
+        return self._logits(resid, s, corr_logits, len(p.variants))
 
-    def _unembed(self, x: Float[Tensor, "rows pos d_model"]) -> Float[Tensor, "rows pos d_vocab_out"]:
-        """The model's unembedding. On a ``HookedTransformer`` the same product as its ``Unembed``
-        without the copy of ``W_U.T`` that it makes on every call (seconds per sweep on a GPT-2-sized
-        vocabulary); the fast path runs only on a model without hooks, so no hook is skipped."""
+    def _logits(self, resid: Tensor, s: int, corr_logits: Tensor, K: int) -> Tensor:
+        """Logits ``[K * batch, len(logit_positions), d_vocab_out]`` of ``K`` variants whose residual
+        stream ``resid`` holds positions ``s..``: the corrupted run's below ``s``, the final norm and
+        unembedding at the others. Built position-major (``[pos, rows, vocab]``, returned as a
+        transposed view), so that the unembedding writes its rows in place, once."""
+        lp, B = self.logit_positions, self.batch
+        where = [i for i, q in enumerate(lp) if q >= s]
+        k = len(lp) - len(where)
+        if where != list(range(k, len(lp))):  # unsorted logit_positions: assemble by index
+            logits = corr_logits.repeat(K, 1, 1)
+            logits[:, where] = self._unembed(self._final_norm(resid[:, torch.tensor([lp[i] - s for i in where])]))
+            return logits
+        out = torch.empty(len(lp), K * B, corr_logits.shape[-1], dtype=corr_logits.dtype)
+        if k:  # positions below s: the corrupted logits, for every variant
+            out[:k].view(k, K, B, -1).copy_(corr_logits[:, :k].transpose(0, 1).unsqueeze(1))
+        if where:
+            x = self._final_norm(resid[:, torch.tensor([lp[i] - s for i in where])])
+            self._unembed(x.transpose(0, 1), out=out[k:])
+        return out.transpose(0, 1)
+
+    def _final_norm(self, x: Tensor) -> Tensor:
+        return x if self.model.cfg.normalization_type is None else self.model.ln_final(x)
+
+    def _unembed(self, x: Float[Tensor, "a b d_model"], out: Tensor | None = None) -> Float[Tensor, "a b d_vocab_out"]:
+        """The model's unembedding (into ``out`` when given). On a ``HookedTransformer`` the same
+        product as its ``Unembed`` without the copy of ``W_U.T`` that it makes on every call (seconds
+        per sweep on a GPT-2-sized vocabulary); the fast path runs only on a model without hooks, so
+        no hook is skipped."""
         if self.bridge:
-            return self.model.unembed(x)
+            logits = self.model.unembed(x)
+            return logits if out is None else out.copy_(logits)
         unembed = self.model.unembed
-        rows = torch.addmm(unembed.b_U, x.reshape(-1, x.shape[-1]), unembed.W_U)
-        return rows.reshape(*x.shape[:-1], rows.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
+        if out is None:
+            return torch.addmm(unembed.b_U, rows, unembed.W_U).reshape(*x.shape[:-1], -1)
+        torch.addmm(unembed.b_U, rows, unembed.W_U, out=out.view(rows.shape[0], -1))
+        return out
 
     def _kv_entry(self, layer: int, start: int, K: int, corr: dict[str, Tensor]):
         if start == 0:

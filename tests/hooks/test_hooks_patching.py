@@ -205,3 +205,17 @@ def test_patch_gives_the_sweep_numbers_at_the_given_indices(models, kind):
     assert torch.allclose(got, full[tuple(indices.T)], atol=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         engine.patch("attn_head_v_by_pos", torch.tensor([[2, 0, 0]]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unsorted_logit_positions_give_the_same_numbers(models, kind):
+    model = models[kind]
+
+    def two(logits):  # reads positions 5 and 2 of the full logits
+        return (logits[:, 5, 3] - logits[:, 2, 5]).mean()
+
+    full = patch_sweep(model, CLEAN, CORRUPTED, two, "resid_pre", progress=False)
+    picked = patch_sweep(
+        model, CLEAN, CORRUPTED, lambda lg: (lg[:, 0, 3] - lg[:, 1, 5]).mean(), "resid_pre", logit_positions=[5, 2]
+    )
+    assert (full - picked).abs().max() <= 1e-5

@@ -47,7 +47,9 @@ get every sweep their hooks allow; their corrupted inputs come from the task's o
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
+import gc
 import json
 import os
 import statistics
@@ -385,6 +387,8 @@ def memory_child(mode: str, budget_gb: float) -> None:
     model = build(name)
     batch = 2 if mode == "exact" else 8
     clean, corrupted, metric = inputs(model.cfg.d_vocab, batch=batch, pos=128)
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed memory back: RSS = what is live (glibc)
     with open("/proc/self/clear_refs", "w") as f:  # peak RSS from here on (Linux)
         f.write("5")
     before = _status_kb("VmRSS")
@@ -412,7 +416,9 @@ def _status_kb(field: str) -> int:
 def bench_memory() -> None:
     for mode, budget_gb in MEMORY_BUDGET_GB.items():
         cmd = [sys.executable, __file__, "--memory-child", mode, "--memory-budget-gb", str(budget_gb)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        # large blocks always mmap'ed (glibc): memory freed during the sweep goes back, RSS follows what is live
+        env = {**os.environ, "TQDM_DISABLE": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode:
             say(f"gpt2-shaped-memory mode={mode} failed: {done.stderr.strip().splitlines()[-1]}")
             continue

@@ -115,6 +115,8 @@ def pearson(x: Tensor, y: Tensor) -> float:
 def ranks(x: Tensor) -> Tensor:
     """Ranks from 1 (ties get their average rank), in float64."""
     x = x.flatten()
+    if not x.numel():
+        return torch.zeros(0, dtype=torch.float64)
     order = torch.argsort(x, stable=True)
     sorted_x = x[order]
     position = torch.arange(1, x.numel() + 1, dtype=torch.float64)

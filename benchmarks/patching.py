@@ -346,7 +346,7 @@ def train_task(name: str):
     batch and logit-difference metric (clean answer minus corrupted answer, at the scored
     positions whose answer the corruption changes)."""
     import mechmem
-    from mechmem.registry import task_class
+    from mechmem.contract.registry import task_class
 
     task_options, train_options = TASKS[name]
     task = task_class(name)(**task_options)

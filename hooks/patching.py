@@ -6,6 +6,9 @@ the corrupted run at every index of a sweep and returns ``metric(patched logits)
 the same shape as TransformerLens's (``[layer, pos]``, ``[layer, pos, head]``, ``[layer, head]``,
 ``[layer, head, dest_pos]``). How it saves time:
 
+0. **No pass for a patch that changes nothing**: where the clean activation equals the corrupted
+   one bit for bit (positions before the first corrupted token, unchanged tokens at layer 0), the
+   patched run is the corrupted run; its metric is returned without a pass (``skip_unchanged``).
 1. **Many patched variants in one forward pass**: ``K`` variants are stacked along the batch
    dimension (``[K * batch, pos]``), each with its own patch, in chunks whose estimated activation
    memory stays under ``memory_budget_gb``. The metric is applied to each variant's slice (in one
@@ -25,19 +28,22 @@ the same shape as TransformerLens's (``[layer, pos]``, ``[layer, pos, head]``, `
    from the corrupted cache, and the later layers recompute positions ``>= p``.
 5. **Logits only where the metric reads them** (optional ``logit_positions=``): the metric then
    receives ``logits[:, logit_positions]`` instead of all positions, and the unembedding (the
-   largest matrix of a language model) runs only at those positions.
+   largest matrix of a language model) runs only at those positions. Either way the logits are
+   written once, without the copy of ``W_U.T`` that TransformerLens 3.x's ``Unembed`` makes per call.
 
 On small models a forward pass costs more in Python overhead than in arithmetic, so patches with
 nearby start positions share a pass (a small dynamic programme over start positions trades
 recomputed positions against per-pass overhead, :attr:`PatchingEngine.PASS_OVERHEAD_FLOPS`).
 
 2-4 run the model's own block modules from the cached residual stream, on a ``HookedTransformer``
-and on a bridge with live attention hooks (:mod:`hooks.bridge`; the bridge's own ``start_at_layer``
-still runs the earlier blocks). Elsewhere (a bridge without live attention, rotary or shortformer
-positions, logit soft-capping, a model with hooks already attached, which could depend on
-positions) the engine runs full forward passes (still batched). Every patched hook is checked
-first to feed the output (:func:`hooks.names.check_hooks_editable`). Everything runs under
-``torch.no_grad()`` in eval mode, and the model comes back with its hooks, mode and flags as before.
+and on a bridge with live attention hooks (:mod:`hooks.bridge`), on TransformerLens 3.9 and 4.x
+alike (the bridge's own ``start_at_layer`` would still run the earlier blocks). Passes are sized
+by ``memory_budget_gb`` less the memory the cached runs hold. Elsewhere (a bridge without live
+attention, rotary or shortformer positions, logit soft-capping, a model with hooks already
+attached, which could depend on positions) the engine runs full forward passes (still batched).
+Every patched hook is checked first to feed the output (:func:`hooks.names.check_hooks_editable`).
+Everything runs under ``torch.no_grad()`` in eval mode, and the model comes back with its hooks,
+mode and flags as before.
 """
 
 from __future__ import annotations

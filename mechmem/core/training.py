@@ -50,6 +50,17 @@ def masked_loss(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) ->
     return F.cross_entropy(logits[batch.mask], batch.targets[batch.mask])
 
 
+def batch_loss(model: nn.Module, task: Task, batch: Batch) -> Tensor:
+    """The training loss of one batch through the fast path: :func:`masked_loss` of the logits, or, for a task
+    whose loss reads only the last position (``task.last_position_loss``), the cross-entropy of the logits
+    computed at that position alone (``fastpath.last_logits``: the same numbers, a fraction of the cost)."""
+    if not task.last_position_loss:
+        return masked_loss(fastpath.logits(model, batch.tokens), batch)
+    if not (batch.mask[:, -1].all() and not batch.mask[:, :-1].any()):
+        raise ValueError(f"task {task.name!r} declares last_position_loss, but its batch mask scores other positions")
+    return F.cross_entropy(fastpath.last_logits(model, batch.tokens), batch.targets[:, -1])
+
+
 def masked_accuracy(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> float:
     """Fraction of scored positions where the argmax is the target."""
     hits = logits[batch.mask].argmax(-1) == batch.targets[batch.mask]
@@ -150,7 +161,7 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
     for step in bar:
         _unfreeze_due(optimizer, model, cfg, step)
         batch = task.sample(cfg.batch_size, data_gen).to(device)
-        loss = masked_loss(fastpath.logits(model, batch.tokens), batch)  # = model(tokens), fused when unhooked
+        loss = batch_loss(model, task, batch)  # through model(tokens), fused when unhooked
         model.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

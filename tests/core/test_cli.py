@@ -228,10 +228,10 @@ def test_registry_declarations_match_the_packages():
     for paper in PAPERS:
         defined.update(getattr(paper_module(paper), "TASKS", {}))
     assert {name: task_class(name) for name in TASKS} == defined, "registry.TASKS is out of date"
-    for command, (paper, help_text) in COMMANDS.items():
+    for command, (package, help_text) in COMMANDS.items():
         sub = next(a for a in _parser(command)._actions if isinstance(a, argparse._SubParsersAction))
         helps = {action.dest: action.help for action in sub._choices_actions}
-        assert helps.get(command) == help_text, f"{paper} registers {command!r} with help {helps.get(command)!r}"
+        assert helps.get(command) == help_text, f"{package} registers {command!r} with help {helps.get(command)!r}"
         assert sub.choices[command].get_default("func") is not None, f"{command} has no real parser"
 
 

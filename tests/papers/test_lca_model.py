@@ -6,10 +6,10 @@ import torch
 
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
+from mechmem.core import fastpath
 from mechmem.core.config import TrainConfig
 from mechmem.papers.lca.constructions import constructed_W_V, neighbour_adjacency
 from mechmem.papers.lca.experiments import uniform_attention_accuracy, uniform_pattern_hook
-from mechmem.papers.lca.fast import query_logits
 from mechmem.papers.lca.model import LCAModelSpec, build_lca_model, is_tied, untie_
 from mechmem.papers.lca.task import LatentConceptTask
 from mechmem.papers.lca.training import accuracy, train_lca
@@ -88,7 +88,10 @@ def test_fast_readout_equals_the_hooked_transformer_forward(tied):
     task = small_task(context_len=20)
     model = build_lca_model(task, LCAModelSpec(d_model=8, tied=tied, seed=3))
     tokens, _, _ = batch(task)
-    assert torch.allclose(query_logits(model, tokens), model(tokens)[:, -1], atol=1e-5)
+    assert fastpath.unsupported_reason(model) is None, (
+        "the LCA model (its residual hook included) must fit the fast path"
+    )
+    assert torch.allclose(fastpath.last_logits(model, tokens), model(tokens)[:, -1], atol=1e-5)
 
 
 def test_training_smoke_learns_far_above_chance_and_is_seeded():

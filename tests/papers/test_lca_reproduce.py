@@ -1,12 +1,12 @@
 """The LCA reproduction: its claims (exactly the issue's keys), what its experiments save (accuracies as
-fractions, gaps in points, a self-contained attention view), and the hijack command it adds."""
+fractions, gaps in points, a self-contained attention view)."""
 
 import json
 
 import pytest
 
 from mechmem.contract.runner import run
-from mechmem.papers.lca import EXPERIMENTS, TASKS, add_cli
+from mechmem.papers.lca import EXPERIMENTS, TASKS
 from mechmem.papers.lca.reproduction import CLAIMS, LCAReproduction
 
 EXPECTED_KEYS = [
@@ -109,11 +109,5 @@ def test_hamming_inner_reports_the_bitflip_model(smoke_run):
     assert len(data["generator_trained_W_V"]["mean_inner"]) == data["generator_trained_W_V"]["m"] + 1
 
 
-def test_package_exposes_tasks_experiments_and_the_hijack_command():
-    import argparse
-
-    assert set(TASKS) == {"lca"}
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["hijack", "--model", "gpt2", "--records", "x.jsonl"])
-    assert callable(args.func) and args.max_k == 10 and args.score == "first_token"
+def test_package_exposes_its_task_and_experiments():
+    assert set(TASKS) == {"lca"} and "hijack_synthetic" in EXPERIMENTS

@@ -34,6 +34,7 @@ from .constructions import (
 from .finish import W_O_NAME, W_V_NAME
 from .generator import hamming, sample_context
 from .lab import Trained, lab_of
+from .presets import LCAPreset
 from .training import accuracy
 
 PATTERN = "blocks.0.attn.hook_pattern"
@@ -53,7 +54,7 @@ def _model_info(t: Trained) -> dict:
 
 
 @EXPERIMENTS.register
-def wv_bar(ctx: Context) -> ExperimentResult:
+def wv_bar(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Accuracy with trained W_V vs W_V fixed to the identity, for each m and L (d = V / 2 < V), next to two
     decoders on the same test sequences: the Bayes-optimal predictor (the best any model can do) and the per-bit
     Hamming majority vote argmin_k sum_l D_H(k, x_l) (what W_V = identity computes on Hamming-structured embeddings)."""
@@ -113,7 +114,7 @@ def constructed_for(trained: Trained) -> Tensor:
 
 
 @EXPERIMENTS.register
-def wv_replace(ctx: Context) -> ExperimentResult:
+def wv_replace(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Trained model vs the same model with W_V replaced by W̄_V, and the principal angles between
     the top-(m+1) singular subspaces of the two matrices, as a function of d."""
     lab, p = lab_of(ctx), ctx.preset
@@ -167,7 +168,7 @@ def wv_replace(ctx: Context) -> ExperimentResult:
 
 
 @EXPERIMENTS.register
-def hamming_inner(ctx: Context) -> ExperimentResult:
+def hamming_inner(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Mean <W_E(i), W_E(j)> vs D_H(i, j) (i != j) with the affine fit and Spearman correlation: the main trained
     model (d < V), the identity-W_V model, and a trained-W_V model on the preset's ``hamming_generator`` (bitflip:
     log q(j | k) is affine in D_H(j, k), so eq. (5.2) is the geometry of its Bayes kernel) at m = ``hamming_m``,
@@ -234,7 +235,7 @@ def memory_by_hamming(model: nn.Module, m: int) -> Tensor:
 
 
 @EXPERIMENTS.register
-def spectrum(ctx: Context) -> ExperimentResult:
+def spectrum(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Eigenvalues of the centred embedding Gram matrix; energy in the top m+1 (trained vs frozen)."""
     lab, m, data = lab_of(ctx), ctx.preset.m, {}
     fig, ax = subplots(figsize=(5.2, 3.6))
@@ -287,7 +288,7 @@ def readout_attention(model: nn.Module, tokens: Tensor) -> Tensor:
 
 
 @EXPERIMENTS.register
-def attention(ctx: Context) -> ExperimentResult:
+def attention(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Cluster variant with noise: attention on same-cluster vs other context tokens, the QK heat
     map, a CircuitsVis view, and the accuracy lost when attention is made uniform."""
     lab = lab_of(ctx)
@@ -384,7 +385,7 @@ def _circuitsvis_view(model: nn.Module, tokens: Tensor, y: int, task) -> str:
 
 
 @EXPERIMENTS.register
-def length(ctx: Context) -> ExperimentResult:
+def length(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Accuracy vs context length L (d fixed), trained embeddings (and frozen ones in full mode)."""
     lab, p = lab_of(ctx), ctx.preset
     rows = []
@@ -411,7 +412,7 @@ def length(ctx: Context) -> ExperimentResult:
 
 
 @EXPERIMENTS.register
-def dim(ctx: Context) -> ExperimentResult:
+def dim(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Accuracy vs d, trained vs frozen Gaussian embeddings (V = 2^m marks the regime change)."""
     lab, p = lab_of(ctx), ctx.preset
     rows = []
@@ -480,7 +481,7 @@ def hijack_context(tokens: Tensor, y: Tensor, k: int, task, generator: torch.Gen
 
 
 @EXPERIMENTS.register
-def hijack_synthetic(ctx: Context) -> ExperimentResult:
+def hijack_synthetic(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Flip rate to y' as k context tokens are replaced by neighbours of y', and an activation-patching
     map (clean -> fully hijacked, per position of hook_resid_pre) of where the answer is carried."""
     lab, p = lab_of(ctx), ctx.preset

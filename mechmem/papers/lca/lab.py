@@ -91,7 +91,7 @@ class Lab:
         return len(self._models)
 
 
-def lab_of(ctx: Context) -> Lab:
+def lab_of(ctx: Context[LCAPreset]) -> Lab:
     """The seed's :class:`Lab`, created on first use and kept in ``ctx.state``."""
     if "lab" not in ctx.state:
         ctx.state["lab"] = Lab(ctx.preset, seed=ctx.seed, progress=ctx.progress)

@@ -11,7 +11,7 @@ from mechmem.contract.experiments import Context
 from mechmem.contract.reproducing import Reproduction
 
 from .experiments import EXPERIMENTS
-from .presets import PRESETS
+from .presets import PRESETS, LCAPreset
 
 PAPER = "Jiang et al. 2024"
 
@@ -200,7 +200,7 @@ CLAIMS = (
 )
 
 
-class LCAReproduction(Reproduction):
+class LCAReproduction(Reproduction[LCAPreset]):
     name = "lca"
     title = (
         "Jiang, Rajendran, Ravikumar, Aragam (2024): Do LLMs dream of elephants (when told not to)? "
@@ -233,7 +233,7 @@ class LCAReproduction(Reproduction):
         "position).",
     }
 
-    def finish(self, ctx: Context) -> None:
+    def finish(self, ctx: Context[LCAPreset]) -> None:
         lab = ctx.state.pop("lab", None)
         if lab is not None:
             lab.close()

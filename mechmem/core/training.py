@@ -50,15 +50,20 @@ def masked_loss(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) ->
     return F.cross_entropy(logits[batch.mask], batch.targets[batch.mask])
 
 
-def batch_loss(model: nn.Module, task: Task, batch: Batch) -> Tensor:
-    """The training loss of one batch through the fast path: :func:`masked_loss` of the logits, or, for a task
-    whose loss reads only the last position (``task.last_position_loss``), the cross-entropy of the logits
-    computed at that position alone (``fastpath.last_logits``: the same numbers, a fraction of the cost)."""
+def scored_logits(model: nn.Module, task: Task, batch: Batch) -> tuple[Tensor, Tensor]:
+    """The logits and targets at the scored positions (``[n, d_vocab_out]``, ``[n]``) through the fast path. For a
+    task whose loss reads only the last position (``task.last_position_loss``) the logits are computed at that
+    position alone (``fastpath.last_logits``: the same numbers, a fraction of the cost)."""
     if not task.last_position_loss:
-        return masked_loss(fastpath.logits(model, batch.tokens), batch)
+        return fastpath.logits(model, batch.tokens)[batch.mask], batch.targets[batch.mask]
     if not (batch.mask[:, -1].all() and not batch.mask[:, :-1].any()):
         raise ValueError(f"task {task.name!r} declares last_position_loss, but its batch mask scores other positions")
-    return F.cross_entropy(fastpath.last_logits(model, batch.tokens), batch.targets[:, -1])
+    return fastpath.last_logits(model, batch.tokens), batch.targets[:, -1]
+
+
+def batch_loss(model: nn.Module, task: Task, batch: Batch) -> Tensor:
+    """The training loss of one batch: the mean cross-entropy at the scored positions (:func:`scored_logits`)."""
+    return F.cross_entropy(*scored_logits(model, task, batch))
 
 
 def masked_accuracy(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> float:
@@ -74,14 +79,25 @@ def evaluate(model: nn.Module, task: Task, batch: Batch, probes: dict[str, Probe
     was_training = model.training
     model.eval()
     try:
-        logits = fastpath.logits(model, batch.tokens)
-        metrics = {"loss": masked_loss(logits, batch).item(), "accuracy": masked_accuracy(logits, batch)}
-        metrics.update(task.extra_metrics(logits, batch))
+        metrics = _scores(model, task, batch)
         for name, probe in (probes or {}).items():
             value = probe(model)
             metrics.update(value if isinstance(value, dict) else {name: float(value)})
     finally:
         model.train(was_training)
+    return metrics
+
+
+def _scores(model: nn.Module, task: Task, batch: Batch) -> dict[str, float]:
+    """Loss, accuracy and the task's extra metrics; a task scored at the last position only is evaluated there alone
+    unless it defines extra metrics (which read every position)."""
+    if task.last_position_loss and type(task).extra_metrics is Task.extra_metrics:
+        logits, targets = scored_logits(model, task, batch)
+        hits = logits.argmax(-1) == targets
+        return {"loss": F.cross_entropy(logits, targets).item(), "accuracy": hits.float().mean().item()}
+    logits = fastpath.logits(model, batch.tokens)
+    metrics = {"loss": masked_loss(logits, batch).item(), "accuracy": masked_accuracy(logits, batch)}
+    metrics.update(task.extra_metrics(logits, batch))
     return metrics
 
 

@@ -1,5 +1,7 @@
-"""The sizes of the LCA reproduction: ``QUICK`` (minutes on a CPU), ``SMOKE`` (seconds, for tests)
-and ``FULL`` (the paper-scale grids: m = 4..7, d = 2..128, L = 4..256, 3000 Adam steps)."""
+"""The sizes of the LCA reproduction: ``QUICK`` (minutes on a CPU), ``SMOKE`` (seconds, for tests; the main model
+keeps the quick m and d so that its spectrum claim can fail on random embeddings, and it runs the full preset's
+frozen-embedding L sweep) and ``FULL`` (the paper-scale grids: m = 4..7, d = 2..128, L = 4..256, 3000 Adam
+steps)."""
 
 from __future__ import annotations
 
@@ -48,13 +50,12 @@ class LCAPreset(Preset):
 QUICK = LCAPreset()
 SMOKE = QUICK.override(
     name="smoke",
-    m=4,
     context_len=16,
-    d_model=8,
     wv_bar_m=(4,),
     wv_bar_L=(16, 64),
-    dims=(4, 8, 32),
+    dims=(8, 16, 64),
     lengths=(8, 16, 32),
+    frozen_lengths=True,  # the full preset's branch, reached in the tests
     n_eval=400,
     n_patch=16,
     hamming_m=5,

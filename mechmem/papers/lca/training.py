@@ -43,6 +43,6 @@ def accuracy(model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512)
     ``mechmem.core.fastpath`` (the same function; the model's own forward while a hook is active)."""
     hits = 0
     for start in range(0, tokens.shape[0], batch_size):
-        logits = fastpath.logits(model, tokens[start : start + batch_size])[:, -1]
+        logits = fastpath.last_logits(model, tokens[start : start + batch_size])
         hits += (logits.argmax(-1) == y[start : start + batch_size]).sum().item()
     return hits / tokens.shape[0]

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
 from mechmem.contract.experiments import Context, ExperimentResult, Experiments
-from mechmem.pages.figures import subplots
+from mechmem.pages.figures import integer_ticks, subplots
 
 from .constructions import (
     affine_fit,
@@ -273,6 +273,7 @@ def hamming_inner(ctx: Context[LCAPreset]) -> ExperimentResult:
         ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",
         title=f"Embedding inner products vs Hamming distance{_suffix(ctx)}",
     )
+    integer_ticks(ax)
     ax.legend(fontsize=7)
     return ExperimentResult(data, {"hamming_inner": fig})
 
@@ -389,6 +390,7 @@ def attention(ctx: Context[LCAPreset]) -> ExperimentResult:
     ax1.set(
         title="Attention score by token pair\n(lines: cluster boundaries)", xlabel="key token", ylabel="query token"
     )
+    integer_ticks(ax1, x=True, y=True)
     clusters = torch.arange(4)
     by_cluster = torch.stack(
         [
@@ -573,6 +575,7 @@ def hijack_synthetic(ctx: Context[LCAPreset]) -> ExperimentResult:
     ax1.legend(fontsize=8)
     if patch is not None:
         axes[0][1].bar(range(L), patch["effect"])
+        integer_ticks(axes[0][1])
         axes[0][1].set(
             xlabel="patched position (blocks.0.hook_resid_pre)",
             ylabel="logit difference restored (fraction)",

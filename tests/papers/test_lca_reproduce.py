@@ -26,7 +26,7 @@ EXPECTED_KEYS = [
     "hijack_follows_evidence",
     "hijack_monotone",
 ]
-EXPECTED_CHECKS = ["hijack_flip_rate_max_k", "constructed_memory_is_bayes"]
+EXPECTED_CHECKS = ["hijack_flip_rate_max_k", "identity_is_hamming_vote", "constructed_memory_is_bayes"]
 
 
 @pytest.fixture(scope="module")

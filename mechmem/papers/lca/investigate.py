@@ -8,9 +8,10 @@ Each study is a function of the sizes and one seed (``smoke`` sizes run in the t
 - ``decoder_gaps``: no training. On test sequences of the generator, the Bayes-optimal predictor against the per-bit
   Hamming majority vote (what ``W_V`` = identity computes on Hamming-structured embeddings), by m, L and noise rate
   ε: the largest gap the trained-vs-identity claim can show.
-- ``n1_geometry``: trained-``W_V`` models of the N1 and the bitflip generator at every (m, d < V) of the grid: the
-  affine fit of the mean inner product against D_H (R², Spearman) and the share of the Gram matrix's Walsh energy
-  at degree 1 (1 under eq. (5.2)); ``kernel_walsh``: the same share for the generators' own kernels (no training).
+- ``n1_geometry``: trained-``W_V`` models of the N1 and the bitflip generator (and identity-``W_V`` models of N1) at
+  every (m, d < V) of the grid: the affine fit of the mean inner product against D_H (R², Spearman) and the share
+  of the Gram matrix's Walsh energy at degree 1 (1 under eq. (5.2)); ``kernel_walsh``: the same share for the
+  generators' own kernels (no training).
 - ``frozen_rows``: at d = 2V and 4V, trained embeddings vs frozen Gaussian rows vs frozen orthonormal rows, and the
   singular values of the Gaussian rows against the Marchenko-Pastur edges 1 ± sqrt(V / d).
 - ``cluster_attention``: the cluster variant's attention ratio overall and when the read-out token is itself in the
@@ -102,16 +103,18 @@ def kernel_walsh(sizes: Sizes, seed: int) -> list[dict]:
 
 
 def n1_geometry(sizes: Sizes, seed: int) -> list[dict]:
-    """Trained-W_V models of N1 and of the preset's bitflip generator at every (m, d < V): R², Spearman, slope and
-    the Walsh degree-1 share of the Gram matrix, with the model's accuracy."""
+    """Trained-W_V models of N1 and of the preset's bitflip generator, and identity-W_V models of N1, at every
+    (m, d < V): R², Spearman, slope and the Walsh degree-1 share of the Gram matrix, with the model's accuracy."""
     lab = Lab(sizes.preset, seed, progress=False)
     rows = []
     for m in sizes.geometry_m:
         for d in (d for d in sizes.geometry_d if d < 2**m):
-            for neighbourhood in ("N1", sizes.preset.hamming_generator):
-                found = geometry(lab.trained(lab.task(m=m, d_model=d, neighbourhood=neighbourhood)), lab)
+            for neighbourhood, train_W_V in (("N1", True), ("N1", False), (sizes.preset.hamming_generator, True)):
+                task = lab.task(m=m, d_model=d, neighbourhood=neighbourhood)
+                found = geometry(lab.trained(task, train_W_V=train_W_V), lab)
                 keep = ("r2", "spearman", "slope", "walsh_degree_one_share", "accuracy", "mean_inner")
-                rows.append({"neighbourhood": neighbourhood, "m": m, "d": d, **{k: found[k] for k in keep}})
+                row = {"neighbourhood": neighbourhood, "W_V": "trained" if train_W_V else "identity", "m": m, "d": d}
+                rows.append({**row, **{k: found[k] for k in keep}})
     return rows
 
 

@@ -252,6 +252,17 @@ CHECKS = (
         ours=True,
     ),
     Claim(
+        "identity_is_hamming_vote",
+        lambda r: max(abs(100 * (row["acc_identity"] - row["acc_hamming_vote"])) for row in r["wv_bar"]["rows"]),
+        AtMost(3),
+        unit=" points",
+        statement="the model with W_V fixed to the identity decodes as the per-bit Hamming vote argmin_k sum_l "
+        "D_H(k, x_l) (what it computes on embeddings with the geometry of eq. 5.2; largest accuracy difference over "
+        "the W_V grid): the premise of the explanation of wv_trained_vs_identity, not a claim of the paper",
+        source=f"{PAPER} §5 eq. 5.2 (the vote: ours)",
+        ours=True,
+    ),
+    Claim(
         "constructed_memory_is_bayes",
         lambda r: (
             100

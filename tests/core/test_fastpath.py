@@ -407,8 +407,8 @@ def test_train_and_evaluate_use_the_fast_path(tiny_task, tiny_model_config, fast
 
 
 def test_a_task_that_scores_the_last_position_trains_through_the_read_out(monkeypatch):
-    """``Task.last_position_loss``: the training steps call ``last_logits`` (the same loss as the masked one), and a
-    batch whose mask scores other positions is refused."""
+    """``Task.last_position_loss``: the training steps and evaluations call ``last_logits`` (the same loss as the
+    masked one), and a batch whose mask scores other positions is refused."""
     from mechmem.core import training
     from mechmem.core.fastpath import forward as forward_module
     from mechmem.papers.lca.model import LCAModelSpec, build_lca_model
@@ -420,14 +420,19 @@ def test_a_task_that_scores_the_last_position_trains_through_the_read_out(monkey
     batch = task.sample(32, torch.Generator().manual_seed(0))
     masked = training.masked_loss(fastpath.logits(model, batch.tokens), batch)
     assert torch.allclose(training.batch_loss(model, task, batch), masked, atol=1e-6)
-    calls = []
+    calls = []  # whether each read-out call ran under inference mode (an evaluation) or not (a training step)
     fused = forward_module.fused_last_logits
-    monkeypatch.setattr(forward_module, "fused_last_logits", lambda w, t: calls.append(t.shape) or fused(w, t))
+    monkeypatch.setattr(
+        forward_module,
+        "fused_last_logits",
+        lambda w, t: calls.append(torch.is_inference_mode_enabled()) or fused(w, t),
+    )
     cfg = TrainConfig(
         steps=3, batch_size=8, lr=1e-2, optimizer="adam", eval_every=3, eval_batch_size=16, progress=False
     )
     training.train(model, task, cfg)
-    assert len(calls) == 3, f"the 3 training steps made {len(calls)} read-out calls"
+    assert calls.count(False) == 3, f"the 3 training steps made {calls.count(False)} read-out calls"
+    assert calls.count(True) == 2, f"the 2 evaluations (start, end) made {calls.count(True)} read-out calls"
     wrong = Batch(batch.tokens, batch.targets, torch.ones_like(batch.mask), batch.labels)
     with pytest.raises(ValueError, match="last_position_loss"):
         training.batch_loss(model, task, wrong)

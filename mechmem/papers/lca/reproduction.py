@@ -213,9 +213,9 @@ CLAIMS = (
         "hijack_follows_evidence",
         lambda r: r["hijack_synthetic"]["balance"]["above"]["flip_rate"],
         AtLeast(0.5),
-        statement="hijacking follows the evidence: most predictions flip to y' once the inserted neighbours of y' "
-        "outnumber those of y left in the context two to one (k = 2k*, k* = (1-ε)L/(2-ε)), and most do not at k = "
-        "k*/2 (flip rate at 2k*, and at k*/2)",
+        statement="hijacking follows the evidence: replacing k* = (1-ε)L/(2-ε) context tokens by neighbours of y' "
+        "leaves as many neighbours of y as it inserts; most predictions flip to y' at k = 2k* and most do not at "
+        "k = k*/2 (flip rate at 2k*, and at k*/2)",
         source=f"{PAPER} §6, App. C (confusion_bar); k* from the constructed memory (spec §5 (4))",
         ours=True,
         also=(

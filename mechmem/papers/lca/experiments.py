@@ -243,21 +243,7 @@ def hamming_inner(ctx: Context[LCAPreset]) -> ExperimentResult:
     for key, (task, flag, label) in variants.items():
         model = lab.variant(task, _trained(ctx), train_W_V=flag)
         data[key] = geometry(model, lab)
-        dist, means, a, b = (
-            data[key]["distance"][1:],
-            data[key]["mean_inner"][1:],
-            data[key]["intercept"],
-            data[key]["slope"],
-        )
-        ax.plot(dist, means, "o", label=label)
-        ax.plot(
-            dist,
-            [a + b * x for x in dist],
-            "-",
-            color=ax.lines[-1].get_color(),
-            lw=0.8,
-            label=f"R² = {data[key]['r2']:.2f}",
-        )
+        _plot_fit(ax, data[key], label)
     if ctx.control is None:
         main = lab.trained(lab.task())
         ctx.save_model(
@@ -276,6 +262,14 @@ def hamming_inner(ctx: Context[LCAPreset]) -> ExperimentResult:
     integer_ticks(ax)
     ax.legend(fontsize=7)
     return ExperimentResult(data, {"hamming_inner": fig})
+
+
+def _plot_fit(ax, g: dict, label: str) -> None:
+    """One model's mean inner products by distance (D_H >= 1) and its affine fit."""
+    dist, means = g["distance"][1:], g["mean_inner"][1:]
+    ax.plot(dist, means, "o", label=label)
+    fit = [g["intercept"] + g["slope"] * x for x in dist]
+    ax.plot(dist, fit, "-", color=ax.lines[-1].get_color(), lw=0.8, label=f"R² = {g['r2']:.2f}")
 
 
 def geometry(t: Trained, lab) -> dict:

@@ -20,7 +20,7 @@ RUFF     ?= ruff==0.17.5
 # extra uv options for `make lock`, e.g. TORCH_SOURCE="--extra-index-url https://download.pytorch.org/whl/cpu"
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install install-ray run test test-tl4 test-ray test-all test-latest bench lint tables lock clean
+.PHONY: install install-ray run test test-tl4 test-ray test-all test-latest bench bench-ray lint tables lock clean
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -73,7 +73,11 @@ test-latest:
 	.venv-latest/bin/python -m pytest -q
 
 bench: $(VENV)/.installed
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in $(filter-out benchmarks/ray_sweep.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## sweep throughput on a two-node local Ray cluster vs one local worker (in .venv-ray)
+bench-ray: install-ray
+	.venv-ray/bin/python benchmarks/ray_sweep.py
 
 ## ruff: lint and format check (configured in pyproject.toml; ruff lives in .venv-tools, pinned by RUFF)
 lint:

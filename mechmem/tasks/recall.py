@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from mechmem.config import ModelConfig, TrainConfig, check_seed
+from mechmem.core.config import ModelConfig, TrainConfig, check_seed
 from mechmem.tasks.base import Batch, Task
 
 

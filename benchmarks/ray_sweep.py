@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the cl
 
 from ray_cluster import LocalCluster  # noqa: E402
 
+from mechmem.contract.reproducing import get_reproduction  # noqa: E402
 from mechmem.papers.scaling.experiments import _run_point, optimiser_grid  # noqa: E402
-from mechmem.reproducing import get_reproduction  # noqa: E402
-from mechmem.sweep import run_sweep  # noqa: E402
+from mechmem.storage.sweep import run_sweep  # noqa: E402
 
 
 def timed_sweep(configs: list[dict], path: Path, **backend) -> tuple[float, list]:

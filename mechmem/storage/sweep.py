@@ -59,6 +59,8 @@ BACKENDS = ("local", "ray")
 PARENT_POLL_SECONDS = 0.5
 #: How many times Ray re-runs a configuration whose worker process or node died (Ray's own default, made explicit).
 RAY_TASK_RETRIES = 3
+#: How long to wait for the cluster's head to accept a connection before calling its address wrong.
+RAY_CONNECT_TIMEOUT_S = 10
 RAY_MISSING = "backend='ray' needs Ray, an optional extra: pip install 'mechmem[ray]' (or use backend='local')"
 
 
@@ -360,6 +362,8 @@ def connect_ray(address: str | None):
     except ImportError as exc:
         raise ImportError(RAY_MISSING) from exc
     if not ray.is_initialized():
+        if address not in (None, "auto"):
+            _check_reachable(address)  # ray.init waits for an absent cluster for many minutes
         ray.init(address=address, log_to_driver=False)
     elif address is not None and not _same_cluster(address, ray.get_runtime_context().gcs_address):
         raise ValueError(
@@ -367,6 +371,19 @@ def connect_ray(address: str | None):
             f"{ray.get_runtime_context().gcs_address} (call ray.shutdown() first to sweep on another one)"
         )
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A ValueError unless something accepts TCP connections at ``address`` (``HOST:PORT``) within
+    ``RAY_CONNECT_TIMEOUT_S``."""
+    host, _, port = check_ray_address(address).rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ValueError(
+            f"address {address!r}: no Ray cluster answers there ({exc}); start one with `ray start --head` and pass "
+            "the address it prints"
+        ) from exc
 
 
 def _same_cluster(address: str, connected: str) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mechmem.sweep import RAY_TASK_RETRIES, config_key, expand_grid, read_results, run_sweep
+from mechmem.storage.sweep import RAY_TASK_RETRIES, config_key, expand_grid, read_results, run_sweep
 
 pytestmark = pytest.mark.ray
 
@@ -58,7 +58,7 @@ DRIVER = textwrap.dedent(
     import ray
 
     import ray_sweep_tasks
-    from mechmem.sweep import expand_grid, run_sweep
+    from mechmem.storage.sweep import expand_grid, run_sweep
 
     results, address, tasks_dir, marks, n = sys.argv[1:6]
     ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": tasks_dir}}, log_to_driver=False)

@@ -33,7 +33,6 @@ TASKS = {
 #: The sub-commands that packages add with ``add_cli``: name -> (the package, one-line help).
 COMMANDS = {
     "hijack": ("mechmem.tools.hijack", "context hijacking (Jiang et al. 2024): efficacy score vs prepends k"),
-    "scaling-sweep": ("mechmem.papers.scaling", "scaling-law reproduction with a sweep backend (local or ray)"),
 }
 
 

@@ -232,7 +232,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     try:
         run = Run.create(path, config, overwrite=args.overwrite)
-    except OSError as err:  # nothing was trained: the same command starts the run again
+    except (FileExistsError, FileNotFoundError):  # refusals (the folder is in the way), not the file system's errors
+        raise
+    except OSError as err:  # disk full, read-only, ...: nothing was trained; the same command starts the run again
         again = ["mechmem", *args.argv] + ([] if args.overwrite else ["--overwrite"])
         err.add_note(f"nothing was trained; once that is fixed, start it again with `{shlex.join(again)}`")
         raise

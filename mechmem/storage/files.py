@@ -23,8 +23,13 @@ from typing import Any
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``; clean up on failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if err.errno and (err.filename is None or is_temp_file(os.path.basename(str(err.filename)))):
+            raise _naming(err, path) from err  # name the file being written, not its temporary name
+        raise
     os.close(fd)
     try:
         write(tmp)

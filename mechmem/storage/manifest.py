@@ -95,6 +95,8 @@ def read(folder: Path, allow_unchecked: bool = False) -> dict | None:
         raise Damaged(folder, {MANIFEST: "is not valid JSON: it was damaged or edited"}) from None
     if not isinstance(manifest, dict) or not _well_formed(manifest):
         raise Damaged(folder, {MANIFEST: "is malformed (expected 'files' and 'pending' objects): it was edited"})
+    if SELF not in manifest and set(manifest) != {"files", "pending"}:  # not the old format: a damaged one
+        raise Damaged(folder, {MANIFEST: "has lost its own checksum: it was changed or damaged"})
     if SELF not in manifest:
         if allow_unchecked:
             return manifest

@@ -245,13 +245,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 _TRAINING_COPIES = {"adam": 4, "adamw": 4, "sgd": 3}
 
 
-def _capped_threads(threads: int) -> int:
+def _capped_threads(threads: int, command: str = "train") -> int:
     """``threads`` capped at the CPUs this process may use (a note says so)."""
     from mechmem.core.threads import cap_threads
 
     threads, note = cap_threads(threads, "--threads")
     if note:
-        print(f"mechmem train: note: {note}", file=sys.stderr)
+        print(f"mechmem {command}: note: {note}", file=sys.stderr)
     return threads
 
 
@@ -518,13 +518,13 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
     from mechmem.contract.registry import paper_module
     from mechmem.core.threads import check_threads
 
+    check_threads(args.threads, "--threads")
+    args.threads = _capped_threads(args.threads, "reproduce") if args.threads is not None else None
     if args.from_results is not None:
         return _rerun(args, sweep)
     if args.paper is None:
         raise ValueError("reproduce: name a paper (e.g. `mechmem reproduce lca`) or give --from RESULTS_JSON")
     paper_module(args.paper)  # an unknown paper or a bad --threads fails before torch is imported
-    check_threads(args.threads, "--threads")
-    args.threads = _capped_threads(args.threads) if args.threads is not None else None
     from mechmem.contract.experiments import SweepOptions
     from mechmem.contract.runner import default_out, run
 
@@ -674,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
         return _error(args, err, _os_error(err, None) if isinstance(err, OSError) and err.errno else str(err), 2)
     except OSError as err:  # disk full, read-only file system, name too long, permission denied, ...
+        if args.command == "reproduce" and not getattr(err, "__notes__", None):  # its folder is reused: it goes on
+            err.add_note(f"once that is fixed, run the same command again: `{shlex.join(['mechmem', *argv])}`")
         return _error(args, err, _os_error(err, getattr(args, "out", None)), 1)
     except MemoryError:
         return _error(args, None, "out of memory: choose smaller sizes (or fewer --jobs)", 1)

@@ -138,7 +138,7 @@ def claim(path: Path, kind: str, overwrite: bool, reuse: bool, about: dict | Non
             if overwrite:
                 _clear_folder(path)
         remove_stale_temp_files(path)
-        if found != kind or overwrite or (about is not None and marker_about(path) != about):
+        if found != kind or overwrite or (about is not None and not _same(marker_about(path), about)):
             marker = {"kind": kind, "made_by": "mechmem"} | ({"about": about} if about is not None else {})
             atomic_write_json(path / MARKER, marker)
     except BaseException:
@@ -183,17 +183,22 @@ def _same_about(path: Path, about: dict | None, overwrite: bool) -> None:
     if about is None or overwrite or not any(n not in (LOCK_FILE, MARKER) for n in os.listdir(path)):
         return
     recorded = marker_about(path)
-    if recorded == about:
+    if _same(recorded, about):
         return
     if recorded is None:
         what = "output whose settings were not recorded (made by an earlier mechmem)"
     else:
-        keys = [k for k in sorted(set(recorded) | set(about)) if recorded.get(k) != about.get(k)]
+        keys = [k for k in sorted(set(recorded) | set(about)) if not _same(recorded.get(k), about.get(k))]
         what = "another output (" + "; ".join(_difference(k, recorded.get(k), about.get(k)) for k in keys) + ")"
     raise FileExistsError(
         f"{path} holds {what}; mechmem never mixes two in one folder and has written nothing: pass "
         "overwrite=True (CLI: --overwrite) to delete that output and start again, or choose another folder (--out)"
     )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON (so a NaN setting equals itself)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _difference(key: str, there: Any, now: Any) -> str:

@@ -232,7 +232,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     try:
         run = Run.create(path, config, overwrite=args.overwrite)
-    except (FileExistsError, FileNotFoundError):  # refusals (the folder is in the way), not the file system's errors
+    except FileExistsError as err:  # a refusal: the folder is in the way
+        if (path / "config.json").is_file() and not (path / "model.safetensors").exists():
+            err.add_note(f"to continue it: `{Run(path).command('--resume')}`")  # the exact command, --out included
+        raise
+    except FileNotFoundError:
         raise
     except OSError as err:  # disk full, read-only, ...: nothing was trained; the same command starts the run again
         again = ["mechmem", *args.argv] + ([] if args.overwrite else ["--overwrite"])

@@ -1113,6 +1113,9 @@ def test_inspect_of_an_unfinished_run_prints_a_resume_command_with_out_that_fini
     out = tmp_path / "cc"
     killed = _train_process(out, "busy", kill_at=20, when="after")  # after a checkpoint, before the model
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert _train(out, "busy") == 2  # the first command again: refused, with the command that continues it
+    err = capsys.readouterr().err
+    assert f"mechmem train recall --name busy --out {out} --resume" in err, f"no exact command to continue it:\n{err}"
     assert main(["inspect", str(out / "busy"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"--out {out}" in err, f"the hint drops --out:\n{err}"

@@ -29,6 +29,8 @@ from mechmem.storage.files import atomic_write_bytes, is_temp_file
 MANIFEST = "manifest.json"
 FORMAT = 2
 SELF = "self_sha256"
+MISSING = f"is listed in {MANIFEST} but missing: it was deleted after mechmem wrote it"
+CHANGED = f"does not match its checksum in {MANIFEST}: it was changed or damaged after mechmem wrote it"
 #: how a reader is told to accept a folder without a verifiable manifest
 ALLOW_FLAG = (
     "read it unchecked with `mechmem inspect --allow-no-manifest`, `mechmem report --allow-no-manifest` or "
@@ -132,10 +134,10 @@ def problems(folder: Path, manifest: dict) -> dict[str, str]:
         file = Path(folder) / name
         if not file.is_file():
             if listed is not None:
-                found[name] = f"is listed in {MANIFEST} but missing: it was deleted after mechmem wrote it"
+                found[name] = MISSING
             continue
         if digest(file.read_bytes()) not in (listed, pending):
-            found[name] = f"does not match its checksum in {MANIFEST}: it was changed or damaged after mechmem wrote it"
+            found[name] = CHANGED
     return found
 
 

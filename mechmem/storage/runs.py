@@ -209,10 +209,11 @@ class Run:
             )
         if listed is None and pending is None:
             raise ValueError(f"{file} is not listed in {self.path / MANIFEST}: mechmem did not write it")
-        found = manifest.problems(self.path, {"files": {name: {"sha256": listed}}, "pending": {name: pending}})
-        if found:
+        data = file.read_bytes() if file.is_file() else None
+        if data is None or manifest.digest(data) not in (listed, pending):
+            found = {name: manifest.MISSING if data is None else manifest.CHANGED}
             raise manifest.Damaged(self.path, found, self.advice(found))
-        return file.read_bytes()
+        return data
 
     def verify(self, allow_no_manifest: bool = False) -> list[str]:
         """Check ``manifest.json`` and every file it lists; returns their names. Every bad file is named in one

@@ -149,9 +149,10 @@ def train(
 
     With ``run`` (a ``mechmem.storage.runs.Run``, locked for this process while it trains), metrics go to
     ``metrics.jsonl``, a resumable checkpoint is written atomically at every evaluation, and the
-    final weights to ``model.safetensors``. With ``resume=True`` training continues from the
-    run's verified checkpoint and ends with the same weights as an uninterrupted run with the same
-    seed; a run that had finished is left as it is.
+    final weights to ``model.safetensors``. With ``resume=True`` the whole run is verified against its
+    manifest first (a damaged file is refused, never rewritten: see ``mechmem train --repair``), then
+    training continues from the checkpoint and ends with the same weights as an uninterrupted run with
+    the same seed; a run that had finished is left as it is.
     """
     validate_training(model, task, cfg)
     if run is not None:
@@ -164,6 +165,8 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
     data_gen = torch.Generator().manual_seed(cfg.seed)
     device = next(model.parameters()).device
     eval_batch = task.sample(cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+    if resume and run is not None:
+        run.verify()
     state = run.load_train_state() if resume and run is not None else None
     start, optimizer, history = _start(model, cfg, state, run, data_gen)
     if state is None:
@@ -215,16 +218,9 @@ def _start(model: nn.Module, cfg: TrainConfig, state, run, data_gen: torch.Gener
         raise ValueError(f"checkpoint {file}: {err}") from None
     optimizer.load_state_dict(state.optimizer)
     data_gen.set_state(state.rng_state)
-    if _metrics_or_none(run) != state.history:
-        run.rewrite_metrics(state.history)  # drop records logged after the checkpoint
+    if run.metrics() != state.history:
+        run.rewrite_metrics(state.history)  # drop the records logged after the checkpoint (verified: not damage)
     return state.step, optimizer, list(state.history)
-
-
-def _metrics_or_none(run) -> list[dict] | None:
-    try:
-        return run.metrics()
-    except ValueError:  # a damaged metrics.jsonl is rewritten from the checkpoint
-        return None
 
 
 def _has_verified_model(run) -> bool:

@@ -163,5 +163,18 @@ def hf_gpt2_bridge(seed: int = 0, tie_word_embeddings: bool = True, **sizes) -> 
 
 
 def gpt2_hooked_model(seed: int = 0, **sizes) -> nn.Module:
-    """A ``HookedTransformer`` (TransformerLens 3.x) of GPT-2's architecture with :func:`random_weights`."""
-    return hooked_model(gpt2_hooked_config(**{**GPT2_SIZES, **sizes}), seed)
+    """A ``HookedTransformer`` (TransformerLens 3.x) of GPT-2's architecture, initialised by
+    TransformerLens (its GPT-2 init: N(0, 0.8 / sqrt(d_model)) weights, zero biases) under
+    ``torch.manual_seed(seed)`` inside a forked RNG (the caller's RNG is untouched), in eval mode.
+    On TransformerLens 4.x, where ``HookedTransformer`` is gone, the same architecture is a bridge:
+    :func:`hf_gpt2_bridge` (a HuggingFace module) or ``boot_bridge(gpt2_hooked_config(...))``."""
+    if not has_hooked_transformer():
+        raise RuntimeError("HookedTransformer was removed in TransformerLens 4.0; use hf_gpt2_bridge")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.manual_seed(seed)
+        cfg = HookedTransformerConfig(**gpt2_hooked_config(**{**GPT2_SIZES, **sizes}), device="cpu")
+        model = HookedTransformer(cfg, move_to_device=False)
+    return model.eval()

@@ -15,7 +15,8 @@ This module hides the difference. Every weight has one name and one shape, Hooke
 - ``W_E`` [d_vocab, d_model], ``W_pos`` [n_ctx, d_model], ``W_U`` [d_model, d_vocab_out], ``b_U``
 - ``blocks.{l}.attn.W_Q|W_K|W_V`` [n_heads, d_model, d_head], ``W_O`` [n_heads, d_head, d_model],
   ``b_Q|b_K|b_V`` [n_heads, d_head], ``b_O`` [d_model]
-- ``blocks.{l}.mlp.W_in`` [d_model, d_mlp], ``W_out`` [d_mlp, d_model], ``b_in``, ``b_out``
+- ``blocks.{l}.mlp.W_in`` [d_model, d_mlp], ``W_out`` [d_mlp, d_model], ``b_in``, ``b_out`` (and ``W_gate``
+  [d_model, d_mlp] for a gated MLP)
 - ``blocks.{l}.ln1.w|b``, ``blocks.{l}.ln2.w|b``, ``ln_final.w|b`` (only with a learned LayerNorm)
 
 ``get_weight`` reads a detached copy, ``set_weight_`` writes the real parameter,
@@ -23,8 +24,9 @@ This module hides the difference. Every weight has one name and one shape, Hooke
 and ``weight_views`` gives differentiable views in TransformerLens layout (for code that computes
 with the weights). A weight tied by a ``torch.nn.utils.parametrize`` parametrization reads as its
 tied value and cannot be written; so does a weight that is the same tensor as another (GPT-2's
-``W_U`` is its ``W_E``). A weight the bridge has no component for (a gated MLP's gate, attention
-without separate projections) raises a ``TypeError`` naming it and the reason.
+``W_U`` is its ``W_E``). A weight the bridge keeps in a form with no known layout (attention
+without separate q / k / v / o projections, a projection that is neither ``nn.Linear`` nor
+``Conv1D``, e.g. a quantised one) raises a ``TypeError`` naming it and the reason.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 _ATTN = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
-_MLP = ("W_in", "W_out", "b_in", "b_out")
+_MLP = ("W_in", "W_out", "b_in", "b_out", "W_gate")
 
 
 @dataclass(frozen=True)
@@ -214,12 +216,7 @@ def _attention_slots(model: nn.Module, layer: int, attn: nn.Module) -> list[Weig
 
 def _mlp_slots(layer: int, mlp: nn.Module) -> list[WeightSlot]:
     prefix = f"blocks.{layer}.mlp"
-    if _child(mlp, "gate") is not None:
-        raise TypeError(
-            f"{prefix} cannot be addressed: it is a gated MLP (a gate projection next to W_in), which has no "
-            "HookedTransformer-style name here"
-        )
-    fc_in, fc_out = _child(mlp, "in"), _child(mlp, "out")
+    fc_in, fc_out, gate = _child(mlp, "in"), _child(mlp, "out"), _child(mlp, "gate")
     if fc_in is None or fc_out is None:
         raise TypeError(
             f"{prefix}.W_in / W_out cannot be addressed: this bridge's MLP ({type(mlp).__name__}) has no "
@@ -227,6 +224,8 @@ def _mlp_slots(layer: int, mlp: nn.Module) -> list[WeightSlot]:
         )
     fc_in, fc_out = _unwrap(fc_in), _unwrap(fc_out)
     slots = _matrix_slots(f"{prefix}.W_in", fc_in) + _matrix_slots(f"{prefix}.W_out", fc_out)
+    if gate is not None:  # a gated MLP (Llama's gate_proj): HookedTransformer's W_gate
+        slots += _matrix_slots(f"{prefix}.W_gate", _unwrap(gate))
     return slots + _plain(f"{prefix}.b_in", fc_in, "bias") + _plain(f"{prefix}.b_out", fc_out, "bias")
 
 

@@ -8,7 +8,7 @@ Models (vocab 65, 256 positions, batch 64):
 Each step is one Adam step (forward, cross-entropy on every position, backward, update). For each
 model three variants run in this process, alternating, so machine load affects them alike:
 
-- ``fast``: the ``HookedTransformer`` trained through ``mechmem.fastpath.logits`` (what ``train`` does);
+- ``fast``: the ``HookedTransformer`` trained through ``mechmem.core.fastpath.logits`` (what ``train`` does);
 - ``plain``: a plain ``nn.Module`` holding copies of the same parameters, computing the same function
   with the same operations (``F.embedding``, ``F.layer_norm`` with the affine part apart, as the fast path
   does for thread-count-invariant gradients, ``F.linear``, ``F.scaled_dot_product_attention``);
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mechmem import ModelConfig, build_model
-from mechmem.fastpath import logits, unsupported_reason
-from mechmem.threads import DEFAULT_THREADS, deterministic
+from mechmem.core.fastpath import logits, unsupported_reason
+from mechmem.core.threads import DEFAULT_THREADS, deterministic
 
 ATTN_ONLY = ModelConfig(n_layers=2, n_heads=1, d_model=128, d_vocab=65, n_ctx=256, attn_only=True, use_bias=True)
 WITH_MLP = ModelConfig(

@@ -3,7 +3,7 @@ what they show (title, labelled axes, a labelled colorbar, token labels that do 
 
 Figures are made with ``matplotlib.pyplot`` so that notebooks show them inline; nothing here
 selects a backend (a script or the CLI that only saves figures may call ``matplotlib.use("Agg")``).
-``mechmem.figures`` re-exports these names next to its ``save_figure``.
+``mechmem.pages.figures`` re-exports these names next to its ``save_figure``.
 """
 
 from __future__ import annotations

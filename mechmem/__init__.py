@@ -17,20 +17,20 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "ModelConfig": "mechmem.config",
-    "build_model": "mechmem.models",
-    "build_bridge": "mechmem.models",
-    "Run": "mechmem.runs",
-    "load_run": "mechmem.runs",
-    "load_weights": "mechmem.runs",
-    "save_weights": "mechmem.runs",
+    "ModelConfig": "mechmem.core.config",
+    "build_model": "mechmem.core.models",
+    "build_bridge": "mechmem.core.models",
+    "Run": "mechmem.storage.runs",
+    "load_run": "mechmem.storage.runs",
+    "load_weights": "mechmem.storage.runs",
+    "save_weights": "mechmem.storage.runs",
     "Batch": "mechmem.tasks",
     "RecallTask": "mechmem.tasks",
     "Task": "mechmem.tasks",
-    "TrainConfig": "mechmem.config",
-    "TrainResult": "mechmem.training",
-    "evaluate": "mechmem.training",
-    "train": "mechmem.training",
+    "TrainConfig": "mechmem.core.config",
+    "TrainResult": "mechmem.core.training",
+    "evaluate": "mechmem.core.training",
+    "train": "mechmem.core.training",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

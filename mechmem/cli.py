@@ -1,7 +1,7 @@
 """The ``mechmem`` command: list, train, reproduce (and the commands paper packages add).
 
 Building the parser imports neither torch nor TransformerLens (the tasks, papers and paper
-commands are declared by name in ``mechmem.registry``), so ``mechmem --help`` and argument
+commands are declared by name in ``mechmem.contract.registry``), so ``mechmem --help`` and argument
 errors answer at once; the heavy imports happen inside the command that needs them.
 """
 
@@ -31,7 +31,7 @@ RUN_FILES = {
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; the paper command ``command`` (if any) gets its real arguments."""
-    from mechmem.registry import PAPERS, add_command_parsers
+    from mechmem.contract.registry import PAPERS, add_command_parsers
 
     parser = argparse.ArgumentParser(
         prog="mechmem",
@@ -67,7 +67,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reproduce", help="reproduce a paper's claims (writes results.json: claims, timings, versions)")
-    p.add_argument("paper", help=f"paper name: {', '.join(PAPERS)}")
+    p.add_argument("paper", nargs="?", help=f"paper name: {', '.join(PAPERS)} (not with --from)")
     add_reproduce_arguments(p)
     p.set_defaults(func=cmd_reproduce)
 
@@ -152,7 +152,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from mechmem.registry import available_papers, experiments, tasks
+    from mechmem.contract.registry import available_papers, experiments, tasks
 
     print("tasks:")
     for name, cls in sorted(tasks(warn=True).items()):
@@ -171,8 +171,8 @@ def _first_line(doc: str | None) -> str:
 
 def build_configs(task_name: str, overrides: list[str]):
     """Task, model and training configs for ``task_name`` with ``--set`` overrides applied."""
-    from mechmem.config import apply_overrides, split_overrides
-    from mechmem.registry import task_class
+    from mechmem.contract.registry import task_class
+    from mechmem.core.config import apply_overrides, split_overrides
 
     task = task_class(task_name)()
     sections = split_overrides(overrides, {"task": task, "model": task.model_config(), "train": task.train_config()})
@@ -183,9 +183,9 @@ def build_configs(task_name: str, overrides: list[str]):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mechmem.folders import check_run_name
-    from mechmem.registry import check_task_name
-    from mechmem.threads import check_threads
+    from mechmem.contract.registry import check_task_name
+    from mechmem.core.threads import check_threads
+    from mechmem.storage.folders import check_run_name
 
     check_task_name(args.task)
     path = args.out / check_run_name(args.task if args.name is None else args.name)
@@ -194,8 +194,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _resume(args, path)
     import dataclasses
 
-    from mechmem.runs import Run
-    from mechmem.training import validate_training
+    from mechmem.core.training import validate_training
+    from mechmem.storage.runs import Run
 
     task, model_cfg, train_cfg = build_configs(args.task, args.overrides)
     train_cfg = dataclasses.replace(
@@ -217,8 +217,8 @@ def _resume(args: argparse.Namespace, path: Path) -> int:
     """``--resume``: continue ``path`` with its recorded configs (verified against its manifest)."""
     import dataclasses
 
-    from mechmem.runs import Run, model_config_of, read_config, task_of, train_config_of
-    from mechmem.training import validate_training
+    from mechmem.core.training import validate_training
+    from mechmem.storage.runs import Run, model_config_of, read_config, task_of, train_config_of
 
     if args.overrides or args.overwrite:
         raise ValueError(
@@ -248,8 +248,8 @@ def _resume(args: argparse.Namespace, path: Path) -> int:
 
 
 def _train_and_report(args, run, model, task, train_cfg, resume: bool) -> int:
-    from mechmem.io import remove_stale_temp_files
-    from mechmem.training import train
+    from mechmem.core.training import train
+    from mechmem.storage.files import remove_stale_temp_files
 
     resume_command = shlex.join(
         ["mechmem", "train", args.task, "--name", run.path.name, "--out", str(run.path.parent), "--resume"]
@@ -284,7 +284,7 @@ def _checkpoint_note(run) -> str:
 
 
 def _save_training_summary(run, result, train_cfg, seconds: float) -> None:
-    from mechmem.figures import style, subplots
+    from mechmem.pages.figures import style, subplots
 
     steps = [r["step"] for r in result.history]
     with style():
@@ -349,9 +349,9 @@ def _size(n: int) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from mechmem.figures import use_file_backend
-    from mechmem.inspect import InspectOptions, parse_heads
-    from mechmem.inspect_page import inspect_run
+    from mechmem.pages.figures import use_file_backend
+    from mechmem.pages.inspect_page import inspect_run
+    from mechmem.pages.inspection import InspectOptions, parse_heads
 
     options = InspectOptions(
         out=args.out,
@@ -376,8 +376,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
-    from mechmem.figures import use_file_backend
-    from mechmem.report import ReportOptions, make_report
+    from mechmem.pages.figures import use_file_backend
+    from mechmem.pages.report import ReportOptions, make_report
 
     papers = [p.strip() for p in args.papers.split(",") if p.strip()] if args.papers is not None else None
     options = ReportOptions(
@@ -428,6 +428,29 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
         "same paper is reused, so its sweeps resume)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads of each seed (default 1)")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the preset (repeatable): --set m=6, --set simplified_train.steps=100, "
+        "--set mixes=[[2,0.25]]; recorded in results.json; the default folder is named after the variant",
+    )
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="EXP,EXP,...",
+        help="run only these experiments (and those they need); claims that read others are left unmeasured",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_results",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="run again exactly what a results.json ran (its paper, preset sizes, variant and seeds)",
+    )
 
 
 def parse_seeds(args: argparse.Namespace) -> list[int]:
@@ -442,21 +465,25 @@ def parse_seeds(args: argparse.Namespace) -> list[int]:
 
 
 def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
-    from mechmem.registry import paper_module
-    from mechmem.threads import check_threads
+    from mechmem.contract.registry import paper_module
+    from mechmem.core.threads import check_threads
 
+    if args.from_results is not None:
+        return _rerun(args, sweep)
+    if args.paper is None:
+        raise ValueError("reproduce: name a paper (e.g. `mechmem reproduce lca`) or give --from RESULTS_JSON")
     paper_module(args.paper)  # an unknown paper or a bad --threads fails before torch is imported
     check_threads(args.threads, "--threads")
-    from mechmem.reproducing import SweepOptions, run
+    from mechmem.contract.experiments import SweepOptions
+    from mechmem.contract.runner import default_out, run
 
-    preset = args.preset or "quick"
-    seeds = parse_seeds(args)
-    out = args.out or DEFAULT_RUNS / f"{args.paper}-{preset}"
+    preset, only = args.preset or "quick", _parse_only(args.only)
+    out = args.out or default_out(args.paper, preset, args.settings, only)
     command = "mechmem " + " ".join(args.argv) if getattr(args, "argv", None) else None
     results = run(
         args.paper,
         preset,
-        seeds,
+        parse_seeds(args),
         out,
         jobs=args.jobs,
         progress=not args.quiet,
@@ -464,32 +491,111 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
         command=command,
         overwrite=args.overwrite,
         threads=args.threads,
+        settings=args.settings,
+        only=only,
     )
+    return _report_results(results, out)
+
+
+def _rerun(args: argparse.Namespace, sweep=None) -> int:
+    """``--from RESULTS_JSON``: the same paper, preset sizes, variant and seeds (other options keep their meaning)."""
+    clashing = [
+        flag
+        for flag, value in (
+            ("PAPER", args.paper),
+            ("--preset", args.preset),
+            ("--quick", args.quick),
+            ("--seeds", args.seeds),
+            ("--seed", args.seed),
+            ("--set", args.settings),
+            ("--only", args.only),
+        )
+        if value
+    ]
+    if clashing:
+        raise ValueError(f"--from reruns what the file says; it cannot be combined with {', '.join(clashing)}")
+    from mechmem.contract.experiments import SweepOptions
+    from mechmem.contract.runner import default_out, rerun_request, run
+
+    request = rerun_request(args.from_results)
+    settings = [f"{k}={v}" for k, v in ((request["variant"] or {}).get("set") or {}).items()]
+    default = default_out(request["paper"], request["preset"].name, settings, request["only"])
+    out = args.out or default.with_name(default.name + "-rerun")
+    results = run(
+        request["paper"],
+        request["preset"],
+        request["seeds"],
+        out,
+        jobs=args.jobs,
+        progress=not args.quiet,
+        sweep=sweep or SweepOptions(),
+        command="mechmem " + " ".join(args.argv) if getattr(args, "argv", None) else None,
+        overwrite=args.overwrite,
+        threads=args.threads if args.threads is not None else request["threads"],
+        only=request["only"],
+    )
+    return _report_results(results, out)
+
+
+def _report_results(results: dict, out: Path) -> int:
     print(format_claims(results))
+    if results["preset"] == "smoke":
+        print(
+            "note: smoke sizes test the code, not the claims (a model trained for seconds); "
+            "the verdicts above are not evidence: run --preset quick or full for that"
+        )
     print(f"results saved to {Path(out) / 'results.json'}")
     return 0
 
 
+def _parse_only(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--only expects comma-separated experiment names, e.g. --only wv_grid,hijack")
+    return names
+
+
 def format_claims(results: dict) -> str:
-    """Each claim: holds (at how many seeds), measured (mean over seeds and range) against expected."""
-    seeds, claims = results["seeds"], results["claims"]
-    lines = [
-        f"{results['paper']} ({results['preset']}, seed{'s' * (len(seeds) > 1)} "
-        f"{','.join(map(str, seeds))}): {results['summary']['hold_at_every_seed']}/{len(claims)} claims hold"
-        + (" at every seed" if len(seeds) > 1 else "")
-    ]
-    width = max((len(k) for k in claims), default=0)
+    """Each claim: holds (at how many seeds), measured (mean over seeds and range) against expected, and each of
+    its negative controls (which must fail it); then the checks, apart."""
+    seeds, claims, summary = results["seeds"], results["claims"], results["summary"]
+    at = " at every seed" if len(seeds) > 1 else ""
+    head = f"{results['paper']} ({results['preset']}, seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))}): "
+    head += f"{summary['hold_at_every_seed']}/{len(claims)} claims hold{at}"
+    if summary.get("controls"):
+        head += f"; {summary['controls_failing_at_every_seed']}/{summary['controls']} controls fail them{at}"
+    lines = [head]
+    width = max((len(k) for k in [*claims, *results.get("checks", {})]), default=0)
     for key, c in claims.items():
-        held = sum(e["holds"] for e in c["per_seed"].values())
-        mark = ("x" if c["holds"] else " ") if len(seeds) == 1 else f"{held}/{len(seeds)}"
-        lines.append(f"  [{mark}] {key:<{width}}  measured {_measured(c)}  expected {c['expected']}")
+        lines.append(_claim_line(key, c, len(seeds), width))
+        for name, control in c.get("controls", {}).items():
+            verdict = "fails, as it must" if control["fails"] else "DOES NOT FAIL the claim"
+            lines.append(f"        control {name}: {_measured(control)}, {verdict}")
+    checks = results.get("checks", {})
+    if checks:
+        lines.append(f"checks (the data and set-up, not claims): {summary['checks_hold_at_every_seed']}/{len(checks)}")
+        lines += [_claim_line(key, c, len(seeds), width) for key, c in checks.items()]
+    for key, why in results.get("unmeasured", {}).items():
+        lines.append(f"  [-] {key}: not measured ({why})")
     return "\n".join(lines)
 
 
+def _claim_line(key: str, c: dict, n_seeds: int, width: int) -> str:
+    held = sum(e["holds"] for e in c["per_seed"].values())
+    mark = ("x" if c["holds"] else " ") if n_seeds == 1 else f"{held}/{n_seeds}"
+    what = "reported" if c.get("reported") else "measured"
+    return f"  [{mark}] {key:<{width}}  {what} {_measured(c)}  expected {c['expected']}"
+
+
 def _measured(c: dict) -> str:
-    values = [e["measured"] for e in c["per_seed"].values()]
-    if len(values) == 1 or c["mean"] is None:
-        return ", ".join(_short(v) for v in values)
+    if "per_seed" in c:
+        values = [e["measured"] for e in c["per_seed"].values()]
+        if len(values) == 1 or c["mean"] is None:
+            return ", ".join(_short(v) for v in values)
+    elif c["mean"] is None or c["min"] == c["max"]:
+        return _short(c["mean"])
     return f"{_short(c['mean'])} (range {_short(c['min'])} to {_short(c['max'])})"
 
 

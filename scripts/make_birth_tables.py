@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mechmem.io import atomic_write_bytes, atomic_write_text
+from mechmem.storage.files import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "mechmem" / "papers" / "birth" / "data"

@@ -23,7 +23,7 @@ import torch
 if os.environ.get("MECHMEM_TYPECHECK", "1") != "0":
     jaxtyping.install_import_hook(["hooks", "mechmem"], "typechecking.checker")
 
-from mechmem.config import ModelConfig, TrainConfig  # noqa: E402
+from mechmem.core.config import ModelConfig, TrainConfig  # noqa: E402
 from mechmem.tasks.recall import RecallTask  # noqa: E402
 
 pytest_plugins = ["toy_models"]  # the papers' toy models, trained once per session (tests/toy_models.py)
@@ -108,9 +108,9 @@ def smoke_outputs(tmp_path_factory) -> Callable[[str], tuple[Path, dict]]:
     """``smoke_outputs(paper)`` -> ``(folder, results)``: the paper's smoke reproduction at seed 0, run
     on first use and shared by the whole session (the reproduction tests and the report tests read
     them; none may change them). ``smoke_outputs.figure_problems[paper]``: what
-    :func:`mechmem.figures.figure_problems` found in each figure the run saved (file name -> list)."""
-    import mechmem.reproducing
-    from mechmem.figures import figure_problems
+    :func:`mechmem.pages.figures.figure_problems` found in each figure the run saved (file name -> list)."""
+    import mechmem.contract.runner
+    from mechmem.pages.figures import figure_problems
 
     done: dict[str, tuple[Path, dict]] = {}
     problems: dict[str, dict[str, list[str]]] = {}
@@ -119,15 +119,15 @@ def smoke_outputs(tmp_path_factory) -> Callable[[str], tuple[Path, dict]]:
         if paper not in done:
             out = tmp_path_factory.mktemp(f"smoke-{paper}")
             found = problems.setdefault(paper, {})
-            save = mechmem.reproducing.save_figure
+            save = mechmem.contract.runner.save_figure
 
             def audited(fig, path, *args, **kwargs):
                 found[Path(path).name] = figure_problems(fig)
                 return save(fig, path, *args, **kwargs)
 
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(mechmem.reproducing, "save_figure", audited)
-                done[paper] = (out, mechmem.reproducing.run(paper, "smoke", [0], out, progress=False))
+                patch.setattr(mechmem.contract.runner, "save_figure", audited)
+                done[paper] = (out, mechmem.contract.runner.run(paper, "smoke", [0], out, progress=False))
         return done[paper]
 
     get.figure_problems = problems

@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from mechmem.config import ModelConfig, TrainConfig
+    from mechmem.core.config import ModelConfig, TrainConfig
 
 
 class Batch(NamedTuple):
@@ -66,13 +66,13 @@ class Task:
         The default is ``mechmem.build_model``; a paper's task overrides it to add what a config
         cannot say (the authors' initialisation, a permanent hook removing the residual, ...).
         """
-        from mechmem.models import build_model
+        from mechmem.core.models import build_model
 
         return build_model(cfg)
 
     def train_config(self) -> "TrainConfig":
         """Sensible default training settings for this task."""
-        from mechmem.config import TrainConfig
+        from mechmem.core.config import TrainConfig
 
         return TrainConfig()
 

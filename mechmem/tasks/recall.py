@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from mechmem.config import ModelConfig, TrainConfig, check_seed
+from mechmem.core.config import ModelConfig, TrainConfig, check_seed
 from mechmem.tasks.base import Batch, Task
 
 

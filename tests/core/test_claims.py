@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mechmem.claims import (
+from mechmem.contract.claims import (
     Above,
     AtLeast,
     AtMost,
@@ -16,11 +16,13 @@ from mechmem.claims import (
     Equals,
     Evidence,
     IsTrue,
+    MissingExperiment,
     Near,
     Reported,
     Within,
     aggregate,
     check_claims,
+    control_fails,
 )
 
 
@@ -58,7 +60,7 @@ def claim(expect=AtLeast(1), **kwargs):
 
 @pytest.mark.parametrize("value", [None, float("nan"), float("inf"), torch.tensor(float("nan"))])
 def test_a_missing_or_non_finite_measurement_never_holds(value):
-    assert claim(expect=Reported()).score(Evidence({"e": {"x": value}})) == {"measured": None, "holds": False}
+    assert claim(expect=AtMost(1)).score(Evidence({"e": {"x": value}})) == {"measured": None, "holds": False}
 
 
 def test_tensor_and_numpy_measurements_become_plain_numbers():
@@ -117,3 +119,56 @@ def test_claim_keys_are_identifiers_and_declared_once():
         Claim("not a key", lambda r: 0, AtLeast(0), statement="s", source="s")
     with pytest.raises(ValueError, match="twice"):
         check_claims([claim(), claim()])
+
+
+def test_a_reported_value_needs_a_condition_to_test():
+    with pytest.raises(ValueError, match="Reported value tests nothing"):
+        claim(expect=Reported())
+
+
+def test_a_claim_is_scored_on_each_of_its_controls_and_a_control_must_fail_it_with_real_numbers():
+    c = claim(controls=("untrained", "shuffled"))
+    own = Evidence({"e": {"x": 3}})
+    controls = {
+        "untrained": Evidence({"e": {"x": 0.2}}, control="untrained"),
+        "shuffled": Evidence({}, control="shuffled"),
+    }
+    entry = c.score(own, controls)
+    assert entry["holds"] and entry["controls"]["untrained"] == {"measured": 0.2, "holds": False}
+    assert control_fails(entry["controls"]["untrained"]), "the claim fails on the untrained control, as it must"
+    missing = entry["controls"]["shuffled"]
+    assert missing["holds"] is None and "under control 'shuffled'" in missing["missing"]
+    assert not control_fails(missing), "a control that could not be measured proves nothing"
+    assert not control_fails({"measured": 5, "holds": True}), "a control on which the claim holds does not fail it"
+    needs = claim(controls=("u",), also=(Condition("c", lambda r: r["e"].get("c"), AtLeast(0)),))
+    assert not control_fails(needs.score(Evidence({"e": {"x": 0}}), {"u": Evidence({"e": {"x": 0}})})["controls"]["u"])
+
+
+def test_a_claim_whose_experiment_did_not_run_is_not_measured():
+    with pytest.raises(MissingExperiment, match="'e' did not run"):
+        claim().score(Evidence({}))
+
+
+def test_aggregate_reports_each_control_and_whether_it_fails_at_every_seed():
+    c = claim(controls=("untrained",))
+    per_seed = {
+        "0": {"measured": 2, "holds": True, "controls": {"untrained": {"measured": 0.1, "holds": False}}},
+        "1": {"measured": 3, "holds": True, "controls": {"untrained": {"measured": 1.5, "holds": True}}},
+    }
+    out = aggregate(c, per_seed, {"untrained": "the model at initialisation"})["controls"]["untrained"]
+    assert out["about"] == "the model at initialisation" and out["fraction_failing"] == 0.5 and out["fails"] is False
+    assert (out["mean"], out["min"], out["max"]) == (0.8, 0.1, 1.5)
+
+
+def test_a_deterministic_claim_says_whether_its_seeds_disagree():
+    same = {"0": {"measured": 1.0, "holds": True}, "1": {"measured": 1.0, "holds": True}}
+    assert aggregate(claim(seeded=False), same)["varies_with_seed"] is False
+    differ = {"0": {"measured": 1.0, "holds": True}, "1": {"measured": 2.0, "holds": True}}
+    assert aggregate(claim(seeded=False), differ)["varies_with_seed"] is True
+    assert "varies_with_seed" not in aggregate(claim(), same)
+
+
+def test_a_claim_may_only_name_controls_the_experiments_declare():
+    with pytest.raises(ValueError, match="no experiment declares"):
+        check_claims([claim(controls=("nowhere",))], known_controls={"untrained"})
+    check_claims([claim(controls=("untrained",))], known_controls={"untrained"})

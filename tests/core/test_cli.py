@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from mechmem.cli import main
-from mechmem.runs import Run, load_run
+from mechmem.core.training import evaluate
+from mechmem.storage.runs import Run, load_run
 from mechmem.tasks.recall import RecallTask
-from mechmem.training import evaluate
 
 #: A tiny, fast recall run: vocab 21, d_model 16, 20 steps.
 TINY = [
@@ -218,10 +218,10 @@ def test_help_and_argument_errors_do_not_import_torch(argvs):
 
 
 def test_registry_declarations_match_the_packages():
-    """mechmem.registry names the tasks and paper commands without importing them; the names must
+    """mechmem.contract.registry names the tasks and paper commands without importing them; the names must
     be what the packages really define."""
     from mechmem.cli import _parser
-    from mechmem.registry import COMMANDS, PAPERS, TASKS, paper_module, task_class
+    from mechmem.contract.registry import COMMANDS, PAPERS, TASKS, paper_module, task_class
     from mechmem.tasks.recall import RecallTask
 
     defined = {RecallTask.name: RecallTask}

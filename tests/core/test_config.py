@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from mechmem.config import ACTIVATIONS, OPTIMIZERS, ModelConfig, TrainConfig, apply_overrides, split_overrides
+from mechmem.core.config import ACTIVATIONS, OPTIMIZERS, ModelConfig, TrainConfig, apply_overrides, split_overrides
 from mechmem.tasks.recall import RecallTask
 
 # --- ModelConfig ----------------------------------------------------------------------------

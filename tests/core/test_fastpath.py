@@ -16,10 +16,10 @@ from torch import nn
 from hooks.bridge import boot_bridge
 from hooks.compat import has_hooked_transformer
 from hooks.weights import get_weight, is_bridge, set_weight_, slot, weight_parameters
-from mechmem import fastpath
-from mechmem.config import ModelConfig
-from mechmem.fastpath import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
-from mechmem.models import build_bridge, build_model
+from mechmem.core import fastpath
+from mechmem.core.config import ModelConfig
+from mechmem.core.fastpath import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
+from mechmem.core.models import build_bridge, build_model
 
 ATOL = 1e-5
 
@@ -224,7 +224,7 @@ def test_unknown_temporary_and_backward_hooks_fall_back_and_are_logged_once(capl
         reason = fastpath.unsupported_reason(model)
         assert reason is not None
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="mechmem.fastpath"):
+        with caplog.at_level(logging.INFO, logger="mechmem.core.fastpath"):
             for _ in range(3):
                 out = fastpath.logits(model, tokens)
         assert torch.equal(out, model(tokens)), "the fallback must be the model's own hooked forward"
@@ -365,8 +365,8 @@ def test_training_matches_the_models_forward():
 
 
 def test_train_and_evaluate_use_the_fast_path(tiny_task, tiny_model_config, fast_train_config, monkeypatch):
-    from mechmem import training
-    from mechmem.fastpath import forward as forward_module
+    from mechmem.core import training
+    from mechmem.core.fastpath import forward as forward_module
 
     inference_mode = []
 

@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mechmem.cli import main
-from mechmem.runs import load_run
+from mechmem.storage.runs import load_run
 
 #: A tiny recall run: vocab 21, d_model 16, 20 steps, a checkpoint every 5 steps.
 TINY = [
@@ -201,7 +201,7 @@ _SWEEP_DRIVER = textwrap.dedent(
 
     if __name__ == "__main__":
         import sweep_task
-        from mechmem.sweep import expand_grid, run_sweep
+        from mechmem.storage.sweep import expand_grid, run_sweep
 
         configs = expand_grid({"n": list(range(int(sys.argv[2])))}, fixed={"sleep": float(sys.argv[3])})
         run_sweep(sweep_task.slow_square, configs, sys.argv[1], workers=2, progress=False)
@@ -514,7 +514,7 @@ _SWEEP_HOLDER = textwrap.dedent(
 
     if __name__ == "__main__":
         import sweep_task
-        from mechmem.sweep import expand_grid, run_sweep
+        from mechmem.storage.sweep import expand_grid, run_sweep
 
         configs = expand_grid({"n": list(range(4))}, fixed={"sleep": 2.0})
         run_sweep(sweep_task.slow_square, configs, sys.argv[1], workers=1, progress=False)
@@ -524,7 +524,7 @@ _SWEEP_HOLDER = textwrap.dedent(
 
 def test_a_second_sweep_on_the_same_results_file_is_refused(tmp_path, monkeypatch, record_property):
     record_property("faults", 1)  # counted whatever the outcome
-    from mechmem.sweep import expand_grid, read_results, run_sweep
+    from mechmem.storage.sweep import expand_grid, read_results, run_sweep
 
     (tmp_path / "sweep_task.py").write_text(_SWEEP_TASK)
     (tmp_path / "holder.py").write_text(_SWEEP_HOLDER)

@@ -1,4 +1,4 @@
-"""Figures that explain themselves: :func:`mechmem.figures.figure_problems` finds what the issue listed
+"""Figures that explain themselves: :func:`mechmem.pages.figures.figure_problems` finds what the issue listed
 (no colorbar, no title, one label for several panels, legend keys, unexplained lines), and every figure of
 every paper's smoke reproduction passes it."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mechmem.figures import figure_problems, plain_log_axes, subplots
-from mechmem.registry import PAPERS
+from mechmem.contract.registry import PAPERS
+from mechmem.pages.figures import figure_problems, plain_log_axes, subplots
 
 
 def _good():

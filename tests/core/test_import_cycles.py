@@ -1,8 +1,8 @@
 """No import circles among the modules of mechmem and hooks.
 
-Every ``import`` and ``from ... import`` counts, at module level or inside a function (a deferred import
-is still a dependency); imports under ``if TYPE_CHECKING:`` do not (they never run). A circle means two
-modules each need the other: one of them holds a piece that belongs elsewhere.
+Every ``import`` and ``from ... import`` counts, at module level, inside a function (a deferred import is still a
+dependency) or under ``if TYPE_CHECKING:`` (a type-only import is a dependency a reader has to follow too). A
+circle means two modules each need the other: one of them holds a piece that belongs elsewhere.
 """
 
 from __future__ import annotations
@@ -23,16 +23,8 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The project modules ``path`` imports (``from pkg import mod`` counts as ``pkg.mod`` when that is a module)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    skip = {
-        id(n)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and _is_type_checking(node.test)
-        for n in ast.walk(node)
-    }
     found = set()
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -44,12 +36,6 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
     return {m for m in found if m in modules}
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
 
 
 def import_graph() -> dict[str, set[str]]:

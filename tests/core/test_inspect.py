@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mechmem.cli import main
-from mechmem.inspect import InspectOptions, parse_heads
-from mechmem.inspect_page import inspect_run
+from mechmem.pages.inspect_page import inspect_run
+from mechmem.pages.inspection import InspectOptions, parse_heads
 
 FAST = ["--set", "eval_every=5", "--set", "eval_batch_size=16", "--quiet"]
 
@@ -144,7 +144,7 @@ def test_a_missing_or_corrupt_model_file_is_refused(recall_run, tmp_path):
 
 
 def test_views_too_large_say_how_to_restrict_them(recall_run, monkeypatch, tmp_path):
-    import mechmem.inspect as inspect_module
+    import mechmem.pages.inspection as inspect_module
 
     monkeypatch.setattr(inspect_module, "VOCAB_LIMIT", 16)
     with pytest.raises(ValueError, match="--max-vocab"):
@@ -158,7 +158,7 @@ def test_views_too_large_say_how_to_restrict_them(recall_run, monkeypatch, tmp_p
 
 
 def test_max_vocab_restricts_the_circuit_maps(recall_run, monkeypatch, tmp_path):
-    import mechmem.inspect as inspect_module
+    import mechmem.pages.inspection as inspect_module
 
     monkeypatch.setattr(inspect_module, "VOCAB_LIMIT", 16)
     page = inspect_run(
@@ -189,7 +189,7 @@ def test_bad_options_and_devices_are_refused():
     with pytest.raises(ValueError, match="LAYER.HEAD"):
         parse_heads("0-1")
     assert parse_heads("0.1, 2.*") == [(0, 1), (2, -1)]
-    from mechmem.inspect import check_device
+    from mechmem.pages.inspection import check_device
 
     with pytest.raises(ValueError, match="not a torch device"):
         check_device("gpu0")
@@ -199,7 +199,7 @@ def test_bad_options_and_devices_are_refused():
 
 
 def test_a_failure_leaves_the_previous_page_and_no_temporary_files(recall_run, recall_page, monkeypatch):
-    import mechmem.inspect_page as page_module
+    import mechmem.pages.inspect_page as page_module
 
     before = recall_page.read_text()
     monkeypatch.setattr(page_module, "circuits", lambda ins: (_ for _ in ()).throw(RuntimeError("boom")))
@@ -221,7 +221,7 @@ def test_a_folder_not_written_by_inspect_is_not_replaced(recall_run, tmp_path):
 
 
 def test_the_page_folder_is_marked_and_another_kind_of_output_needs_overwrite(recall_run, recall_page, tmp_path):
-    from mechmem.folders import LOCK_FILE, MARKER, marker_kind
+    from mechmem.storage.folders import LOCK_FILE, MARKER, marker_kind
 
     assert marker_kind(recall_page.parent) == "inspect" and (recall_page.parent / LOCK_FILE).is_file()
     other = tmp_path / "a-run"
@@ -238,8 +238,8 @@ def test_the_page_folder_is_marked_and_another_kind_of_output_needs_overwrite(re
 
 def test_a_run_that_another_process_writes_is_not_inspected(recall_run, tmp_path, hold_lock):
     """One writer per run folder: inspect takes the run's lock (a run still training is refused)."""
-    from mechmem.folders import LOCK_FILE
-    from mechmem.locking import LockedError
+    from mechmem.storage.folders import LOCK_FILE
+    from mechmem.storage.locking import LockedError
 
     with hold_lock(recall_run / LOCK_FILE) as pid:
         with pytest.raises(LockedError, match=f"process {pid}"):
@@ -272,9 +272,9 @@ def test_cli_inspect_writes_the_page_and_reports_errors(recall_run, tmp_path, ca
 
 def test_the_sections_can_go_under_a_section_of_another_page(recall_run, tmp_path):
     """How a report reuses inspect: the sections become subsections of its own page."""
-    from mechmem.inspect import prepare
-    from mechmem.inspect_page import Inspection, build_sections
-    from mechmem.pages import Page
+    from mechmem.pages.inspect_page import Inspection, build_sections
+    from mechmem.pages.inspection import prepare
+    from mechmem.pages.page import Page
 
     report = Page("report")
     paper = report.section("Recall")

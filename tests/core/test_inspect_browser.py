@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from mechmem.cli import main
-from mechmem.inspect import InspectOptions
-from mechmem.inspect_page import inspect_run
-from mechmem.registry import PAPERS
-from mechmem.report import ReportOptions, make_report
+from mechmem.contract.registry import PAPERS
+from mechmem.pages.inspect_page import inspect_run
+from mechmem.pages.inspection import InspectOptions
+from mechmem.pages.report import ReportOptions, make_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)

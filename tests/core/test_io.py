@@ -18,8 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-import mechmem.io as mio
-from mechmem.io import (
+import mechmem.storage.files as mio
+from mechmem.storage.files import (
     append_jsonl,
     atomic_save_safetensors,
     atomic_write_bytes,

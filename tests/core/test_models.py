@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hooks.weights import get_weight, weight_names, weight_parameters
-from mechmem.config import ModelConfig
-from mechmem.models import build_bridge, build_model
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_bridge, build_model
 
 #: Configs covering the structural options: multi-layer/multi-head, MLPs, LayerNorm, biases,
 #: a separate output vocabulary and an explicit d_head.

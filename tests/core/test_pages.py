@@ -1,4 +1,4 @@
-"""``mechmem.pages``: a page that opens offline (figures embedded, no network), an index of its
+"""``mechmem.pages.page``: a page that opens offline (figures embedded, no network), an index of its
 sections, escaped text, tables and claims tables that say what they show, one CircuitsVis bundle."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 import torch
 
 from hooks.views import readout_view
-from mechmem.pages import Page
+from mechmem.pages.page import Page
 
 PNG = base64.b64decode(  # a 1x1 white PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="

@@ -1,9 +1,25 @@
 """The claims, experiments and timing tables of the READMEs are generated from the committed results.json files
 (`make tables`); this fails when a README is out of date, and checks how the tables read."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
-from mechmem.tables import claim_cell, fill, update_readmes
+from mechmem.pages.claims_table import claim_cell
+
+
+def _script(name: str):
+    """A module of ``scripts/`` (the README generator lives there, outside the library)."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_tables = _script("claims_tables")
+fill, update_readmes = _tables.fill, _tables.update_readmes
 
 
 def test_readmes_are_up_to_date_with_the_committed_results():
@@ -39,7 +55,7 @@ def test_fill_replaces_only_between_markers_and_needs_them():
 
 
 def test_a_column_names_the_preset_it_ran_when_it_is_not_the_column_s_own():
-    from mechmem.tables import _column_title
+    from mechmem.pages.claims_table import _column_title
 
     assert _column_title("full", {"preset": "full", "seeds": [0]}) == "full (seed 0)"
     assert _column_title("full", {"preset": "full-cpu", "seeds": [0]}) == "full (preset full-cpu, seed 0)"

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from mechmem.cli import main
-from mechmem.report import ReportOptions, check_results, make_report, plan, problems, read_report, read_results
-from mechmem.reproducing import REPRESENTATIVE, get_reproduction
-from mechmem.runs import load_run
+from mechmem.contract.experiments import REPRESENTATIVE
+from mechmem.contract.reproducing import get_reproduction
+from mechmem.pages.report import ReportOptions, check_results, make_report, plan, problems, read_report, read_results
+from mechmem.storage.runs import load_run
 
 FAST = ["lca", "scaling"]  # the report's tests use these two: one with circuits (lca), one figures only
 
@@ -264,7 +265,7 @@ def test_a_failed_report_leaves_the_previous_one_and_no_temporary_folder(report,
     shutil.copytree(report.parent, out)
     before = (out / "index.html").read_bytes()
     broken = copy_smoke(smoke_outputs, "lca", tmp_path)
-    import mechmem.report_page as page_module
+    import mechmem.pages.report_page as page_module
 
     def fail(*args, **kwargs):
         raise RuntimeError("stopped while building the page")

@@ -10,18 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mechmem.claims import AtLeast, Claim
-from mechmem.reproducing import (
-    SCHEMA,
-    Context,
-    ExperimentResult,
-    Experiments,
-    Preset,
-    Reproduction,
-    make_context,
-    reproductions,
-    run,
-)
+from mechmem.contract.claims import AtLeast, Claim
+from mechmem.contract.experiments import Context, ExperimentResult, Experiments
+from mechmem.contract.presets import Preset
+from mechmem.contract.reproducing import SCHEMA, Reproduction, reproductions
+from mechmem.contract.runner import make_context, run
 
 PAPERS = sorted(reproductions())
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -86,9 +79,16 @@ def test_every_declared_claim_is_scored_with_its_declaration(smoke):
         assert entry["holds"] == seed["holds"] and entry["fraction_holding"] == float(seed["holds"])
         if seed["measured"] is None:
             assert not seed["holds"], f"{paper}.{claim.key}: a missing measurement must not hold"
+    controls = [c for entry in results["claims"].values() for c in entry.get("controls", {}).values()]
+    declared_checks = [c for c in reproductions()[paper].checks if c.applies_to("smoke")]
+    assert list(results["checks"]) == [c.key for c in declared_checks], f"{paper}: checks differ from the declaration"
     assert results["summary"] == {
         "claims": len(declared),
         "hold_at_every_seed": sum(c["holds"] for c in results["claims"].values()),
+        "controls": sum(len(c.controls) for c in declared),
+        "controls_failing_at_every_seed": sum(c["fails"] for c in controls),
+        "checks": len(declared_checks),
+        "checks_hold_at_every_seed": sum(c["holds"] for c in results["checks"].values()),
     }
 
 
@@ -99,6 +99,9 @@ def test_every_experiment_is_timed_and_its_files_exist(smoke):
     ran = [n for n in repro.experiments if n not in seed_run["not_run"]]
     assert list(seed_run["experiments"]) == ran
     for name in ran:
+        for control in repro.experiments.controls(name):
+            assert control in seed_run["experiments"][name]["controls"], f"{paper}.{name}: control {control} untimed"
+            assert f"seed-0/controls/{control}/{name}.json" in seed_run["files"][f"{name}[{control}]"]
         timing = seed_run["experiments"][name]
         assert timing["wall_s"] >= 0 and timing["cpu_s"] >= 0, f"{paper}.{name}: {timing}"
         files = seed_run["files"][name]
@@ -167,6 +170,7 @@ def test_claims_over_seeds_report_every_seed_mean_spread_and_fraction(tmp_path):
 def test_an_experiment_enabled_by_the_preset_runs_after_its_dependency(tmp_path):
     results = run(Tiny, "quick", [2], tmp_path, progress=False)
     assert results["claims"]["twice"]["per_seed"]["2"] == {"measured": 4.0, "holds": True}
+    assert results["variant"] is None
     assert results["runs"]["2"]["not_run"] == []
 
 
@@ -190,9 +194,10 @@ def test_bad_input_is_rejected_before_any_folder_is_created(tmp_path):
 
 
 def test_an_output_folder_of_another_paper_is_refused(tmp_path):
-    from mechmem.reproducing import prepare_output_dir
+    from mechmem.contract.reproducing import output_kind
+    from mechmem.storage.folders import prepare_output_dir
 
-    out = prepare_output_dir(tmp_path / "out", "lca")  # an earlier lca reproduction's folder
+    out = prepare_output_dir(tmp_path / "out", output_kind("lca"))  # an earlier lca reproduction's folder
     (out / "results.json").write_text(json.dumps({"paper": "lca"}))
     with pytest.raises(FileExistsError, match="lca"):
         run(Tiny, "smoke", [0], out, progress=False)

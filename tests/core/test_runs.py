@@ -25,11 +25,12 @@ from safetensors.torch import load_file
 
 from hooks.weights import get_weight, weight_names
 from mechmem.cli import main as cli_main
-from mechmem.config import ModelConfig
-from mechmem.locking import LockedError
-from mechmem.models import build_bridge, build_model
-from mechmem.runs import Run, check_run_name, load_run, load_weights, prepare_output_dir, save_weights
-from mechmem.training import train
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_bridge, build_model
+from mechmem.core.training import train
+from mechmem.storage.folders import check_run_name, prepare_output_dir
+from mechmem.storage.locking import LockedError
+from mechmem.storage.runs import Run, load_run, load_weights, save_weights
 
 
 def _without_timing(records: list[dict]) -> list[dict]:
@@ -254,7 +255,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one_and_resume_is_e
     """If the process dies between writing the new checkpoint's temp file and renaming it, the
     previous checkpoint is intact (atomic write), the temp file is gone, and resuming from the
     older checkpoint still reproduces the uninterrupted run."""
-    import mechmem.io
+    import mechmem.storage.files
 
     reference, _, _ = _uninterrupted(tmp_path / "ref", tiny_task, tiny_model_config, fast_train_config)
     run = Run.create(tmp_path / "crashed", _run_config(tiny_model_config))
@@ -267,10 +268,10 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one_and_resume_is_e
                 raise _Crash("died while writing the checkpoint")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(mechmem.io.os, "replace", dying_replace)
+    monkeypatch.setattr(mechmem.storage.files.os, "replace", dying_replace)
     with pytest.raises(_Crash):
         train(build_model(tiny_model_config), tiny_task, fast_train_config, run=run)
-    monkeypatch.setattr(mechmem.io.os, "replace", real_replace)
+    monkeypatch.setattr(mechmem.storage.files.os, "replace", real_replace)
 
     leftovers = [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers, f"temporary files left behind: {leftovers}"
@@ -286,9 +287,9 @@ _KILLED_TRAINING = textwrap.dedent(
     import os, sys, torch
     torch.set_num_threads(int(sys.argv[3]))
     from mechmem.cli import build_configs
-    from mechmem.models import build_model
-    from mechmem.runs import Run
-    from mechmem.training import train
+    from mechmem.core.models import build_model
+    from mechmem.storage.runs import Run
+    from mechmem.core.training import train
 
     overrides = sys.argv[2].split(";")
     task, model_cfg, train_cfg = build_configs("recall", overrides)
@@ -442,7 +443,7 @@ def test_prepare_output_dir_reuses_its_own_output_and_refuses_anything_else(tmp_
 
 _HOLD_LOCK = """
 import sys, time
-from mechmem.runs import prepare_output_dir
+from mechmem.storage.folders import prepare_output_dir
 prepare_output_dir(sys.argv[1], "reproduce-lca")
 print("locked", flush=True)
 time.sleep(60)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mechmem.sweep import config_key, expand_grid, read_results, run_sweep, sidecar_path
+from mechmem.storage.sweep import config_key, expand_grid, read_results, run_sweep, sidecar_path
 
 TASK_MODULE = textwrap.dedent(
     """
@@ -39,7 +39,7 @@ DRIVER = textwrap.dedent(
 
     if __name__ == "__main__":  # the spawn start method re-imports the main module in every worker
         import sweep_task
-        from mechmem.sweep import expand_grid, run_sweep
+        from mechmem.storage.sweep import expand_grid, run_sweep
 
         configs = expand_grid({"n": list(range(int(sys.argv[2])))}, fixed={"sleep": float(sys.argv[3])})
         run_sweep(sweep_task.slow_square, configs, sys.argv[1], workers=int(sys.argv[4]), progress=False)

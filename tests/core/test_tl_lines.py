@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from hooks.compat import has_hooked_transformer, tl_patching, tl_version
 from hooks.testing import KINDS, models_by_kind
 from hooks.weights import get_weight, weight_names, weight_shapes
-from mechmem.config import ModelConfig
-from mechmem.models import build_bridge, build_model, initial_weights, tl_config_dict
-from mechmem.runs import load_run
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_bridge, build_model, initial_weights, tl_config_dict
+from mechmem.storage.runs import load_run
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -121,7 +121,7 @@ def test_explicit_init_replicates_hooked_transformer_39_draws(config):
         for n, _ in ht.named_parameters()
     ]
     assert order == list(weight_shapes(tl_config_dict(cfg))), "weight_shapes is not in named_parameters order"
-    from mechmem.models import _base_weights
+    from mechmem.core.models import _base_weights
 
     base = _base_weights(cfg)
     for name in weight_names(ht):

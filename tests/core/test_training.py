@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from hooks.weights import get_weight, weight_names
-from mechmem.config import ModelConfig, TrainConfig
-from mechmem.models import build_bridge, build_model
-from mechmem.runs import Run
+from mechmem.core.config import ModelConfig, TrainConfig
+from mechmem.core.models import build_bridge, build_model
+from mechmem.core.training import evaluate, masked_accuracy, masked_loss, train
+from mechmem.storage.runs import Run
 from mechmem.tasks.base import Batch
 from mechmem.tasks.recall import RecallTask
-from mechmem.training import evaluate, masked_accuracy, masked_loss, train
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
@@ -151,9 +151,9 @@ def test_resume_with_two_threads_ends_bit_identical_to_an_uninterrupted_run(tmp_
 _ONE_VS_TWO = """
 import dataclasses, torch
 from hooks.weights import get_weight, weight_names
-from mechmem.models import build_model
+from mechmem.core.models import build_model
 from mechmem.tasks.recall import RecallTask
-from mechmem.training import train
+from mechmem.core.training import train
 
 task = RecallTask(seq_len=8, n_keys=12, n_values=6, n_noise=8)
 model_cfg = dataclasses.replace(task.model_config(), d_model=16)

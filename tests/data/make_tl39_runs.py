@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from hooks.compat import tl_version
 from mechmem.cli import main
-from mechmem.runs import load_run
+from mechmem.storage.runs import load_run
 
 HERE = Path(__file__).parent
 RUNS = {

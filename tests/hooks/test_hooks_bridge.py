@@ -16,8 +16,8 @@ from hooks.compat import has_hooked_transformer, tl_patching, tl_version
 from hooks.names import active_hook_names, check_hooks_editable
 from hooks.testing import KINDS, models_by_kind, random_weights, tiny_config
 from hooks.weights import get_weight, set_weight_, set_weights_
-from mechmem.config import ModelConfig
-from mechmem.models import build_bridge, build_model
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_bridge, build_model
 
 TOK = torch.randint(0, 24, (3, 7), generator=torch.Generator().manual_seed(0))
 PATTERN, SCORES = "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_attn_scores"

@@ -229,8 +229,8 @@ def test_bad_count_tables_raise():
 
 
 def test_sequence_longer_than_the_model_context_raises():
-    from mechmem.config import TrainConfig
-    from mechmem.training import train
+    from mechmem.core.config import TrainConfig
+    from mechmem.core.training import train
 
     model = build_simplified(d_model=16, n_ctx=32)
     with pytest.raises(ValueError, match="n_ctx"):
@@ -238,8 +238,8 @@ def test_sequence_longer_than_the_model_context_raises():
 
 
 def test_freezing_a_matrix_the_model_lacks_raises():
-    from mechmem.config import TrainConfig
-    from mechmem.training import train
+    from mechmem.core.config import TrainConfig
+    from mechmem.core.training import train
 
     model = build_simplified(d_model=16, n_ctx=32)
     with pytest.raises(ValueError, match="blocks.2.attn.W_O"):
@@ -251,8 +251,8 @@ def test_freezing_a_matrix_the_model_lacks_raises():
 
 
 def test_delayed_matrix_must_be_trained():
+    from mechmem.contract.runner import make_context
     from mechmem.papers.birth.experiments import delayed_training
-    from mechmem.reproducing import make_context
 
     with pytest.raises(ValueError, match="trained matrix"):
         delayed_training(make_context("birth", "smoke", progress=False), delayed="blocks.0.attn.W_V")

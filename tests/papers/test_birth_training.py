@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from mechmem.config import TrainConfig
+from mechmem.core.config import TrainConfig
+from mechmem.core.training import train
 from mechmem.papers.birth.experiments import learned_steps, summarise_dynamics
 from mechmem.papers.birth.mechanistic import attention_by_offset, offset_peak_ratio, repeated_token_queries
 from mechmem.papers.birth.model import build_handbuilt, build_simplified
 from mechmem.papers.birth.probes import memory_probes
 from mechmem.papers.birth.reproduction import CLAIMS
 from mechmem.papers.birth.task import BigramTask
-from mechmem.training import train
 
 
 def test_simplified_model_learns_incontext_bigrams_and_logs_probes():
@@ -114,9 +114,9 @@ def test_repeated_token_queries_are_c0_positions_repeating_an_earlier_nonadjacen
 
 
 def test_training_config_changes_win_over_the_run_settings():
+    from mechmem.contract.runner import make_context
     from mechmem.papers.birth.experiments import training
     from mechmem.papers.birth.presets import QUICK
-    from mechmem.reproducing import make_context
 
     ctx = make_context("birth", "smoke", seed=3, progress=True)
     cfg = training(QUICK.simplified_train, ctx, 40, progress=False)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mechmem.claims import Evidence
+from mechmem.contract.claims import Evidence
 from mechmem.papers.factual import EXPERIMENTS, TASKS
 from mechmem.papers.factual.capacity import binary_search, capacity_constant, max_stored
 from mechmem.papers.factual.reproduction import CLAIMS, FactualReproduction

@@ -171,7 +171,7 @@ def test_runner_rejects_bad_options_before_running(records, tokenizer, kwargs, m
 
 def test_hijack_command_on_a_saved_run(tmp_path, tokenizer, capsys):
     from mechmem.cli import main
-    from mechmem.runs import Run
+    from mechmem.storage.runs import Run
 
     model = tiny_random_model(len(tokenizer), n_ctx=128)
     run = Run.create(tmp_path / "lm", {"model": model.mechmem_config.to_dict()})

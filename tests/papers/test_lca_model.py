@@ -6,7 +6,7 @@ import torch
 
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
-from mechmem.config import TrainConfig
+from mechmem.core.config import TrainConfig
 from mechmem.papers.lca.constructions import constructed_W_V, neighbour_adjacency
 from mechmem.papers.lca.experiments import uniform_attention_accuracy, uniform_pattern_hook
 from mechmem.papers.lca.fast import query_logits

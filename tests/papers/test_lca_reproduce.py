@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from mechmem.contract.runner import run
 from mechmem.papers.lca import EXPERIMENTS, TASKS, add_cli
 from mechmem.papers.lca.reproduction import CLAIMS, LCAReproduction
-from mechmem.reproducing import run
 
 EXPECTED_KEYS = [
     "wv_trained_vs_identity",
@@ -63,7 +63,7 @@ def test_the_attention_view_is_self_contained(smoke_run):
 
 
 def test_the_gap_claims_read_L_64_and_the_trend_over_the_whole_L_grid():
-    from mechmem.claims import Evidence
+    from mechmem.contract.claims import Evidence
     from mechmem.papers.lca.presets import QUICK
 
     claims = {c.key: c for c in CLAIMS}

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mechmem.claims import Evidence
-from mechmem.io import to_jsonable
+from mechmem.contract.claims import Evidence
+from mechmem.contract.runner import make_context
 from mechmem.papers.scaling import EXPERIMENTS, TASKS
 from mechmem.papers.scaling.data import targets
 from mechmem.papers.scaling.optim import (
@@ -24,7 +24,7 @@ from mechmem.papers.scaling.optim import (
     train_memory,
 )
 from mechmem.papers.scaling.reproduction import CLAIMS, ScalingReproduction
-from mechmem.reproducing import make_context
+from mechmem.storage.files import to_jsonable
 
 QUICK_KEYS = (
     "threshold_d_slope",

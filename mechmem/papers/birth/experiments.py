@@ -13,10 +13,10 @@ from functools import partial
 import torch
 
 from hooks.weights import weight_names, weight_parameters
-from mechmem.config import TrainConfig
-from mechmem.models import build_model
-from mechmem.reproducing import Context, ExperimentResult, Experiments
-from mechmem.training import train
+from mechmem.contract.experiments import Context, ExperimentResult, Experiments
+from mechmem.core.config import TrainConfig
+from mechmem.core.models import build_model
+from mechmem.core.training import train
 
 from .generator import BigramOptions, bigram_floor, expected_bigram_floor, generate
 from .handbuilt import HandbuiltScales

@@ -17,8 +17,8 @@ import math
 import torch
 
 from hooks.weights import get_weight, set_weight_
-from mechmem.config import ModelConfig
-from mechmem.models import build_model
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_model
 
 from .tables import N_CHARS
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mechmem.figures import subplots
+from mechmem.pages.figures import subplots
 
 
 def plot_curves(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mechmem.config import ModelConfig, TrainConfig
-from mechmem.reproducing import Preset
+from mechmem.contract.presets import Preset
+from mechmem.core.config import ModelConfig, TrainConfig
 
 from .model import full_config, simplified_config
 

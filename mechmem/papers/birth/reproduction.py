@@ -6,8 +6,8 @@ ours, and ``ours=True`` marks the claims whose threshold itself is ours (the pap
 
 from __future__ import annotations
 
-from mechmem.claims import AtLeast, AtMost, Claim, Condition, IsTrue, Near, Reported, Within
-from mechmem.reproducing import Reproduction
+from mechmem.contract.claims import AtLeast, AtMost, Claim, Condition, IsTrue, Near, Reported, Within
+from mechmem.contract.reproducing import Reproduction
 
 from .experiments import EXPERIMENTS
 from .presets import PRESETS

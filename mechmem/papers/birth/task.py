@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from mechmem.config import ModelConfig
-from mechmem.models import build_model
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_model
 from mechmem.tasks.base import Batch, Task
 
 from .generator import BigramOptions, BigramSample, allowed_outputs, generate
@@ -116,7 +116,7 @@ class BigramTask(BigramOptions, Task):
         return init_simplified_(build_model(cfg))
 
     def train_config(self):
-        from mechmem.config import TrainConfig
+        from mechmem.core.config import TrainConfig
 
         return TrainConfig(
             steps=300,

@@ -1,6 +1,6 @@
 """The experiments of the reproduction, each a function ``ctx -> ExperimentResult`` registered in
 :data:`EXPERIMENTS` (run in this order); sizes come from the preset (:mod:`.presets`). The capacity searches and
-the Fig. 4 sweeps go through ``mechmem.sweep.run_sweep`` (one JSON-lines row per configuration, in the seed's
+the Fig. 4 sweeps go through ``mechmem.storage.sweep.run_sweep`` (one JSON-lines row per configuration, in the seed's
 folder, resumable).
 """
 
@@ -11,14 +11,15 @@ import math
 
 import numpy as np
 
-from mechmem.figures import plain_log_axes, subplots
+from mechmem.contract.experiments import Context, ExperimentResult, Experiments
+from mechmem.core.threads import torch_threads
+from mechmem.pages.figures import plain_log_axes, subplots
 from mechmem.papers.factual import capacity
 from mechmem.papers.factual.dynamics import stages, train_dynamics
 from mechmem.papers.factual.fit import train_config_point
 from mechmem.papers.factual.mechanism import analyse, train_corner
 from mechmem.papers.factual.task import FactualRecallTask
-from mechmem.reproducing import Context, ExperimentResult, Experiments, torch_threads
-from mechmem.sweep import run_sweep
+from mechmem.storage.sweep import run_sweep
 
 EXPERIMENTS = Experiments()
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mechmem.models import trainable_parameters
+from mechmem.core.models import trainable_parameters
+from mechmem.core.threads import torch_threads
 from mechmem.papers.factual.model import build_factual_model, eos_logits, parameter_count
 from mechmem.papers.factual.task import FactualRecallTask
-from mechmem.reproducing import torch_threads
 
 
 @dataclass

@@ -28,9 +28,9 @@ from torch import Tensor
 
 from hooks.compat import attention_scale
 from hooks.weights import get_weight, set_weight_, weight_views
-from mechmem.config import ModelConfig
-from mechmem.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
-from mechmem.models import build_model
+from mechmem.core.config import ModelConfig
+from mechmem.core.fastpath.effects import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
+from mechmem.core.models import build_model
 
 FROZEN = (
     "W_E",
@@ -114,7 +114,7 @@ def remove_embedding_residual_(model) -> None:
     def drop_embedding(resid_mid, hook):
         return resid_mid.sub_(store["embedding"])
 
-    declare_effect(keep_embedding, OBSERVE)  # what the hooks do, for mechmem.fastpath
+    declare_effect(keep_embedding, OBSERVE)  # what the hooks do, for mechmem.core.fastpath
     declare_effect(drop_embedding, SUBTRACT_BLOCK_INPUT)
     model.add_hook("blocks.0.hook_resid_pre", keep_embedding, is_permanent=True)
     model.add_hook("blocks.0.hook_resid_mid", drop_embedding, is_permanent=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mechmem.contract.presets import Preset
 from mechmem.papers.factual.dynamics import DynamicsConfig
-from mechmem.reproducing import Preset
 
 
 @dataclass(frozen=True)

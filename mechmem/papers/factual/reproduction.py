@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from mechmem.claims import AtLeast, Below, Claim, Condition, Equals, Near, Reported, Within
-from mechmem.reproducing import Reproduction
+from mechmem.contract.claims import AtLeast, Below, Claim, Condition, Equals, Near, Reported, Within
+from mechmem.contract.reproducing import Reproduction
 
 from .experiments import EXPERIMENTS
 from .presets import PRESETS

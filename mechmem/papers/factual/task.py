@@ -244,13 +244,13 @@ class FactualRecallTask(Task):
 
     def build_model(self, cfg):
         """``mechmem.build_model`` plus the authors' init and no EOS-embedding residual (``model.py``)."""
-        from mechmem.models import build_model
+        from mechmem.core.models import build_model
         from mechmem.papers.factual.model import finish_factual_model_
 
         return finish_factual_model_(build_model(cfg))
 
     def train_config(self):
-        from mechmem.config import TrainConfig
+        from mechmem.core.config import TrainConfig
 
         return TrainConfig(steps=3000, batch_size=1024, lr=1e-2, optimizer="adam", eval_every=128, eval_batch_size=1024)
 

@@ -8,7 +8,7 @@ local files only: ``from_pretrained(..., local_files_only=True)``, safetensors w
 wraps it with ``TransformerBridge.boot_transformers`` (the same on TransformerLens 3.9 and 4.x; no
 ``HookedTransformer.from_pretrained``, which unpickles some checkpoints). Nothing is downloaded: a
 model that is not on disk is refused with the command that fetches it. ``--run DIR`` loads a saved
-mechmem run (``mechmem.runs.load_run``) and its word tokenizer ``DIR/tokenizer.json``
+mechmem run (``mechmem.storage.runs.load_run``) and its word tokenizer ``DIR/tokenizer.json``
 (:class:`mechmem.papers.lca.local.WordTokenizer`).
 """
 
@@ -49,7 +49,7 @@ def load_language_model(model: str | None = None, run: Path | None = None):
 
         lm = load_local_pretrained(model)
         return lm.eval(), codec_for(lm), model
-    from mechmem.runs import load_run
+    from mechmem.storage.runs import load_run
 
     from .local import WordTokenizer
 

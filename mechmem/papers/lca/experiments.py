@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from hooks.compat import attention_scale
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
-from mechmem.figures import subplots
-from mechmem.reproducing import Context, ExperimentResult, Experiments
+from mechmem.contract.experiments import Context, ExperimentResult, Experiments
+from mechmem.pages.figures import subplots
 
 from .constructions import (
     affine_fit,
@@ -31,9 +31,9 @@ from .constructions import (
     spearman,
     top_energy,
 )
+from .finish import W_O_NAME, W_V_NAME
 from .generator import hamming, sample_context
 from .lab import Trained, lab_of
-from .model import W_O_NAME, W_V_NAME
 from .training import accuracy
 
 PATTERN = "blocks.0.attn.hook_pattern"

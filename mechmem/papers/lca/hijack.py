@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mechmem.io import atomic_write_json
+from mechmem.storage.files import atomic_write_json
 
 from .records import CounterFactRecord
 
@@ -134,7 +134,7 @@ class HijackResult:
 
     def figure(self):
         """ES vs k, one line per scheme (a standalone matplotlib ``Figure``)."""
-        from mechmem.figures import subplots
+        from mechmem.pages.figures import subplots
 
         fig, ax = subplots(figsize=(5.5, 3.8))
         for scheme, es in self.efficacy.items():
@@ -150,7 +150,7 @@ class HijackResult:
 
     def save(self, out: str | Path) -> list[Path]:
         """``out/hijack.json`` and ``out/figures/hijack.png``, written atomically."""
-        from mechmem.figures import save_figure
+        from mechmem.pages.figures import save_figure
 
         out = Path(out)
         return [

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mechmem.reproducing import Context
+from mechmem.contract.experiments import Context
 
 from .model import LCAModelSpec
 from .presets import LCAPreset

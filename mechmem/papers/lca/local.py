@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from hooks.weights import set_weight_
-from mechmem.config import ModelConfig
-from mechmem.io import atomic_write_json
-from mechmem.models import build_model
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_model
+from mechmem.storage.files import atomic_write_json
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 SPECIALS = ("<pad>", "<bos>")
@@ -97,7 +97,7 @@ def bag_of_words_model(d_vocab: int, n_ctx: int = 512) -> nn.Module:
     set_weight_(model, "blocks.0.attn.W_K", torch.zeros(1, d_vocab, d_vocab))
     set_weight_(model, "blocks.0.attn.W_V", eye[None])
     set_weight_(model, "blocks.0.attn.W_O", eye[None])
-    from .model import remove_residual_
+    from .finish import remove_residual_
 
     remove_residual_(model)
     return model.eval()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mechmem.config import TrainConfig
-from mechmem.reproducing import Preset
+from mechmem.contract.presets import Preset
+from mechmem.core.config import TrainConfig
 
 
 def _adam(steps: int, batch_size: int, lr: float, eval_batch_size: int = 1024) -> TrainConfig:

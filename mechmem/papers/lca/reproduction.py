@@ -6,8 +6,9 @@ qualitative (no headline numbers), so every threshold below is ours (``ours=True
 
 from __future__ import annotations
 
-from mechmem.claims import Above, AtLeast, AtMost, Below, Claim, Condition, Equals, IsTrue, Within
-from mechmem.reproducing import Context, Reproduction
+from mechmem.contract.claims import Above, AtLeast, AtMost, Below, Claim, Condition, Equals, IsTrue, Within
+from mechmem.contract.experiments import Context
+from mechmem.contract.reproducing import Reproduction
 
 from .experiments import EXPERIMENTS
 from .presets import PRESETS

@@ -34,7 +34,7 @@ from .generator import (
 )
 
 if TYPE_CHECKING:
-    from mechmem.config import ModelConfig, TrainConfig
+    from mechmem.core.config import ModelConfig, TrainConfig
 
 
 @dataclass
@@ -130,7 +130,7 @@ class LatentConceptTask(Task):
         return self.token_labels()
 
     def model_config(self) -> ModelConfig:
-        from mechmem.config import ModelConfig
+        from mechmem.core.config import ModelConfig
 
         return ModelConfig(
             n_layers=1,
@@ -150,13 +150,13 @@ class LatentConceptTask(Task):
 
     def build_model(self, cfg: ModelConfig):
         """The paper's one-layer model: ``W_O = I`` (frozen by ``model_config``) and no residual stream."""
-        from mechmem.models import build_model
-        from mechmem.papers.lca.model import finish_lca_model_
+        from mechmem.core.models import build_model
+        from mechmem.papers.lca.finish import finish_lca_model_
 
         return finish_lca_model_(build_model(cfg))
 
     def train_config(self) -> TrainConfig:
-        from mechmem.config import TrainConfig
+        from mechmem.core.config import TrainConfig
 
         return TrainConfig(steps=1500, batch_size=128, lr=1e-2, optimizer="adam", eval_every=500, eval_batch_size=1024)
 

@@ -1,9 +1,9 @@
-"""Train one LCA model variant with mechmem's one training loop (``mechmem.training.train``).
+"""Train one LCA model variant with mechmem's one training loop (``mechmem.core.training.train``).
 
 The loop calls ``model(tokens)``; inside :func:`query_readout` that call computes only the read-out
 position's logits (:func:`fast.query_logits`, exact, O(L)) and leaves the other positions' logits at
 zero, which the task's loss mask never reads. This is cheaper than the generic fast path
-(``mechmem.fastpath``, which computes every position), so training turns that one off; :func:`accuracy`
+(``mechmem.core.fastpath``, which computes every position), so training turns that one off; :func:`accuracy`
 uses it (it falls back to the model's own forward whenever hooks are active).
 """
 
@@ -16,9 +16,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from mechmem import fastpath
-from mechmem.config import TrainConfig
-from mechmem.training import TrainResult, train
+from mechmem.core import fastpath
+from mechmem.core.config import TrainConfig
+from mechmem.core.training import TrainResult, train
 
 from .fast import query_logits
 from .model import LCAModelSpec, build_lca_model, untie_
@@ -65,7 +65,7 @@ def train_lca(
 @torch.inference_mode()
 def accuracy(model: nn.Module, tokens: Tensor, y: Tensor, batch_size: int = 512) -> float:
     """Query-position accuracy of the model's forward (hooks and replacements apply), through
-    ``mechmem.fastpath`` (the same function; the model's own forward while a hook is active)."""
+    ``mechmem.core.fastpath`` (the same function; the model's own forward while a hook is active)."""
     hits = 0
     for start in range(0, tokens.shape[0], batch_size):
         logits = fastpath.logits(model, tokens[start : start + batch_size])[:, -1]

@@ -2,7 +2,7 @@
 
 ``mechmem scaling-sweep [--preset P | --quick] [--seeds S] [--out DIR] [--backend local|ray] [--address ADDR]
 [--workers W]`` runs the same experiments and claims as ``mechmem reproduce scaling``; its optimiser grid goes
-through :func:`mechmem.sweep.run_sweep` on local processes (default) or on a Ray cluster (``--backend ray``,
+through :func:`mechmem.storage.sweep.run_sweep` on local processes (default) or on a Ray cluster (``--backend ray``,
 optional extra ``mechmem[ray]``; ``--address`` joins an existing cluster, none starts a local instance). A killed
 run resumes from its JSON-lines file when re-run with the same arguments.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from mechmem.sweep import BACKENDS
+from mechmem.storage.sweep import BACKENDS
 
 
 def add_cli(subparsers) -> None:
@@ -32,7 +32,7 @@ def add_cli(subparsers) -> None:
 
 def cmd_scaling_sweep(args: argparse.Namespace) -> int:
     from mechmem.cli import cmd_reproduce
-    from mechmem.reproducing import SweepOptions
+    from mechmem.contract.experiments import SweepOptions
 
     if args.address is not None and args.backend != "ray":
         raise ValueError("--address is only used with --backend ray")

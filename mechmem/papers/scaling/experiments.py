@@ -3,7 +3,7 @@ registered in :data:`EXPERIMENTS` (run in this order); sizes come from the prese
 
 All randomness comes from the seed. The theory experiments (error vs d, vs T, the joint table, the naive
 contour) are exact batched computations over ``n_trials`` draws; the optimiser comparisons run a mini-grid
-through :func:`mechmem.sweep.run_sweep` (resumable, one JSON-lines file in the seed's folder).
+through :func:`mechmem.storage.sweep.run_sweep` (resumable, one JSON-lines file in the seed's folder).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from mechmem.figures import subplots
+from mechmem.contract.experiments import Context, ExperimentResult, Experiments
+from mechmem.core.threads import torch_threads
+from mechmem.pages.figures import subplots
 from mechmem.papers.scaling.data import (
     Embeddings,
     missing_mass,
@@ -37,8 +39,7 @@ from mechmem.papers.scaling.optim import (
     sgd_approximation,
     train_memory,
 )
-from mechmem.reproducing import Context, ExperimentResult, Experiments, torch_threads
-from mechmem.sweep import expand_grid, run_sweep
+from mechmem.storage.sweep import expand_grid, run_sweep
 
 EXPERIMENTS = Experiments()
 SCHEME_LABELS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mechmem.reproducing import Preset
+from mechmem.contract.presets import Preset
 
 D_GRID = (10, 20, 54, 112, 233, 483, 1000)
 T_GRID = (10, 30, 100, 300, 1000, 3000, 10000)

@@ -6,8 +6,8 @@ slopes are measured by the full preset only (it is the one that runs alpha = 1.5
 
 from __future__ import annotations
 
-from mechmem.claims import AtLeast, AtMost, Below, Claim, Condition, Equals, IsTrue, Near, Reported
-from mechmem.reproducing import Reproduction
+from mechmem.contract.claims import AtLeast, AtMost, Below, Claim, Condition, Equals, IsTrue, Near, Reported
+from mechmem.contract.reproducing import Reproduction
 
 from .experiments import EXPERIMENTS, theory_slopes
 from .presets import PRESETS

@@ -24,8 +24,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooks.weights import get_weight, set_weight_
-from mechmem.config import ModelConfig
-from mechmem.models import build_model
+from mechmem.core.config import ModelConfig
+from mechmem.core.models import build_model
 
 FROZEN = ("W_E", "W_U", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_O")
 

@@ -1,6 +1,6 @@
-"""The page of ``mechmem report`` (:mod:`mechmem.report`), built from every paper's checked results.
+"""The page of ``mechmem report`` (:mod:`mechmem.pages.report`), built from every paper's checked results.
 
-One :class:`mechmem.pages.Page`: an index; "At a glance" (every paper's claims count and time); per paper
+One :class:`mechmem.pages.page.Page`: an index; "At a glance" (every paper's claims count and time); per paper
 its claims table (the paper's expectation, what each seed measured and whether it holds, the mean, the
 spread and the fraction of seeds at which it holds), its key figures with captions, the circuits of its
 representative trained model (the sections of ``mechmem inspect``, under the paper's section) and the time
@@ -14,14 +14,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mechmem.io import atomic_write_json, atomic_write_text
-from mechmem.pages import Page, Section, escape, format_cell, inline
-from mechmem.reproducing import get_reproduction
-
-if TYPE_CHECKING:
-    from mechmem.report import Collected, ReportOptions
+from mechmem.contract.reproducing import get_reproduction
+from mechmem.pages.page import Page, Section, escape, format_cell, inline
+from mechmem.pages.report_options import Collected, ReportOptions
+from mechmem.storage.files import atomic_write_json, atomic_write_text
 
 CSS = """<style>
 table.claims { width: 100%; } table.claims td, table.claims th { vertical-align: top; }
@@ -146,9 +143,9 @@ def figures_section(sec: Section, item: Collected) -> list[str]:
 
 def circuits_section(sec: Section, item: Collected, folder: Path, options: ReportOptions) -> dict:
     """The inspect sections of the paper's representative model (first seed), under ``sec``."""
-    from mechmem.inspect import VOCAB_LIMIT, InspectOptions, prepare
-    from mechmem.inspect_page import Inspection, build_sections
-    from mechmem.reproducing import torch_threads
+    from mechmem.core.threads import torch_threads
+    from mechmem.pages.inspect_page import Inspection, build_sections
+    from mechmem.pages.inspection import VOCAB_LIMIT, InspectOptions, prepare
 
     seed = item.results["seeds"][0]
     model_dir = item.source.folder / item.results["runs"][str(seed)]["model"]
@@ -323,7 +320,7 @@ def glance(sec: Section, collected: list[Collected], sections: list[Section]) ->
 
 
 def provenance(page: Page, options: ReportOptions, command: str, timings: dict[str, dict], total: float) -> dict:
-    from mechmem.reproducing import versions
+    from mechmem.contract.runner import versions
 
     info = {
         "command": command,
@@ -355,7 +352,7 @@ def provenance(page: Page, options: ReportOptions, command: str, timings: dict[s
 
 def summary_markdown(collected: list[Collected], info: dict) -> str:
     """The claims of every paper in markdown (``summary.md``): a small, committable record of the report."""
-    from mechmem.tables import claim_cell, markdown_table
+    from mechmem.pages.claims_table import claim_cell, markdown_table
 
     lines = [
         f"# mechmem report: {info['preset']} preset",

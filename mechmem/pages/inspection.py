@@ -13,7 +13,7 @@ The page (``RUN_DIR/inspect/index.html``, PNG and JSON files next to it) holds, 
 - **provenance**: the run's config and seeds, the versions, the command.
 
 Every check runs before any file is written; the page is built in a temporary folder that
-replaces the output folder only when complete. :func:`mechmem.inspect_page.inspect_run` is the Python
+replaces the output folder only when complete. :func:`mechmem.pages.inspect_page.inspect_run` is the Python
 entry point; this module holds the options, checks, examples and metrics it uses.
 """
 
@@ -35,7 +35,7 @@ VOCAB_LIMIT = 128
 #: without ``heads``, per-head views are drawn for models with up to this many heads
 HEADS_LIMIT = 32
 MARKER = "inspect.json"
-#: the kind of output in mechmem's folder marker (``mechmem.folders``)
+#: the kind of output in mechmem's folder marker (``mechmem.storage.folders``)
 KIND = "inspect"
 
 
@@ -102,7 +102,7 @@ def output_dir(run_dir: Path, out: Path | None) -> Path:
 
 def check_run(run_dir: Path):
     """The run at ``run_dir`` (``FileNotFoundError`` when it is not a run or has no model file)."""
-    from mechmem.runs import Run
+    from mechmem.storage.runs import Run
 
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a folder (expected a run directory made by `mechmem train`)")
@@ -117,7 +117,7 @@ def check_run(run_dir: Path):
 
 def run_task(config: dict) -> Task:
     """The task a run was trained on, with its recorded fields."""
-    from mechmem.registry import tasks
+    from mechmem.contract.registry import tasks
 
     fields = dict(config.get("task", {}))
     name = fields.pop("name", None)
@@ -286,8 +286,8 @@ def logit_difference(clean: Batch, corrupted: Batch, where: Tensor):
 
 def prepare(run_dir: str | Path, options: InspectOptions | None = None, command: str | None = None) -> dict:
     """Every check, then the loaded model and the examples: the inputs of
-    :class:`mechmem.inspect_page.Inspection` (nothing is written)."""
-    from mechmem.runs import load_run
+    :class:`mechmem.pages.inspect_page.Inspection` (nothing is written)."""
+    from mechmem.storage.runs import load_run
 
     options = options if options is not None else InspectOptions()
     if not isinstance(options, InspectOptions):

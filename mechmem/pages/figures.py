@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hooks.plotting import STYLE, grid, heatmap, style
-from mechmem.io import atomic_write_bytes, atomic_write_json
+from mechmem.storage.files import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "DPI",

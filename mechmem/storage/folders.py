@@ -1,7 +1,7 @@
 """Folders that only mechmem writes: safe run names, the marker, one writer, ``--overwrite`` rules.
 
 A folder mechmem made holds a marker, ``.mechmem.json`` (``{"kind": "run"}``, ``"reproduce-lca"``,
-...), and a lock file, ``.mechmem.lock`` (``mechmem.locking``). ``--overwrite`` empties only a folder
+...), and a lock file, ``.mechmem.lock`` (``mechmem.storage.locking``). ``--overwrite`` empties only a folder
 with a marker; a file, a symbolic link or a non-empty folder without a marker is never written
 into nor deleted. :func:`prepare_output_dir` is what every command that writes a folder calls
 first (``mechmem train`` through ``Run.create``, ``mechmem reproduce``); a page written whole
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mechmem.io import atomic_write_json, remove_stale_temp_files
-from mechmem.locking import acquire, release
+from mechmem.storage.files import atomic_write_json, remove_stale_temp_files
+from mechmem.storage.locking import acquire, release
 
 MARKER = ".mechmem.json"
 LOCK_FILE = ".mechmem.lock"
@@ -151,7 +151,7 @@ def prepare_output_dir(path: str | Path, kind: str, overwrite: bool = False) -> 
     reused as it is (so an interrupted job can resume); with ``overwrite`` a folder that mechmem
     made is emptied first. A file, a symbolic link, a non-empty folder that mechmem did not make,
     or (without ``overwrite``) another kind's output raise ``ValueError`` / ``FileExistsError``.
-    A second process preparing the same folder gets a ``mechmem.locking.LockedError``; the lock is
+    A second process preparing the same folder gets a ``mechmem.storage.locking.LockedError``; the lock is
     held until this process ends (or :func:`release_output_dir`).
     """
     if not isinstance(kind, str) or not kind:

@@ -1,9 +1,9 @@
 """Typed configs for toy models and their training, and ``key=value`` overrides checked against them.
 
-``ModelConfig`` is everything ``mechmem.models.build_model`` needs to build a toy
+``ModelConfig`` is everything ``mechmem.core.models.build_model`` needs to build a toy
 ``HookedTransformer`` for one of the papers: sizes, structure, which weights are frozen, how
 embeddings are initialised, a seed and a device. ``TrainConfig`` is everything
-``mechmem.training.train`` needs. Both are validated on construction (every number is checked
+``mechmem.core.training.train`` needs. Both are validated on construction (every number is checked
 for type, range, NaN and infinity), so a bad config fails with a ``ValueError`` or ``TypeError``
 naming the field before any model is built or any file is written.
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from mechmem.threads import DEFAULT_THREADS, check_threads
+from mechmem.core.threads import DEFAULT_THREADS, check_threads
+from mechmem.core.typed import dataclass_from_dict, parse_text
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
 NORMALIZATIONS = (None, "LN", "LNPre")
@@ -177,6 +177,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """The config ``to_dict`` saved (also through JSON); unknown fields raise a ``ValueError``."""
+        return dataclass_from_dict(cls, data)
+
 
 @dataclass
 class TrainConfig:
@@ -184,7 +189,7 @@ class TrainConfig:
     (before it they are left out of the optimiser, so they stay exactly at their init).
 
     ``threads``: torch intra-op threads while training (restored afterwards); ``None`` leaves
-    torch's setting alone. The result is bit-identical at any thread count (see ``mechmem.threads``).
+    torch's setting alone. The result is bit-identical at any thread count (see ``mechmem.core.threads``).
     """
 
     steps: int = 1000
@@ -230,6 +235,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """The config ``to_dict`` saved (also through JSON); unknown fields raise a ``ValueError``."""
+        return dataclass_from_dict(cls, data)
 
 
 # --- checks shared by the configs ------------------------------------------------------------
@@ -295,39 +305,6 @@ def check_device(name: str, device: Any) -> str:
 # --- typed key=value overrides -------------------------------------------------------------
 
 
-def _parse_value(text: str, annotation: Any, key: str) -> Any:
-    """Convert the text of ``--set key=text`` to the field's declared type."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
-        if text.lower() in ("none", "null"):
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _parse_value(text, inner[0], key)
-    if origin in (tuple, list):
-        items = [t for t in text.split(",") if t.strip()] if text.strip() else []
-        item_type = args[0] if args else str
-        return tuple(_parse_value(t.strip(), item_type, key) for t in items)
-    if origin is dict:
-        out = {}
-        for item in filter(None, text.split(",")):
-            k, _, v = item.partition(":")
-            out[k.strip()] = _parse_value(v.strip(), args[1] if args else str, key)
-        return out
-    if annotation is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"--set {key}: expected true/false, got {text!r}")
-    if annotation in (int, float):
-        try:
-            return annotation(text)
-        except ValueError:
-            raise ValueError(f"--set {key}: expected {annotation.__name__}, got {text!r}") from None
-    return text
-
-
 def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") -> Any:
     """Return a copy of dataclass ``obj`` with ``{field: text}`` assignments parsed to field types.
 
@@ -344,7 +321,7 @@ def apply_overrides(obj: Any, assignments: dict[str, str], section: str = "") ->
                 f"unknown config key {where + key!r}; valid keys: " + ", ".join(f"{where}{f}" for f in sorted(fields))
             )
         full_key = f"{section}.{key}" if section else key
-        changes[key] = _parse_value(text, hints[key], full_key)
+        changes[key] = parse_text(text, hints[key], full_key)
         if key.endswith("seed") and isinstance(changes[key], int):
             check_seed(full_key, changes[key])  # every task's seeds, before a generator sees them
     return dataclasses.replace(obj, **changes)

@@ -6,7 +6,7 @@ held-out batch, runs the user's probes (callables ``model -> float | dict``, e.g
 probes), logs one metrics record, and, when a ``Run`` is given, appends it to
 ``metrics.jsonl`` and checkpoints everything needed to resume bit-exactly.
 
-The steps run with ``cfg.threads`` torch threads and deterministic kernels (``mechmem.threads``;
+The steps run with ``cfg.threads`` torch threads and deterministic kernels (``mechmem.core.threads``;
 both settings are restored afterwards), so the same seeds give the same bits at any thread count.
 """
 
@@ -23,12 +23,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hooks.weights import weight_names, weight_parameters
-from mechmem import checkpoint, fastpath
-from mechmem.config import TrainConfig
-from mechmem.models import trainable_parameters
-from mechmem.runs import load_weights_into
+from mechmem.core import checkpoint, fastpath
+from mechmem.core.config import TrainConfig
+from mechmem.core.fitting import make_optimizer
+from mechmem.core.models import trainable_parameters
+from mechmem.core.threads import deterministic, torch_threads
+from mechmem.storage.runs import load_weights_into
 from mechmem.tasks.base import Batch, Task
-from mechmem.threads import deterministic, torch_threads
 
 Probe = Callable[[nn.Module], "float | dict[str, float]"]
 
@@ -58,7 +59,7 @@ def masked_accuracy(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch
 @torch.inference_mode()
 def evaluate(model: nn.Module, task: Task, batch: Batch, probes: dict[str, Probe] | None = None) -> dict:
     """Loss, accuracy, the task's extra metrics and the probes, in eval mode (mode restored), under
-    ``torch.inference_mode`` and through the fast path (``mechmem.fastpath``) where it applies."""
+    ``torch.inference_mode`` and through the fast path (``mechmem.core.fastpath``) where it applies."""
     was_training = model.training
     model.eval()
     try:
@@ -102,15 +103,6 @@ def param_groups(model: nn.Module, cfg: TrainConfig, step: int) -> list[list[nn.
     return groups
 
 
-def make_optimizer(groups: list[list[nn.Parameter]], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (with momentum), Adam or AdamW over ``groups``."""
-    groups = [{"params": g} for g in groups]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return opt_cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-
-
 def _unfreeze_due(optimizer, model: nn.Module, cfg: TrainConfig, step: int) -> None:
     for name, start in sorted(cfg.freeze_until.items(), key=lambda kv: (kv[1], kv[0])):
         param = weight_parameters(model, name)
@@ -128,7 +120,7 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; see the module docstring.
 
-    With ``run`` (a ``mechmem.runs.Run``, locked for this process while it trains), metrics go to
+    With ``run`` (a ``mechmem.storage.runs.Run``, locked for this process while it trains), metrics go to
     ``metrics.jsonl``, a resumable checkpoint is written atomically at every evaluation, and the
     final weights to ``model.safetensors``. With ``resume=True`` training continues from the
     run's verified checkpoint and ends with the same weights as an uninterrupted run with the same

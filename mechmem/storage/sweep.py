@@ -11,7 +11,7 @@ function's name); running a different grid or function against an existing resul
 instead of mixing two sweeps. A malformed line is reported with its line number, never silently dropped.
 
 One sweep writes a results file at a time: ``run_sweep`` holds an advisory lock (``<results>.lock``, see
-``mechmem.locking``) while it runs, and a second sweep on the same file is refused with the first one's pid.
+``mechmem.storage.locking``) while it runs, and a second sweep on the same file is refused with the first one's pid.
 
 Backends: ``"local"`` (default) runs ``fn`` in ``workers`` processes started with the ``spawn`` method
 (``workers=1`` runs in this process); each worker uses one torch thread (so workers do not oversubscribe the
@@ -44,9 +44,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mechmem.io import atomic_write_text
-from mechmem.locking import acquire, release
-from mechmem.threads import limit_worker_threads
+from mechmem.core.threads import limit_worker_threads
+from mechmem.storage.files import atomic_write_text
+from mechmem.storage.locking import acquire, release
 
 BACKENDS = ("local", "ray")
 #: How often (seconds) a worker checks that the process that started it is still alive.

@@ -2,11 +2,11 @@
 
 ``runs/<name>/`` holds ``config.json`` (model, task and training configs, CLI overrides),
 ``metrics.jsonl`` (one line per evaluation), ``model.safetensors`` (final weights),
-``train_state.safetensors`` (the resumable checkpoint, see ``mechmem.checkpoint``),
+``train_state.safetensors`` (the resumable checkpoint, see ``mechmem.core.checkpoint``),
 ``results.json``, ``figures/*.png`` and ``*.html``, plus three files of mechmem's own:
 
 - ``.mechmem.json``, the marker: mechmem made this folder (``--overwrite`` deletes nothing else);
-- ``.mechmem.lock``: one writer at a time (``mechmem.locking``; a second one is refused, naming
+- ``.mechmem.lock``: one writer at a time (``mechmem.storage.locking``; a second one is refused, naming
   the first one's pid);
 - ``manifest.json``: the sha256 of every file the run wrote. Resuming and ``load_run`` check the
   files they read against it and refuse, naming the file, one that changed.
@@ -17,9 +17,9 @@ at any point leaves a folder that verifies. Weights are stored under Transformer
 TransformerLens layout (``hooks.weights``), so a checkpoint loads into a ``HookedTransformer`` or
 a ``TransformerBridge`` alike. Nothing is ever unpickled.
 
-Names and folders (``check_run_name``, ``prepare_output_dir``, the marker and lock rules) live in
-``mechmem.folders`` and are re-exported here; ``prepare_output_dir`` gives any other command
-(e.g. ``mechmem reproduce``) the same guarantees for its output folder.
+Names and folders (``check_run_name``, the marker and lock rules) live in ``mechmem.storage.folders``, whose
+``prepare_output_dir`` gives any other command (e.g. ``mechmem reproduce``) the same guarantees for its output
+folder.
 """
 
 from __future__ import annotations
@@ -37,27 +37,29 @@ import torch
 from torch import nn
 
 from hooks.weights import check_replacement, get_weight, set_weight_, weight_names
-from mechmem import checkpoint
-from mechmem.config import ModelConfig, TrainConfig
-from mechmem.folders import (
+from mechmem.core import checkpoint
+from mechmem.core.config import ModelConfig, TrainConfig
+from mechmem.storage.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_jsonl,
+    remove_stale_temp_files,
+    safetensors_bytes,
+)
+from mechmem.storage.folders import (
     LOCK_FILE,
     RUN_KIND,
     check_run_name,
     claim,
     marker_kind,
-    prepare_output_dir,
-    release_output_dir,
 )
-from mechmem.io import atomic_write_bytes, atomic_write_json, read_jsonl, remove_stale_temp_files, safetensors_bytes
-from mechmem.locking import acquire, release
+from mechmem.storage.locking import acquire, release
 
 __all__ = [
     "Run",
     "check_run_name",
     "load_run",
     "load_weights",
-    "prepare_output_dir",
-    "release_output_dir",
     "save_weights",
 ]
 
@@ -138,11 +140,11 @@ class Run:
         return self._write("results.json", _json_bytes(results))
 
     def save_figure(self, fig, name: str) -> Path:
-        """Save a matplotlib figure as ``figures/<name>.png`` (atomically, at :data:`mechmem.figures.DPI`,
+        """Save a matplotlib figure as ``figures/<name>.png`` (atomically, at :data:`mechmem.pages.figures.DPI`,
         checksummed in the manifest) and close it."""
         import matplotlib.pyplot as plt
 
-        from mechmem.figures import png_bytes
+        from mechmem.pages.figures import png_bytes
 
         try:
             data = png_bytes(fig)
@@ -236,7 +238,7 @@ class Run:
 
 
 def _jsonable(obj: Any) -> Any:
-    from mechmem.io import to_jsonable
+    from mechmem.storage.files import to_jsonable
 
     return to_jsonable(obj)
 
@@ -320,7 +322,7 @@ def load_run(
     task's own ``build_model`` rebuilds the model (so a paper's permanent hooks come back too);
     ``bridge=True`` builds a ``TransformerBridge`` instead. ``device`` overrides the recorded one.
     """
-    from mechmem.models import bridges_only
+    from mechmem.core.models import bridges_only
 
     run = Run(path)
     config_file, weights_file = run.path / "config.json", run.path / filename
@@ -381,7 +383,7 @@ def model_config_of(config: dict, file: Path, device: str | None = None) -> Mode
 
 def task_of(config: dict, file: Path | None = None):
     """The task a run was trained on (the built-in ``Task`` base when it is not known here)."""
-    from mechmem.registry import TASKS, task_class
+    from mechmem.contract.registry import TASKS, task_class
     from mechmem.tasks import Task
 
     fields = dict(config.get("task") or {})

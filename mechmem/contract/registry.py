@@ -7,7 +7,7 @@ match what the packages really define.
 
 Each paper package ``mechmem.papers.<paper>`` exposes ``TASKS`` (name -> Task class),
 ``EXPERIMENTS`` (name -> experiment) and optionally ``add_cli(subparsers)``; its ``reproduction``
-module declares the paper's ``Reproduction`` (``mechmem.reproducing``). A paper package that is not
+module declares the paper's ``Reproduction`` (``mechmem.contract.reproducing``). A paper package that is not
 there (or fails to import) is skipped by ``mechmem list``, so one broken paper never takes the whole
 CLI down.
 """

@@ -1,6 +1,6 @@
 """How a permanent hook tells the fast path what it does.
 
-The fast path (``mechmem.fastpath``) computes a model's forward without calling its hook points,
+The fast path (``mechmem.core.fastpath``) computes a model's forward without calling its hook points,
 so it can only run a model whose hooks it can apply itself. A hook function declares its effect
 with :func:`declare_effect`; a hook without a declaration is unknown, and the model then runs
 through its own forward (``model(tokens)``), never through the fast path.

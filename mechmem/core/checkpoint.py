@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mechmem.io import safetensors_bytes
+from mechmem.storage.files import safetensors_bytes
 
 FORMAT = 1
 #: The per-parameter state each optimiser keeps (SGD without momentum keeps none).

@@ -3,7 +3,7 @@
 Plans are cached per model and re-made whenever :func:`hookscan.signature` or a parameter changes,
 so hooks added later (``run_with_hooks``, ``model.hooks()``, a probe's ablation) are always seen:
 a model with a hook the path does not know runs through ``model(tokens)``, and the reason is
-logged once per reason (logger ``mechmem.fastpath``): as a warning, or at INFO level when only a
+logged once per reason (logger ``mechmem.core.fastpath``): as a warning, or at INFO level when only a
 temporary (non-permanent) hook is in the way, since that fallback is what an intervention wants.
 """
 
@@ -23,7 +23,7 @@ from .fused import fused_logits
 from .hookscan import signature
 from .plan import Plan, busy, make_plan
 
-logger = logging.getLogger("mechmem.fastpath")
+logger = logging.getLogger("mechmem.core.fastpath")
 
 _plans: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Plan | Unsupported]] = weakref.WeakKeyDictionary()
 _logged: set[str] = set()
@@ -84,7 +84,7 @@ def _tokens_fit(model: nn.Module, plan: Plan, tokens) -> bool:
 
 def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
     """``model(tokens)``, computed by the fused forward from the model's own parameters when the fast
-    path supports the model and its hooks (see :mod:`mechmem.fastpath.plan`), else by ``model(tokens)``."""
+    path supports the model and its hooks (see :mod:`mechmem.core.fastpath.plan`), else by ``model(tokens)``."""
     if not _enabled[0]:
         return model(tokens)
     plan = plan_for(model)

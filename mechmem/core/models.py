@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from hooks.bridge import boot_bridge
 from hooks.compat import has_hooked_transformer
 from hooks.weights import set_weights_, weight_names, weight_parameters, weight_shapes
-from mechmem.config import ModelConfig
+from mechmem.core.config import ModelConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _BRIDGES_ONLY: ContextVar[bool] = ContextVar("mechmem_bridges_only", default=False)

@@ -88,7 +88,7 @@ def _checked_effect(fn: Callable, permanent: bool, direction: str, where: str) -
         raise Unsupported(f"{where} is not permanent", temporary=True)
     effect = declared_effect(fn)
     if effect is None:
-        raise Unsupported(f"{where} does not declare its effect (mechmem.fastpath.declare_effect)")
+        raise Unsupported(f"{where} does not declare its effect (mechmem.core.fastpath.declare_effect)")
     return effect
 
 

@@ -1,16 +1,16 @@
 """``mechmem report``: the four paper reproductions at one preset, on one self-contained HTML page.
 
-For each paper the report either runs the reproduction (:func:`mechmem.reproducing.run`) into
+For each paper the report either runs the reproduction (:func:`mechmem.contract.reproducing.run`) into
 ``RUNS/<paper>-<preset>``, or collects one that has finished: a folder named with ``--collect``, or that
 default folder when it already holds complete, up-to-date results of the preset (:func:`problems` says
 what "complete" means). Then it writes ``OUT/index.html`` (default ``runs/report-<preset>``, see
-:mod:`mechmem.report_page`): an index; every paper's claims at a glance; per paper the claims table, its
+:mod:`mechmem.pages.report_page`): an index; every paper's claims at a glance; per paper the claims table, its
 key figures, the circuits of its representative trained model and the time each part took. Next to the
 page: ``report.json`` (every number shown), ``summary.md`` (the claims in markdown) and the circuit
 figures as PNG and JSON.
 
 Every check (preset, seeds, papers, the folders to collect, run into and write) runs before anything is
-written. Folders follow :mod:`mechmem.folders`: reproductions run into their folders as ``mechmem reproduce``
+written. Folders follow :mod:`mechmem.storage.folders`: reproductions run into their folders as ``mechmem reproduce``
 does (marker and lock); ``OUT`` is marked as a report's and locked while the page is built in a temporary
 folder that takes its place only when complete; a folder mechmem did not make is never written.
 """
@@ -19,69 +19,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mechmem.registry import PAPERS
-from mechmem.reproducing import PRESET_NAMES, SCHEMA, check_seeds, get_reproduction
+from mechmem.contract.registry import PAPERS
+from mechmem.contract.reproducing import SCHEMA, get_reproduction
+from mechmem.pages.report_options import Collected, ReportOptions, Source
 
 #: every number of the page (next to ``index.html``)
 RECORD = "report.json"
-#: the kind of output in mechmem's folder marker (``mechmem.folders``)
+#: the kind of output in mechmem's folder marker (``mechmem.storage.folders``)
 KIND = "report"
-
-
-@dataclass
-class ReportOptions:
-    """What ``mechmem report`` does (the CLI flags of the same names).
-
-    ``seeds``: the seeds to run (default: seed 0) and that collected results must hold (default: any);
-    ``papers``: the papers in the report (default: all four); ``collect``: finished reproduction folders to
-    report instead of running those papers; ``runs``: where reproductions run (``RUNS/<paper>-<preset>``);
-    ``out``: the report's folder (default ``RUNS/report-<preset>``); ``rerun``: run again into a default
-    folder whose results cannot be reported; ``jobs``: processes per reproduction (its seeds in parallel);
-    ``examples``: task examples in each model's attention views; ``overwrite``: replace ``out`` even when it
-    holds another kind of mechmem output (a folder mechmem did not make, or one this report reads, never).
-    """
-
-    preset: str = "quick"
-    seeds: list[int] | None = None
-    papers: list[str] | None = None
-    collect: list[Path] = field(default_factory=list)
-    runs: Path = Path("runs")
-    out: Path | None = None
-    rerun: bool = False
-    jobs: int | None = None
-    examples: int = 1
-    progress: bool = True
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESET_NAMES:
-            raise ValueError(f"--preset: {self.preset!r} is not a preset; allowed values: {list(PRESET_NAMES)}")
-        if self.seeds is not None:
-            self.seeds = check_seeds(self.seeds)
-        if self.papers is not None:
-            unknown = [p for p in self.papers if p not in PAPERS]
-            if unknown or not self.papers or len(set(self.papers)) != len(self.papers):
-                raise ValueError(f"--papers: give each paper once, from {list(PAPERS)}; got {self.papers}")
-        for name, low in (("examples", 1), ("jobs", 1)):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ValueError(f"--{name} must be an int >= {low}, got {value!r}")
-        self.collect = [Path(c) for c in self.collect]
-        self.runs = Path(self.runs)
-        self.out = Path(self.out) if self.out is not None else self.runs / f"report-{self.preset}"
-
-
-@dataclass
-class Source:
-    """Where one paper's results come from: ``folder``, read as it is (``collect``) or run into; ``why``."""
-
-    paper: str
-    folder: Path
-    collect: bool
-    why: str
 
 
 # ----------------------------------------------------------------------------- complete results
@@ -151,7 +98,7 @@ def _seed_problems(run: dict | None, seed: int, folder: Path, enabled: list[str]
 
 def _model_problems(model: Path, seed: int) -> list[str]:
     """The saved model's files checked against the checksums its run folder recorded (``manifest.json``)."""
-    from mechmem.runs import Run
+    from mechmem.storage.runs import Run
 
     try:
         Run(model).verify()
@@ -161,7 +108,7 @@ def _model_problems(model: Path, seed: int) -> list[str]:
 
 
 def _jsonable(obj):
-    from mechmem.io import to_jsonable
+    from mechmem.storage.files import to_jsonable
 
     return to_jsonable(obj)
 
@@ -232,8 +179,8 @@ def _default_source(paper: str, options: ReportOptions) -> Source:
 
 
 def _check_output(out: Path, sources: list[Source], overwrite: bool) -> None:
-    """The report may not replace what it reports, nor a folder :mod:`mechmem.folders` would refuse."""
-    from mechmem.folders import check_output_dir
+    """The report may not replace what it reports, nor a folder :mod:`mechmem.storage.folders` would refuse."""
+    from mechmem.storage.folders import check_output_dir
 
     for source in sources:
         if out.resolve() == source.folder.resolve() or out.resolve() in source.folder.resolve().parents:
@@ -246,22 +193,9 @@ def _check_output(out: Path, sources: list[Source], overwrite: bool) -> None:
 # ----------------------------------------------------------------------------- running and writing
 
 
-@dataclass
-class Collected:
-    """One paper's finished results: where they are, whether this report ran them, and how long that took."""
-
-    source: Source
-    results: dict
-    seconds: float
-
-    @property
-    def paper(self) -> str:
-        return self.source.paper
-
-
 def gather(source: Source, options: ReportOptions) -> Collected:
     """Run the reproduction of ``source`` (unless collected) and return its checked results."""
-    from mechmem.reproducing import run
+    from mechmem.contract.runner import run
 
     start = time.perf_counter()
     if not source.collect:
@@ -289,10 +223,10 @@ def make_report(options: ReportOptions | None = None, command: str | None = None
     """Run or collect every paper of ``options``, then write the report; returns the path of ``index.html``.
 
     ``command`` is recorded as the command that made the report (default: this function call)."""
-    from mechmem.folders import write_folder_atomically
-    from mechmem.io import atomic_write_json
-    from mechmem.report_page import build_page
-    from mechmem.reproducing import prepare_output_dir
+    from mechmem.contract.reproducing import output_kind
+    from mechmem.pages.report_page import build_page
+    from mechmem.storage.files import atomic_write_json
+    from mechmem.storage.folders import prepare_output_dir, write_folder_atomically
 
     options = options if options is not None else ReportOptions()
     if not isinstance(options, ReportOptions):
@@ -301,7 +235,7 @@ def make_report(options: ReportOptions | None = None, command: str | None = None
     sources = plan(options)
     for source in sources:
         if not source.collect:
-            prepare_output_dir(source.folder, source.paper)
+            prepare_output_dir(source.folder, output_kind(source.paper))
     collected = [gather(source, options) for source in sources]
     command = command or f"make_report({options!r})"
 

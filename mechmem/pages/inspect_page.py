@@ -1,5 +1,5 @@
 """The ``mechmem inspect`` page: :func:`inspect_run` (the Python entry point) checks and loads the run
-(:func:`mechmem.inspect.prepare`), then every section is computed into a fresh folder (PNG and JSON files
+(:func:`mechmem.pages.inspection.prepare`), then every section is computed into a fresh folder (PNG and JSON files
 next to ``index.html``; ``inspect.json`` holds every number on the page).
 """
 
@@ -32,8 +32,8 @@ from hooks.patching import patch_sweep
 from hooks.state import preserved_state
 from hooks.views import attention_heads_view, attention_patterns, plot_readout_attention, readout_view
 from hooks.weights import is_bridge
-from mechmem.figures import grid, heatmap, save_figure, style
-from mechmem.inspect import (
+from mechmem.pages.figures import grid, heatmap, save_figure, style
+from mechmem.pages.inspection import (
     KIND,
     MARKER,
     Examples,
@@ -48,8 +48,8 @@ from mechmem.inspect import (
     task_accuracy,
     task_loss,
 )
-from mechmem.io import atomic_write_json, to_jsonable
-from mechmem.pages import Page, Section
+from mechmem.pages.page import Page, Section
+from mechmem.storage.files import atomic_write_json, to_jsonable
 from mechmem.tasks.base import Batch, Task
 
 
@@ -184,7 +184,7 @@ def _training_figure(history: list[dict], name: str):
 
 def _bridge_check(ins: Inspection, sec: Section) -> float:
     """Max |logit difference| between the bridge and the task's own model on the examples."""
-    from mechmem.runs import load_run
+    from mechmem.storage.runs import load_run
 
     reference, _ = load_run(ins.run.path, bridge=False)
     tokens = ins.examples.batch.tokens
@@ -260,7 +260,7 @@ def attention(ins: Inspection) -> dict:
 
 
 def _escape(text: str) -> str:
-    from mechmem.pages import escape
+    from mechmem.pages.page import escape
 
     return escape(text)
 
@@ -638,7 +638,7 @@ def build_sections(ins: Inspection) -> dict:
 
 def build_page(folder: Path, **inputs) -> Path:
     """The whole inspect page: every section computed into ``folder``, then ``index.html`` and
-    ``inspect.json`` written there (``inputs``: what :func:`mechmem.inspect.prepare` returns)."""
+    ``inspect.json`` written there (``inputs``: what :func:`mechmem.pages.inspection.prepare` returns)."""
     ins = Inspection(folder, **inputs)
     build_sections(ins)
     ins.page.write(folder / "index.html")
@@ -650,12 +650,13 @@ def inspect_run(run_dir: str | Path, options: InspectOptions | None = None, comm
     """Write the inspect page of the run at ``run_dir``; returns the path of ``index.html``.
 
     The run is locked while its model is read and its page written (one writer per run folder: a run
-    still training is refused); the page's folder is written whole (:func:`mechmem.folders.write_folder_atomically`:
-    never a folder mechmem did not make, another kind of mechmem output only with ``options.overwrite``).
+    still training is refused); the page's folder is written whole
+    (:func:`mechmem.storage.folders.write_folder_atomically`: never a folder mechmem did not make, another kind of
+    mechmem output only with ``options.overwrite``).
     ``command`` is recorded as the command that made the page (default: this function call).
     """
-    from mechmem.folders import LOCK_FILE, write_folder_atomically
-    from mechmem.locking import acquire, release
+    from mechmem.storage.folders import LOCK_FILE, write_folder_atomically
+    from mechmem.storage.locking import acquire, release
 
     run_dir = Path(run_dir)
     out = output_dir(run_dir, options.out if isinstance(options, InspectOptions) else None)

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hooks.memory_map import above_null, memory_map, plot_memory_map  # noqa: E402
-from mechmem.figures import figure_problems  # noqa: E402
+from mechmem.pages.figures import figure_problems  # noqa: E402
 
 
 def _map(toy, model, n_null: int, answer=None, **kwargs):

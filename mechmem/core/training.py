@@ -120,15 +120,17 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; see the module docstring.
 
-    With ``run`` (a ``mechmem.storage.runs.Run``, locked for this process while it trains), metrics go to
-    ``metrics.jsonl``, a resumable checkpoint is written atomically at every evaluation, and the
-    final weights to ``model.safetensors``. With ``resume=True`` training continues from the
-    run's verified checkpoint and ends with the same weights as an uninterrupted run with the same
-    seed; a run that had finished is left as it is.
+    With ``run`` (a ``mechmem.storage.runs.Run``, locked for this process while it trains), the task, training
+    and model configs are recorded in its ``config.json`` where missing (so ``mechmem inspect`` opens it like a run
+    made by ``mechmem train``), metrics go to ``metrics.jsonl``, a resumable checkpoint is written atomically at
+    every evaluation, and the final weights to ``model.safetensors``. With ``resume=True`` training continues from
+    the run's verified checkpoint and ends with the same weights as an uninterrupted run with the same seed; a run
+    that had finished is left as it is.
     """
     validate_training(model, task, cfg)
     if run is not None:
         run.lock()
+        run.record_training(task, cfg, getattr(model, "mechmem_config", None))  # what `mechmem inspect` rebuilds
     with torch_threads(cfg.threads), deterministic():
         return _train(model, task, cfg, probes, run, resume)
 

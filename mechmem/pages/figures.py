@@ -12,7 +12,7 @@ saves figures calls :func:`use_file_backend` first.
   with a colorbar (both shared with :mod:`hooks.plotting`, which the hook views use);
 - :func:`subplots`: ``plt.subplots`` on a standalone ``Figure`` (no pyplot state: what the paper
   reproductions' experiments return, saved by the runner);
-- :func:`plain_log_axes`: log axes labelled in plain numbers;
+- :func:`plain_log_axes`: log axes labelled in plain numbers; :func:`integer_ticks`: ticks at whole numbers;
 - :func:`png_bytes`, :func:`save_figure`.
 """
 
@@ -33,6 +33,7 @@ __all__ = [
     "style",
     "subplots",
     "plain_log_axes",
+    "integer_ticks",
     "png_bytes",
     "save_figure",
     "use_file_backend",
@@ -61,6 +62,15 @@ def plain_log_axes(ax, x: bool = True, y: bool = True) -> None:
             axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(NullFormatter())
+
+
+def integer_ticks(ax, x: bool = True, y: bool = False) -> None:
+    """Ticks only at whole numbers on the chosen axes (layers, heads, positions, steps, counts)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for axis, on in ((ax.xaxis, x), (ax.yaxis, y)):
+        if on:
+            axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def use_file_backend() -> None:
@@ -95,11 +105,28 @@ def save_figure(fig, path: str | Path, data: Any | None = None, dpi: int = DPI) 
     return path
 
 
-def figure_problems(fig) -> list[str]:
+#: the width a figure is shown at, at most (a notebook's output column, a README, the report's page): a wider
+#: figure is scaled down, and its text with it
+DISPLAY_PX = 1000
+#: the smallest text size, in points once the figure is scaled to :data:`DISPLAY_PX`, that stays readable
+MIN_TEXT_PT = 6.0
+
+
+def figure_problems(fig, dpi: int = DPI) -> list[str]:
     """What keeps ``fig`` from explaining itself (empty when nothing): no title; a panel without axis labels
     (a label on a panel sharing that axis counts); a heat map (image, mesh, contour) whose colours no colorbar
-    explains; a legend entry that is empty or an internal key (no space, an underscore: ``B16_lr1``); a line
-    that is neither in a legend nor drawn in the style of a line that is."""
+    explains; heat maps of one quantity (one colorbar label) side by side on different colour scales; a legend
+    entry that is empty or an internal key (no space, an underscore: ``B16_lr1``); a line that is neither in a
+    legend nor drawn in the style of a line that is; fractional ticks on an axis of integer values (layers,
+    heads, positions: ``-0.5, 0.5, 1.5``); a panel whose lines are single points; text smaller than
+    :data:`MIN_TEXT_PT` once the figure (saved at ``dpi``) is scaled to :data:`DISPLAY_PX` wide."""
+    found = _panel_problems(fig)
+    found += _scale_problems(fig)
+    found += _text_problems(fig, dpi)
+    return found
+
+
+def _panel_problems(fig) -> list[str]:
     from matplotlib.collections import QuadMesh
     from matplotlib.contour import ContourSet
 
@@ -133,7 +160,84 @@ def figure_problems(fig) -> list[str]:
             unexplained = line.get_label().startswith("_") and _style(line) not in styles and not in_title
             if unexplained and len(ax.lines) > 1 and line.get_visible():
                 found.append(f"{name}: a {line.get_linestyle()} line is in no legend")
+        found += [f"{name}: {problem}" for problem in _tick_problems(ax)]
+        drawn = [line for line in ax.lines if line.get_visible()]
+        if (
+            drawn
+            and not (ax.images or ax.patches or ax.containers)
+            and all(len(line.get_xdata()) <= 1 for line in drawn)
+        ):
+            found.append(f"{name}: every line is a single point (nothing to compare)")
     return found
+
+
+def _tick_problems(ax) -> list[str]:
+    """Fractional tick labels on an axis whose values are integers: an image's rows and columns (layers, heads,
+    positions), or lines and bars whose coordinates are all whole numbers."""
+    import numpy as np
+
+    found = []
+    for axis in ("x", "y"):
+        scale = ax.get_xscale() if axis == "x" else ax.get_yscale()
+        if scale != "linear" or not _integer_axis(ax, axis, np):
+            continue
+        low, high = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+        ticks = ax.get_xticks() if axis == "x" else ax.get_yticks()
+        labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+        shown = [t for t, label in zip(ticks, labels) if low - 1e-9 <= t <= high + 1e-9 and label.get_visible()]
+        if any(abs(t - round(t)) > 1e-9 for t in shown):
+            found.append(f"fractional ticks on the {axis} axis, whose values are whole numbers")
+    return found
+
+
+def _integer_axis(ax, axis: str, np) -> bool:
+    if ax.images:
+        return True  # an image's rows and columns are indices
+    if axis == "y":
+        return False  # a plot's y values are measurements; only its x positions can be indices
+    values = [line.get_xdata() for line in ax.lines]
+    values += [[p.get_x() + p.get_width() / 2] for p in ax.patches if hasattr(p, "get_width")]
+    flat = [np.asarray(v, dtype=float).ravel() for v in values if len(v)]
+    if not flat:
+        return False
+    joined = np.concatenate(flat)
+    return bool(np.all(np.isfinite(joined)) and np.all(joined == np.round(joined)) and len(np.unique(joined)) > 1)
+
+
+def _scale_problems(fig) -> list[str]:
+    """Heat maps of one quantity (the same colorbar label) drawn side by side on different colour ranges."""
+    ranges: dict[str, set] = {}
+    for ax in fig.axes:
+        for m in list(ax.images) + list(ax.collections):
+            bar = getattr(m, "colorbar", None)
+            label = _colorbar_label(bar) if bar is not None else ""
+            if label:
+                ranges.setdefault(label, set()).add((round(m.norm.vmin, 9), round(m.norm.vmax, 9)))
+    return [
+        f"heat maps of {label!r} side by side on different colour scales: {sorted(r)}"
+        for label, r in ranges.items()
+        if len(r) > 1
+    ]
+
+
+def _colorbar_label(bar) -> str:
+    return (bar.ax.get_ylabel() or bar.ax.get_xlabel()).strip()
+
+
+def _text_problems(fig, dpi: int) -> list[str]:
+    """Text below :data:`MIN_TEXT_PT` once the figure is shown :data:`DISPLAY_PX` wide (a wide strip is scaled
+    down with its text)."""
+    width_px = fig.get_figwidth() * dpi
+    scale = min(1.0, DISPLAY_PX / width_px)
+    texts = fig.findobj(match=lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+    small = sorted({round(t.get_fontsize() * scale, 1) for t in texts if t.get_visible() and t.get_text().strip()})
+    small = [size for size in small if size < MIN_TEXT_PT]
+    if not small:
+        return []
+    return [
+        f"text as small as {small[0]} pt when the figure ({width_px:.0f} px wide) is shown {DISPLAY_PX} px wide "
+        f"(at least {MIN_TEXT_PT:g} pt reads)"
+    ]
 
 
 def _same_scale(other, ax, axis: str) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mechmem.pages.figures import subplots
+from mechmem.pages.figures import integer_ticks, subplots
 
 
 def plot_curves(
@@ -42,6 +42,7 @@ def plot_curves(
     if vline is not None:
         ax.axvline(vline[1], color="gray", lw=0.8, ls=":", label=vline[0])
     ax.set(xlabel="training step", ylabel="accuracy / recall (fraction)", ylim=(-0.02, 1.02), title=title)
+    integer_ticks(ax)
     handles, names = ax.get_legend_handles_labels()
     if ax2 is not None:
         ax2.set_ylabel("cross-entropy loss (nats)")

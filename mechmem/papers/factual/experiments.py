@@ -13,7 +13,7 @@ import numpy as np
 
 from mechmem.contract.experiments import Context, ExperimentResult, Experiments
 from mechmem.core.threads import torch_threads
-from mechmem.pages.figures import plain_log_axes, subplots
+from mechmem.pages.figures import integer_ticks, plain_log_axes, subplots
 from mechmem.papers.factual import capacity
 from mechmem.papers.factual.dynamics import stages, train_dynamics
 from mechmem.papers.factual.fit import train_config_point
@@ -164,6 +164,15 @@ def _n_from_nlogn(target: np.ndarray) -> np.ndarray:
     return N
 
 
+def _reference_range(x: np.ndarray) -> np.ndarray:
+    """Where a reference line is drawn: over the measured range, and at least a factor 2 each side of a single
+    point (so one measurement still reads against the paper's line)."""
+    low, high = float(x.min()), float(x.max())
+    if high <= low * 1.5:
+        low, high = low / 2, high * 2
+    return np.geomspace(low, high, 20)
+
+
 def _capacity_figure(lin, outer, mlp, mlp32):
     fig, (a, b) = subplots(1, 2, figsize=(11.5, 4.4))
     d2 = np.array([d * d for d in lin])
@@ -181,11 +190,13 @@ def _capacity_figure(lin, outer, mlp, mlp32):
     if mlp:
         md = np.array([p["m"] * p["d"] for p in mlp])
         b.loglog(md, [p["N"] for p in mlp], "o", label="MLP, M = N")
-        b.loglog(np.sort(md), _n_from_nlogn(np.sort(md) / 0.35), "k--", label=r"paper: $N\ln N = md/0.35$")
+        line = _reference_range(md)
+        b.loglog(line, _n_from_nlogn(line / 0.35), "k--", label=r"paper: $N\ln N = md/0.35$")
     if mlp32:
         md32 = np.array([p["m"] * p["d"] for p in mlp32])
         b.loglog(md32, [p["N"] for p in mlp32], "s", label="MLP, M = 32")
-        b.loglog(np.sort(md32), np.sort(md32) / 1.2, "k:", label="paper: $N = md/1.2$")
+        line = _reference_range(md32)
+        b.loglog(line, line / 1.2, "k:", label="paper: $N = md/1.2$")
     b.set(
         xlabel="$m d$ (m: MLP width)",
         ylabel="associations N stored at 99 % accuracy",
@@ -422,7 +433,9 @@ def mechanism_experiment(ctx: Context) -> ExperimentResult:
 
 
 def _mechanism_figure(results: dict):
-    fig, axes = subplots(1, 3, figsize=(16, 5))
+    fig, grid = subplots(2, 2, figsize=(11, 8.6))
+    axes = [grid[0, 0], grid[0, 1], grid[1, 0]]
+    grid[1, 1].set_visible(False)
     labels = list(results["models"])
     names = {
         label: "{} (H = {}, m = {})".format(
@@ -463,7 +476,7 @@ def _mechanism_figure(results: dict):
         ylabel="accuracy on all facts (fraction)",
         title="Ablations: where the facts are stored",
     )
-    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     for m in labels:
         heads = results["models"][m]["subject_patching"]["value_per_head"]
         axes[2].plot(range(len(heads)), heads, "o-", label=names[m])
@@ -472,5 +485,6 @@ def _mechanism_figure(results: dict):
         ylabel="logit difference recovered (fraction)",
         title="Patching one head's values (hook_v) at the subject",
     )
+    integer_ticks(axes[2])
     axes[2].legend(fontsize=8)
     return fig

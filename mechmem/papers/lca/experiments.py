@@ -17,7 +17,7 @@ from hooks.compat import attention_scale
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
 from mechmem.contract.experiments import Context, ExperimentResult, Experiments
-from mechmem.pages.figures import subplots
+from mechmem.pages.figures import integer_ticks, subplots
 
 from .constructions import (
     affine_fit,
@@ -216,6 +216,7 @@ def hamming_inner(ctx: Context) -> ExperimentResult:
         ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",
         title="Embedding inner products vs Hamming distance",
     )
+    integer_ticks(ax)
     ax.legend(fontsize=7)
     return ExperimentResult(data, {"hamming_inner": fig})
 
@@ -334,6 +335,7 @@ def attention(ctx: Context) -> ExperimentResult:
     ax1.set(
         title="Attention score by token pair\n(lines: cluster boundaries)", xlabel="key token", ylabel="query token"
     )
+    integer_ticks(ax1, x=True, y=True)
     clusters = torch.arange(4)
     by_cluster = torch.stack(
         [
@@ -515,6 +517,7 @@ def hijack_synthetic(ctx: Context) -> ExperimentResult:
     )
     ax1.legend(fontsize=8)
     ax2.bar(range(L), patch["effect"])
+    integer_ticks(ax2)
     ax2.set(
         xlabel="patched position (blocks.0.hook_resid_pre)",
         ylabel="logit difference restored (fraction)",

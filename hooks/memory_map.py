@@ -505,24 +505,26 @@ def plot_memory_map(df, title: str = "Memory map: which heads gather, which weig
         )  # fmt: skip
         top = heads.assign(rank=heads["gather_score"] + heads["store_score"]).nlargest(label_top, "rank")
         for _, row in top.iterrows():
-            ax.annotate(row["component"], (row["gather_score"], row["store_score"]), fontsize=7,
+            ax.annotate(row["component"], (row["gather_score"], row["store_score"]), fontsize=8,
                         xytext=(4, 3), textcoords="offset points")  # fmt: skip
-        ax.axhline(0.0, color="gray", lw=0.8, ls="--", label="null (uniform attention, permuted table)")
-        ax.axvline(0.0, color="gray", lw=0.8, ls="--")
+        (x0, x1), (y0, y1) = _limits(heads["gather_score"]), _limits(df["store_score"])
+        null = dict(color="gray", lw=0.8, ls="--")  # drawn in data coordinates, over the limits
+        ax.plot([x0, x1], [0.0, 0.0], label="null (uniform attention, permuted table)", **null)
+        ax.plot([0.0, 0.0], [y0, y1], **null)
         ax.set(
             xlabel="gather score: attention on answer positions\n(0 = uniform, 1 = all of it)",
             title="attention heads",
+            xlim=(x0, x1),
+            ylim=(y0, y1),
         )
         ax.legend(loc="lower right")
-        ax.set_xlim(*_limits(heads["gather_score"]))
-        ax.set_ylim(*_limits(df["store_score"]))
         if len(mlps):
             left = axes[0]
             left.scatter(range(len(mlps)), mlps["store_score"], c=mlps["causal_ablate"], cmap="RdBu", norm=norm,
                          marker="s", s=60, edgecolors="black", linewidths=0.6)  # fmt: skip
             left.set_xticks(range(len(mlps)), list(mlps["component"]), rotation=90)
+            left.plot([-0.7, len(mlps) - 0.3], [0.0, 0.0], **null)
             left.set_xlim(-0.7, len(mlps) - 0.3)
-            left.axhline(0.0, color="gray", lw=0.8, ls="--")
             left.set(xlabel="MLP layer", title="MLPs")
         axes[0].set_ylabel("store score: recall of the table\n(0 = permuted-table null, 1 = every key)")
         colorbar = fig.colorbar(points, ax=axes, fraction=0.05, pad=0.02)

@@ -9,8 +9,10 @@ wrapped in a :class:`GivenExamples` task, which is all the page reads from a run
 Examples are token ids ``[batch, pos]``, prompts (strings, tokenised with ``tokenizer`` or the model's own; they must
 all have the same number of tokens, as the page compares examples position by position), or a ``mechmem`` ``Batch``.
 The read-out positions (``readout``, default: the last position) are where answers are scored; the answers
-(``targets``) default to the model's own top prediction on the clean examples (and on the corrupted ones), so
-"accuracy" then reads "the prediction kept". ``corrupt`` (examples of the same shape) enables activation patching.
+(``targets``) default to the model's own top prediction on the clean examples, so "accuracy" then reads "the
+prediction kept". ``corrupt`` (examples of the same shape) enables activation patching, whose metric is the logit of
+the clean answer minus that of the corrupted answer: the model's own prediction on the corrupted examples (give a
+``Batch`` with its targets to choose it).
 ``metric(logits) -> float`` is added to the ablation table and scores the memory map's causal readings (default:
 minus the loss at the read-out positions). The memory map reads ``answer_positions`` (default: the earlier positions
 holding the answer token) and ``associations`` (default: every token of the examples -> itself, the table of a
@@ -164,7 +166,7 @@ def _names(tokenizer, size: int) -> list[str] | None:
 
 def _copy_table(model, tokens: Tensor):
     """Every distinct token of the examples -> itself (a copying head's table), when outputs are tokens."""
-    from hooks.memory_map import Associations
+    from hooks.gather_store import Associations
 
     if model.cfg.d_vocab_out != model.cfg.d_vocab:
         return None
@@ -212,7 +214,7 @@ def inspect_model(
             raise ValueError(
                 f"corrupt has shape {tuple(bad_tokens.shape)}; it must match examples {tuple(tokens.shape)}"
             )
-        corrupted, _ = _batch(model, bad_tokens, bad_given, batch.mask, None if own else targets, "corrupt")
+        corrupted, _ = _batch(model, bad_tokens, bad_given, batch.mask, None, "corrupt")  # its own predictions
         if not (batch.mask & corrupted.mask & (batch.targets != corrupted.targets)).any():
             raise ValueError(
                 "corrupt changes no answer at the read-out positions (the model predicts the same there), so "

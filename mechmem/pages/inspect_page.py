@@ -599,15 +599,15 @@ MEMORY_MAP_EXAMPLES = 32
 
 def memory_map_section(ins: Inspection) -> dict:
     """Which heads gather the answer and which OV circuits / MLPs store the task's associations
-    (:mod:`hooks.memory_map`), with enough null draws for the Bonferroni bound of the map's readings."""
-    from hooks.memory_map import above_null, memory_map, plot_memory_map
+    (:mod:`hooks.gather_store`), with enough null draws for the Bonferroni bound of the map's readings."""
+    from hooks.gather_store import above_null, memory_map, plot_memory_map
 
     batch = select(ins.examples.full, torch.arange(min(MEMORY_MAP_EXAMPLES, ins.examples.full.tokens.shape[0])))
     answer, table = ins.task.answer_positions(batch), ins.task.associations()
     sec = ins.section(
         "Memory map",
         (
-            "Gather vs store, per head and MLP layer (`hooks.memory_map`). Gather: attention from the read-out "
+            "Gather vs store, per head and MLP layer (`hooks.gather_store`). Gather: attention from the read-out "
             "positions onto the positions that carry the answer, against uniform attention. Store: how many keys of "
             "the association table the component's map (a head's OV circuit `x W_V W_O W_U` on the key's embedding, "
             "an MLP's `MLP(ln2(x)) W_U`) sends to their value, against the same reading with the values permuted. "

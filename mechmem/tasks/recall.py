@@ -98,7 +98,7 @@ class RecallTask(Task):
 
     def associations(self):
         """Every key -> its value (the table the model must store), over the ``n_values`` outputs."""
-        from hooks.memory_map import Associations
+        from hooks.gather_store import Associations
 
         return Associations(torch.arange(self.n_keys), self.values.clone(), torch.arange(self.n_values))
 

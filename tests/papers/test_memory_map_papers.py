@@ -1,4 +1,4 @@
-"""The memory map (``hooks.memory_map``) on the papers' trained toy models finds the heads the papers describe,
+"""The memory map (``hooks.gather_store``) on the papers' trained toy models finds the heads the papers describe,
 and on the same architectures untrained finds nothing above its null.
 
 - recall: the one head attends to the key and its OV circuit maps key -> value;
@@ -8,7 +8,7 @@ and on the same architectures untrained finds nothing above its null.
 - factual, attention-heavy corner (16 heads, MLP width 1): the facts live in the heads: every head attends to the
   subject and relation and recalls facts above the null, the one-neuron MLP does not.
 
-"Above its null" is :func:`hooks.memory_map.above_null`: a permutation p-value below 1 % divided by the number of
+"Above its null" is :func:`hooks.gather_store.above_null`: a permutation p-value below 1 % divided by the number of
 readings in the map (Bonferroni). The task supplies the answer positions and the association table
 (``Task.answer_positions`` / ``Task.associations``)."""
 
@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from hooks.memory_map import above_null, memory_map, plot_memory_map  # noqa: E402
+from hooks.gather_store import above_null, memory_map, plot_memory_map  # noqa: E402
 from mechmem.pages.figures import figure_problems  # noqa: E402
 
 

@@ -92,7 +92,7 @@ class BigramTask(BigramOptions, Task):
     def associations(self):
         """Every token -> itself: the induction head's output memory ``W_O^2`` maps the attended token's
         embedding to its own unembedding (the paper's ``wo1`` probe), over all N tokens."""
-        from hooks.memory_map import Associations
+        from hooks.gather_store import Associations
 
         return Associations(torch.arange(N_CHARS), torch.arange(N_CHARS))
 

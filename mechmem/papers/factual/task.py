@@ -200,7 +200,7 @@ class FactualRecallTask(Task):
     def associations(self):
         """Every fact: the key ``(s, S + r)`` (subject and relation tokens, embeddings summed) -> ``a*(s, r)``,
         over all ``R D`` answers."""
-        from hooks.memory_map import Associations
+        from hooks.gather_store import Associations
 
         s = torch.arange(self.S).repeat_interleave(self.R)
         r = torch.arange(self.R).repeat(self.S)

@@ -99,7 +99,7 @@ class Associations:
 def check_associations(model: nn.Module, table: Associations) -> Associations:
     """Refuse a table that does not fit ``model`` (types, shapes, ids in range), before any work."""
     if not isinstance(table, Associations):
-        raise TypeError(f"table must be a hooks.memory_map.Associations, got {type(table).__name__}")
+        raise TypeError(f"table must be a hooks.gather_store.Associations, got {type(table).__name__}")
     keys, values = table.keys, table.values
     for name, t in (("keys", keys), ("values", values), ("candidates", table.candidates)):
         if t is not None and (not isinstance(t, Tensor) or t.is_floating_point() or t.dtype == torch.bool):

@@ -1,4 +1,4 @@
-"""``hooks.memory_map``: gather / store / causal readings equal a direct computation, find the roles of a
+"""``hooks.gather_store``: gather / store / causal readings equal a direct computation, find the roles of a
 hand-built model's heads (one gathers and stores, one only gathers, one only stores), sit at their nulls on
 randomly initialised models, refuse bad input before running the model, and leave the model as it was.
 Every model test runs on each model kind the installed TransformerLens offers."""
@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from hooks.memory_map import (
+from hooks.gather_store import (
     Associations,
     above_null,
     embedding_basis,

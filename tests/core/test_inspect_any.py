@@ -46,6 +46,19 @@ def test_the_tour_run_records_its_task_and_opens_in_inspect(tmp_path):
     assert _summary(page)["overview"]["examples"] == 16
 
 
+def test_the_readme_tour_runs_and_its_run_opens_in_mechmem_inspect(tmp_path, monkeypatch):
+    """The README's tour, as written, then ``mechmem inspect`` on the run it made."""
+    from mechmem.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    tour = readme.split("## A tour of the library", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(tour, "README.md (tour)", "exec"), {})
+    assert main(["inspect", "runs/my-recall", "--batch-size", "16", "--examples", "1", "--no-patching", "--quiet"]) == 0
+    assert (tmp_path / "runs" / "my-recall" / "inspect" / "index.html").is_file()
+    assert (tmp_path / "runs" / "my-page" / "index.html").is_file(), "the tour's inspect_model page"
+
+
 def test_a_run_without_its_task_says_what_to_add(tmp_path):
     task = RecallTask()
     cfg = task.model_config()

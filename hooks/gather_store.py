@@ -517,7 +517,7 @@ def plot_memory_map(df, title: str = "Memory map: which heads gather, which weig
             xlim=(x0, x1),
             ylim=(y0, y1),
         )
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below the axis: never over a head
         if len(mlps):
             left = axes[0]
             left.scatter(range(len(mlps)), mlps["store_score"], c=mlps["causal_ablate"], cmap="RdBu", norm=norm,

@@ -2,6 +2,8 @@
 # environment from a lock file, so a fresh machine gets exactly the versions CI tested:
 #   requirements.lock      TransformerLens 3.9 (HookedTransformer), the default, in .venv
 #   requirements-tl4.lock  TransformerLens 4.x (TransformerBridge only), in .venv-tl4 (make test-tl4)
+#   requirements-ray.lock  the `ray` extra on TransformerLens 3.9 (requirements.lock's pins plus Ray), in
+#                          .venv-ray (make test-ray: the Ray tests against a two-node local Ray cluster)
 # The lock pins the CPU build of torch (torch==2.13.0+cpu): a bare `torch` requirement resolved
 # from PyPI would pull a multi-GB CUDA build. `make lock` regenerates the lock after a change to
 # pyproject.toml (see "Refreshing the lock" in README.md).
@@ -18,7 +20,7 @@ RUFF     ?= ruff==0.17.5
 # extra uv options for `make lock`, e.g. TORCH_SOURCE="--extra-index-url https://download.pytorch.org/whl/cpu"
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-tl4 test-all test-latest bench lint tables lock clean
+.PHONY: install install-ray run test test-tl4 test-ray test-all test-latest bench bench-ray lint tables lock clean
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -44,6 +46,15 @@ test: $(VENV)/.installed
 test-tl4:
 	$(MAKE) --no-print-directory VENV=.venv-tl4 LOCK=requirements-tl4.lock test
 
+## the `ray` extra (requirements-ray.lock), in .venv-ray
+install-ray:
+	$(MAKE) --no-print-directory VENV=.venv-ray LOCK=requirements-ray.lock install
+
+## the Ray tests (pytest -m ray) against a two-node Ray cluster started on this machine, stopped after, also on
+## failure, with a check that none of its processes is left (tests/ray_cluster.py; docs/design/sweeps.md)
+test-ray: install-ray
+	.venv-ray/bin/python tests/ray_cluster.py --nodes 2 -- .venv-ray/bin/python -m pytest -q -rs -m ray tests
+
 ## also the slow reproductions
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m "slow or not slow"
@@ -62,7 +73,11 @@ test-latest:
 	.venv-latest/bin/python -m pytest -q
 
 bench: $(VENV)/.installed
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in $(filter-out benchmarks/ray_sweep.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## sweep throughput on a two-node local Ray cluster vs one local worker (in .venv-ray)
+bench-ray: install-ray
+	.venv-ray/bin/python benchmarks/ray_sweep.py
 
 ## ruff: lint and format check (configured in pyproject.toml; ruff lives in .venv-tools, pinned by RUFF)
 lint:
@@ -74,15 +89,18 @@ lint:
 tables: $(VENV)/.installed
 	$(PY) scripts/claims_tables.py
 
-## regenerate requirements.lock (TransformerLens 3.9) and requirements-tl4.lock (4.x) from
-## pyproject.toml (needs network access)
-COMPILE = .venv-tools/bin/uv pip compile pyproject.toml --extra test --extra notebooks \
+## regenerate requirements.lock (TransformerLens 3.9), requirements-tl4.lock (4.x) and requirements-ray.lock
+## from pyproject.toml (needs network access). The Ray lock is the `test` and `ray` extras constrained to
+## requirements.lock, so every package the two share keeps requirements.lock's pin.
+UV_COMPILE = .venv-tools/bin/uv pip compile pyproject.toml \
 	--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
 	--constraint <(echo "$(TORCH)") --no-emit-find-links --no-emit-index-url --custom-compile-command "make lock"
+COMPILE = $(UV_COMPILE) --extra test --extra notebooks
 lock:
 	test -x .venv-tools/bin/uv || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install $(PIP) "$(UV)")
 	$(COMPILE) --constraint <(echo "transformer-lens<4") -o requirements.lock
 	$(COMPILE) --constraint <(echo "transformer-lens>=4,<5") -o requirements-tl4.lock
+	$(UV_COMPILE) --extra test --extra ray --constraint requirements.lock -o requirements-ray.lock
 
 clean:
-	rm -rf $(VENV) .venv-tl4 .venv-latest .venv-tools runs
+	rm -rf $(VENV) .venv-tl4 .venv-ray .venv-latest .venv-tools runs

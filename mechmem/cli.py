@@ -451,6 +451,56 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
         metavar="RESULTS_JSON",
         help="run again exactly what a results.json ran (its paper, preset sizes, variant and seeds)",
     )
+    add_sweep_arguments(p)
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend / --workers / --address``: where the experiments that sweep a grid run it (scaling, factual)."""
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default=None,
+        help="where the grids of the experiments that sweep run: local processes (the default) or a Ray cluster "
+        "(the ray extra; the results are written here, by this process)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local worker processes of each grid (--backend local; default: the experiment's, e.g. 1 at quick)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="the Ray cluster's head, as `ray start --head` prints it (--backend ray; default: start a local Ray)",
+    )
+
+
+def sweep_options(args: argparse.Namespace) -> dict:
+    """``--backend / --workers / --address``, checked (a ValueError names the option; torch is not imported):
+    the keyword arguments of ``mechmem.contract.experiments.SweepOptions``."""
+    import importlib.util
+
+    from mechmem.storage.sweep import check_ray_address
+
+    backend = args.backend or "local"
+    if args.workers is not None and (args.workers < 1 or backend != "local"):
+        raise ValueError(
+            f"--workers {args.workers}: "
+            + ("must be >= 1" if args.workers < 1 else "only with --backend local (Ray uses the cluster's CPUs)")
+        )
+    if args.address is not None:
+        if backend != "ray":
+            raise ValueError(f"--address {args.address}: only with --backend ray")
+        try:
+            check_ray_address(args.address)
+        except ValueError as err:
+            raise ValueError(f"--address: {err}") from None
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError("--backend ray needs Ray, an optional extra: pip install 'mechmem[ray]' (or make install-ray)")
+    return {"backend": backend, "workers": args.workers, "address": args.address}
 
 
 def parse_seeds(args: argparse.Namespace) -> list[int]:
@@ -464,10 +514,11 @@ def parse_seeds(args: argparse.Namespace) -> list[int]:
         raise ValueError(f"--seeds expects comma-separated integers, e.g. 0,1,2; got {args.seeds!r}") from None
 
 
-def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
+def cmd_reproduce(args: argparse.Namespace) -> int:
     from mechmem.contract.registry import paper_module
     from mechmem.core.threads import check_threads
 
+    sweep = sweep_options(args)
     if args.from_results is not None:
         return _rerun(args, sweep)
     if args.paper is None:
@@ -487,7 +538,7 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
         out,
         jobs=args.jobs,
         progress=not args.quiet,
-        sweep=sweep or SweepOptions(),
+        sweep=SweepOptions(**sweep),
         command=command,
         overwrite=args.overwrite,
         threads=args.threads,
@@ -497,7 +548,7 @@ def cmd_reproduce(args: argparse.Namespace, sweep=None) -> int:
     return _report_results(results, out)
 
 
-def _rerun(args: argparse.Namespace, sweep=None) -> int:
+def _rerun(args: argparse.Namespace, sweep: dict) -> int:
     """``--from RESULTS_JSON``: the same paper, preset sizes, variant and seeds (other options keep their meaning)."""
     clashing = [
         flag
@@ -528,7 +579,7 @@ def _rerun(args: argparse.Namespace, sweep=None) -> int:
         out,
         jobs=args.jobs,
         progress=not args.quiet,
-        sweep=sweep or SweepOptions(),
+        sweep=SweepOptions(**sweep),
         command="mechmem " + " ".join(args.argv) if getattr(args, "argv", None) else None,
         overwrite=args.overwrite,
         threads=args.threads if args.threads is not None else request["threads"],

@@ -163,3 +163,14 @@ def hold_lock():
             proc.wait(timeout=30)
 
     return hold
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """The address of the Ray cluster the ``ray`` tests run against: ``MECHMEM_RAY_ADDRESS``, set by ``make
+    test-ray``, which starts a two-node cluster on this machine for them (tests/ray_cluster.py). Without it those
+    tests skip (the default suite has no Ray)."""
+    address = os.environ.get("MECHMEM_RAY_ADDRESS")
+    if not address:
+        pytest.skip("needs a Ray cluster: `make test-ray` starts one and sets MECHMEM_RAY_ADDRESS")
+    return address

@@ -41,12 +41,19 @@ class ExperimentResult:
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """How experiments run their grids (``mechmem.storage.sweep.run_sweep``): backend, worker processes
-    (``None``: the preset's choice) and Ray address."""
+    """How experiments run their grids (:meth:`Context.run_sweep`; ``mechmem reproduce --backend --workers
+    --address``): ``backend`` ``"local"`` (processes on this machine) or ``"ray"`` (the cluster at ``address``,
+    its head's ``HOST:PORT``; ``None``: a local Ray instance); ``workers``: local worker processes (``None``: the
+    experiment's choice). Checked on creation (``mechmem.storage.sweep.check_backend``)."""
 
     backend: str = "local"
     workers: int | None = None
     address: str | None = None
+
+    def __post_init__(self) -> None:
+        from mechmem.storage.sweep import check_backend
+
+        check_backend(self.backend, self.workers, self.address)
 
 
 #: the folder, in each seed's folder, of the seed's representative trained model (``Context.save_model``)
@@ -71,6 +78,8 @@ class Context(Generic[P]):
     model_dir: Path | None = None
     control: str | None = None
     control_results: dict[str, dict[str, ExperimentResult]] = field(default_factory=dict)
+    #: whether the experiment running now may call :meth:`run_sweep` (the runner sets it from ``sweeps=``)
+    may_sweep: bool = True
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A fresh CPU generator seeded with ``seed + offset``."""
@@ -95,6 +104,30 @@ class Context(Generic[P]):
     def for_control(self, control: str) -> Context[P]:
         """This context for a run of ``control``: the same results so far, a copy of ``state``."""
         return dataclasses.replace(self, control=control, state=dict(self.state))
+
+    def run_sweep(self, fn, configs: Sequence[Mapping], path: Path, *, desc: str, workers: int | None = None):
+        """``mechmem.storage.sweep.run_sweep(fn, configs, path)`` with this run's sweep options (backend, Ray
+        address; ``workers``: the experiment's own number of local processes, used when the run names none,
+        ``None`` = one per CPU); returns the rows in the order of ``configs``. Only an experiment registered with
+        ``sweeps=True`` may call it: the runner checks the sweep options against those experiments."""
+        from mechmem.storage.sweep import run_sweep
+
+        if not self.may_sweep:
+            raise RuntimeError(
+                f"{self.paper}: an experiment registered without sweeps=True ran a sweep ({desc}); register it with "
+                "@EXPERIMENTS.register(sweeps=True) so that --backend / --workers / --address are checked for it"
+            )
+        local = self.sweep.backend == "local"
+        return run_sweep(
+            fn,
+            configs,
+            path,
+            backend=self.sweep.backend,
+            workers=(workers if self.sweep.workers is None else self.sweep.workers) if local else None,
+            address=self.sweep.address,
+            progress=self.progress,
+            desc=desc,
+        )
 
     def save_model(self, model, task, train: Any = None, history: Sequence[dict] = (), about: str = "") -> Path:
         """Save ``model`` (trained on ``task``) as this seed's representative model: the run folder
@@ -135,6 +168,7 @@ class Registration:
     when: Callable[[Any], bool]
     needs: tuple[str, ...] = ()
     controls: Mapping[str, str] = field(default_factory=dict)
+    sweeps: bool = False
 
 
 class Experiments(Mapping):
@@ -142,7 +176,8 @@ class Experiments(Mapping):
     ``@EXPERIMENTS.register(when=lambda preset: preset.studies)`` for one that only some presets run).
 
     ``needs``: experiments whose data or state it uses (``--only`` runs them too); ``controls``: the negative
-    controls it can run, name -> what the control is (one line)."""
+    controls it can run, name -> what the control is (one line); ``sweeps``: it runs a grid through
+    ``ctx.run_sweep`` (so ``mechmem reproduce --backend / --workers / --address`` apply to it)."""
 
     def __init__(self) -> None:
         self._entries: dict[str, Registration] = {}
@@ -155,6 +190,7 @@ class Experiments(Mapping):
         when: Callable[[Any], bool] | None = None,
         needs: Sequence[str] = (),
         controls: Mapping[str, str] | None = None,
+        sweeps: bool = False,
     ):
         def add(f: Experiment) -> Experiment:
             key = name or f.__name__
@@ -166,7 +202,8 @@ class Experiments(Mapping):
             for control, about in (controls or {}).items():
                 if not control.isidentifier() or not isinstance(about, str) or not about:
                     raise ValueError(f"experiment {key!r}: control {control!r} needs an identifier name and a line")
-            self._entries[key] = Registration(f, when or (lambda preset: True), tuple(needs), dict(controls or {}))
+            when_ = when or (lambda preset: True)
+            self._entries[key] = Registration(f, when_, tuple(needs), dict(controls or {}), bool(sweeps))
             return f
 
         return add(fn) if fn is not None else add
@@ -176,6 +213,10 @@ class Experiments(Mapping):
 
     def needs(self, name: str) -> tuple[str, ...]:
         return self._entries[name].needs
+
+    def sweeps(self, name: str) -> bool:
+        """Whether ``name`` runs a grid through ``ctx.run_sweep``."""
+        return self._entries[name].sweeps
 
     def controls(self, name: str) -> Mapping[str, str]:
         """The controls ``name`` can run: control name -> what it is."""

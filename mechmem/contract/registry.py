@@ -32,7 +32,6 @@ TASKS = {
 #: The sub-commands that paper packages add with ``add_cli``: name -> (paper, one-line help).
 COMMANDS = {
     "hijack": ("lca", "context hijacking (Jiang et al. 2024): efficacy score vs prepends k"),
-    "scaling-sweep": ("scaling", "scaling-law reproduction with a sweep backend (local or ray)"),
 }
 
 

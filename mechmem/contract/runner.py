@@ -128,6 +128,7 @@ def run(
     seeds = check_seeds(seeds)
     jobs = _check_jobs(cls, jobs, len(seeds), config.name)
     threads = check_threads(threads)
+    _check_sweep(repro, names, sweep)
     out = prepare_output_dir(
         Path(out) if out is not None else default_out(cls.name, config.name, settings, only),
         output_kind(cls.name),
@@ -171,6 +172,26 @@ def _check_jobs(cls: type[Reproduction], jobs: int | None, n_seeds: int, preset:
     if min(jobs, n_seeds) > 1 and not registered:
         raise ValueError(f"{cls.__name__} is not registered: seeds of it can only run in this process (jobs=1)")
     return min(jobs, n_seeds)
+
+
+def _check_sweep(repro: Reproduction, names: Sequence[str], sweep: SweepOptions) -> None:
+    """Sweep options other than the default need an experiment to run that sweeps; the Ray backend connects to
+    its cluster here, so that an unreachable address fails before any folder exists."""
+    if not isinstance(sweep, SweepOptions):
+        raise TypeError(f"sweep must be a SweepOptions, got {type(sweep).__name__}")
+    if sweep == SweepOptions():
+        return
+    sweeping = [n for n in names if repro.experiments.sweeps(n)]
+    if not sweeping:
+        every = [n for n in repro.experiments if repro.experiments.sweeps(n)]
+        raise ValueError(
+            f"--backend / --workers / --address (sweep={sweep}) apply to experiments that sweep a grid, and none of "
+            f"those to run does ({repro.name}'s that do: {', '.join(every) or 'none'})"
+        )
+    if sweep.backend == "ray":
+        from mechmem.storage.sweep import connect_ray
+
+        connect_ray(sweep.address)
 
 
 def _command(paper: str, preset: str, seeds: list[int], settings: Sequence[str], only: Sequence[str] | None) -> str:
@@ -272,6 +293,7 @@ def run_seed(
 def _run_one(repro: Reproduction, ctx: Context, name: str, out: Path, files: dict[str, list[str]]) -> dict:
     """Run experiment ``name`` and then each of its controls; save their outputs; return their timings."""
     fn = repro.experiments[name]
+    ctx.may_sweep = repro.experiments.sweeps(name)
     t, c = time.perf_counter(), _cpu_seconds()
     ctx.results[name] = _checked(fn(ctx), repro.name, name)
     files[name] = [str(p.relative_to(out)) for p in save_result(ctx.out, name, ctx.results[name])]

@@ -16,9 +16,13 @@ One sweep writes a results file at a time: ``run_sweep`` holds an advisory lock 
 Backends: ``"local"`` (default) runs ``fn`` in ``workers`` processes started with the ``spawn`` method
 (``workers=1`` runs in this process); each worker uses one torch thread (so workers do not oversubscribe the
 cores) and exits as soon as the process that started it dies (no orphans after a ``kill -9``). ``"ray"``
-submits one Ray task per configuration to a local Ray instance or to the cluster at ``address`` (optional extra:
-``pip install 'mechmem[ray]'``). ``fn`` must be a module-level function (picklable by reference) returning a
-JSON-serialisable value.
+submits one Ray task per configuration (one CPU, one torch thread) to the cluster at ``address`` (``HOST:PORT``
+of its head, or ``"auto"``; ``None`` starts a local Ray instance; optional extra: ``pip install 'mechmem[ray]'``).
+A task whose worker process or node dies is retried ``RAY_TASK_RETRIES`` times, then the sweep stops with an
+error naming the configuration; an exception raised by ``fn`` is not retried. Only this process (the driver)
+writes the results file: on a cluster, results travel back to the driver. ``fn`` must be a module-level function
+(picklable by reference) returning a JSON-serialisable value; on a cluster its module must be importable on every
+node (``docs/design/sweeps.md``).
 
 Example::
 
@@ -31,11 +35,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import glob
 import hashlib
+import importlib.util
 import itertools
 import json
 import multiprocessing
 import os
 import pickle
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +57,11 @@ from mechmem.storage.locking import acquire, release
 BACKENDS = ("local", "ray")
 #: How often (seconds) a worker checks that the process that started it is still alive.
 PARENT_POLL_SECONDS = 0.5
+#: How many times Ray re-runs a configuration whose worker process or node died (Ray's own default, made explicit).
+RAY_TASK_RETRIES = 3
+#: How long to wait for the cluster's head to accept a connection before calling its address wrong.
+RAY_CONNECT_TIMEOUT_S = 10
+RAY_MISSING = "backend='ray' needs Ray, an optional extra: pip install 'mechmem[ray]' (or use backend='local')"
 
 
 def canonical_json(obj: Any) -> str:
@@ -174,13 +185,53 @@ class _Appender:
         os.close(self.fd)
 
 
-def _validate(fn: Callable, configs: Sequence[Mapping], backend: str, workers: int | None) -> list[dict]:
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+def check_backend(backend: str, workers: int | None = None, address: str | None = None) -> None:
+    """Raise a ValueError naming the argument unless ``backend``, ``workers`` and ``address`` make a valid sweep
+    backend: ``workers`` only with ``"local"``, ``address`` (``HOST:PORT`` or ``"auto"``) only with ``"ray"``;
+    an ImportError saying how to install Ray for ``"ray"`` without it. Connects to nothing."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed values: {', '.join(BACKENDS)}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be a positive int or None (= number of CPUs), got {workers!r}")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int or None (= number of CPUs), got {workers!r}")
+        if backend != "local":
+            raise ValueError(
+                f"workers is only used with backend='local' (backend={backend!r} runs one task per configuration "
+                "on the cluster's CPUs)"
+            )
+    if address is not None:
+        if backend != "ray":
+            raise ValueError(f"address is only used with backend='ray', got backend={backend!r}")
+        check_ray_address(address)
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ImportError(RAY_MISSING)
+
+
+def check_ray_address(address: str) -> str:
+    """``address`` if it is ``"auto"`` or ``HOST:PORT`` (the cluster's head), else a ValueError."""
+    if not isinstance(address, str):
+        raise ValueError(f"address must be a string HOST:PORT or 'auto', got {address!r}")
+    if address == "auto":
+        return address
+    if address.startswith("ray://"):
+        raise ValueError(
+            f"address {address!r}: Ray Client addresses (ray://) are not supported; run the sweep on a node of the "
+            "cluster with the head's HOST:PORT (the driver writes the results file where it runs)"
+        )
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"address must be HOST:PORT of the Ray cluster's head (e.g. 10.0.0.5:6379) or 'auto', got {address!r}"
+        )
+    return address
+
+
+def _validate(
+    fn: Callable, configs: Sequence[Mapping], backend: str, workers: int | None, address: str | None
+) -> list[dict]:
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    check_backend(backend, workers, address)
     configs = [dict(c) if isinstance(c, Mapping) else c for c in configs]
     keys: dict[str, int] = {}
     for i, c in enumerate(configs):
@@ -214,13 +265,16 @@ def run_sweep(
     """Run ``fn(config)`` for every config not yet in ``path``; return all rows in the order of ``configs``.
 
     ``workers``: processes of the local backend (None = number of CPUs; 1 = in this process). ``address``: the Ray
-    cluster (``None`` starts or joins a local instance). If ``fn`` raises, the rows finished so far stay in the file
-    and the exception propagates (with the failing config in its message), so the sweep can be resumed.
+    cluster's head, ``HOST:PORT`` (``None`` starts a local Ray instance, or uses the one this process is already
+    connected to). If ``fn`` raises, or a Ray task fails past its retries, the rows finished so far stay in the
+    file and a RuntimeError names the failing config, so the sweep can be resumed (by either backend).
     """
-    configs = _validate(fn, configs, backend, workers)
+    configs = _validate(fn, configs, backend, workers, address)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"sweep results path {path} is a folder; name a .jsonl file")
+    if backend == "ray":
+        connect_ray(address)  # an unreachable or conflicting address fails before any file is made
     path.parent.mkdir(parents=True, exist_ok=True)
     key = acquire(lock_path(path), f"sweep results {path}")
     try:
@@ -300,17 +354,64 @@ def _call(fn, config):
         raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
 
 
-def _execute_ray(fn, todo, address) -> Iterable[tuple[dict, Any]]:
+def connect_ray(address: str | None):
+    """Ray, connected to the cluster at ``address`` (``None``: a local instance, or the connection this process
+    already has). A ValueError if this process is connected to another cluster: one driver, one cluster."""
     try:
         import ray
     except ImportError as exc:
-        raise ImportError(
-            "backend='ray' needs Ray, an optional extra: pip install 'mechmem[ray]' (or use backend='local')"
-        ) from exc
+        raise ImportError(RAY_MISSING) from exc
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    remote_fn = ray.remote(fn)
-    pending = {remote_fn.remote(config): config for config in todo}
+        if address not in (None, "auto"):
+            _check_reachable(address)  # ray.init waits for an absent cluster for many minutes
+        ray.init(address=address, log_to_driver=False)
+    elif address is not None and not _same_cluster(address, ray.get_runtime_context().gcs_address):
+        raise ValueError(
+            f"address {address!r}: this process is already connected to the Ray cluster at "
+            f"{ray.get_runtime_context().gcs_address} (call ray.shutdown() first to sweep on another one)"
+        )
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A ValueError unless something accepts TCP connections at ``address`` (``HOST:PORT``) within
+    ``RAY_CONNECT_TIMEOUT_S``."""
+    host, _, port = check_ray_address(address).rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ValueError(
+            f"address {address!r}: no Ray cluster answers there ({exc}); start one with `ray start --head` and pass "
+            "the address it prints"
+        ) from exc
+
+
+def _same_cluster(address: str, connected: str) -> bool:
+    """Whether ``address`` names the cluster whose head is ``connected`` (Ray records a loopback address as the
+    node's own IP, so a loopback host matches any host on the same port)."""
+    if address == "auto":
+        return True
+    host, _, port = address.rpartition(":")
+    connected_host, _, connected_port = connected.rpartition(":")
+    if port != connected_port:
+        return False
+    try:
+        ip, connected_ip = socket.gethostbyname(host), socket.gethostbyname(connected_host)
+    except OSError:
+        return host == connected_host
+    return ip == connected_ip or ip.startswith("127.")
+
+
+def _ray_task(fn, config):
+    """What a Ray worker runs: ``fn(config)`` with one torch thread, like a local worker."""
+    limit_worker_threads()
+    return fn(config)
+
+
+def _execute_ray(fn, todo, address) -> Iterable[tuple[dict, Any]]:
+    ray = connect_ray(address)
+    task = ray.remote(num_cpus=1, max_retries=RAY_TASK_RETRIES, retry_exceptions=False)(_ray_task)
+    pending = {task.remote(fn, config): config for config in todo}
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -318,9 +419,20 @@ def _execute_ray(fn, todo, address) -> Iterable[tuple[dict, Any]]:
                 config = pending.pop(ref)
                 try:
                     result = ray.get(ref)
-                except Exception as exc:
-                    raise RuntimeError(f"sweep function failed on config {config}: {exc!r}") from exc
+                except ray.exceptions.RayTaskError as exc:
+                    raise RuntimeError(f"sweep function failed on config {config}: {exc}") from exc
+                except ray.exceptions.RayError as exc:
+                    raise RuntimeError(
+                        f"the Ray worker or node running config {config} died or could not run it, and Ray's "
+                        f"{RAY_TASK_RETRIES} retries did not help ({type(exc).__name__}: {_first_line(exc)}); the "
+                        "rows finished so far are kept: run the same sweep again to resume"
+                    ) from exc
                 yield config, result
     finally:
         for ref in pending:
             ray.cancel(ref)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

@@ -19,23 +19,13 @@ from mechmem.papers.factual.dynamics import stages, train_dynamics
 from mechmem.papers.factual.fit import train_config_point
 from mechmem.papers.factual.mechanism import analyse, train_corner
 from mechmem.papers.factual.task import FactualRecallTask
-from mechmem.storage.sweep import run_sweep
 
 EXPERIMENTS = Experiments()
 
 
 def _sweep(ctx: Context, fn, configs: list[dict], name: str, desc: str) -> list[dict]:
-    """``run_sweep`` into ``<seed folder>/<name>.jsonl`` with the run's sweep options (default: 1 worker)."""
-    return run_sweep(
-        fn,
-        configs,
-        ctx.out / f"{name}.jsonl",
-        backend=ctx.sweep.backend,
-        workers=ctx.sweep.workers or 1,
-        address=ctx.sweep.address,
-        progress=ctx.progress,
-        desc=desc,
-    )
+    """``ctx.run_sweep`` into ``<seed folder>/<name>.jsonl`` with the run's sweep options (default: 1 worker)."""
+    return ctx.run_sweep(fn, configs, ctx.out / f"{name}.jsonl", workers=1, desc=desc)
 
 
 def loglog_slope(x, y) -> float:
@@ -117,7 +107,7 @@ def capacity_configs(p, seeds: list[int]) -> list[dict]:
     return configs
 
 
-@EXPERIMENTS.register(name="capacity")
+@EXPERIMENTS.register(name="capacity", sweeps=True)
 def capacity_experiment(ctx: Context) -> ExperimentResult:
     """Fig. 1 and Fig. 6: the largest number of associations a linear / MLP memory stores at 99 %."""
     p = ctx.preset
@@ -211,7 +201,7 @@ def _capacity_figure(lin, outer, mlp, mlp32):
 # ----------------------------------------------------------------------------- H x m trade-off (Fig. 4 right)
 
 
-@EXPERIMENTS.register(name="tradeoff")
+@EXPERIMENTS.register(name="tradeoff", sweeps=True)
 def tradeoff_experiment(ctx: Context) -> ExperimentResult:
     """Fig. 4 right: accuracy over heads H x MLP width m (the facts fit in attention, the MLP, or both)."""
     p = ctx.preset
@@ -334,7 +324,7 @@ def _coarse_search(ok, lo: int, hi: int, ratio: float) -> int:
     return lo
 
 
-@EXPERIMENTS.register(name="facts_vs_params")
+@EXPERIMENTS.register(name="facts_vs_params", sweeps=True)
 def facts_vs_params_experiment(ctx: Context) -> ExperimentResult:
     """Fig. 4 left: the number of facts stored grows linearly with the parameter count."""
     p = ctx.preset

@@ -8,7 +8,6 @@ and d), ``optim`` (matrix / learnable / exponential models under SGD and Adam, t
 """
 
 from mechmem.papers import lazy_exports
-from mechmem.papers.scaling.cli import add_cli
 
 TASKS: dict[str, type] = {}
 __getattr__ = lazy_exports(
@@ -20,4 +19,4 @@ __getattr__ = lazy_exports(
     },
 )
 
-__all__ = ["EXPERIMENTS", "PRESETS", "ScalingReproduction", "TASKS", "add_cli"]
+__all__ = ["EXPERIMENTS", "PRESETS", "ScalingReproduction", "TASKS"]

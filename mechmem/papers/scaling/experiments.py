@@ -3,7 +3,7 @@ registered in :data:`EXPERIMENTS` (run in this order); sizes come from the prese
 
 All randomness comes from the seed. The theory experiments (error vs d, vs T, the joint table, the naive
 contour) are exact batched computations over ``n_trials`` draws; the optimiser comparisons run a mini-grid
-through :func:`mechmem.storage.sweep.run_sweep` (resumable, one JSON-lines file in the seed's folder).
+through ``ctx.run_sweep`` (resumable, one JSON-lines file in the seed's folder; ``mechmem reproduce --backend``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from mechmem.papers.scaling.optim import (
     sgd_approximation,
     train_memory,
 )
-from mechmem.storage.sweep import expand_grid, run_sweep
+from mechmem.storage.sweep import expand_grid
 
 EXPERIMENTS = Experiments()
 SCHEME_LABELS = {
@@ -292,22 +292,12 @@ def _run_point(config: dict) -> dict:
     return optim_point({k: v for k, v in config.items() if k != "study"})
 
 
-@EXPERIMENTS.register
+@EXPERIMENTS.register(sweeps=True)
 def optimisers(ctx: Context) -> ExperimentResult:
     """Adam vs SGD (tuned lr), batch size, SGD learning rate, learned embeddings: orderings per trial."""
     configs = optimiser_grid(ctx.preset, ctx.seed)
     path = ctx.out / "sweeps" / "optimisers.jsonl"
-    workers = ctx.sweep.workers if ctx.sweep.workers is not None else ctx.preset.workers
-    rows = run_sweep(
-        _run_point,
-        configs,
-        path,
-        backend=ctx.sweep.backend,
-        workers=workers,
-        address=ctx.sweep.address,
-        progress=ctx.progress,
-        desc="optimiser grid",
-    )
+    rows = ctx.run_sweep(_run_point, configs, path, workers=ctx.preset.workers, desc="optimiser grid")
     final = {}
     for row in rows:
         c = row["config"]

@@ -629,10 +629,14 @@ def memory_map_section(ins: Inspection) -> dict:
     readings = 2 * len(ins.heads) + (0 if ins.model.cfg.attn_only else ins.model.cfg.n_layers)
     n_null = max(1000, int(1.5 * readings / 0.01))
     metric = ins.metric if ins.metric is not None else (lambda logits: -task_loss(logits, batch))
-    df = memory_map(
-        ins.model, batch.tokens, batch.mask, answer, table, metric=metric, heads=ins.heads, n_null=n_null,
-        seed=ins.options.seed,
-    )  # fmt: skip
+    try:
+        df = memory_map(
+            ins.model, batch.tokens, batch.mask, answer, table, metric=metric, heads=ins.heads, n_null=n_null,
+            seed=ins.options.seed,
+        )  # fmt: skip
+    except ValueError as err:  # e.g. no answer position in view of a read-out position in these examples
+        sec.note(f"No memory map on these examples: {err}")
+        return {"skipped": str(err)}
     listed = above_null(df)
     ins.figure(
         sec,

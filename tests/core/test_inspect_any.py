@@ -85,7 +85,7 @@ def test_a_run_made_for_another_task_is_not_trained_on(tmp_path):
 # ----------------------------------------------------------------------------- inspect_model
 
 
-def _toy_page(toy, out: Path, n: int = 16, heads=None) -> dict:
+def _toy_page(toy, out: Path, n: int = 16, heads=None, max_vocab=None) -> dict:
     batch = toy.task.sample(n, torch.Generator().manual_seed(3))
     corrupted = toy.task.corrupt(batch, torch.Generator().manual_seed(4))
     page = mechmem.inspect_model(
@@ -97,7 +97,7 @@ def _toy_page(toy, out: Path, n: int = 16, heads=None) -> dict:
         associations=toy.task.associations(),
         token_labels=toy.task.token_labels(),
         output_labels=toy.task.output_labels(),
-        options=InspectOptions(n_examples=1, progress=False, heads=heads),
+        options=InspectOptions(n_examples=1, progress=False, heads=heads, max_vocab=max_vocab),
     )
     html = page.read_text()
     for title in ("Overview", "Attention", "Circuits", "Ablations", "Activation patching", "Memory map"):
@@ -114,7 +114,7 @@ def test_inspect_model_on_the_recall_toy_finds_its_head(toy_recall, tmp_path):
 @pytest.mark.parametrize("name, heads", [("toy_birth", None), ("toy_factual", [(0, 0), (0, 1)])])
 def test_inspect_model_on_the_paper_toys(name, heads, request, tmp_path):
     toy = request.getfixturevalue(name)
-    summary = _toy_page(toy, tmp_path / "page", heads=heads)
+    summary = _toy_page(toy, tmp_path / "page", heads=heads, max_vocab=16)
     listed = summary["memory_map"]["above_null"]
     assert ("L1H0" in listed) if name == "toy_birth" else (set(listed) == {"L0H0", "L0H1"}), listed
 

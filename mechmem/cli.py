@@ -22,7 +22,7 @@ RUN_FILES = {
     "model.safetensors": "the final weights (TransformerLens names)",
     "train_state.safetensors": "the resumable checkpoint (weights, optimiser, data RNG, step)",
     "results.json": "final metrics, steps, threads, training time",
-    "manifest.json": "sha256 of every file the run wrote, checked by --resume and load_run",
+    "manifest.json": "sha256 of every file the run wrote and of itself, checked by every reader",
     "figures/training.png": "eval loss and accuracy curves",
     ".mechmem.json": "marker: mechmem made this folder (--overwrite deletes nothing else)",
     ".mechmem.lock": "writer lock: one process writes this run at a time",
@@ -37,6 +37,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="mechmem",
         description="Transformers as associative memories: toy models, training and hook experiments.",
     )
+    parser.add_argument("--debug", action="store_true", help="on an error, show its full traceback too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list tasks, experiments and reproducible papers")
@@ -57,6 +58,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_RUNS, help="folder holding run directories (default: runs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory made by mechmem")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild the damaged files of a run (metrics, model, results, training figure) from its verified "
+        "checkpoint, naming each file rewritten; nothing else is changed",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -97,6 +104,11 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         help="longest example shown; longer ones are cut to a prefix (default 64)",
     )
     p.add_argument("--no-patching", dest="patching", action="store_false", help="skip activation patching")
+    p.add_argument(
+        "--allow-no-manifest",
+        action="store_true",
+        help="read a run without a verifiable manifest.json (saved by an older mechmem) unchecked",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the examples (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_inspect)
@@ -144,6 +156,11 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--jobs", type=int, default=None, help="processes per reproduction (its seeds in parallel)")
     p.add_argument("--examples", type=int, default=1, help="examples in each model's attention views (default 1)")
+    p.add_argument(
+        "--allow-no-manifest",
+        action="store_true",
+        help="collect reproductions without a verifiable manifest.json (made by an older mechmem) unchecked",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_report, seed=None)
 
@@ -185,22 +202,26 @@ def build_configs(task_name: str, overrides: list[str]):
 def cmd_train(args: argparse.Namespace) -> int:
     from mechmem.contract.registry import check_task_name
     from mechmem.core.threads import check_threads
-    from mechmem.storage.folders import check_run_name
+    from mechmem.storage.folders import check_name_lengths, check_run_name
 
     check_task_name(args.task)
     path = args.out / check_run_name(args.task if args.name is None else args.name)
+    check_name_lengths(path)
     check_threads(args.threads, "--threads")
+    if args.repair:
+        return _repair(args, path)
     if args.resume:
         return _resume(args, path)
     import dataclasses
 
+    from mechmem.core.models import check_memory
     from mechmem.core.training import validate_training
     from mechmem.storage.runs import Run
 
     task, model_cfg, train_cfg = build_configs(args.task, args.overrides)
-    train_cfg = dataclasses.replace(
-        train_cfg, progress=not args.quiet, threads=train_cfg.threads if args.threads is None else args.threads
-    )
+    threads = _capped_threads(train_cfg.threads if args.threads is None else args.threads)
+    train_cfg = dataclasses.replace(train_cfg, progress=not args.quiet, threads=threads)
+    check_memory(model_cfg, _TRAINING_COPIES.get(train_cfg.optimizer, 4), "train it")
     model = task.build_model(model_cfg)
     validate_training(model, task, train_cfg)  # every config error before a run directory exists
     config = {
@@ -209,12 +230,55 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train": train_cfg.to_dict(),
         "overrides": args.overrides,
     }
-    run = Run.create(path, config, overwrite=args.overwrite)
+    try:
+        run = Run.create(path, config, overwrite=args.overwrite)
+    except FileExistsError as err:  # a refusal: the folder is in the way
+        if (path / "config.json").is_file() and not (path / "model.safetensors").exists():
+            err.add_note(f"to continue it: `{Run(path).command('--resume')}`")  # the exact command, --out included
+        raise
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # disk full, read-only, ...: nothing was trained; the same command starts the run again
+        again = ["mechmem", *args.argv] + ([] if args.overwrite else ["--overwrite"])
+        err.add_note(f"nothing was trained; once that is fixed, start it again with `{shlex.join(again)}`")
+        raise
     return _train_and_report(args, run, model, task, train_cfg, resume=False)
 
 
+#: copies of the parameters training holds: weights, gradients and the optimiser's state (Adam: two moments)
+_TRAINING_COPIES = {"adam": 4, "adamw": 4, "sgd": 3}
+
+
+def _capped_threads(threads: int, command: str = "train") -> int:
+    """``threads`` capped at the CPUs this process may use (a note says so)."""
+    from mechmem.core.threads import cap_threads
+
+    threads, note = cap_threads(threads, "--threads")
+    if note:
+        print(f"mechmem {command}: note: {note}", file=sys.stderr)
+    return threads
+
+
+def _repair(args: argparse.Namespace, path: Path) -> int:
+    """``--repair``: rebuild the damaged files of ``path`` from its verified checkpoint, naming each."""
+    from mechmem.storage.repair import repair
+    from mechmem.storage.runs import Run
+
+    if args.overrides or args.overwrite or args.resume:
+        raise ValueError("--repair rebuilds a run as it was; it cannot be combined with --set, --overwrite or --resume")
+    run = Run(path)
+    rebuilt = repair(run)
+    if not rebuilt:
+        print(f"{run.path}: every file matches manifest.json; nothing to repair (no file changed)")
+        return 0
+    for name in rebuilt:
+        print(f"rewrote {run.path / name} (rebuilt from the verified checkpoint)")
+    print(f"{run.path}: every file matches manifest.json again")
+    return 0
+
+
 def _resume(args: argparse.Namespace, path: Path) -> int:
-    """``--resume``: continue ``path`` with its recorded configs (verified against its manifest)."""
+    """``--resume``: continue ``path`` with its recorded configs (the whole run verified first)."""
     import dataclasses
 
     from mechmem.core.training import validate_training
@@ -225,6 +289,7 @@ def _resume(args: argparse.Namespace, path: Path) -> int:
             "--resume continues a run with its recorded config; it cannot be combined with --set or --overwrite"
         )
     run = Run(path).lock()
+    run.verify()  # every file and the manifest: a damaged run is refused before anything is read or written
     config, file = read_config(run), run.path / "config.json"
     recorded = (config.get("task") or {}).get("name")
     if recorded != args.task:
@@ -239,9 +304,8 @@ def _resume(args: argparse.Namespace, path: Path) -> int:
             "last bits may differ from an uninterrupted run (MKL splits sums by thread count)",
             file=sys.stderr,
         )
-    train_cfg = dataclasses.replace(
-        train_cfg, progress=not args.quiet, threads=train_cfg.threads if args.threads is None else args.threads
-    )
+    threads = _capped_threads(train_cfg.threads if args.threads is None else args.threads)
+    train_cfg = dataclasses.replace(train_cfg, progress=not args.quiet, threads=threads)
     model = task.build_model(model_cfg)
     validate_training(model, task, train_cfg)
     return _train_and_report(args, run, model, task, train_cfg, resume=True)
@@ -257,6 +321,12 @@ def _train_and_report(args, run, model, task, train_cfg, resume: bool) -> int:
     t0 = time.perf_counter()
     try:
         result = train(model, task, train_cfg, run=run, resume=resume)
+        seconds = time.perf_counter() - t0
+        finished_before = result.start == train_cfg.steps and (run.path / "results.json").is_file()
+        if finished_before and not run.written:
+            print(f"{run.path} already finished all {train_cfg.steps} steps; nothing to do (no file changed)")
+            return 0
+        _save_training_summary(run, result, train_cfg, seconds)
     except KeyboardInterrupt:
         remove_stale_temp_files(run.path)
         print(
@@ -264,11 +334,9 @@ def _train_and_report(args, run, model, task, train_cfg, resume: bool) -> int:
             file=sys.stderr,
         )
         return 130
-    seconds = time.perf_counter() - t0
-    if result.start == train_cfg.steps and (run.path / "results.json").is_file():
-        print(f"{run.path} already finished all {train_cfg.steps} steps; nothing to do (no file changed)")
-        return 0
-    _save_training_summary(run, result, train_cfg, seconds)
+    except OSError as err:  # disk full, read-only, ...: main prints one line; the run resumes from its checkpoint
+        err.add_note(f"the run is kept; once that is fixed, continue it with `{resume_command}`")
+        raise
     _print_report(args, run, task, result, train_cfg, seconds)
     return 0
 
@@ -284,26 +352,10 @@ def _checkpoint_note(run) -> str:
 
 
 def _save_training_summary(run, result, train_cfg, seconds: float) -> None:
-    from mechmem.pages.figures import style, subplots
+    from mechmem.storage.summary import save_training_figure, save_training_results
 
-    steps = [r["step"] for r in result.history]
-    with style():
-        fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(9, 3.2))
-        ax_loss.plot(steps, [r["loss"] for r in result.history], marker=".")
-        ax_loss.set(xlabel="training step", ylabel="eval loss (nats)", yscale="log", title="eval loss")
-        ax_acc.plot(steps, [r["accuracy"] for r in result.history], marker=".")
-        ax_acc.set(xlabel="training step", ylabel="eval accuracy", ylim=(0, 1.02), title="eval accuracy")
-        fig.suptitle(f"run {run.path.name}: training curves")
-        run.save_figure(fig, "training")
-    run.save_results(
-        {
-            "final": result.final,
-            "steps": steps[-1],
-            "threads": result.threads,
-            "train_seconds": round(seconds, 3),
-            "figures": ["figures/training.png"],
-        }
-    )
+    save_training_figure(run, result.history)
+    save_training_results(run, result.history, result.threads, seconds)
 
 
 def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
@@ -329,8 +381,8 @@ def _print_report(args, run, task, result, train_cfg, seconds: float) -> None:
         "circuits, ablations, patching"
     )
     print(
-        f"  mechmem train {task.name} --name {name} --out {out} --overwrite --set model.d_model=64   "
-        "# change any config field"
+        f"  mechmem train {task.name} --name {name}-d64 --out {out} --set model.d_model=64   "
+        "# a new run with any config field changed"
     )
     print(
         f"  python -c \"from mechmem import load_run; model, config = load_run('{run.path}')\"   "
@@ -366,6 +418,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        allow_no_manifest=args.allow_no_manifest,
     )
     use_file_backend()
     page = inspect_run(args.run_dir, options, command=shlex.join(["mechmem", *sys.argv[1:]]))
@@ -392,6 +445,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         examples=args.examples,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        allow_no_manifest=args.allow_no_manifest,
     )
     use_file_backend()
     page = make_report(options, command=shlex.join(["mechmem", *args.argv]))
@@ -519,12 +573,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from mechmem.core.threads import check_threads
 
     sweep = sweep_options(args)
+    check_threads(args.threads, "--threads")
+    args.threads = _capped_threads(args.threads, "reproduce") if args.threads is not None else None
     if args.from_results is not None:
         return _rerun(args, sweep)
     if args.paper is None:
         raise ValueError("reproduce: name a paper (e.g. `mechmem reproduce lca`) or give --from RESULTS_JSON")
     paper_module(args.paper)  # an unknown paper or a bad --threads fails before torch is imported
-    check_threads(args.threads, "--threads")
     from mechmem.contract.experiments import SweepOptions
     from mechmem.contract.runner import default_out, run
 
@@ -672,11 +727,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
-        print(f"mechmem {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _error(args, err, _os_error(err, None) if isinstance(err, OSError) and err.errno else str(err), 2)
+    except OSError as err:  # disk full, read-only file system, name too long, permission denied, ...
+        if args.command == "reproduce" and not getattr(err, "__notes__", None):  # its folder is reused: it goes on
+            err.add_note(f"once that is fixed, run the same command again: `{shlex.join(['mechmem', *argv])}`")
+        return _error(args, err, _os_error(err, getattr(args, "out", None)), 1)
+    except MemoryError:
+        return _error(args, None, "out of memory: choose smaller sizes (or fewer --jobs)", 1)
     except KeyboardInterrupt:
         print(f"\nmechmem {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(args: argparse.Namespace, err: BaseException | None, message: str, code: int) -> int:
+    """One line on stderr (the traceback before it with ``--debug``); returns the exit code."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exc()
+    notes = "".join(f"; {note}" for note in getattr(err, "__notes__", None) or [])
+    print(f"mechmem {args.command}: error: {message}{notes}", file=sys.stderr)
+    return code
+
+
+def _os_error(err: OSError, out: Path | None) -> str:
+    """What the operating system refused and where: ``<path>: <reason>`` (the output folder when the error
+    does not name its file, e.g. a full disk seen by ``write``)."""
+    reason = err.strerror or str(err)
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    where = " -> ".join(paths) if paths else (f"while writing under {out}" if out is not None else "")
+    return f"{where}: {reason}" if where else reason
 
 
 if __name__ == "__main__":

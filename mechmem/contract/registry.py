@@ -6,7 +6,8 @@ imported only when a command uses them. ``tests/core/test_cli.py`` checks that t
 match what the packages really define.
 
 Each paper package ``mechmem.papers.<paper>`` exposes ``TASKS`` (name -> Task class),
-``EXPERIMENTS`` (name -> experiment) and optionally ``add_cli(subparsers)``; its ``reproduction``
+``EXPERIMENTS`` (name -> experiment) and optionally ``add_cli(subparsers)`` (as the tools of ``mechmem.tools``
+do: ``COMMANDS`` names the package of each command); its ``reproduction``
 module declares the paper's ``Reproduction`` (``mechmem.contract.reproducing``). A paper package that is not
 there (or fails to import) is skipped by ``mechmem list``, so one broken paper never takes the whole
 CLI down.
@@ -29,9 +30,9 @@ TASKS = {
     "factual": "mechmem.papers.factual.task:FactualRecallTask",
 }
 
-#: The sub-commands that paper packages add with ``add_cli``: name -> (paper, one-line help).
+#: The sub-commands that packages add with ``add_cli``: name -> (the package, one-line help).
 COMMANDS = {
-    "hijack": ("lca", "context hijacking (Jiang et al. 2024): efficacy score vs prepends k"),
+    "hijack": ("mechmem.tools.hijack", "context hijacking (Jiang et al. 2024): efficacy score vs prepends k"),
 }
 
 
@@ -95,11 +96,11 @@ def experiments() -> dict[str, dict[str, Callable]]:
 
 
 def add_command_parsers(subparsers, command: str | None) -> None:
-    """Register the paper commands: the real parser of ``command`` (importing its paper), and for
+    """Register the package commands: the real parser of ``command`` (importing its package), and for
     the others a placeholder carrying only the name and help line (so ``mechmem --help`` lists them)."""
     chosen = COMMANDS[command][0] if command in COMMANDS else None
-    for name, (paper, help_text) in COMMANDS.items():
-        if paper != chosen:
+    for name, (package, help_text) in COMMANDS.items():
+        if package != chosen:
             subparsers.add_parser(name, help=help_text, add_help=False)
     if chosen is not None:
-        paper_module(chosen).add_cli(subparsers)
+        importlib.import_module(chosen).add_cli(subparsers)

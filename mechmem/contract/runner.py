@@ -2,6 +2,7 @@
 its negative controls, saving, scoring, and one ``results.json``::
 
     out/results.json                         paper, preset (and variant), seeds, versions, timings, claims, checks
+    out/manifest.json                        the sha256 of every file above and below (``mechmem.storage.manifest``)
     out/seed-<s>/<experiment>.json           what the experiment measured
     out/seed-<s>/figures/*.png               its figures
     out/seed-<s>/*.html                      its self-contained HTML views
@@ -11,6 +12,11 @@ its negative controls, saving, scoring, and one ``results.json``::
 Several seeds run one after the other, or in parallel processes (``jobs``). A *variant* changes preset fields
 (``settings``: ``--set field=value``) or runs some experiments only (``only``); it is recorded in
 ``results.json`` and names its default folder. :func:`rerun` runs again exactly what a ``results.json`` ran.
+
+One output per folder: the folder's marker records what it holds (paper, preset, its sizes, variant, seeds), and a
+folder holding another is refused before anything is written (unless ``overwrite``). Running again into its own
+folder first deletes ``results.json`` and ``manifest.json``, which are written last (the manifest, then the
+results), so a reproduction stopped midway never leaves a ``results.json`` pointing at files it did not write.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from mechmem.contract.presets import Preset
 from mechmem.contract.reproducing import SCHEMA, Reproduction, check_seeds, is_registered, output_kind, resolve
 from mechmem.core.threads import check_threads, torch_threads
 from mechmem.pages.figures import save_figure
+from mechmem.storage import manifest
 from mechmem.storage.files import atomic_write_json, atomic_write_text, to_jsonable
 from mechmem.storage.folders import prepare_output_dir
 
@@ -129,11 +136,15 @@ def run(
     jobs = _check_jobs(cls, jobs, len(seeds), config.name)
     threads = check_threads(threads)
     _check_sweep(repro, names, sweep)
+    variant = {"set": to_jsonable(parsed), "only": only} if (parsed or only) else None
+    about = {"paper": cls.name, "preset": config.name, "preset_config": config.to_dict(), "variant": variant}
     out = prepare_output_dir(
         Path(out) if out is not None else default_out(cls.name, config.name, settings, only),
         output_kind(cls.name),
         overwrite,
+        about=json.loads(json.dumps(to_jsonable({**about, "seeds": seeds}))),  # another output: refused
     )
+    manifest.discard(out, ("results.json", manifest.MANIFEST))  # written again last, when complete
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), _cpu_seconds()
     load, source = _load_average(), versions()
@@ -146,7 +157,7 @@ def run(
         "paper": cls.name,
         "title": cls.title,
         "preset": config.name,
-        "variant": {"set": to_jsonable(parsed), "only": only} if (parsed or only) else None,
+        "variant": variant,
         "seeds": seeds,
         "command": command or _command(cls.name, config.name, seeds, settings, only),
         "started_at": started,
@@ -160,7 +171,8 @@ def run(
         **_scores(cls, runs, seeds),
         "runs": {str(s): {k: v for k, v in runs[s].items() if k not in ("claims", "checks")} for s in seeds},
     }
-    atomic_write_json(out / "results.json", results)
+    text = json.dumps(to_jsonable(results), indent=2, allow_nan=True) + "\n"
+    manifest.seal(out, {"results.json": text.encode("utf-8")})  # every file's checksum, then results.json
     return results
 
 

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -138,9 +139,47 @@ def _hooked_transformer(cfg: ModelConfig) -> nn.Module:
         return HookedTransformer(hcfg, move_to_device=False)
 
 
+def parameter_count(cfg: ModelConfig) -> int:
+    """The number of parameters of the model for ``cfg`` (its TransformerLens weights), without building it."""
+    return sum(math.prod(shape) for shape in weight_shapes(tl_config_dict(cfg)).values())
+
+
+def available_memory() -> int | None:
+    """Bytes of memory new allocations may take: ``MemAvailable`` (Linux), lowered to the cgroup's limit
+    when there is one; ``None`` when this platform does not say."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(cfg: ModelConfig, copies: int = 2, purpose: str = "build it") -> None:
+    """Refuse, before anything is allocated, sizes whose ``copies`` of the parameters (2 to build a model: its
+    weights and their initial values; more to train it) exceed the memory available (``ValueError``)."""
+    count = parameter_count(cfg)
+    need, available = count * _DTYPES[cfg.dtype].itemsize * copies, available_memory()
+    if available is not None and need > available:
+        raise ValueError(
+            f"model sizes too large for this machine: {count:.3g} parameters (n_layers={cfg.n_layers}, "
+            f"d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}); to {purpose} "
+            f"needs {need / 1e9:.3g} GB ({copies} copies as {cfg.dtype}), more than the {available / 1e9:.3g} GB "
+            "available: choose smaller sizes"
+        )
+
+
 def _build(cfg: ModelConfig, bridge: bool) -> nn.Module:
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"expected a ModelConfig, got {type(cfg).__name__}")
+    check_memory(cfg)
     if bridge:
         model = boot_bridge(tl_config_dict(cfg), dtype=_DTYPES[cfg.dtype])
     else:

@@ -14,6 +14,7 @@ order, and ``torch.use_deterministic_algorithms(True)`` makes it sum in a fixed 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,12 +29,33 @@ def check_threads(threads, name: str = "threads") -> int | None:
     return threads
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cap_threads(threads: int | None, name: str = "threads") -> tuple[int | None, str | None]:
+    """``threads`` at most :func:`available_cpus` (torch crashes on absurd counts: ``--threads 100000``
+    segfaulted), and a note saying so when it was capped (else ``None``)."""
+    check_threads(threads, name)
+    cpus = available_cpus()
+    if threads is None or threads <= cpus:
+        return threads, None
+    return cpus, f"{name} {threads} is more than the {cpus} CPU(s) this process may use: using {cpus}"
+
+
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore it."""
+    """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged; capped at the CPUs this
+    process may use, with a warning), then restore it."""
     import torch
 
-    check_threads(threads)
+    threads, note = cap_threads(threads)
+    if note:
+        warnings.warn(note, stacklevel=3)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -50,6 +50,22 @@ def masked_loss(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) ->
     return F.cross_entropy(logits[batch.mask], batch.targets[batch.mask])
 
 
+def scored_logits(model: nn.Module, task: Task, batch: Batch) -> tuple[Tensor, Tensor]:
+    """The logits and targets at the scored positions (``[n, d_vocab_out]``, ``[n]``) through the fast path. For a
+    task whose loss reads only the last position (``task.last_position_loss``) the logits are computed at that
+    position alone (``fastpath.last_logits``: the same numbers, a fraction of the cost)."""
+    if not task.last_position_loss:
+        return fastpath.logits(model, batch.tokens)[batch.mask], batch.targets[batch.mask]
+    if not (batch.mask[:, -1].all() and not batch.mask[:, :-1].any()):
+        raise ValueError(f"task {task.name!r} declares last_position_loss, but its batch mask scores other positions")
+    return fastpath.last_logits(model, batch.tokens), batch.targets[:, -1]
+
+
+def batch_loss(model: nn.Module, task: Task, batch: Batch) -> Tensor:
+    """The training loss of one batch: the mean cross-entropy at the scored positions (:func:`scored_logits`)."""
+    return F.cross_entropy(*scored_logits(model, task, batch))
+
+
 def masked_accuracy(logits: Float[Tensor, "batch pos d_vocab_out"], batch: Batch) -> float:
     """Fraction of scored positions where the argmax is the target."""
     hits = logits[batch.mask].argmax(-1) == batch.targets[batch.mask]
@@ -63,14 +79,25 @@ def evaluate(model: nn.Module, task: Task, batch: Batch, probes: dict[str, Probe
     was_training = model.training
     model.eval()
     try:
-        logits = fastpath.logits(model, batch.tokens)
-        metrics = {"loss": masked_loss(logits, batch).item(), "accuracy": masked_accuracy(logits, batch)}
-        metrics.update(task.extra_metrics(logits, batch))
+        metrics = _scores(model, task, batch)
         for name, probe in (probes or {}).items():
             value = probe(model)
             metrics.update(value if isinstance(value, dict) else {name: float(value)})
     finally:
         model.train(was_training)
+    return metrics
+
+
+def _scores(model: nn.Module, task: Task, batch: Batch) -> dict[str, float]:
+    """Loss, accuracy and the task's extra metrics; a task scored at the last position only is evaluated there alone
+    unless it defines extra metrics (which read every position)."""
+    if task.last_position_loss and type(task).extra_metrics is Task.extra_metrics:
+        logits, targets = scored_logits(model, task, batch)
+        hits = logits.argmax(-1) == targets
+        return {"loss": F.cross_entropy(logits, targets).item(), "accuracy": hits.float().mean().item()}
+    logits = fastpath.logits(model, batch.tokens)
+    metrics = {"loss": masked_loss(logits, batch).item(), "accuracy": masked_accuracy(logits, batch)}
+    metrics.update(task.extra_metrics(logits, batch))
     return metrics
 
 
@@ -123,14 +150,14 @@ def train(
     With ``run`` (a ``mechmem.storage.runs.Run``, locked for this process while it trains), the task, training
     and model configs are recorded in its ``config.json`` where missing (so ``mechmem inspect`` opens it like a run
     made by ``mechmem train``), metrics go to ``metrics.jsonl``, a resumable checkpoint is written atomically at
-    every evaluation, and the final weights to ``model.safetensors``. With ``resume=True`` training continues from
-    the run's verified checkpoint and ends with the same weights as an uninterrupted run with the same seed; a run
-    that had finished is left as it is.
+    every evaluation, and the final weights to ``model.safetensors``. With ``resume=True`` the whole run is verified
+    against its manifest first (a damaged file is refused, never rewritten: see ``mechmem train --repair``), then
+    training continues from the checkpoint and ends with the same weights as an uninterrupted run with the same
+    seed; a run that had finished is left as it is.
     """
     validate_training(model, task, cfg)
     if run is not None:
         run.lock()
-        run.record_training(task, cfg, getattr(model, "mechmem_config", None))  # what `mechmem inspect` rebuilds
     with torch_threads(cfg.threads), deterministic():
         return _train(model, task, cfg, probes, run, resume)
 
@@ -139,6 +166,10 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
     data_gen = torch.Generator().manual_seed(cfg.seed)
     device = next(model.parameters()).device
     eval_batch = task.sample(cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+    if resume and run is not None:
+        run.verify()
+    if run is not None:  # after verifying: a damaged config.json is refused, never rewritten
+        run.record_training(task, cfg, getattr(model, "mechmem_config", None))  # what `mechmem inspect` rebuilds
     state = run.load_train_state() if resume and run is not None else None
     start, optimizer, history = _start(model, cfg, state, run, data_gen)
     if state is None:
@@ -152,7 +183,7 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
     for step in bar:
         _unfreeze_due(optimizer, model, cfg, step)
         batch = task.sample(cfg.batch_size, data_gen).to(device)
-        loss = masked_loss(fastpath.logits(model, batch.tokens), batch)  # = model(tokens), fused when unhooked
+        loss = batch_loss(model, task, batch)  # through model(tokens), fused when unhooked
         model.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -190,16 +221,9 @@ def _start(model: nn.Module, cfg: TrainConfig, state, run, data_gen: torch.Gener
         raise ValueError(f"checkpoint {file}: {err}") from None
     optimizer.load_state_dict(state.optimizer)
     data_gen.set_state(state.rng_state)
-    if _metrics_or_none(run) != state.history:
-        run.rewrite_metrics(state.history)  # drop records logged after the checkpoint
+    if run.metrics() != state.history:
+        run.rewrite_metrics(state.history)  # drop the records logged after the checkpoint (verified: not damage)
     return state.step, optimizer, list(state.history)
-
-
-def _metrics_or_none(run) -> list[dict] | None:
-    try:
-        return run.metrics()
-    except ValueError:  # a damaged metrics.jsonl is rewritten from the checkpoint
-        return None
 
 
 def _has_verified_model(run) -> bool:

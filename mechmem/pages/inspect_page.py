@@ -200,7 +200,7 @@ def _bridge_check(ins: Inspection, sec: Section) -> float:
     """Max |logit difference| between the bridge and the task's own model on the examples."""
     from mechmem.storage.runs import load_run
 
-    reference, _ = load_run(ins.run.path, bridge=False)
+    reference, _ = load_run(ins.run.path, bridge=False, allow_no_manifest=ins.options.allow_no_manifest)
     tokens = ins.examples.batch.tokens
     with torch.no_grad():
         diff = float((ins.forward(tokens).cpu() - reference.eval()(tokens.cpu())).abs().max())
@@ -769,7 +769,7 @@ def inspect_run(run_dir: str | Path, options: InspectOptions | None = None, comm
 
     run_dir = Path(run_dir)
     out = output_dir(run_dir, options.out if isinstance(options, InspectOptions) else None)
-    check_run(run_dir)
+    check_run(run_dir, options if isinstance(options, InspectOptions) else None)
     key = acquire(run_dir / LOCK_FILE, f"run {run_dir}")
     try:
         inputs = prepare(run_dir, options, command)

@@ -47,7 +47,8 @@ class InspectOptions:
     ``max_vocab`` tokens (and answers) most frequent in the examples; ``max_positions``: the
     longest example shown (longer sequences are cut to a prefix ending at a scored position);
     ``overwrite``: replace ``out`` even when it holds another kind of mechmem output (a folder mechmem
-    did not make is never replaced).
+    did not make is never replaced); ``allow_no_manifest``: read a run without a verifiable ``manifest.json``
+    (saved by an older mechmem) unchecked.
     """
 
     out: Path | None = None
@@ -62,6 +63,7 @@ class InspectOptions:
     seed: int = 0
     progress: bool = True
     overwrite: bool = False
+    allow_no_manifest: bool = False
 
     def __post_init__(self) -> None:
         for name, low in (("n_examples", 1), ("batch_size", 2), ("max_positions", 2), ("seed", 0)):
@@ -94,24 +96,36 @@ def parse_heads(spec: str) -> list[tuple[int, int]]:
 
 def output_dir(run_dir: Path, out: Path | None) -> Path:
     """Where the page goes (default ``RUN_DIR/inspect``); it must not be the run folder itself."""
+    from mechmem.storage.folders import check_name_lengths
+
     out = Path(out) if out is not None else run_dir / "inspect"
+    check_name_lengths(out)
     if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
         raise ValueError(f"--out {out} would replace the run {run_dir}; choose a folder inside it or elsewhere")
     return out
 
 
-def check_run(run_dir: Path):
-    """The run at ``run_dir`` (``FileNotFoundError`` when it is not a run or has no model file)."""
+def check_run(run_dir: Path, options: InspectOptions | None = None):
+    """The run at ``run_dir``, verified: not being written by another process, every file matching its
+    manifest (``Run.verify``), a model file there (``FileNotFoundError`` / ``ValueError`` otherwise)."""
+    from mechmem.storage.folders import LOCK_FILE
+    from mechmem.storage.locking import acquire, release
     from mechmem.storage.runs import Run
 
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a folder (expected a run directory made by `mechmem train`)")
-    run = Run(run_dir)  # no config.json -> "is not a run directory"
-    if not (run_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"run {run_dir} has no model file model.safetensors (training did not finish?); "
-            f"continue it with `mechmem train <task> --name {run_dir.name} --resume`"
-        )
+    run = Run(run_dir)  # no config.json -> "is not a run directory" (interrupted while being created, or damaged)
+    key = acquire(run_dir / LOCK_FILE, f"run {run_dir}")  # a run still training is refused, naming its process
+    try:
+        run.verify(options.allow_no_manifest if options is not None else False)
+        if not (run_dir / "model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"run {run_dir} has no model file model.safetensors (training did not finish); "
+                f"continue it with `{run.command('--resume')}`"
+            )
+    finally:
+        release(key)
     return run
 
 
@@ -301,10 +315,10 @@ def prepare(run_dir: str | Path, options: InspectOptions | None = None, command:
         raise TypeError(f"options must be an InspectOptions, got {type(options).__name__}")
     run_dir = Path(run_dir)
     started = time.time()
-    run = check_run(run_dir)
+    run = check_run(run_dir, options)
     task = run_task(run.config)
     device = check_device(options.device)
-    model, config = load_run(run_dir, bridge=options.bridge)
+    model, config = load_run(run_dir, bridge=options.bridge, allow_no_manifest=options.allow_no_manifest)
     if next(model.parameters()).device != device:
         model = model.to(device)
     heads = check_heads(model, options.heads)

@@ -35,14 +35,20 @@ KIND = "report"
 
 
 def problems(
-    results: dict, folder: Path, preset: str, seeds: list[int] | None = None, paper: str | None = None
+    results: dict,
+    folder: Path,
+    preset: str,
+    seeds: list[int] | None = None,
+    paper: str | None = None,
+    allow_no_manifest: bool = False,
 ) -> list[str]:
     """Why ``results`` (a ``results.json`` in ``folder``) are not complete, current results of ``preset``
     (and ``seeds``, ``paper`` when given): empty when they can be reported.
 
     Complete and current: the one schema; the preset, its sizes and its claims as declared now; a record,
     every experiment the preset enables and every file listed for each seed; the representative model of
-    each seed where the paper saves one, its files matching the checksums of its ``manifest.json``.
+    each seed where the paper saves one, its files matching the checksums of its ``manifest.json``. (Whether
+    the folder's files match its own manifest is :func:`read_results`' first check.)
     """
     if not isinstance(results, dict) or results.get("schema") != SCHEMA:
         found = results.get("schema") if isinstance(results, dict) else None
@@ -71,11 +77,15 @@ def problems(
         found.append(f"its claims differ from the declared ones (missing {missing}, no longer declared {extra})")
     enabled = [n for n in repro.experiments if repro.experiments.enabled(n, config)]
     for seed in results.get("seeds", []):
-        found += _seed_problems(results.get("runs", {}).get(str(seed)), seed, folder, enabled, repro.saves_model)
+        found += _seed_problems(
+            results.get("runs", {}).get(str(seed)), seed, folder, enabled, repro.saves_model, allow_no_manifest
+        )
     return found
 
 
-def _seed_problems(run: dict | None, seed: int, folder: Path, enabled: list[str], saves_model: bool) -> list[str]:
+def _seed_problems(
+    run: dict | None, seed: int, folder: Path, enabled: list[str], saves_model: bool, allow_no_manifest: bool = False
+) -> list[str]:
     if not isinstance(run, dict):
         return [f"seed {seed} has no record"]
     found = []
@@ -92,16 +102,16 @@ def _seed_problems(run: dict | None, seed: int, folder: Path, enabled: list[str]
         elif not all((folder / model / name).is_file() for name in ("config.json", "model.safetensors")):
             found.append(f"seed {seed}: its model folder {model} has no config.json or model.safetensors")
         else:
-            found += _model_problems(folder / model, seed)
+            found += _model_problems(folder / model, seed, allow_no_manifest)
     return found
 
 
-def _model_problems(model: Path, seed: int) -> list[str]:
+def _model_problems(model: Path, seed: int, allow_no_manifest: bool = False) -> list[str]:
     """The saved model's files checked against the checksums its run folder recorded (``manifest.json``)."""
     from mechmem.storage.runs import Run
 
     try:
-        Run(model).verify()
+        Run(model).verify(allow_no_manifest)
     except (OSError, ValueError) as err:
         return [f"seed {seed}: its model cannot be used ({err})"]
     return []
@@ -113,8 +123,12 @@ def _jsonable(obj):
     return to_jsonable(obj)
 
 
-def read_results(folder: Path) -> dict:
-    """``folder/results.json`` (a clear error when ``folder`` is not a finished reproduction)."""
+def read_results(folder: Path, allow_no_manifest: bool = False) -> dict:
+    """``folder/results.json``, after checking every file of ``folder`` against its ``manifest.json`` (a clear
+    error when ``folder`` is not a finished reproduction or a file was changed; a folder without a manifest,
+    made by an older mechmem, is read unchecked only with ``allow_no_manifest``)."""
+    from mechmem.storage import manifest
+
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -123,18 +137,33 @@ def read_results(folder: Path) -> dict:
         )
     file = folder / "results.json"
     if not file.is_file():
-        raise FileNotFoundError(f"{folder} has no results.json: it is not a finished reproduction")
+        raise FileNotFoundError(
+            f"{folder} has no results.json: it is not a finished reproduction (one that was stopped finishes when "
+            "its command runs again)"
+        )
+    manifest.verify(
+        folder,
+        allow_no_manifest,
+        advice="The reproduction was changed after it finished: run its `mechmem reproduce` command again (it "
+        "rewrites the folder), or restore the folder from a backup",
+    )
     try:
         return json.loads(file.read_text())
     except ValueError as err:
         raise ValueError(f"{file} is not valid JSON ({err})") from None
 
 
-def check_results(folder: Path, preset: str, seeds: list[int] | None = None, paper: str | None = None) -> dict:
+def check_results(
+    folder: Path,
+    preset: str,
+    seeds: list[int] | None = None,
+    paper: str | None = None,
+    allow_no_manifest: bool = False,
+) -> dict:
     """The results in ``folder`` when they are complete, current results of ``preset`` (else ``ValueError``
     naming every problem)."""
-    results = read_results(folder)
-    found = problems(results, Path(folder), preset, seeds, paper)
+    results = read_results(folder, allow_no_manifest)
+    found = problems(results, Path(folder), preset, seeds, paper, allow_no_manifest)
     if found:
         raise ValueError(f"{folder} cannot be reported as the {preset} preset: " + "; ".join(found))
     return results
@@ -147,7 +176,9 @@ def plan(options: ReportOptions) -> list[Source]:
     """Where each paper's results come from; every check, nothing written."""
     collected: dict[str, Source] = {}
     for folder in options.collect:
-        paper = check_results(folder, options.preset, options.seeds)["paper"]
+        paper = check_results(folder, options.preset, options.seeds, allow_no_manifest=options.allow_no_manifest)[
+            "paper"
+        ]
         if paper in collected:
             raise ValueError(
                 f"--collect: {collected[paper].folder} and {folder} both hold {paper}; name one folder per paper"
@@ -169,7 +200,8 @@ def _default_source(paper: str, options: ReportOptions) -> Source:
         return Source(paper, folder, False, "no finished results there yet")
     if options.rerun:
         return Source(paper, folder, False, "--rerun")
-    found = problems(read_results(folder), folder, options.preset, options.seeds, paper)
+    results = read_results(folder, options.allow_no_manifest)
+    found = problems(results, folder, options.preset, options.seeds, paper, options.allow_no_manifest)
     if not found:
         return Source(paper, folder, True, "complete and up to date")
     raise ValueError(
@@ -212,9 +244,14 @@ def gather(source: Source, options: ReportOptions) -> Collected:
             jobs=options.jobs,
             progress=options.progress,
             command=command,
+            overwrite=options.rerun,  # --rerun: its earlier output there is replaced, whatever it held
         )
     results = check_results(
-        source.folder, options.preset, options.seeds or (None if source.collect else [0]), source.paper
+        source.folder,
+        options.preset,
+        options.seeds or (None if source.collect else [0]),
+        source.paper,
+        options.allow_no_manifest,
     )
     return Collected(source, results, time.perf_counter() - start)
 

@@ -22,7 +22,9 @@ class ReportOptions:
     ``out``: the report's folder (default ``RUNS/report-<preset>``); ``rerun``: run again into a default
     folder whose results cannot be reported; ``jobs``: processes per reproduction (its seeds in parallel);
     ``examples``: task examples in each model's attention views; ``overwrite``: replace ``out`` even when it
-    holds another kind of mechmem output (a folder mechmem did not make, or one this report reads, never).
+    holds another kind of mechmem output (a folder mechmem did not make, or one this report reads, never);
+    ``allow_no_manifest``: collect reproductions (and read their models) without a verifiable ``manifest.json``
+    (made by an older mechmem), unchecked.
     """
 
     preset: str = "quick"
@@ -36,6 +38,7 @@ class ReportOptions:
     examples: int = 1
     progress: bool = True
     overwrite: bool = False
+    allow_no_manifest: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in PRESET_NAMES:

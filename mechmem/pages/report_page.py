@@ -156,6 +156,7 @@ def circuits_section(sec: Section, item: Collected, folder: Path, options: Repor
             batch_size=INSPECT_BATCH[options.preset],
             max_vocab=VOCAB_LIMIT,
             progress=options.progress,
+            allow_no_manifest=options.allow_no_manifest,
         ),
         command=f"mechmem inspect {model_dir}",
     )

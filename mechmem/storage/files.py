@@ -23,18 +23,30 @@ from typing import Any
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``; clean up on failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if err.errno and (err.filename is None or is_temp_file(os.path.basename(str(err.filename)))):
+            raise _naming(err, path) from err  # name the file being written, not its temporary name
+        raise
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno and err.filename in (None, tmp):
+            raise _naming(err, path) from err  # a full disk seen by write() names no file: name the one written
         raise
     return path
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` (same type and errno) naming ``path`` instead of no file or a temporary one."""
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -113,6 +125,8 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
+    except OSError as err:
+        raise _naming(err, Path(path)) from err
     finally:
         os.close(fd)
 

@@ -8,8 +8,11 @@
 - ``.mechmem.json``, the marker: mechmem made this folder (``--overwrite`` deletes nothing else);
 - ``.mechmem.lock``: one writer at a time (``mechmem.storage.locking``; a second one is refused, naming
   the first one's pid);
-- ``manifest.json``: the sha256 of every file the run wrote. Resuming and ``load_run`` check the
-  files they read against it and refuse, naming the file, one that changed.
+- ``manifest.json``: the sha256 of every file the run wrote, and of itself (``mechmem.storage.manifest``).
+  Every reader (``--resume``, ``load_run``, ``mechmem inspect``, ``mechmem report``) checks the whole run
+  against it first and refuses, naming each file that changed and what to do (``mechmem train --repair``
+  rebuilds what the verified checkpoint holds); nothing is repaired silently. A run without a manifest
+  is read only when the caller says so (``allow_no_manifest=True``, CLI ``--allow-no-manifest``).
 
 Every file is written atomically, and the manifest in two steps (the new checksum is recorded
 as *pending* before the file is renamed into place, and made final after), so a process killed
@@ -26,9 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
-import warnings
+import shlex
 import weakref
 from pathlib import Path
 from typing import Any
@@ -39,18 +41,20 @@ from torch import nn
 from hooks.weights import check_replacement, get_weight, set_weight_, weight_names
 from mechmem.core import checkpoint
 from mechmem.core.config import ModelConfig, TrainConfig
+from mechmem.storage import manifest
 from mechmem.storage.files import (
     atomic_write_bytes,
-    atomic_write_json,
     read_jsonl,
     remove_stale_temp_files,
     safetensors_bytes,
 )
 from mechmem.storage.folders import (
     LOCK_FILE,
+    MARKER,
     RUN_KIND,
     check_run_name,
     claim,
+    incomplete_run_message,
     marker_kind,
 )
 from mechmem.storage.locking import acquire, release
@@ -63,8 +67,10 @@ __all__ = [
     "save_weights",
 ]
 
-MANIFEST = "manifest.json"
+MANIFEST = manifest.MANIFEST
 STATE_FILE = "train_state.safetensors"
+#: the files ``mechmem train --repair`` rebuilds from a verified checkpoint (the others cannot be rebuilt)
+REBUILDABLE = ("metrics.jsonl", "model.safetensors", "figures/training.png", "results.json")
 
 
 # --- the run directory --------------------------------------------------------------------------
@@ -80,11 +86,11 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock_key: str | None = None
+        self.written: list[str] = []  # the files this object wrote (what a command says it changed)
         if not (self.path / "config.json").is_file():
-            hint = ""
             if marker_kind(self.path) == RUN_KIND:
-                hint = "; it was interrupted while being created: start it again with --overwrite"
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json){hint}")
+                raise FileNotFoundError(incomplete_run_message(self.path))
+            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any], overwrite: bool = False) -> "Run":
@@ -99,9 +105,10 @@ class Run:
         data = _json_bytes(config)
         key = claim(path, RUN_KIND, overwrite, reuse=False)
         run = cls.__new__(cls)
-        run.path, run._lock_key = path, key
+        run.path, run._lock_key, run.written = path, key, []
         weakref.finalize(run, release, key)
         (path / "figures").mkdir(exist_ok=True)
+        run._write(MARKER, (path / MARKER).read_bytes())  # the manifest covers the marker too
         run._write("config.json", data)
         return run
 
@@ -180,7 +187,11 @@ class Run:
     # --- weights and checkpoints ------------------------------------------------------------
 
     def save_model(self, model: nn.Module, filename: str = "model.safetensors") -> Path:
-        return self._write(filename, safetensors_bytes(_weights(model)))
+        return self.save_weights(_weights(model), filename)
+
+    def save_weights(self, weights: dict[str, torch.Tensor], filename: str = "model.safetensors") -> Path:
+        """Save weights given by TransformerLens name (what :meth:`save_model` saves of a model)."""
+        return self._write(filename, safetensors_bytes(weights))
 
     def has_train_state(self) -> bool:
         return (self.path / STATE_FILE).is_file()
@@ -194,66 +205,96 @@ class Run:
         """The verified, decoded checkpoint; ``None`` if the run never wrote one (killed before its
         first checkpoint). A checkpoint that was written and is now missing or changed raises."""
         file = self.path / STATE_FILE
-        if not file.exists() and STATE_FILE not in self._manifest(required=True)["files"]:
+        if not file.exists() and STATE_FILE not in manifest.read(self.path)["files"]:
             return None  # the first checkpoint never landed (at most its checksum is pending)
         return checkpoint.decode(self.verified_bytes(STATE_FILE), file)
 
     # --- the manifest ---------------------------------------------------------------------
 
-    def verified_bytes(self, name: str) -> bytes:
-        """The bytes of the run's file ``name``, after checking them against ``manifest.json``."""
+    def verified_bytes(self, name: str, allow_no_manifest: bool = False) -> bytes:
+        """The bytes of the run's file ``name``, after checking the manifest and them against it (read unchecked
+        when the run has no manifest and ``allow_no_manifest``)."""
         file = self.path / name
-        entries = self._manifest(required=True)
+        entries = manifest.read(self.path, allow_unchecked=allow_no_manifest)
+        if entries is None:
+            if not file.is_file():
+                raise FileNotFoundError(f"{file} does not exist")
+            return file.read_bytes()
         listed = entries["files"].get(name, {}).get("sha256")
         pending = entries["pending"].get(name)
+        if listed is None and not file.is_file():
+            raise ValueError(
+                f"{file} does not exist: the run has not written it yet (training did not finish, or stopped on "
+                f"an error); continue it with `{self.command('--resume')}`"
+            )
         if listed is None and pending is None:
-            raise ValueError(
-                f"{file} is not listed in {self.path / MANIFEST}: mechmem did not write it, so it cannot be verified"
-            )
-        if not file.is_file():
-            raise ValueError(f"{file} is listed in {MANIFEST} but missing; it was deleted after mechmem wrote it")
-        data = file.read_bytes()
-        if hashlib.sha256(data).hexdigest() not in (listed, pending):
-            raise ValueError(
-                f"{file} does not match its checksum in {MANIFEST}: it was changed or damaged after mechmem wrote it"
-            )
+            raise ValueError(f"{file} is not listed in {self.path / MANIFEST}: mechmem did not write it")
+        data = file.read_bytes() if file.is_file() else None
+        if data is None or manifest.digest(data) not in (listed, pending):
+            found = {name: manifest.MISSING if data is None else manifest.CHANGED}
+            raise manifest.Damaged(self.path, found, self.advice(found))
         return data
 
-    def verify(self) -> list[str]:
-        """Check every file listed in ``manifest.json``; returns their names (``ValueError`` on the first bad one)."""
-        entries = self._manifest(required=True)
-        names = sorted(set(entries["files"]) | set(entries["pending"]))
-        for name in names:
-            self.verified_bytes(name)
-        return names
+    def verify(self, allow_no_manifest: bool = False) -> list[str]:
+        """Check ``manifest.json`` and every file it lists; returns their names. Every bad file is named in one
+        :class:`mechmem.storage.manifest.Damaged` error, with what to do about them; a run without a manifest
+        raises :class:`mechmem.storage.manifest.NoManifest` unless ``allow_no_manifest`` (then nothing is checked)."""
+        found = self.problems(allow_no_manifest)
+        if found:
+            raise manifest.Damaged(self.path, found, self.advice(found))
+        entries = manifest.read(self.path, allow_unchecked=allow_no_manifest)
+        return [] if entries is None else sorted(set(entries["files"]) | set(entries["pending"]))
 
-    def _manifest(self, required: bool = False) -> dict:
-        """The manifest (``required``: a missing one is an error; else an empty one is returned)."""
-        file = self.path / MANIFEST
-        if not file.exists():
-            if required:
-                raise ValueError(
-                    f"{self.path} has no {MANIFEST} (written by an older mechmem, or deleted), so its files "
-                    "cannot be verified; train it again with --overwrite "
-                    "(load_run(..., verify=False) reads it unchecked)"
-                )
-            return {"files": {}, "pending": {}}
-        manifest = _parse_json(file, file.read_bytes())
-        if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("pending"), dict):
-            raise ValueError(f"{file} is malformed (expected 'files' and 'pending' objects)")
-        return manifest
+    def problems(self, allow_no_manifest: bool = False) -> dict[str, str]:
+        """Each file of the run that does not match ``manifest.json`` (name -> what is wrong); a damaged manifest
+        raises (with :meth:`advice`), a missing one too unless ``allow_no_manifest`` (then nothing is checked)."""
+        try:
+            entries = manifest.read(self.path, allow_unchecked=allow_no_manifest)
+        except manifest.Damaged as err:
+            raise manifest.Damaged(self.path, err.problems, self.advice(err.problems)) from None
+        return {} if entries is None else manifest.problems(self.path, entries)
+
+    def advice(self, problems: dict[str, str]) -> str:
+        """What to do about the damaged files ``problems``: ``--repair`` when the checkpoint can rebuild every
+        one of them, else what cannot be rebuilt (nothing is ever suggested that deletes the run)."""
+        names = sorted(problems)
+        if MANIFEST in problems:
+            return (
+                "mechmem cannot tell which of the run's files are intact, so it rebuilds none: restore the folder "
+                "from a backup, or train a new run under another --name"
+            )
+        lost = [n for n in names if n not in REBUILDABLE]
+        if lost:
+            return (
+                f"mechmem cannot rebuild {', '.join(lost)} (the checkpoint does not hold it): restore it from a "
+                "backup, or train a new run under another --name"
+            )
+        return f"`{self.command('--repair')}` rebuilds {', '.join(names)} from the run's verified checkpoint"
+
+    def command(self, flag: str) -> str:
+        """The ``mechmem train`` command that continues (``--resume``) or repairs (``--repair``) this run."""
+        try:
+            task = json.loads((self.path / "config.json").read_bytes())["task"]["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            task = "<task>"
+        return shlex.join(
+            ["mechmem", "train", str(task), "--name", self.path.name, "--out", str(self.path.parent), flag]
+        )
 
     def _write(self, name: str, data: bytes) -> Path:
-        """Write the run's file ``name`` atomically, recording its checksum in two steps."""
+        """Write the run's file ``name`` atomically, recording its checksum in two steps (a damaged manifest
+        is never written over)."""
         self.lock()
-        manifest = self._manifest()
-        digest = hashlib.sha256(data).hexdigest()
-        manifest["pending"][name] = digest
-        atomic_write_json(self.path / MANIFEST, manifest)
+        entries = manifest.read(self.path, allow_unchecked=True) or manifest.empty()
+        digest = manifest.digest(data)
+        entries["pending"][name] = digest
+        manifest.write(self.path, entries)
         path = atomic_write_bytes(self.path / name, data)
-        manifest["files"][name] = {"sha256": digest, "bytes": len(data)}
-        del manifest["pending"][name]
-        atomic_write_json(self.path / MANIFEST, manifest)
+        entries["files"][name] = {"sha256": digest, "bytes": len(data)}
+        del entries["pending"][name]
+        manifest.write(self.path, entries)
+        if name not in self.written:
+            self.written.append(name)
         return path
 
 
@@ -332,13 +373,14 @@ def load_run(
     bridge: bool = False,
     filename: str = "model.safetensors",
     device: str | None = None,
-    verify: bool = True,
+    allow_no_manifest: bool = False,
 ):
     """Rebuild a saved run's model in one call: returns ``(model, config_dict)``.
 
-    ``config.json`` and the weights file are checked against ``manifest.json`` first (``verify``;
-    a run without a manifest, saved before mechmem kept one, loads with a warning), and weights
-    holding NaN or infinity are refused. When the run records a known task, the
+    The whole run is checked against its ``manifest.json`` first (``Run.verify``: a damaged file or manifest
+    is refused, naming it and what to do), and weights holding NaN or infinity are refused. A run without a
+    manifest (saved before mechmem kept one, or its manifest deleted) is refused unless ``allow_no_manifest``
+    (then it is read unchecked). When the run records a known task, the
     task's own ``build_model`` rebuilds the model (so a paper's permanent hooks come back too);
     ``bridge=True`` builds a ``TransformerBridge`` instead. ``device`` overrides the recorded one.
     """
@@ -346,18 +388,11 @@ def load_run(
 
     run = Run(path)
     config_file, weights_file = run.path / "config.json", run.path / filename
-    if verify and not (run.path / MANIFEST).exists():
-        warnings.warn(
-            f"{run.path} has no {MANIFEST} (saved before mechmem kept one): its files are not verified", stacklevel=2
-        )
-        verify = False
-    config = read_config(run) if verify else run.config
+    run.verify(allow_no_manifest)  # every file, the manifest too: a damaged run is refused whatever is read
+    config = _parse_json(config_file, run.verified_bytes("config.json", allow_no_manifest))
     if not isinstance(config.get("model"), dict):
         raise ValueError(f"{config_file} has no 'model' section; cannot rebuild the model")
-    if verify:
-        weights = _decode_weights(run.verified_bytes(filename), weights_file)
-    else:
-        weights = _load_safetensors(weights_file)
+    weights = _decode_weights(run.verified_bytes(filename, allow_no_manifest), weights_file)
     bad = [n for n, w in weights.items() if w.is_floating_point() and not bool(torch.isfinite(w).all())]
     if bad:
         raise ValueError(f"{weights_file} holds NaN or infinite weights in {bad[:5]}; the run diverged")

@@ -42,6 +42,9 @@ class Task:
     name: ClassVar[str] = "task"
     #: how :meth:`corrupt` changes a batch, in words (shown next to patching results)
     corruption: ClassVar[str] = "every example is replaced by a fresh example of the task (resampling)"
+    #: the loss mask is True at the last position only, in every example: training then computes the logits at
+    #: that position alone (``mechmem.core.fastpath.last_logits``)
+    last_position_loss: ClassVar[bool] = False
     seq_len: int = 16
 
     @property

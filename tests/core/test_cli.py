@@ -109,7 +109,7 @@ def test_train_refuses_to_overwrite_an_existing_run_unless_asked(tmp_path, capsy
     capsys.readouterr()
     assert _train(tmp_path, overrides=TINY + ["steps=2"]) == 2
     err = capsys.readouterr().err
-    assert "already exists" in err and "--overwrite" in err, f"unhelpful error:\n{err}"
+    assert "already holds a finished run" in err and "--overwrite" in err and "would delete" in err, err
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".mechmem.lock"}
     assert after == before, "a refused train changed the existing run"
     assert _train(tmp_path, "--overwrite", overrides=TINY + ["steps=2"]) == 0
@@ -166,7 +166,7 @@ def test_resume_from_a_corrupted_checkpoint_fails_and_overwrites_nothing(tmp_pat
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert main(["train", "recall", "--out", str(tmp_path), "--name", "run", "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "corrupted" in err and "train_state.safetensors" in err, f"unhelpful error:\n{err}"
+    assert "does not match its checksum" in err and "train_state.safetensors" in err, f"unhelpful error:\n{err}"
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     changed = [str(p.relative_to(run)) for p in set(before) | set(after) if before.get(p) != after.get(p)]
     assert not changed, f"a failed resume changed files: {changed}"
@@ -228,10 +228,10 @@ def test_registry_declarations_match_the_packages():
     for paper in PAPERS:
         defined.update(getattr(paper_module(paper), "TASKS", {}))
     assert {name: task_class(name) for name in TASKS} == defined, "registry.TASKS is out of date"
-    for command, (paper, help_text) in COMMANDS.items():
+    for command, (package, help_text) in COMMANDS.items():
         sub = next(a for a in _parser(command)._actions if isinstance(a, argparse._SubParsersAction))
         helps = {action.dest: action.help for action in sub._choices_actions}
-        assert helps.get(command) == help_text, f"{paper} registers {command!r} with help {helps.get(command)!r}"
+        assert helps.get(command) == help_text, f"{package} registers {command!r} with help {helps.get(command)!r}"
         assert sub.choices[command].get_default("func") is not None, f"{command} has no real parser"
 
 

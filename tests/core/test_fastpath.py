@@ -17,7 +17,7 @@ from hooks.bridge import boot_bridge
 from hooks.compat import has_hooked_transformer
 from hooks.weights import get_weight, is_bridge, set_weight_, slot, weight_parameters
 from mechmem.core import fastpath
-from mechmem.core.config import ModelConfig
+from mechmem.core.config import ModelConfig, TrainConfig
 from mechmem.core.fastpath import OBSERVE, SUBTRACT_BLOCK_INPUT, declare_effect
 from mechmem.core.models import build_bridge, build_model
 
@@ -95,6 +95,24 @@ def assert_same_function(model: nn.Module, tokens: torch.Tensor, fast_used: bool
     for p, g_ref, g_fast in zip(params, ref_grads, fast_grads):
         gdiff = (g_ref - g_fast).abs().max().item()
         assert gdiff <= ATOL, f"gradient of a {tuple(p.shape)} parameter differs by {gdiff:.2e}"
+    assert_same_last_position(model, tokens, params, targets[:, -1])
+
+
+def assert_same_last_position(model: nn.Module, tokens: torch.Tensor, params, targets: torch.Tensor) -> None:
+    """``fastpath.last_logits`` (the read-out plan) equals ``model(tokens)[:, -1]``, gradients included."""
+    results = []
+    for forward in (lambda t: model(t)[:, -1], lambda t: fastpath.last_logits(model, t)):
+        out = forward(tokens)
+        results.append((out.detach(), torch.autograd.grad(F.cross_entropy(out, targets), params)))
+    (ref, ref_grads), (fast, fast_grads) = results
+    assert fast.shape == ref.shape, (
+        f"last_logits has shape {tuple(fast.shape)}, model(tokens)[:, -1] {tuple(ref.shape)}"
+    )
+    diff = (ref - fast).abs().max().item()
+    assert diff <= ATOL, f"last-position logits differ from model(tokens)[:, -1] by {diff:.2e}"
+    for p, g_ref, g_fast in zip(params, ref_grads, fast_grads):
+        gdiff = (g_ref - g_fast).abs().max().item()
+        assert gdiff <= ATOL, f"last-position gradient of a {tuple(p.shape)} parameter differs by {gdiff:.2e}"
 
 
 def _tokens(model: nn.Module, batch: int = 4, seed: int = 0) -> torch.Tensor:
@@ -386,6 +404,38 @@ def test_train_and_evaluate_use_the_fast_path(tiny_task, tiny_model_config, fast
     fast = training.evaluate(model, tiny_task, batch)
     assert plain.keys() == fast.keys()
     assert all(abs(plain[k] - fast[k]) < 1e-5 for k in plain), (plain, fast)
+
+
+def test_a_task_that_scores_the_last_position_trains_through_the_read_out(monkeypatch):
+    """``Task.last_position_loss``: the training steps and evaluations call ``last_logits`` (the same loss as the
+    masked one), and a batch whose mask scores other positions is refused."""
+    from mechmem.core import training
+    from mechmem.core.fastpath import forward as forward_module
+    from mechmem.papers.lca.model import LCAModelSpec, build_lca_model
+    from mechmem.papers.lca.task import LatentConceptTask
+    from mechmem.tasks.base import Batch
+
+    task = LatentConceptTask(m=4, context_len=16, epsilon=0.2, d_model=8)
+    model = build_lca_model(task, LCAModelSpec(d_model=8))
+    batch = task.sample(32, torch.Generator().manual_seed(0))
+    masked = training.masked_loss(fastpath.logits(model, batch.tokens), batch)
+    assert torch.allclose(training.batch_loss(model, task, batch), masked, atol=1e-6)
+    calls = []  # whether each read-out call ran under inference mode (an evaluation) or not (a training step)
+    fused = forward_module.fused_last_logits
+    monkeypatch.setattr(
+        forward_module,
+        "fused_last_logits",
+        lambda w, t: calls.append(torch.is_inference_mode_enabled()) or fused(w, t),
+    )
+    cfg = TrainConfig(
+        steps=3, batch_size=8, lr=1e-2, optimizer="adam", eval_every=3, eval_batch_size=16, progress=False
+    )
+    training.train(model, task, cfg)
+    assert calls.count(False) == 3, f"the 3 training steps made {calls.count(False)} read-out calls"
+    assert calls.count(True) == 2, f"the 2 evaluations (start, end) made {calls.count(True)} read-out calls"
+    wrong = Batch(batch.tokens, batch.targets, torch.ones_like(batch.mask), batch.labels)
+    with pytest.raises(ValueError, match="last_position_loss"):
+        training.batch_loss(model, task, wrong)
 
 
 def test_bridge_with_a_modified_causal_mask_falls_back():

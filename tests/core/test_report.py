@@ -31,6 +31,14 @@ def copy_smoke(smoke_outputs, paper: str, dest: Path) -> Path:
     return Path(shutil.copytree(folder, dest / f"{paper}-smoke"))
 
 
+def forge_results(folder: Path, results: dict) -> None:
+    """Write ``results`` as the folder's results.json and re-seal its manifest, as a forger who knows the
+    format would: the checksums cannot catch it, so the checks of what results.json says must."""
+    from mechmem.storage.manifest import seal
+
+    seal(folder, {"results.json": json.dumps(results).encode()})
+
+
 # ----------------------------------------------------------------------------- representative models
 
 
@@ -123,7 +131,7 @@ def test_incomplete_or_stale_results_are_named(damage, expected, smoke_outputs, 
     folder = copy_smoke(smoke_outputs, "lca", tmp_path)
     results = read_results(folder)
     damage(folder, results)
-    (folder / "results.json").write_text(json.dumps(results))
+    forge_results(folder, results)
     with pytest.raises(ValueError, match=re.escape(expected)):
         check_results(folder, "smoke")
 
@@ -287,10 +295,13 @@ def test_a_corrupt_model_or_results_file_is_refused_before_anything_is_written(s
     broken = copy_smoke(smoke_outputs, "lca", tmp_path)
     (broken / "seed-0" / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
     out = tmp_path / "report"
+    with pytest.raises(ValueError, match=r"seed-0/model/model\.safetensors does not match its checksum"):
+        make_report(ReportOptions(preset="smoke", papers=["lca"], collect=[broken], out=out, progress=False))
+    forge_results(broken, json.loads((broken / "results.json").read_text()))  # the folder's manifest agrees
     with pytest.raises(ValueError, match="seed 0: its model cannot be used .*does not match its checksum"):
         make_report(ReportOptions(preset="smoke", papers=["lca"], collect=[broken], out=out, progress=False))
     (broken / "results.json").write_text('{"schema": ')
-    with pytest.raises(ValueError, match="results.json is not valid JSON"):
+    with pytest.raises(ValueError, match="results.json does not match its checksum"):
         make_report(ReportOptions(preset="smoke", papers=["lca"], collect=[broken], out=out, progress=False))
     assert not out.exists(), "a refused report wrote its folder"
 
@@ -322,9 +333,12 @@ def test_cli_bad_report_arguments_fail_with_a_clear_error_before_any_work(tmp_pa
     run.mkdir()
     (run / "config.json").write_text("{}")
     (run / "results.json").write_text(json.dumps({"final": {"loss": 0.1}}))
-    assert main(["report", "--preset", "smoke", "--collect", str(run), "--runs", str(tmp_path / "r")]) == 2
+    collect = ["report", "--preset", "smoke", "--collect", str(run), "--runs", str(tmp_path / "r")]
+    assert main(collect) == 2
+    assert "has no manifest.json" in capsys.readouterr().err
+    assert main([*collect, "--allow-no-manifest"]) == 2
     assert "is not the output of `mechmem reproduce`" in capsys.readouterr().err
     (run / "results.json").write_text('{"schema": "mechmem.repro')
-    assert main(["report", "--preset", "smoke", "--collect", str(run), "--runs", str(tmp_path / "r")]) == 2
+    assert main([*collect, "--allow-no-manifest"]) == 2
     assert "results.json is not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "r").exists(), "a refused report wrote something"

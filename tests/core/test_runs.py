@@ -476,12 +476,63 @@ def test_manifest_lists_every_file_a_run_writes_and_catches_a_changed_one(
     written = sorted(
         str(p.relative_to(run.path))
         for p in run.path.rglob("*")
-        if p.is_file() and p.name not in ("manifest.json", ".mechmem.json", ".mechmem.lock")
+        if p.is_file() and p.name not in ("manifest.json", ".mechmem.lock")  # the marker is covered too
     )
     assert listed == written, f"manifest lists {listed}, the run holds {written}"
     (run.path / "results.json").write_text('{"ok": false}')
     with pytest.raises(ValueError, match="results.json does not match its checksum"):
         run.verify()
+
+
+def test_the_manifest_checks_itself_byte_for_byte(tmp_path):
+    """Any changed byte of manifest.json is caught (its own checksum, or its canonical text); one without
+    a checksum of its own, or none at all, is accepted only when the reader says so."""
+    from mechmem.storage import manifest
+
+    (tmp_path / "a.txt").write_text("a")
+    manifest.seal(tmp_path)
+    assert manifest.verify(tmp_path) == ["a.txt"]
+    good = (tmp_path / "manifest.json").read_bytes()
+    for i in range(len(good)):  # every single byte, changed
+        (tmp_path / "manifest.json").write_bytes(good[:i] + bytes([good[i] ^ 0x20]) + good[i + 1 :])
+        with pytest.raises(manifest.Damaged, match="manifest.json"):
+            manifest.verify(tmp_path)
+    old = {k: v for k, v in json.loads(good).items() if k in ("files", "pending")}  # the format before this one
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(manifest.NoManifest, match="no checksum of its own"):
+        manifest.verify(tmp_path)
+    assert manifest.verify(tmp_path, allow_unchecked=True) == ["a.txt"]
+    (tmp_path / "a.txt").write_text("b")
+    with pytest.raises(manifest.Damaged, match="a.txt does not match"):
+        manifest.verify(tmp_path, allow_unchecked=True)  # the files are still checked against an old manifest
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(manifest.NoManifest, match="has no manifest.json"):
+        manifest.verify(tmp_path)
+    assert manifest.verify(tmp_path, allow_unchecked=True) == []
+
+
+def test_an_output_folder_holds_one_output_recorded_in_its_marker(tmp_path):
+    """The same ``about`` reuses the folder; another one (or none recorded) is refused, naming what
+    differs and the flag, before anything changes; ``overwrite`` empties it first."""
+    out = tmp_path / "out"
+    smoke = {"paper": "lca", "preset": "smoke", "seeds": [0]}
+    prepare_output_dir(out, "reproduce-lca", about=smoke)
+    (out / "results.json").write_text("{}")
+    prepare_output_dir(out, "reproduce-lca", about=smoke)
+    assert (out / "results.json").exists(), "its own output was deleted"
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(FileExistsError, match=r'preset "smoke" there, "quick" now.*--overwrite'):
+        prepare_output_dir(out, "reproduce-lca", about={**smoke, "preset": "quick"})
+    with pytest.raises(FileExistsError, match=r"seeds \[0\] there, \[0, 1\] now"):
+        prepare_output_dir(out, "reproduce-lca", about={**smoke, "seeds": [0, 1]})
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "results.json").exists()
+    prepare_output_dir(out, "reproduce-lca", overwrite=True, about={**smoke, "preset": "quick"})
+    assert not (out / "results.json").exists(), "overwrite kept the other output's files"
+    legacy = tmp_path / "legacy"  # made by a mechmem that recorded nothing
+    prepare_output_dir(legacy, "reproduce-lca")
+    (legacy / "results.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="settings were not recorded"):
+        prepare_output_dir(legacy, "reproduce-lca", about=smoke)
 
 
 def test_run_names_are_single_path_components():

@@ -6,11 +6,11 @@ import torch
 
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
+from mechmem.core import fastpath
 from mechmem.core.config import TrainConfig
 from mechmem.papers.lca.constructions import constructed_W_V, neighbour_adjacency
-from mechmem.papers.lca.experiments import uniform_attention_accuracy, uniform_pattern_hook
-from mechmem.papers.lca.fast import query_logits
 from mechmem.papers.lca.model import LCAModelSpec, build_lca_model, is_tied, untie_
+from mechmem.papers.lca.readout import uniform_attention_accuracy, uniform_pattern_hook
 from mechmem.papers.lca.task import LatentConceptTask
 from mechmem.papers.lca.training import accuracy, train_lca
 
@@ -88,7 +88,10 @@ def test_fast_readout_equals_the_hooked_transformer_forward(tied):
     task = small_task(context_len=20)
     model = build_lca_model(task, LCAModelSpec(d_model=8, tied=tied, seed=3))
     tokens, _, _ = batch(task)
-    assert torch.allclose(query_logits(model, tokens), model(tokens)[:, -1], atol=1e-5)
+    assert fastpath.unsupported_reason(model) is None, (
+        "the LCA model (its residual hook included) must fit the fast path"
+    )
+    assert torch.allclose(fastpath.last_logits(model, tokens), model(tokens)[:, -1], atol=1e-5)
 
 
 def test_training_smoke_learns_far_above_chance_and_is_seeded():
@@ -130,3 +133,30 @@ def test_uniform_attention_hook_spreads_attention_evenly():
     last = cache["blocks.0.attn.hook_pattern"][:, 0, -1]
     assert torch.allclose(last, torch.full_like(last, 1 / 12)), "the last row must be uniform over all positions"
     assert 0.0 <= uniform_attention_accuracy(model, tokens, y) <= 1.0
+
+
+def test_uniform_attention_and_orthonormal_rows_switches():
+    task = small_task()
+    model = build_lca_model(task, LCAModelSpec(d_model=16, uniform_attention=True, orthonormal_embed=True))
+    tokens, _, _ = batch(task)
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    last = cache["blocks.0.attn.hook_pattern"][:, 0, -1]
+    assert torch.allclose(last, torch.full_like(last, 1 / 12)), "W_Q = 0 must make the read-out attention uniform"
+    assert not model.blocks[0].attn.W_Q.requires_grad, "W_Q must stay frozen at 0"
+    E = get_weight(model, "W_E")[: task.V]
+    assert torch.allclose(E @ E.T, torch.eye(task.V), atol=1e-5), "orthonormal_embed: V orthonormal rows"
+    with pytest.raises(ValueError, match="orthonormal_embed needs d_model >= V"):
+        build_lca_model(task, LCAModelSpec(d_model=8, orthonormal_embed=True))
+
+
+def test_the_untrained_control_is_the_trained_models_starting_point():
+    from mechmem.papers.lca.lab import Lab
+    from mechmem.papers.lca.presets import SMOKE
+
+    lab = Lab(SMOKE, seed=3, progress=False)
+    task = lab.task()
+    untrained, again = lab.untrained(task), build_lca_model(task, LCAModelSpec(d_model=task.d_model, seed=3))
+    assert torch.equal(get_weight(untrained.model, "W_E"), get_weight(again, "W_E")), "not the initial weights"
+    assert untrained.train_accuracy is None and not untrained.model.training
+    trained = lab.trained(task)
+    assert not torch.equal(get_weight(trained.model, "W_E"), get_weight(untrained.model, "W_E"))

@@ -1,13 +1,13 @@
 """The LCA reproduction: its claims (exactly the issue's keys), what its experiments save (accuracies as
-fractions, gaps in points, a self-contained attention view), and the hijack command it adds."""
+fractions, gaps in points, a self-contained attention view)."""
 
 import json
 
 import pytest
 
 from mechmem.contract.runner import run
-from mechmem.papers.lca import EXPERIMENTS, TASKS, add_cli
-from mechmem.papers.lca.reproduction import CLAIMS, LCAReproduction
+from mechmem.papers.lca import EXPERIMENTS, TASKS
+from mechmem.papers.lca.reproduction import CHECKS, CLAIMS, LCAReproduction
 
 EXPECTED_KEYS = [
     "wv_trained_vs_identity",
@@ -23,9 +23,10 @@ EXPECTED_KEYS = [
     "dim_monotone",
     "frozen_gap_small_d",
     "frozen_gap_large_d",
-    "hijack_flip_rate_max_k",
+    "hijack_follows_evidence",
     "hijack_monotone",
 ]
+EXPECTED_CHECKS = ["hijack_flip_rate_max_k", "identity_is_hamming_vote", "constructed_memory_is_bayes"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def smoke_run(tmp_path_factory):
 
 def test_the_reproduction_declares_exactly_the_claims_of_the_issue():
     assert [c.key for c in CLAIMS] == EXPECTED_KEYS
+    assert [c.key for c in CHECKS] == EXPECTED_CHECKS, "the hijack set-up and the construction are checks, not claims"
     assert LCAReproduction.experiments is EXPERIMENTS
     qualitative = {"wv_gap_shrinks_with_L"}  # the paper's own statement, no threshold
     assert all(c.ours for c in CLAIMS if c.key not in qualitative), "every numeric threshold here is ours"
@@ -109,11 +111,36 @@ def test_hamming_inner_reports_the_bitflip_model(smoke_run):
     assert len(data["generator_trained_W_V"]["mean_inner"]) == data["generator_trained_W_V"]["m"] + 1
 
 
-def test_package_exposes_tasks_experiments_and_the_hijack_command():
-    import argparse
+def test_package_exposes_its_task_and_experiments():
+    assert set(TASKS) == {"lca"} and "hijack_synthetic" in EXPERIMENTS
 
-    assert set(TASKS) == {"lca"}
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["hijack", "--model", "gpt2", "--records", "x.jsonl"])
-    assert callable(args.func) and args.max_k == 10 and args.score == "first_token"
+
+def test_hijack_follows_evidence_reads_both_sides_of_the_balance_point():
+    from mechmem.contract.claims import Evidence
+    from mechmem.papers.lca.hijacking import balance_point
+    from mechmem.papers.lca.presets import QUICK
+
+    assert balance_point(64, 0.5) == pytest.approx(64 / 3), "k* = (1 - eps) L / (2 - eps)"
+    claim = {c.key: c for c in CLAIMS}["hijack_follows_evidence"]
+
+    def score(below: float, above: float) -> dict:
+        data = {"balance": {"below": {"flip_rate": below}, "above": {"flip_rate": above}}}
+        return claim.score(Evidence({"hijack_synthetic": data}, QUICK))
+
+    assert score(0.1, 0.9)["holds"]
+    assert not score(0.6, 0.9)["holds"], "a model that flips before the balance point does not follow the evidence"
+    assert not score(0.1, 0.4)["holds"], "nor one that does not flip past it"
+
+
+def test_controls_change_what_they_must(smoke_run):
+    """Each control's data sits next to the experiment's: untrained models never trained, the shuffled memory
+    loses what W̄_V keeps, uniform attention has a ratio of exactly 1."""
+    folder, results = smoke_run
+    controls = folder / "controls"
+    untrained = json.loads((controls / "untrained" / "hamming_inner.json").read_text())
+    assert all(v["model"]["train_accuracy"] is None for v in untrained.values()), "untrained models must not train"
+    uniform = json.loads((controls / "uniform_attention" / "attention.json").read_text())
+    assert uniform["cluster_ratio"] == pytest.approx(1.0, abs=1e-5) and uniform["uniform_drop_points"] == 0
+    shuffled = json.loads((controls / "shuffled_memory" / "wv_replace.json").read_text())
+    assert shuffled["rows"][-1]["lost_points"] > 20, shuffled["rows"][-1]
+    assert results["summary"]["controls"] == len(EXPECTED_KEYS)

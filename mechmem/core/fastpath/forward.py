@@ -19,7 +19,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .architecture import Unsupported
-from .fused import fused_logits
+from .fused import fused_last_logits, fused_logits
 from .hookscan import signature
 from .plan import Plan, busy, make_plan
 
@@ -82,16 +82,31 @@ def _tokens_fit(model: nn.Module, plan: Plan, tokens) -> bool:
     )
 
 
-def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
-    """``model(tokens)``, computed by the fused forward from the model's own parameters when the fast
-    path supports the model and its hooks (see :mod:`mechmem.core.fastpath.plan`), else by ``model(tokens)``."""
+def _usable_plan(model: nn.Module, tokens) -> Plan | None:
+    """The plan to run ``tokens`` through, or ``None`` (the fast path is off, or does not apply: the reason is
+    logged once)."""
     if not _enabled[0]:
-        return model(tokens)
+        return None
     plan = plan_for(model)
-    if isinstance(plan, Plan) and _tokens_fit(model, plan, tokens):
-        return fused_logits(plan.weights(), tokens)
-    if not isinstance(plan, Plan) and str(plan) not in _logged:
+    if isinstance(plan, Plan):
+        return plan if _tokens_fit(model, plan, tokens) else None
+    if str(plan) not in _logged:
         _logged.add(str(plan))
         level = logging.INFO if plan.temporary else logging.WARNING
         logger.log(level, "fast path not used, running model(tokens): %s", plan)
-    return model(tokens)
+    return None
+
+
+def logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab_out"]:
+    """``model(tokens)``, computed by the fused forward from the model's own parameters when the fast
+    path supports the model and its hooks (see :mod:`mechmem.core.fastpath.plan`), else by ``model(tokens)``."""
+    plan = _usable_plan(model, tokens)
+    return model(tokens) if plan is None else fused_logits(plan.weights(), tokens)
+
+
+def last_logits(model: nn.Module, tokens: Tensor) -> Float[Tensor, "batch d_vocab_out"]:
+    """``model(tokens)[:, -1]``, the logits at the last position: through the same plan as :func:`logits`, with
+    the last block computed for that position alone (``fused.fused_last_logits``: O(pos) attention in place of
+    O(pos^2), the unembedding of one position), else ``model(tokens)[:, -1]``."""
+    plan = _usable_plan(model, tokens)
+    return model(tokens)[:, -1] if plan is None else fused_last_logits(plan.weights(), tokens)

@@ -10,6 +10,9 @@ backward pass writes the model's own ``.grad``. ``None`` stands for an identity 
 Per block (pre-LayerNorm, as TransformerLens):
 ``resid_mid = resid_pre + attn(ln1(resid_pre))``, ``resid_post = resid_mid + mlp(ln2(resid_mid))``,
 with the declared hook effects applied at ``resid_mid`` and ``resid_post``.
+
+:func:`fused_last_logits` is the read-out at the last position alone (what a task whose loss reads only that
+position needs): the last block computes one query per sequence, in O(pos) instead of O(pos^2).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -114,24 +118,87 @@ def apply_effects(effects: tuple[HookEffect, ...], x: Tensor, resid_pre: Tensor)
     return x
 
 
+def mlp(blk: Block, resid_mid: Tensor) -> Tensor:
+    """The block's MLP output (after ``ln2``) at every position of ``resid_mid``."""
+    hidden = ACTIVATIONS[blk.act_fn](linear(blk.ln2(resid_mid), blk.W_in, blk.b_in))
+    return linear(hidden, blk.W_out, blk.b_out)
+
+
 def block_forward(blk: Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
     """One transformer block (see the module docstring)."""
     fx, resid_pre = blk.effects, x
     resid_mid = resid_pre + attention(blk, blk.ln1(resid_pre))
     resid_mid = apply_effects(fx.get("resid_mid", ()), resid_mid, resid_pre)
-    if blk.ln2 is None:
-        resid_post = resid_mid
-    else:
-        hidden = ACTIVATIONS[blk.act_fn](linear(blk.ln2(resid_mid), blk.W_in, blk.b_in))
-        resid_post = resid_mid + linear(hidden, blk.W_out, blk.b_out)
+    resid_post = resid_mid if blk.ln2 is None else resid_mid + mlp(blk, resid_mid)
     return apply_effects(fx.get("resid_post", ()), resid_post, resid_pre)
 
 
-def fused_logits(w: Weights, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab_out"]:
-    """The model's logits (``F.embedding``: a deterministic backward, unlike ``W_E[tokens]``)."""
+def embed(w: Weights, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    """Token (and position) embeddings (``F.embedding``: a deterministic backward, unlike ``W_E[tokens]``)."""
     x = F.embedding(tokens, w.W_E)
-    if w.W_pos is not None:
-        x = x + w.W_pos[: tokens.shape[1]]
+    return x if w.W_pos is None else x + w.W_pos[: tokens.shape[1]]
+
+
+def fused_logits(w: Weights, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab_out"]:
+    """The model's logits."""
+    x = embed(w, tokens)
     for blk in w.blocks:
         x = block_forward(blk, x)
     return linear(w.ln_final(x), w.W_U, w.b_U)
+
+
+# --- the read-out at the last position ---------------------------------------------------------------------
+
+
+def _per_head(W: Tensor, n_heads: int) -> Tensor:
+    """``[d_model, n_heads * d_head]`` (row layout) -> ``[n_heads, d_model, d_head]`` (a view)."""
+    return W.view(W.shape[0], n_heads, -1).permute(1, 0, 2)
+
+
+def last_query_attention(blk: Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch d_model"]:
+    """The attention output at the last position alone, in O(pos) rather than :func:`attention`'s O(pos^2).
+
+    The last query attends to every position (the causal mask is a no-op for it), and two identities avoid
+    computing a key and a value at each position: ``score_p = (x_p W_K + b_K) . q = x_p . (W_K q) + b_K . q``
+    and ``sum_p a_p (x_p W_V + b_V) = (sum_p a_p x_p) W_V + b_V`` (the pattern sums to 1)."""
+    H, d_head = blk.n_heads, blk.d_head
+    x_last = x[:, -1]
+    if blk.W_Q is None:  # the identity
+        q = x_last.view(x.shape[0], H, d_head)
+    else:
+        q = torch.einsum("bd,hde->bhe", x_last, _per_head(blk.W_Q, H))
+    if blk.b_Q is not None:
+        q = q + blk.b_Q.view(H, d_head)
+    u = torch.einsum("hde,bhe->bhd", _per_head(blk.W_K, H), q)  # [batch, n_heads, d_model]
+    scores = torch.einsum("bpd,bhd->bhp", x, u)
+    if blk.b_K is not None:
+        scores = scores + (blk.b_K.view(H, d_head) * q).sum(-1)[..., None]
+    pattern = (scores / blk.scale).softmax(dim=-1)
+    mixed = torch.einsum("bhp,bpd->bhd", pattern, x)
+    z = torch.einsum("bhd,hde->bhe", mixed, _per_head(blk.W_V, H))
+    if blk.b_V is not None:
+        z = z + blk.b_V.view(H, d_head)
+    out = torch.einsum("bhe,hed->bd", z, blk.W_O.view(H, d_head, -1))
+    return out if blk.b_O is None else out + blk.b_O
+
+
+def last_block_forward(blk: Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch d_model"]:
+    """:func:`block_forward` at the last position only. An attention-only block whose one declared hook removes
+    the residual (``SUBTRACT_BLOCK_INPUT`` at ``resid_post``) gives its attention output itself: the exact value
+    of ``(resid_pre + attn) - resid_pre``, one rounding fewer."""
+    fx, resid_pre = blk.effects, x[:, -1]
+    attn = last_query_attention(blk, blk.ln1(x))
+    if blk.ln2 is None and not fx.get("resid_mid") and fx.get("resid_post") == (HookEffect.SUBTRACT_BLOCK_INPUT,):
+        return attn
+    resid_mid = apply_effects(fx.get("resid_mid", ()), resid_pre + attn, resid_pre)
+    resid_post = resid_mid if blk.ln2 is None else resid_mid + mlp(blk, resid_mid)
+    return apply_effects(fx.get("resid_post", ()), resid_post, resid_pre)
+
+
+def fused_last_logits(w: Weights, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab_out"]:
+    """``fused_logits(w, tokens)[:, -1]``, the logits at the last position: every block but the last runs at
+    every position, the last one at the last position alone (:func:`last_block_forward`)."""
+    x = embed(w, tokens)
+    for blk in w.blocks[:-1]:
+        x = block_forward(blk, x)
+    return linear(w.ln_final(last_block_forward(w.blocks[-1], x)), w.W_U, w.b_U)

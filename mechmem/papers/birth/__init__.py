@@ -1,4 +1,4 @@
-"""Paper C, "Birth of a Transformer: A Memory Viewpoint" (Bietti et al., NeurIPS 2023).
+"""Bietti et al. (NeurIPS 2023), "Birth of a Transformer: A Memory Viewpoint".
 
 Global vs in-context bigrams on tiny-Shakespeare characters, the simplified two-layer model with frozen random
 embeddings, memory-recall probes, the hand-built induction head, and the full model. See

@@ -1,8 +1,9 @@
-"""Paper A: "Do LLMs dream of elephants (when told not to)?" (Jiang et al., 2024).
+"""Jiang, Rajendran, Ravikumar, Aragam (2024), "Do LLMs dream of elephants (when told not to)?".
 
-Latent concept association (a one-layer transformer whose value matrix acts as an associative
-memory, with Hamming-structured embeddings) and context hijacking of language models. See
-``mechmem/papers/lca/README.md``.
+Latent concept association: a one-layer transformer whose value matrix acts as an associative memory, with
+Hamming-structured embeddings, and context hijacking inside the synthetic task. See
+``mechmem/papers/lca/README.md``. Context hijacking of language models (the paper's §3) is the tool
+``mechmem.tools.hijack`` (``mechmem hijack``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,4 @@ __getattr__ = lazy_exports(
     },
 )
 
-
-def add_cli(subparsers) -> None:
-    """Register ``mechmem hijack`` (context hijacking of a language model on CounterFact records)."""
-    from .cli import add_hijack_parser
-
-    add_hijack_parser(subparsers)
-
-
-__all__ = ["TASKS", "EXPERIMENTS", "PRESETS", "LCAReproduction", "add_cli", "LatentConceptTask"]
+__all__ = ["TASKS", "EXPERIMENTS", "PRESETS", "LCAReproduction", "LatentConceptTask"]

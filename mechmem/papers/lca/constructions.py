@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .generator import Neighbourhood, hamming, neighbourhood_matrix, parse_neighbourhood
+from .generator import Neighbourhood, hamming, neighbourhood_matrix, parse_neighbourhood, popcount
 
 
 def neighbour_adjacency(nb: Neighbourhood | str, m: int) -> Float[Tensor, "V V"]:
@@ -128,6 +128,34 @@ def inner_by_hamming(W_E: Float[Tensor, "V d"], m: int) -> Float[Tensor, " m_plu
     ids = torch.arange(V)
     dist = hamming(ids[:, None], ids[None, :])
     return torch.stack([gram[dist == k].mean() for k in range(m + 1)])
+
+
+def gram_by_mask(W_E: Float[Tensor, "V d"], m: int) -> Float[Tensor, " V"]:
+    """``g(mask) = mean_i <W_E(i), W_E(i XOR mask)>``: the Gram matrix as a function of the XOR of the two latent
+    codes (eq. (5.2) makes it a function of the mask's Hamming weight alone)."""
+    V = 2**m
+    E = W_E[:V].double()
+    gram = E @ E.T
+    ids = torch.arange(V)
+    return torch.stack([gram[ids, ids ^ mask].mean() for mask in range(V)])
+
+
+def walsh_degree_energy(g: Float[Tensor, " V"], m: int) -> Float[Tensor, " m_plus_1"]:
+    """Energy of a function of the mask by Walsh degree: ``sum_{|S| = k} ghat(S)^2`` for k = 0..m, with
+    ``ghat(S) = 2^-m sum_mask g(mask) (-1)^{|S & mask|}``. A function affine in the Hamming weight (eq. (5.2)) has
+    energy at degrees 0 and 1 only; parity-like patterns (the indicator of D_H = 1) put it at high degrees."""
+    V = 2**m
+    ids = torch.arange(V)
+    signs = 1.0 - 2.0 * (popcount(ids[:, None] & ids[None, :]) % 2).double()  # [S, mask]
+    g_hat = signs @ g.double() / V
+    degree = popcount(ids)
+    return torch.stack([(g_hat[degree == k] ** 2).sum() for k in range(m + 1)]).float()
+
+
+def degree_one_share(energy: Tensor) -> float:
+    """The share of the non-constant Walsh energy at degree 1 (1: the geometry of eq. (5.2) exactly)."""
+    rest = energy[1:].sum().item()
+    return float(energy[1].item() / rest) if rest > 0 else float("nan")
 
 
 def centred_gram_spectrum(W_E: Float[Tensor, "V d"], V: int) -> Float[Tensor, " V"]:

@@ -4,16 +4,22 @@
 Interventions use the ``hooks`` package (``replace_weights`` for W_V swaps) and TransformerLens
 hooks (``run_with_cache(names_filter=...)``, a ``hook_pattern`` replacement, activation
 patching of ``hook_resid_pre``); the HookedTransformer forward is always the one evaluated.
+
+No experiment reads another's data: each asks the seed's :class:`~.lab.Lab` for the models it measures (a cache,
+so a model several experiments use is trained once), which is why none declares ``needs``. Each declares the
+negative controls it runs (``ctx.control``): the same measurement on models that never trained (``untrained``),
+on a memory whose keys and values are shuffled (``shuffled_memory``), on a model whose attention is uniform by
+construction (``uniform_attention``) or whose value matrix is fixed to the identity (``identity_W_V``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor, nn
 
-from hooks.compat import attention_scale
 from hooks.replace import replace_weights
 from hooks.weights import get_weight
 from mechmem.contract.experiments import Context, ExperimentResult, Experiments
@@ -24,20 +30,48 @@ from .constructions import (
     bayes_accuracy,
     centred_gram_spectrum,
     constructed_W_V,
+    degree_one_share,
+    gram_by_mask,
     hamming_vote_accuracy,
     inner_by_hamming,
     neighbour_adjacency,
+    orthonormal_embeddings,
     principal_cosines,
     spearman,
     top_energy,
+    walsh_degree_energy,
 )
+from .constructions import uniform_attention_accuracy as closed_form_accuracy
 from .finish import W_O_NAME, W_V_NAME
-from .generator import hamming, sample_context
+from .generator import hamming
+from .hijacking import balance_point, hijack_rates, patching_map
 from .lab import Trained, lab_of
+from .presets import LCAPreset
+from .readout import circuitsvis_view, readout_attention, token_scores, uniform_attention_accuracy
 from .training import accuracy
 
-PATTERN = "blocks.0.attn.hook_pattern"
 EXPERIMENTS = Experiments()
+
+#: the negative controls, in words (the README tables show these lines)
+UNTRAINED = "the same models at their initialisation, never trained (random W_Q, W_K, W_V and embeddings)"
+SHUFFLED_MEMORY = (
+    "W_V replaced by W̄_V built from the neighbour lists of randomly relabelled tokens (the memory's keys and "
+    "values shuffled)"
+)
+UNIFORM_ATTENTION = "the cluster-variant model trained with W_Q = 0 frozen: every score is 0, attention is uniform"
+IDENTITY_W_V = (
+    "both arms with W_V fixed to the identity (trained vs frozen Gaussian embeddings), at the small and largest d"
+)
+
+
+def _trained(ctx: Context[LCAPreset]) -> bool:
+    """False under the ``untrained`` control: the experiment measures the models at initialisation."""
+    return ctx.control != "untrained"
+
+
+def _suffix(ctx: Context[LCAPreset]) -> str:
+    """What a figure title adds under a control."""
+    return "" if ctx.control is None else f" [control: {ctx.control}]"
 
 
 def _model_info(t: Trained) -> dict:
@@ -52,8 +86,8 @@ def _model_info(t: Trained) -> dict:
 # --------------------------------------------------------------------------- wv_bar
 
 
-@EXPERIMENTS.register
-def wv_bar(ctx: Context) -> ExperimentResult:
+@EXPERIMENTS.register(controls={"untrained": UNTRAINED})
+def wv_bar(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Accuracy with trained W_V vs W_V fixed to the identity, for each m and L (d = V / 2 < V), next to two
     decoders on the same test sequences: the Bayes-optimal predictor (the best any model can do) and the per-bit
     Hamming majority vote argmin_k sum_l D_H(k, x_l) (what W_V = identity computes on Hamming-structured embeddings)."""
@@ -63,7 +97,7 @@ def wv_bar(ctx: Context) -> ExperimentResult:
         for L in p.wv_bar_L:
             task = lab.task(m=m, context_len=L, d_model=max(2, 2**m // 2))
             accs = {
-                name: lab.accuracy(lab.trained(task, train_W_V=flag))
+                name: lab.accuracy(lab.variant(task, _trained(ctx), train_W_V=flag))
                 for name, flag in (("trained", True), ("identity", False))
             }
             tokens, y, _ = lab.eval_set(task)
@@ -91,17 +125,23 @@ def wv_bar(ctx: Context) -> ExperimentResult:
             ylim=(0, 1.05), title=f"context length L = {L}", xlabel="latent bits m", ylabel="test accuracy (fraction)"
         )
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
-    fig.suptitle(f"Trained vs identity value matrix (noise rate ε = {p.epsilon})")
+    fig.suptitle(f"Trained vs identity value matrix (noise rate ε = {p.epsilon}){_suffix(ctx)}")
     return ExperimentResult({"epsilon": p.epsilon, "rows": rows}, {"wv_bar": fig})
 
 
 # --------------------------------------------------------------------------- wv_replace
 
 
-def constructed_value_matrix(model: nn.Module, task) -> Tensor:
+def constructed_value_matrix(model: nn.Module, task, relabel: Tensor | None = None) -> Tensor:
     """W̄_V (TransformerLens layout) built from ``model``'s W_E with ``task``'s own neighbourhood, scaled by
-    the least-squares factor ``c = <W_V, W̄_V> / |W̄_V|^2`` (the construction fixes W̄_V only up to scale)."""
-    W_bar = constructed_W_V(get_weight(model, "W_E"), neighbour_adjacency(task.parsed, task.m))
+    the least-squares factor ``c = <W_V, W̄_V> / |W̄_V|^2`` (the construction fixes W̄_V only up to scale).
+
+    ``relabel`` (a permutation of the V tokens): the neighbour lists of the relabelled tokens, ``A[relabel][:,
+    relabel]``: each token's memory then points at the embeddings of unrelated tokens (the negative control)."""
+    adjacency = neighbour_adjacency(task.parsed, task.m)
+    if relabel is not None:
+        adjacency = adjacency[relabel][:, relabel]
+    W_bar = constructed_W_V(get_weight(model, "W_E"), adjacency)
     W_V = get_weight(model, W_V_NAME)[0]
     scale = (W_V * W_bar).sum() / (W_bar * W_bar).sum().clamp_min(1e-12)
     return scale * W_bar
@@ -112,16 +152,33 @@ def constructed_for(trained: Trained) -> Tensor:
     return constructed_value_matrix(trained.model, trained.task)
 
 
-@EXPERIMENTS.register
-def wv_replace(ctx: Context) -> ExperimentResult:
-    """Trained model vs the same model with W_V replaced by W̄_V, and the principal angles between
-    the top-(m+1) singular subspaces of the two matrices, as a function of d."""
+def construction_check(ctx: Context[LCAPreset]) -> dict:
+    """The constructed memory on its own terms (spec §5): orthonormal embeddings (d = V), uniform attention,
+    W̄_V from the generator's neighbourhood, on test sequences of the main task at the shortest L of the W_V grid,
+    next to the Bayes-optimal predictor on the same sequences (the Naive-Bayes reading makes them nearly equal)."""
     lab, p = lab_of(ctx), ctx.preset
+    task = lab.task(context_len=min(p.wv_bar_L))
+    tokens, y, _ = lab.eval_set(task)
+    E = orthonormal_embeddings(task.V, task.V, ctx.generator(43))
+    W_bar = constructed_W_V(E, neighbour_adjacency(task.parsed, task.m))
+    constructed = closed_form_accuracy(tokens, y, E, W_bar, ctx.generator(44))
+    bayes = bayes_accuracy(tokens, y, task.m, task.parsed, task.epsilon, ctx.generator(45))
+    return {"m": task.m, "L": task.context_len, "accuracy_constructed": constructed, "accuracy_bayes": bayes}
+
+
+@EXPERIMENTS.register(controls={"shuffled_memory": SHUFFLED_MEMORY})
+def wv_replace(ctx: Context[LCAPreset]) -> ExperimentResult:
+    """Trained model vs the same model with W_V replaced by W̄_V, and the principal angles between
+    the top-(m+1) singular subspaces of the two matrices, as a function of d; and the constructed memory with
+    orthonormal embeddings and uniform attention against the Bayes predictor (a check of the construction)."""
+    lab, p = lab_of(ctx), ctx.preset
+    shuffled = ctx.control == "shuffled_memory"
     rows = []
     for d in p.dims:
         task = lab.task(d_model=d)
         trained = lab.trained(task)
-        W_bar = constructed_for(trained)
+        relabel = torch.randperm(task.V, generator=ctx.generator(41 + d)) if shuffled else None
+        W_bar = constructed_value_matrix(trained.model, task, relabel)
         tokens, y, _ = lab.eval_set(task)
         with replace_weights(trained.model, {W_V_NAME: W_bar[None]}):
             acc_replaced = accuracy(trained.model, tokens, y)
@@ -160,18 +217,20 @@ def wv_replace(ctx: Context) -> ExperimentResult:
         title="Left singular subspaces of $W_V$ and $\\bar W_V$",
     )
     ax2.legend(fontsize=8)
-    return ExperimentResult({"m": p.m, "rows": rows}, {"wv_replace": fig})
+    fig.suptitle(f"The constructed memory (m = {p.m}){_suffix(ctx)}")
+    data = {"m": p.m, "rows": rows, "construction": None if shuffled else construction_check(ctx)}
+    return ExperimentResult(data, {"wv_replace": fig})
 
 
 # --------------------------------------------------------------------------- geometry
 
 
-@EXPERIMENTS.register
-def hamming_inner(ctx: Context) -> ExperimentResult:
+@EXPERIMENTS.register(controls={"untrained": UNTRAINED})
+def hamming_inner(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Mean <W_E(i), W_E(j)> vs D_H(i, j) (i != j) with the affine fit and Spearman correlation: the main trained
     model (d < V), the identity-W_V model, and a trained-W_V model on the preset's ``hamming_generator`` (bitflip:
     log q(j | k) is affine in D_H(j, k), so eq. (5.2) is the geometry of its Bayes kernel) at m = ``hamming_m``,
-    d = ``hamming_d``."""
+    d = ``hamming_d``; and the Walsh spectrum of each Gram matrix (eq. (5.2): degree 1 alone)."""
     lab, p = lab_of(ctx), ctx.preset
     data = {}
     fig, ax = subplots(figsize=(5.6, 3.8))
@@ -182,43 +241,61 @@ def hamming_inner(ctx: Context) -> ExperimentResult:
         "generator_trained_W_V": (bitflip, True, f"trained $W_V$ ({p.hamming_generator}, m = {p.hamming_m})"),
     }
     for key, (task, flag, label) in variants.items():
-        trained = lab.trained(task, train_W_V=flag)
-        m = task.m
-        means = inner_by_hamming(get_weight(trained.model, "W_E"), m)
-        dist = list(range(1, m + 1))
-        a, b, r2 = affine_fit(dist, means[1:])
-        data[key] = {
-            "neighbourhood": task.neighbourhood,
-            "m": m,
-            "distance": list(range(m + 1)),
-            "mean_inner": means.tolist(),
-            "intercept": a,
-            "slope": b,
-            "r2": r2,
-            "spearman": spearman(dist, means[1:]),
-            "memory_by_distance": memory_by_hamming(trained.model, m).tolist(),
-            "accuracy": lab.accuracy(trained),
-            "model": _model_info(trained),
-        }
-        ax.plot(dist, means[1:].tolist(), "o", label=label)
-        ax.plot(dist, [a + b * x for x in dist], "-", color=ax.lines[-1].get_color(), lw=0.8, label=f"R² = {r2:.2f}")
-    main = lab.trained(lab.task())
-    ctx.save_model(
-        main.model,
-        main.task,
-        train=dataclasses.replace(ctx.preset.train, seed=ctx.seed),
-        history=main.history,
-        about=f"the main model: trained W_V and embeddings, m = {p.m}, L = {main.task.context_len}, "
-        f"d = {main.spec.d_model}",
-    )
+        model = lab.variant(task, _trained(ctx), train_W_V=flag)
+        data[key] = geometry(model, lab)
+        _plot_fit(ax, data[key], label)
+    if ctx.control is None:
+        main = lab.trained(lab.task())
+        ctx.save_model(
+            main.model,
+            main.task,
+            train=dataclasses.replace(ctx.preset.train, seed=ctx.seed),
+            history=main.history,
+            about=f"the main model: trained W_V and embeddings, m = {p.m}, L = {main.task.context_len}, "
+            f"d = {main.spec.d_model}",
+        )
     ax.set(
         xlabel="Hamming distance $D_H(i, j)$ of the latent codes",
         ylabel=r"mean $\langle W_E(i), W_E(j)\rangle$",
-        title="Embedding inner products vs Hamming distance",
+        title=f"Embedding inner products vs Hamming distance{_suffix(ctx)}",
     )
     integer_ticks(ax)
     ax.legend(fontsize=7)
     return ExperimentResult(data, {"hamming_inner": fig})
+
+
+def _plot_fit(ax, g: dict, label: str) -> None:
+    """One model's mean inner products by distance (D_H >= 1) and its affine fit."""
+    dist, means = g["distance"][1:], g["mean_inner"][1:]
+    ax.plot(dist, means, "o", label=label)
+    fit = [g["intercept"] + g["slope"] * x for x in dist]
+    ax.plot(dist, fit, "-", color=ax.lines[-1].get_color(), lw=0.8, label=f"R² = {g['r2']:.2f}")
+
+
+def geometry(t: Trained, lab) -> dict:
+    """The embedding geometry of one model: mean inner product by Hamming distance, its affine fit (over
+    D_H = 1..m) and Spearman correlation, the Walsh spectrum of the Gram matrix, the memory form by distance."""
+    m = t.task.m
+    W_E = get_weight(t.model, "W_E")
+    means = inner_by_hamming(W_E, m)
+    dist = list(range(1, m + 1))
+    a, b, r2 = affine_fit(dist, means[1:])
+    walsh = walsh_degree_energy(gram_by_mask(W_E, m), m)
+    return {
+        "neighbourhood": t.task.neighbourhood,
+        "m": m,
+        "distance": list(range(m + 1)),
+        "mean_inner": means.tolist(),
+        "intercept": a,
+        "slope": b,
+        "r2": r2,
+        "spearman": spearman(dist, means[1:]),
+        "walsh_energy_by_degree": walsh.tolist(),
+        "walsh_degree_one_share": degree_one_share(walsh),
+        "memory_by_distance": memory_by_hamming(t.model, m).tolist(),
+        "accuracy": lab.accuracy(t),
+        "model": _model_info(t),
+    }
 
 
 def memory_by_hamming(model: nn.Module, m: int) -> Tensor:
@@ -234,14 +311,14 @@ def memory_by_hamming(model: nn.Module, m: int) -> Tensor:
     return torch.stack([form[dist == k].mean() for k in range(m + 1)])
 
 
-@EXPERIMENTS.register
-def spectrum(ctx: Context) -> ExperimentResult:
+@EXPERIMENTS.register(controls={"untrained": UNTRAINED})
+def spectrum(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Eigenvalues of the centred embedding Gram matrix; energy in the top m+1 (trained vs frozen)."""
     lab, m, data = lab_of(ctx), ctx.preset.m, {}
     fig, ax = subplots(figsize=(5.2, 3.6))
     labels = {"trained_embeddings": "trained embeddings", "frozen_embeddings": "frozen Gaussian embeddings"}
     for label, flag in (("trained_embeddings", True), ("frozen_embeddings", False)):
-        trained = lab.trained(lab.task(), train_embed=flag)
+        trained = lab.variant(lab.task(), _trained(ctx), train_embed=flag)
         eig = centred_gram_spectrum(get_weight(trained.model, "W_E"), 2**m)
         k = m + 1
         gap = (eig[k - 1] / eig[k]).item() if eig[k] > 0 else float("inf")
@@ -257,7 +334,7 @@ def spectrum(ctx: Context) -> ExperimentResult:
     ax.set(
         xlabel="eigenvalue rank",
         ylabel="eigenvalue of the centred Gram matrix",
-        title=f"Spectrum of $W_E W_E^T$ (V = {2**m}, d = {ctx.preset.d_model})",
+        title=f"Spectrum of $W_E W_E^T$ (V = {2**m}, d = {ctx.preset.d_model}){_suffix(ctx)}",
     )
     ax.legend(fontsize=8)
     return ExperimentResult(data, {"spectrum": fig})
@@ -266,34 +343,13 @@ def spectrum(ctx: Context) -> ExperimentResult:
 # --------------------------------------------------------------------------- attention
 
 
-def uniform_pattern_hook(pattern: Tensor, hook) -> Tensor:
-    """Replace the attention pattern by causal uniform attention (row q spreads 1/(q+1) on 0..q)."""
-    q = pattern.shape[-2]
-    causal = torch.tril(torch.ones(q, pattern.shape[-1], dtype=pattern.dtype, device=pattern.device))
-    return (causal / causal.sum(-1, keepdim=True)).expand_as(pattern)
-
-
-@torch.no_grad()
-def uniform_attention_accuracy(model: nn.Module, tokens: Tensor, y: Tensor) -> float:
-    """Accuracy when the learned pattern is replaced by uniform attention (a ``hook_pattern`` hook)."""
-    with model.hooks(fwd_hooks=[(PATTERN, uniform_pattern_hook)]):
-        return accuracy(model, tokens, y)
-
-
-@torch.no_grad()
-def readout_attention(model: nn.Module, tokens: Tensor) -> Tensor:
-    """The read-out position's attention over the context, ``[batch, L]`` (run_with_cache on hook_pattern)."""
-    _, cache = model.run_with_cache(tokens, names_filter=PATTERN)
-    return cache[PATTERN][:, 0, -1, :]
-
-
-@EXPERIMENTS.register
-def attention(ctx: Context) -> ExperimentResult:
+@EXPERIMENTS.register(controls={"uniform_attention": UNIFORM_ATTENTION})
+def attention(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Cluster variant with noise: attention on same-cluster vs other context tokens, the QK heat
     map, a CircuitsVis view, and the accuracy lost when attention is made uniform."""
     lab = lab_of(ctx)
     task = lab.task(neighbourhood="cluster2")
-    trained = lab.trained(task)
+    trained = lab.trained(task, uniform_attention=ctx.control == "uniform_attention")
     tokens, y, is_noise = lab.eval_set(task)
     alpha = readout_attention(trained.model, tokens)
     same = task.same_cluster(tokens, y)
@@ -302,9 +358,6 @@ def attention(ctx: Context) -> ExperimentResult:
     ratio_query_in = (alpha[same & query_in[:, None]].mean() / alpha[~same & query_in[:, None]].mean()).item()
     acc = lab.accuracy(trained)
     acc_uniform = uniform_attention_accuracy(trained.model, tokens, y)
-    main = lab.trained(lab.task())
-    main_tokens, main_y, main_noise = lab.eval_set(main.task)
-    main_alpha = readout_attention(main.model, main_tokens)
     data = {
         "task": task.to_dict(),
         "model": _model_info(trained),
@@ -318,13 +371,9 @@ def attention(ctx: Context) -> ExperimentResult:
         "accuracy": acc,
         "accuracy_uniform_attention": acc_uniform,
         "uniform_drop_points": 100 * (acc - acc_uniform),
-        "main_N1": {
-            "accuracy": lab.accuracy(main),
-            "accuracy_uniform_attention": uniform_attention_accuracy(main.model, main_tokens, main_y),
-            "noise_over_signal_attention": (main_alpha[main_noise].mean() / main_alpha[~main_noise].mean()).item(),
-        },
+        "main_N1": main_model_attention(lab) if ctx.control is None else None,
     }
-    qk = _token_scores(trained.model)
+    qk = token_scores(trained.model)
     fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 4.2))
     im = ax1.imshow(qk.numpy(), cmap="RdBu_r", vmin=-qk.abs().max().item(), vmax=qk.abs().max().item())
     fig.colorbar(im, ax=ax1, fraction=0.046, label="pre-softmax attention score")
@@ -357,73 +406,91 @@ def attention(ctx: Context) -> ExperimentResult:
         ylabel="query token's cluster",
         title="Read-out attention by cluster\n(first two latent bits)",
     )
-    fig.suptitle(f"Cluster variant (ε = {task.epsilon}): same-cluster / other attention = {ratio:.2f}")
+    fig.suptitle(f"Cluster variant (ε = {task.epsilon}): same-cluster / other attention = {ratio:.2f}{_suffix(ctx)}")
     data["attention_by_cluster"] = by_cluster.tolist()
-    view = _circuitsvis_view(trained.model, tokens[0], y[0].item(), task)
+    view = circuitsvis_view(trained.model, tokens[0], y[0].item(), task)
     return ExperimentResult(data, {"attention": fig}, {"attention_view": view})
 
 
-def _token_scores(model: nn.Module) -> Tensor:
-    """Pre-softmax score of every (query token, key token) pair: W_E W_Q W_K^T W_E^T / sqrt(d_head)."""
-    from hooks.replace import qk_circuit
-
-    W_E = get_weight(model, "W_E")
-    return (W_E @ qk_circuit(model, 0, 0).AB @ W_E.T / attention_scale(model)).float()
-
-
-def _circuitsvis_view(model: nn.Module, tokens: Tensor, y: int, task) -> str:
-    """A self-contained (offline) CircuitsVis attention view of one example."""
-    import circuitsvis as cv
-
-    _, cache = model.run_with_cache(tokens[None], names_filter=PATTERN)
-    names = [f"{t}{'*' if (t >> (task.m - 2)) == (y >> (task.m - 2)) else ''}" for t in tokens.tolist()]
-    html = cv.attention.attention_heads(attention=cache[PATTERN][0], tokens=names, attention_head_names=["head 0"])
-    header = f"<p>Cluster variant, target y={y}; * marks context tokens in the target's cluster.</p>"
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{header}{html.local_src}</body></html>"
+def main_model_attention(lab) -> dict:
+    """The main (N1) model: accuracy with its learned and with uniform attention, and the attention on noise over
+    the attention on signal tokens."""
+    main = lab.trained(lab.task())
+    tokens, y, is_noise = lab.eval_set(main.task)
+    alpha = readout_attention(main.model, tokens)
+    return {
+        "accuracy": lab.accuracy(main),
+        "accuracy_uniform_attention": uniform_attention_accuracy(main.model, tokens, y),
+        "noise_over_signal_attention": (alpha[is_noise].mean() / alpha[~is_noise].mean()).item(),
+    }
 
 
 # --------------------------------------------------------------------------- trends
 
 
-@EXPERIMENTS.register
-def length(ctx: Context) -> ExperimentResult:
+def rise_in_standard_errors(first: float, last: float, n: int) -> float:
+    """``(last - first)`` in standard errors of the difference of two accuracies on ``n`` test sequences each,
+    ``sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n)``: a rise beyond sampling noise is > 2."""
+    se = (first * (1 - first) / n + last * (1 - last) / n) ** 0.5
+    return (last - first) / se if se > 0 else (0.0 if last == first else math.copysign(math.inf, last - first))
+
+
+@EXPERIMENTS.register(controls={"untrained": UNTRAINED})
+def length(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Accuracy vs context length L (d fixed), trained embeddings (and frozen ones in full mode)."""
     lab, p = lab_of(ctx), ctx.preset
+    frozen = p.frozen_lengths and ctx.control is None
     rows = []
     for L in p.lengths:
         task = lab.task(context_len=L)
-        row = {"L": L, "acc_trained": lab.accuracy(lab.trained(task))}
-        if p.frozen_lengths:
+        row = {"L": L, "acc_trained": lab.accuracy(lab.variant(task, _trained(ctx)))}
+        if frozen:
             row["acc_frozen"] = lab.accuracy(lab.trained(task, train_embed=False))
         rows.append(row)
     fig, ax = subplots(figsize=(5.2, 3.6))
     Ls = [r["L"] for r in rows]
     ax.plot(Ls, [r["acc_trained"] for r in rows], "o-", label="trained embeddings")
-    if p.frozen_lengths:
+    if frozen:
         ax.plot(Ls, [r["acc_frozen"] for r in rows], "s--", label="frozen Gaussian embeddings")
     ax.set_xscale("log", base=2)
     ax.set(
         xlabel="context length L (tokens)",
         ylabel="test accuracy (fraction)",
-        title=f"Accuracy vs context length (V = {2**p.m}, d = {p.d_model})",
+        title=f"Accuracy vs context length (V = {2**p.m}, d = {p.d_model}){_suffix(ctx)}",
     )
     ax.legend(fontsize=8)
-    data = {"d": p.d_model, "m": p.m, "rows": rows, "spearman": spearman(Ls, [r["acc_trained"] for r in rows])}
+    accs = [r["acc_trained"] for r in rows]
+    data = {
+        "d": p.d_model,
+        "m": p.m,
+        "n_eval": p.n_eval,
+        "rows": rows,
+        "spearman": spearman(Ls, accs),
+        "rise_in_se": rise_in_standard_errors(accs[0], accs[-1], p.n_eval),
+    }
     return ExperimentResult(data, {"length": fig})
 
 
-@EXPERIMENTS.register
-def dim(ctx: Context) -> ExperimentResult:
+def small_d(p: LCAPreset) -> int:
+    """The d < V at which ``frozen_gap_small_d`` compares trained and frozen embeddings: the main model's width
+    (the smallest d of the grid below V when the grid lacks it)."""
+    return p.d_model if p.d_model in p.dims else min(d for d in p.dims if d < 2**p.m)
+
+
+@EXPERIMENTS.register(controls={"untrained": UNTRAINED, "identity_W_V": IDENTITY_W_V})
+def dim(ctx: Context[LCAPreset]) -> ExperimentResult:
     """Accuracy vs d, trained vs frozen Gaussian embeddings (V = 2^m marks the regime change)."""
     lab, p = lab_of(ctx), ctx.preset
+    identity = ctx.control == "identity_W_V"
+    dims = (small_d(p), max(p.dims)) if identity else p.dims
     rows = []
-    for d in p.dims:
+    for d in dims:
         task = lab.task(d_model=d)
         rows.append(
             {
                 "d": d,
-                "acc_trained": lab.accuracy(lab.trained(task)),
-                "acc_frozen": lab.accuracy(lab.trained(task, train_embed=False)),
+                "acc_trained": lab.accuracy(lab.variant(task, _trained(ctx), train_W_V=not identity)),
+                "acc_frozen": lab.accuracy(lab.variant(task, _trained(ctx), train_W_V=not identity, train_embed=False)),
             }
         )
     V = 2**p.m
@@ -436,7 +503,7 @@ def dim(ctx: Context) -> ExperimentResult:
     ax.set(
         xlabel="embedding dimension d",
         ylabel="test accuracy (fraction)",
-        title=f"Accuracy vs embedding dimension (L = {p.context_len})",
+        title=f"Accuracy vs embedding dimension (L = {p.context_len}){_suffix(ctx)}",
     )
     ax.legend(fontsize=8)
     accs = [r["acc_trained"] for r in rows]
@@ -448,6 +515,7 @@ def dim(ctx: Context) -> ExperimentResult:
         "spearman": spearman(ds, accs),
         "drops_beyond_2_se": drops_beyond_2_se(accs, p.n_eval),
         "rise_points": 100 * (accs[-1] - accs[0]),
+        "rise_in_se": rise_in_standard_errors(accs[0], accs[-1], p.n_eval),
     }
     return ExperimentResult(data, {"dim": fig})
 
@@ -465,90 +533,55 @@ def drops_beyond_2_se(accs: list[float], n: int) -> int:
 # --------------------------------------------------------------------------- synthetic hijacking
 
 
-def hijack_context(tokens: Tensor, y: Tensor, k: int, task, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Replace the first ``k`` context tokens by draws from N(y'), y' at Hamming distance >= 2 from y.
-
-    Returns ``(hijacked tokens, y')``. The read-out position is the last one, so it is replaced only when k = L.
-    """
-    m = task.m
-    masks = torch.arange(2**m)
-    far = masks[hamming(masks, torch.zeros_like(masks)) >= 2]
-    y_alt = y ^ far[torch.randint(0, len(far), y.shape, generator=generator)]
-    out = tokens.clone()
-    if k > 0:
-        inserted, _ = sample_context(y_alt, k, m, task.parsed, 0.0, generator)
-        out[:, :k] = inserted
-    return out, y_alt
-
-
-@EXPERIMENTS.register
-def hijack_synthetic(ctx: Context) -> ExperimentResult:
-    """Flip rate to y' as k context tokens are replaced by neighbours of y', and an activation-patching
-    map (clean -> fully hijacked, per position of hook_resid_pre) of where the answer is carried."""
+@EXPERIMENTS.register(controls={"untrained": UNTRAINED})
+def hijack_synthetic(ctx: Context[LCAPreset]) -> ExperimentResult:
+    """Flip rate to y' as k context tokens are replaced by neighbours of y' (and at k*/2 and 2k*, either side of the
+    balance point k* where the inserted evidence equals what is left of y's), and an activation-patching map (clean
+    -> fully hijacked, per position of hook_resid_pre) of where the answer is carried."""
     lab, p = lab_of(ctx), ctx.preset
-    trained = lab.trained(lab.task())
+    trained = lab.variant(lab.task(), _trained(ctx))
     task, model = trained.task, trained.model
     tokens, y, _ = lab.eval_set(task)
     L = task.context_len
     rows = []
     for frac in p.hijack_fractions:
         k = int(round(frac * L))
-        hijacked, y_alt = hijack_context(tokens, y, k, task, ctx.generator(77))
-        with torch.no_grad():
-            pred = model(hijacked)[:, -1].argmax(-1)
-        rows.append(
-            {
-                "k": k,
-                "fraction": frac,
-                "flip_rate": (pred == y_alt).float().mean().item(),
-                "still_correct": (pred == y).float().mean().item(),
-            }
-        )
+        rows.append({**hijack_rates(model, tokens, y, k, task, ctx.generator(77)), "fraction": frac})
     flips = [r["flip_rate"] for r in rows]
     monotone = all(b >= a - 0.02 for a, b in zip(flips, flips[1:]))
-    patch = _patching_map(model, tokens[: p.n_patch], y[: p.n_patch], task, ctx.seed)
-    fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.6))
+    k_star = balance_point(L, task.epsilon)
+    balance = {
+        "k_star": k_star,
+        "below": hijack_rates(model, tokens, y, int(round(k_star / 2)), task, ctx.generator(77)),
+        "above": hijack_rates(model, tokens, y, min(L, int(round(2 * k_star))), task, ctx.generator(77)),
+    }
+    patch = patching_map(model, tokens[: p.n_patch], y[: p.n_patch], task, ctx.seed) if ctx.control is None else None
+    fig, axes = subplots(1, 1 if patch is None else 2, figsize=(5 if patch is None else 10, 3.6), squeeze=False)
+    ax1 = axes[0][0]
     ax1.plot([r["k"] for r in rows], flips, "o-", label="prediction = y' (hijacked)")
     ax1.plot([r["k"] for r in rows], [r["still_correct"] for r in rows], "s--", label="prediction = y (correct)")
+    ax1.axvline(k_star, color="grey", lw=0.8, ls=":", label=f"balance point k* = {k_star:.1f}")
     ax1.set(
         xlabel=f"k context tokens replaced by neighbours of y' (of L = {L})",
         ylabel="fraction of test sequences",
-        title="Synthetic context hijacking",
+        title=f"Synthetic context hijacking{_suffix(ctx)}",
     )
     ax1.legend(fontsize=8)
-    ax2.bar(range(L), patch["effect"])
-    integer_ticks(ax2)
-    ax2.set(
-        xlabel="patched position (blocks.0.hook_resid_pre)",
-        ylabel="logit difference restored (fraction)",
-        title="Patching clean activations into the hijacked run",
-    )
-    data = {"L": L, "rows": rows, "monotone": monotone, "monotone_tolerance": 0.02, "patching": patch}
-    return ExperimentResult(data, {"hijack_synthetic": fig})
-
-
-@torch.no_grad()
-def _patching_map(model: nn.Module, tokens: Tensor, y: Tensor, task, seed: int) -> dict:
-    """Patch the clean ``hook_resid_pre`` at each position into the fully hijacked run; the metric is
-    the mean logit difference y - y', normalised to 0 (hijacked) .. 1 (clean)."""
-    from hooks.patching import patch_sweep
-
-    L = tokens.shape[1]
-    corrupted, y_alt = hijack_context(tokens, y, L, task, torch.Generator().manual_seed(seed + 78))
-
-    def logit_diff(logits: Tensor) -> Tensor:
-        last = logits[:, -1]
-        return (last.gather(1, y[:, None]) - last.gather(1, y_alt[:, None])).mean()
-
-    clean, corrupt = logit_diff(model(tokens)).item(), logit_diff(model(corrupted)).item()
-    raw = patch_sweep(model, tokens, corrupted, logit_diff, sweep="resid_pre", progress=False)[0]
-    effect = ((raw - corrupt) / (clean - corrupt)).tolist()
-    return {
-        "clean_logit_diff": clean,
-        "corrupted_logit_diff": corrupt,
-        "effect": effect,
-        "effect_readout_position": effect[-1],
-        "mean_effect_other_positions": sum(effect[:-1]) / max(1, len(effect) - 1),
-        "sum_effect": sum(effect),
-        "engine": "hooks.patching.patch_sweep(sweep='resid_pre')",
+    if patch is not None:
+        axes[0][1].bar(range(L), patch["effect"])
+        integer_ticks(axes[0][1])
+        axes[0][1].set(
+            xlabel="patched position (blocks.0.hook_resid_pre)",
+            ylabel="logit difference restored (fraction)",
+            title="Patching clean activations into the hijacked run",
+        )
+    data = {
+        "L": L,
+        "rows": rows,
+        "monotone": monotone,
+        "monotone_tolerance": 0.02,
+        "rise": flips[-1] - flips[0],
+        "balance": balance,
+        "patching": patch,
     }
+    return ExperimentResult(data, {"hijack_synthetic": fig})

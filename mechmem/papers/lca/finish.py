@@ -46,4 +46,3 @@ def remove_residual_(model: nn.Module) -> None:
     declare_effect(drop_residual, SUBTRACT_BLOCK_INPUT)
     model.blocks[0].attn.register_forward_pre_hook(keep_resid_pre, with_kwargs=True)
     model.add_hook("blocks.0.hook_resid_post", drop_residual, is_permanent=True)
-    model.lca_residual = False

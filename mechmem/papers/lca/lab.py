@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from mechmem.contract.experiments import Context
 
-from .model import LCAModelSpec
+from .model import LCAModelSpec, build_lca_model, untie_
 from .presets import LCAPreset
 from .task import LatentConceptTask
 from .training import accuracy, train_lca
@@ -25,18 +25,19 @@ from .training import accuracy, train_lca
 
 @dataclass
 class Trained:
-    """One trained variant with its task, spec, training accuracy, wall time and training history."""
+    """One model variant with its task and spec: trained (with its training accuracy, wall time and history), or
+    at initialisation (``train_accuracy`` ``None``: the negative controls' untrained models)."""
 
     model: nn.Module
     task: LatentConceptTask
     spec: LCAModelSpec
-    train_accuracy: float
+    train_accuracy: float | None
     seconds: float
     history: list[dict] = field(default_factory=list)
 
 
 class Lab:
-    """Trains variants on demand (each once) and serves seeded evaluation sets."""
+    """Trains variants on demand (each once), builds untrained ones, and serves seeded evaluation sets."""
 
     def __init__(self, preset: LCAPreset, seed: int = 0, progress: bool = True) -> None:
         self.preset = preset
@@ -50,26 +51,35 @@ class Lab:
         base = dict(m=p.m, context_len=p.context_len, neighbourhood="N1", epsilon=p.epsilon, d_model=p.d_model)
         return LatentConceptTask(**{**base, **overrides})
 
-    def trained(
-        self,
-        task: LatentConceptTask,
-        d_model: int | None = None,
-        train_W_V: bool = True,
-        train_embed: bool = True,
-        tied: bool = True,
-    ) -> Trained:
-        spec = LCAModelSpec(
-            d_model=d_model or task.d_model, train_W_V=train_W_V, train_embed=train_embed, tied=tied, seed=self.seed
-        )
-        key = (tuple(sorted(task.to_dict().items())), spec)
+    def spec(self, task: LatentConceptTask, **switches) -> LCAModelSpec:
+        """The variant of ``task``'s model (width ``task.d_model`` unless ``d_model`` is given) seeded by the lab."""
+        return LCAModelSpec(**{"d_model": task.d_model, **switches, "seed": self.seed})
+
+    def trained(self, task: LatentConceptTask, **switches) -> Trained:
+        """The variant ``switches`` (fields of :class:`LCAModelSpec`) trained on ``task`` (once per lab)."""
+        spec = self.spec(task, **switches)
+        key = (tuple(sorted(task.to_dict().items())), spec, "trained")
         if key not in self._models:
             t0 = time.perf_counter()
             model, result = train_lca(task, spec, self.preset.train, seed=self.seed)
             seconds = time.perf_counter() - t0
             self._models[key] = Trained(model, task, spec, result.final["accuracy"], seconds, result.history)
             self._bar.update(1)
-            self._bar.set_postfix(m=task.m, L=task.context_len, d=spec.d_model, W_V=train_W_V, emb=train_embed)
+            self._bar.set_postfix(m=task.m, L=task.context_len, d=spec.d_model, W_V=spec.train_W_V)
         return self._models[key]
+
+    def untrained(self, task: LatentConceptTask, **switches) -> Trained:
+        """The same variant at its initialisation (the weights :meth:`trained` starts from), untied, in eval mode."""
+        spec = self.spec(task, **switches)
+        key = (tuple(sorted(task.to_dict().items())), spec, "untrained")
+        if key not in self._models:
+            model = untie_(build_lca_model(task, spec)).eval()
+            self._models[key] = Trained(model, task, spec, None, 0.0)
+        return self._models[key]
+
+    def variant(self, task: LatentConceptTask, trained: bool = True, **switches) -> Trained:
+        """:meth:`trained` or :meth:`untrained`."""
+        return self.trained(task, **switches) if trained else self.untrained(task, **switches)
 
     def eval_set(self, task: LatentConceptTask) -> tuple[Tensor, Tensor, Tensor]:
         """``(tokens, y, is_noise)``: ``n_eval`` fresh examples, the same for every model of this task."""
@@ -91,7 +101,7 @@ class Lab:
         return len(self._models)
 
 
-def lab_of(ctx: Context) -> Lab:
+def lab_of(ctx: Context[LCAPreset]) -> Lab:
     """The seed's :class:`Lab`, created on first use and kept in ``ctx.state``."""
     if "lab" not in ctx.state:
         ctx.state["lab"] = Lab(ctx.preset, seed=ctx.seed, progress=ctx.progress)

@@ -7,6 +7,10 @@ matrix transposed). Switches:
 
 - ``train_W_V``: trained, or fixed to the identity (Fig. 3a ablation);
 - ``train_embed``: trained, or frozen at the Gaussian initialisation N(0, 1/d);
+- ``orthonormal_embed``: the embedding rows start as V orthonormal vectors (needs d >= V) instead of Gaussian
+  ones (with ``train_embed=False``: frozen orthonormal rows);
+- ``uniform_attention``: ``W_Q = 0``, frozen, so every attention score is 0 and attention is uniform (a
+  negative control of the attention claims);
 - ``tied``: the unembedding is the (first V rows of the) embedding, ``W_U = W_E^T``.
 
 Tying choice: ``torch.nn.utils.parametrize`` turns the real parameter behind ``W_U``
@@ -20,15 +24,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from hooks.weights import slot
+from hooks.weights import get_weight, set_weight_, slot
 from mechmem.core.config import ModelConfig
 from mechmem.tasks.base import Task
 
+from .constructions import orthonormal_embeddings
 from .finish import W_O_NAME, W_V_NAME
 from .task import LatentConceptTask
+
+W_Q_NAME = "blocks.0.attn.W_Q"
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,13 @@ class LCAModelSpec:
     train_embed: bool = True
     tied: bool = True
     seed: int = 0
+    orthonormal_embed: bool = False
+    uniform_attention: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.d_model, bool) or not isinstance(self.d_model, int) or self.d_model < 1:
             raise ValueError(f"d_model must be a positive int, got {self.d_model!r}")
-        for name in ("train_W_V", "train_embed", "tied"):
+        for name in ("train_W_V", "train_embed", "tied", "orthonormal_embed", "uniform_attention"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -53,12 +63,14 @@ class LCAModelSpec:
 
 
 def lca_model_config(task: LatentConceptTask, spec: LCAModelSpec) -> ModelConfig:
-    """The ``ModelConfig`` of the variant: frozen W_O (identity), optionally frozen W_V / W_E."""
+    """The ``ModelConfig`` of the variant: frozen W_O (identity), optionally frozen W_V / W_E / W_Q."""
     freeze = [W_O_NAME]
     if not spec.train_W_V:
         freeze.append(W_V_NAME)
     if not spec.train_embed:
         freeze.append("W_E")
+    if spec.uniform_attention:
+        freeze.append(W_Q_NAME)
     return ModelConfig(
         n_layers=1,
         n_heads=1,
@@ -119,7 +131,14 @@ def build_lca_model(task: LatentConceptTask, spec: LCAModelSpec) -> nn.Module:
     (``LatentConceptTask.build_model``) on :func:`lca_model_config`, plus the tie."""
     if not isinstance(task, Task) or task.name != "lca":
         raise TypeError(f"task must be a LatentConceptTask, got {type(task).__name__}")
+    if spec.orthonormal_embed and spec.d_model < task.V:
+        raise ValueError(f"orthonormal_embed needs d_model >= V = {task.V}, got d_model={spec.d_model}")
     model = task.build_model(lca_model_config(task, spec))
+    if spec.orthonormal_embed:
+        rows = orthonormal_embeddings(task.V, spec.d_model, torch.Generator().manual_seed(spec.seed))
+        set_weight_(model, "W_E", rows)
+    if spec.uniform_attention:
+        set_weight_(model, W_Q_NAME, torch.zeros_like(get_weight(model, W_Q_NAME)))
     if spec.tied:
         tie_unembedding_(model, task.V)
     model.lca_spec = spec

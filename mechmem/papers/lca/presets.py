@@ -1,5 +1,7 @@
-"""The sizes of the LCA reproduction: ``QUICK`` (minutes on a CPU), ``SMOKE`` (seconds, for tests)
-and ``FULL`` (the paper-scale grids: m = 4..7, d = 2..128, L = 4..256, 3000 Adam steps)."""
+"""The sizes of the LCA reproduction: ``QUICK`` (minutes on a CPU), ``SMOKE`` (seconds, for tests; the main model
+keeps the quick m and d so that its spectrum claim can fail on random embeddings, and it runs the full preset's
+frozen-embedding L sweep) and ``FULL`` (the paper-scale grids: m = 4..7, d = 2..128, L = 4..256, 3000 Adam
+steps)."""
 
 from __future__ import annotations
 
@@ -24,42 +26,36 @@ def _adam(steps: int, batch_size: int, lr: float, eval_batch_size: int = 1024) -
 
 @dataclass(frozen=True)
 class LCAPreset(Preset):
-    """Grids and sizes. The main model: ``m`` latent bits (V = 2^m), context length ``context_len``,
-    noise rate ``epsilon``, width ``d_model`` (< V). ``wv_bar_m`` x ``wv_bar_L``: the trained-vs-identity
-    W_V grid (d = V/2); ``dims`` / ``lengths``: the d and L sweeps (``frozen_lengths``: also with frozen
-    embeddings); ``hijack_fractions``: fractions of the context replaced; ``n_eval`` test sequences,
-    ``n_patch`` of them patched; ``train``: every model's training. ``hamming_generator`` / ``hamming_m`` /
-    ``hamming_d``: the extra trained-W_V model of ``hamming_inner`` (a generator whose log-likelihood is affine in
-    the Hamming distance, at the paper's ``hamming_inner_n7`` size)."""
+    """The sizes of one LCA reproduction (every threshold of the claims is in ``reproduction.py``)."""
 
-    m: int = 5
-    context_len: int = 64
-    epsilon: float = 0.5
-    d_model: int = 16
-    wv_bar_m: tuple[int, ...] = (4, 5)
-    wv_bar_L: tuple[int, ...] = (16, 64, 128)
-    dims: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
-    lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
-    frozen_lengths: bool = False
-    hijack_fractions: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
-    n_eval: int = 2000
-    n_patch: int = 64
-    hamming_generator: str = "bitflip(0.15)"
-    hamming_m: int = 7
-    hamming_d: int = 32
+    m: int = 5  # latent bits of the main task: V = 2^m tokens
+    context_len: int = 64  # context length L of the main task
+    epsilon: float = 0.5  # noise rate: a context token is uniform noise with this probability
+    d_model: int = 16  # width d of the main model (< V: the underparameterised regime)
+    wv_bar_m: tuple[int, ...] = (4, 5)  # m of the trained-vs-identity W_V grid (d = V / 2 there)
+    wv_bar_L: tuple[int, ...] = (16, 64, 128)  # context lengths L of that grid
+    dims: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)  # the d sweep (wv_replace, dim)
+    lengths: tuple[int, ...] = (8, 16, 32, 64, 128)  # the L sweep (length)
+    frozen_lengths: bool = False  # the L sweep also with frozen Gaussian embeddings
+    hijack_fractions: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # share of the context hijacked
+    n_eval: int = 2000  # test sequences per task
+    n_patch: int = 64  # test sequences in the activation-patching map
+    hamming_generator: str = "bitflip(0.15)"  # generator of hamming_inner's extra model (log q affine in D_H)
+    hamming_m: int = 7  # its latent bits (the paper's hamming_inner_n7 size)
+    hamming_d: int = 32  # its width (< V)
+    # the training of every model (Adam at a constant lr; the runner sets the data seed)
     train: TrainConfig = field(default_factory=lambda: _adam(steps=400, batch_size=64, lr=1e-2))
 
 
 QUICK = LCAPreset()
 SMOKE = QUICK.override(
     name="smoke",
-    m=4,
     context_len=16,
-    d_model=8,
     wv_bar_m=(4,),
     wv_bar_L=(16, 64),
-    dims=(4, 8, 32),
+    dims=(8, 16, 64),
     lengths=(8, 16, 32),
+    frozen_lengths=True,  # the full preset's branch, reached in the tests
     n_eval=400,
     n_patch=16,
     hamming_m=5,

@@ -5,10 +5,9 @@ noise). The model reads out the V-way prediction of the target ``y`` at the last
 attention query is the last context token ``x_L``. That is what lets attention select (the
 paper's Section 5): the score of ``x_l`` depends on the pair ``(x_L, x_l)``, and ``x_L`` itself is (mostly) near
 ``y``, so a block- or Hamming-structured QK form concentrates on informative tokens. (A dedicated
-query token would give every key a score that depends on the key alone.) The paper's model
-(``model.build_lca_model``) has no residual; the plain default model of :meth:`model_config`
-(used by ``mechmem train lca``) keeps TransformerLens's residual, i.e. an extra logit term
-``<W_E(k), W_E(x_L)>``.
+query token would give every key a score that depends on the key alone.) Every model of the task, the
+default of :meth:`model_config` (``mechmem train lca``) included, is built by :meth:`build_model`: ``W_O = I``
+and no residual stream (``finish.finish_lca_model_``).
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ class LatentConceptTask(Task):
         "every token x is replaced by x XOR (y XOR y') for a new target y' != y: the context of y' with the same "
         "Hamming structure and the same noise positions"
     )
+    last_position_loss: ClassVar[bool] = True  # the loss reads the read-out (last) position only
     m: int = 5
     context_len: int = 64
     neighbourhood: str = "N1"

@@ -1,7 +1,7 @@
 """``mechmem hijack``: context hijacking of a language model on CounterFact-format records.
 
     mechmem hijack --model gpt2 --records counterfact.jsonl --limit 500 --max-k 10 --out runs/hijack-gpt2
-    mechmem hijack --run runs/my-lm --records mechmem/papers/lca/data/counterfact_tiny.jsonl
+    mechmem hijack --run runs/my-lm --records mechmem/tools/hijack/data/counterfact_tiny.jsonl
 
 ``--model NAME`` loads a Hugging Face causal language model (a hub name or a local folder) from
 local files only: ``from_pretrained(..., local_files_only=True)``, safetensors where offered, and
@@ -9,7 +9,7 @@ wraps it with ``TransformerBridge.boot_transformers`` (the same on TransformerLe
 ``HookedTransformer.from_pretrained``, which unpickles some checkpoints). Nothing is downloaded: a
 model that is not on disk is refused with the command that fetches it. ``--run DIR`` loads a saved
 mechmem run (``mechmem.storage.runs.load_run``) and its word tokenizer ``DIR/tokenizer.json``
-(:class:`mechmem.papers.lca.local.WordTokenizer`).
+(:class:`mechmem.tools.hijack.local.WordTokenizer`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .hijack import SCHEMES, SCORES
+from .runner import SCHEMES, SCORES
 
 
 def add_hijack_parser(subparsers) -> None:
@@ -45,7 +45,7 @@ def load_language_model(model: str | None = None, run: Path | None = None):
     if (model is None) == (run is None):
         raise ValueError("give exactly one of --model and --run")
     if model is not None:
-        from .hijack import codec_for
+        from .runner import codec_for
 
         lm = load_local_pretrained(model)
         return lm.eval(), codec_for(lm), model
@@ -87,8 +87,8 @@ def load_local_pretrained(name: str):
 
 
 def cmd_hijack(args: argparse.Namespace) -> int:
-    from .hijack import check_options, is_monotone, run_hijack
     from .records import load_records
+    from .runner import check_options, is_monotone, run_hijack
 
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     check_options(schemes, args.max_k, args.score, args.batch_size)

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import mechmem.papers.lca
-from mechmem.papers.lca.hijack import (
+import mechmem.tools.hijack
+from mechmem.tools.hijack.local import WordTokenizer, bag_of_words_model, tiny_random_model, tokenizer_for_records
+from mechmem.tools.hijack.records import load_records
+from mechmem.tools.hijack.runner import (
     _next_token_logprobs,
     hijacked_prompt,
     is_monotone,
     run_hijack,
 )
-from mechmem.papers.lca.local import WordTokenizer, bag_of_words_model, tiny_random_model, tokenizer_for_records
-from mechmem.papers.lca.records import load_records
 
-RECORDS = Path(mechmem.papers.lca.__file__).parent / "data" / "counterfact_tiny.jsonl"
+RECORDS = Path(mechmem.tools.hijack.__file__).parent / "data" / "counterfact_tiny.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +282,14 @@ def test_hijack_command_names_the_fetch_command_for_a_model_not_on_disk(tmp_path
     assert code == 2, err
     assert "not found in local files" in err and "hf download mechmem-test/no-such-model" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_tool_registers_the_hijack_command():
+    import argparse
+
+    from mechmem.tools.hijack import add_cli
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["hijack", "--model", "gpt2", "--records", "x.jsonl"])
+    assert callable(args.func) and args.max_k == 10 and args.score == "first_token"

@@ -67,7 +67,7 @@ class WordTokenizer:
 
 def tokenizer_for_records(records, extra_texts: Iterable[str] = ()) -> WordTokenizer:
     """A vocabulary covering every record's prompt, subject, targets and the hijack templates."""
-    from .hijack import GENERIC_TEMPLATE, RELATION_REVERSE_TEMPLATES, RELATION_TEMPLATES
+    from .runner import GENERIC_TEMPLATE, RELATION_REVERSE_TEMPLATES, RELATION_TEMPLATES
 
     texts = [GENERIC_TEMPLATE, *RELATION_TEMPLATES.values(), *RELATION_REVERSE_TEMPLATES.values(), *extra_texts]
     for r in records:
@@ -97,7 +97,7 @@ def bag_of_words_model(d_vocab: int, n_ctx: int = 512) -> nn.Module:
     set_weight_(model, "blocks.0.attn.W_K", torch.zeros(1, d_vocab, d_vocab))
     set_weight_(model, "blocks.0.attn.W_V", eye[None])
     set_weight_(model, "blocks.0.attn.W_O", eye[None])
-    from .finish import remove_residual_
+    from mechmem.papers.lca.finish import remove_residual_  # the paper model's read-out: no residual stream
 
     remove_residual_(model)
     return model.eval()

@@ -81,7 +81,7 @@ class HFCodec:
 def codec_for(model: nn.Module) -> HFCodec:
     """The codec of a model (either kind) that carries a Hugging Face tokenizer."""
     if getattr(model, "tokenizer", None) is None:
-        raise ValueError("the model has no tokenizer; pass a codec (e.g. mechmem.papers.lca.local.WordTokenizer)")
+        raise ValueError("the model has no tokenizer; pass a codec (e.g. mechmem.tools.hijack.local.WordTokenizer)")
     return HFCodec(model.tokenizer, prepend_bos=bool(getattr(model.cfg, "default_prepend_bos", True)))
 
 

@@ -13,6 +13,7 @@ cheap; ``from hooks import replace_weights`` loads only what it needs.
 - :mod:`hooks.patching`: the batched activation-patching engine.
 - :mod:`hooks.attribution`: attribution patching, the gradient estimate of every patching sweep.
 - :mod:`hooks.circuits`: OV / QK circuits through the embeddings, OV spectra, and their figures.
+- :mod:`hooks.gather_store`: :func:`memory_map`: which heads gather the answer, which OV circuits / MLPs store it.
 - :mod:`hooks.views`: attention patterns, offline CircuitsVis views with the read-out row in view.
 - :mod:`hooks.plotting`: the shared figure style and a heat map that always has a labelled colorbar.
 """
@@ -41,6 +42,10 @@ _EXPORTS = {
     "OV": "hooks.replace",
     "ov_circuit": "hooks.replace",
     "qk_circuit": "hooks.replace",
+    "memory_map": "hooks.gather_store",
+    "Associations": "hooks.gather_store",
+    "plot_memory_map": "hooks.gather_store",
+    "above_null": "hooks.gather_store",
     "Ablation": "hooks.ablation",
     "ablate": "hooks.ablation",
     "ablation_hooks": "hooks.ablation",

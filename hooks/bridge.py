@@ -118,6 +118,24 @@ def make_attention_hooks_live_(bridge: nn.Module) -> nn.Module:
     return bridge
 
 
+def is_native_bridge(model: nn.Module) -> bool:
+    """True for a ``TransformerBridge.boot_native`` model (its attention is TransformerLens's own
+    ``NativeAttention``, live or not); False for a bridge around a HuggingFace module."""
+    if not is_bridge(model):
+        return False
+    from transformer_lens.model_bridge.sources.native.model import NativeAttention
+
+    return any(isinstance(block.attn.original_component, NativeAttention) for block in model.blocks)
+
+
+def pattern_feeds_output(model: nn.Module) -> bool:
+    """Whether ``hook_pattern`` is applied before the value product, as on ``HookedTransformer``:
+    False only for a ``boot_native`` bridge whose attention was not made live. A bridge around a
+    HuggingFace module recomputes attention from its q / k / v projections with the hooks inside
+    (``_reconstruct_attention``); ``hooks.names.check_hooks_editable`` confirms it per model."""
+    return not is_native_bridge(model) or has_live_attention(model)
+
+
 def has_live_attention(model: nn.Module) -> bool:
     """True for a bridge whose every layer runs :class:`LiveAttention`."""
     if not is_bridge(model):

@@ -125,9 +125,9 @@ def _inert_reason(model: nn.Module, name: str, n_tokens: int) -> str:
         from hooks.weights import is_bridge
 
         if is_bridge(model):
-            from hooks.bridge import has_live_attention
+            from hooks.bridge import pattern_feeds_output
 
-            if not has_live_attention(model):
+            if not pattern_feeds_output(model):
                 return (
                     f"{name} is computed but not used by this model's attention implementation "
                     "(TransformerLens's NativeAttention fires it after the attention output exists); "

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 
-from hooks.bridge import has_live_attention
+from hooks.bridge import has_live_attention, pattern_feeds_output
 from hooks.checks import check_weight_name
 from hooks.compat import attention_scale
 from hooks.names import check_head, check_hooks_editable, check_layer
@@ -260,7 +260,9 @@ def _install_ov_hook(model: nn.Module, layer: int, head: int, M: Tensor, bias_te
         return attn_out + pattern @ (x @ M) + bias_term
 
     prefix = f"blocks.{layer}.attn"
-    if not is_bridge(model) or has_live_attention(model):
+    if pattern_feeds_output(model):
+        if is_bridge(model) and not has_live_attention(model):  # a HuggingFace module's attention
+            check_hooks_editable(model, f"{prefix}.hook_pattern")
         handles += add_tracked_hook(
             model, f"{prefix}.hook_pattern", lambda t, hook: seen.__setitem__("pattern", t[:, head])
         )

@@ -83,9 +83,10 @@ def _remove_new_lens_handles(state: ModelState) -> None:
 
 
 def _is_internal(fn) -> bool:
-    """A raw PyTorch hook that TransformerLens itself installs on a non-HookPoint module (the bridge
-    wires capture hooks lazily on its first forward pass and must keep them)."""
-    return (getattr(fn, "__module__", None) or "").startswith("transformer_lens")
+    """A raw PyTorch hook that TransformerLens or transformers installs on a non-HookPoint module (the
+    bridge wires capture hooks lazily on its first forward pass, a HuggingFace module its output
+    capturing on the first ``run_with_cache``; both must keep them)."""
+    return (getattr(fn, "__module__", None) or "").startswith(("transformer_lens", "transformers"))
 
 
 def _remove_new_torch_hooks(state: ModelState) -> None:

@@ -107,3 +107,74 @@ def models_by_kind(seed: int = 0, **overrides) -> dict[str, nn.Module]:
     """``{kind: model}`` for every kind in :data:`KINDS`, all with the same random weights."""
     cfg = tiny_config(**overrides)
     return {kind: hooked_model(cfg, seed) if kind == "hooked" else random_bridge(cfg, seed) for kind in KINDS}
+
+
+# ----------------------------------------------------------------------------- GPT-2 architecture
+
+#: a GPT-2-architecture model small enough for tests (seconds): 2 layers, d_model 64, 4 heads, vocab 100
+GPT2_SIZES = dict(n_layers=2, d_model=64, n_heads=4, d_vocab=100, n_ctx=32)
+
+
+def gpt2_hooked_config(n_layers: int, d_model: int, n_heads: int, d_vocab: int, n_ctx: int) -> dict:
+    """The ``HookedTransformerConfig`` fields of GPT-2's architecture (pre-LayerNorm, learned
+    positions, GELU (tanh) MLPs of width 4 d_model, biases) at the given sizes."""
+    return dict(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        d_mlp=4 * d_model,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+    )
+
+
+def hf_gpt2(seed: int = 0, tie_word_embeddings: bool = True, **sizes) -> nn.Module:
+    """A ``transformers.GPT2LMHeadModel`` with random weights from its config (offline: nothing is
+    downloaded), drawn under ``torch.manual_seed(seed)`` inside a forked RNG (the caller's RNG is
+    untouched), in eval mode. ``sizes``: :data:`GPT2_SIZES` fields to change."""
+    import transformers
+
+    s = {**GPT2_SIZES, **sizes}
+    config = transformers.GPT2Config(
+        n_layer=s["n_layers"],
+        n_embd=s["d_model"],
+        n_head=s["n_heads"],
+        vocab_size=s["d_vocab"],
+        n_positions=s["n_ctx"],
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.GPT2LMHeadModel(config)
+    return model.eval()
+
+
+def hf_gpt2_bridge(seed: int = 0, tie_word_embeddings: bool = True, **sizes) -> nn.Module:
+    """A ``TransformerBridge`` wrapping :func:`hf_gpt2` (TransformerLens's
+    ``build_bridge_from_module``, as a user wraps their own HuggingFace module), in eval mode."""
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    hf = hf_gpt2(seed, tie_word_embeddings, **sizes)
+    return build_bridge_from_module(hf, "GPT2LMHeadModel", hf_config=hf.config).eval()
+
+
+def gpt2_hooked_model(seed: int = 0, **sizes) -> nn.Module:
+    """A ``HookedTransformer`` (TransformerLens 3.x) of GPT-2's architecture, initialised by
+    TransformerLens (its GPT-2 init: N(0, 0.8 / sqrt(d_model)) weights, zero biases) under
+    ``torch.manual_seed(seed)`` inside a forked RNG (the caller's RNG is untouched), in eval mode.
+    On TransformerLens 4.x, where ``HookedTransformer`` is gone, the same architecture is a bridge:
+    :func:`hf_gpt2_bridge` (a HuggingFace module) or ``boot_bridge(gpt2_hooked_config(...))``."""
+    if not has_hooked_transformer():
+        raise RuntimeError("HookedTransformer was removed in TransformerLens 4.0; use hf_gpt2_bridge")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.manual_seed(seed)
+        cfg = HookedTransformerConfig(**gpt2_hooked_config(**{**GPT2_SIZES, **sizes}), device="cpu")
+        model = HookedTransformer(cfg, move_to_device=False)
+    return model.eval()

@@ -31,6 +31,7 @@ _EXPORTS = {
     "TrainResult": "mechmem.core.training",
     "evaluate": "mechmem.core.training",
     "train": "mechmem.core.training",
+    "inspect_model": "mechmem.pages.inspect_model",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -26,6 +26,8 @@ if os.environ.get("MECHMEM_TYPECHECK", "1") != "0":
 from mechmem.core.config import ModelConfig, TrainConfig  # noqa: E402
 from mechmem.tasks.recall import RecallTask  # noqa: E402
 
+pytest_plugins = ["toy_models"]  # the papers' toy models, trained once per session (tests/toy_models.py)
+
 # Test models are tiny: a second intra-op thread buys nothing, and on a shared 2-core machine two
 # OpenMP threads per process slow training down ~10x. Set MECHMEM_TEST_THREADS to change it.
 torch.set_num_threads(int(os.environ.get("MECHMEM_TEST_THREADS", "1")))

@@ -147,12 +147,13 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; see the module docstring.
 
-    With ``run`` (a ``mechmem.storage.runs.Run``, locked for this process while it trains), metrics go to
-    ``metrics.jsonl``, a resumable checkpoint is written atomically at every evaluation, and the
-    final weights to ``model.safetensors``. With ``resume=True`` the whole run is verified against its
-    manifest first (a damaged file is refused, never rewritten: see ``mechmem train --repair``), then
-    training continues from the checkpoint and ends with the same weights as an uninterrupted run with
-    the same seed; a run that had finished is left as it is.
+    With ``run`` (a ``mechmem.storage.runs.Run``, locked for this process while it trains), the task, training
+    and model configs are recorded in its ``config.json`` where missing (so ``mechmem inspect`` opens it like a run
+    made by ``mechmem train``), metrics go to ``metrics.jsonl``, a resumable checkpoint is written atomically at
+    every evaluation, and the final weights to ``model.safetensors``. With ``resume=True`` the whole run is verified
+    against its manifest first (a damaged file is refused, never rewritten: see ``mechmem train --repair``), then
+    training continues from the checkpoint and ends with the same weights as an uninterrupted run with the same
+    seed; a run that had finished is left as it is.
     """
     validate_training(model, task, cfg)
     if run is not None:
@@ -167,6 +168,8 @@ def _train(model: nn.Module, task: Task, cfg: TrainConfig, probes, run, resume: 
     eval_batch = task.sample(cfg.eval_batch_size, torch.Generator().manual_seed(cfg.seed + 1)).to(device)
     if resume and run is not None:
         run.verify()
+    if run is not None:  # after verifying: a damaged config.json is refused, never rewritten
+        run.record_training(task, cfg, getattr(model, "mechmem_config", None))  # what `mechmem inspect` rebuilds
     state = run.load_train_state() if resume and run is not None else None
     start, optimizer, history = _start(model, cfg, state, run, data_gen)
     if state is None:

@@ -58,7 +58,7 @@ class Inspection:
     """Everything a section needs, and where it writes."""
 
     folder: Path
-    run: Any
+    run: Any  # the run inspected; None for a model given to inspect_model
     config: dict
     task: Task
     model: nn.Module
@@ -71,15 +71,16 @@ class Inspection:
     page: Page | None = None
     links: str = ""  # where ``folder`` is, seen from the page (e.g. "lca/" when a report's page is one folder up)
     summary: dict = field(default_factory=dict)
+    metric: Any = None  # a caller's metric(logits) -> float, next to loss and accuracy (inspect_model)
+    title: str | None = None  # default: the run's folder name
 
     def __post_init__(self) -> None:
-        kind = "TransformerBridge" if is_bridge(self.model) else "HookedTransformer"
         if self.parent is not None:
             self.page = self.parent.page
         elif self.page is None:
             self.page = Page(
-                f"mechmem inspect: {self.run.path.name}",
-                subtitle=f"task `{self.task.name}`, {kind}, made by `{self.command}`",
+                f"mechmem inspect: {self.title or self.run.path.name}",
+                subtitle=f"task `{self.task.name}`, {model_kind(self.model)}, made by `{self.command}`",
             )
         self.token_names = self.task.token_labels()
         self.output_names = self.task.output_labels()
@@ -114,6 +115,19 @@ class Inspection:
 # ----------------------------------------------------------------------------- overview
 
 
+def model_kind(model: nn.Module) -> str:
+    """``HookedTransformer``, ``TransformerBridge (boot_native)`` or ``TransformerBridge wrapping <class>``."""
+    if not is_bridge(model):
+        return type(model).__name__
+    from hooks.bridge import is_native_bridge
+
+    return (
+        "TransformerBridge (boot_native)"
+        if is_native_bridge(model)
+        else (f"TransformerBridge wrapping {type(model.original_model).__name__}")
+    )
+
+
 def overview(ins: Inspection) -> dict:
     task, model, cfg = ins.task, ins.model, ins.model.cfg
     full = ins.examples.full
@@ -128,13 +142,13 @@ def overview(ins: Inspection) -> dict:
     sec.text(f"Task `{task.name}`: {doc}")
     sec.key_values(
         {
-            "model": "TransformerBridge (boot_native)" if is_bridge(model) else "HookedTransformer",
+            "model": model_kind(model),
             "layers x heads": f"{cfg.n_layers} x {cfg.n_heads}",
             "d_model / d_head": f"{cfg.d_model} / {cfg.d_head}",
             "input / output vocabulary": f"{cfg.d_vocab} / {cfg.d_vocab_out}",
             "context (n_ctx)": cfg.n_ctx,
             "MLP": "none (attention only)" if cfg.attn_only else f"d_mlp = {cfg.d_mlp}",
-            "normalisation": cfg.normalization_type or "none",
+            "normalisation": getattr(cfg, "normalization_type", None) or "none",
             "positional embedding": "yes" if positional_embedding(model) is not None else "none (W_pos zero)",
             "parameters": sum(p.numel() for p in model.parameters()),
             f"loss on {numbers['examples']} fresh examples (nats)": numbers["loss"],
@@ -142,7 +156,7 @@ def overview(ins: Inspection) -> dict:
         },
         caption="Loss and accuracy at the positions the task scores, on examples drawn with the inspect seed.",
     )
-    history = ins.run.metrics()
+    history = ins.run.metrics() if ins.run is not None else []
     if history:
         ins.figure(
             sec,
@@ -151,7 +165,7 @@ def overview(ins: Inspection) -> dict:
             "Training of this run: loss and accuracy on the held-out evaluation batch, and the "
             "training batch's loss, at each evaluation step (`metrics.jsonl`).",
         )
-    if is_bridge(model):
+    if is_bridge(model) and ins.run is not None:
         numbers["bridge_vs_task_model"] = _bridge_check(ins, sec)
     return numbers
 
@@ -354,26 +368,33 @@ def ablations(ins: Inspection) -> dict:
     reference = crop(reference, ins.examples.length)
     selected = set(ins.head_names())
     metrics = {"loss": lambda logits: task_loss(logits, full), "accuracy": lambda logits: task_accuracy(logits, full)}
+    if ins.metric is not None:
+        metrics["metric"] = ins.metric
     rows: dict[str, dict] = {}
     clean: dict[str, float] = {}
     for kind in KINDS:
-        for metric_name, metric in metrics.items():
-            frame = ablation_sweep(
-                ins.model,
-                full.tokens,
-                metric,
-                components=("heads", "attn_out", "mlp_out"),
-                kind=kind,
-                reference=reference.tokens,
-                layers=ins.layers,
-                seed=seed,
-                progress=False,
-            )
-            clean[f"{metric_name}_clean"] = float(frame["metric"].iloc[0])  # the unablated baseline row
-            for rec in frame.iloc[1:].to_dict("records"):
-                name = _component_name(rec)
-                if rec["component"] != "heads" or name in selected:
-                    rows.setdefault(name, {"component": name})[f"{metric_name}_{kind}"] = float(rec["metric"])
+        measured: list[dict[str, float]] = []  # every metric from the one forward pass of each ablation
+
+        def measure(logits, measured=measured):
+            measured.append({name: float(metric(logits)) for name, metric in metrics.items()})
+            return measured[-1]["loss"]
+
+        frame = ablation_sweep(
+            ins.model,
+            full.tokens,
+            measure,
+            components=("heads", "attn_out", "mlp_out"),
+            kind=kind,
+            reference=reference.tokens,
+            layers=ins.layers,
+            seed=seed,
+            progress=False,
+        )
+        clean |= {f"{name}_clean": value for name, value in measured[0].items()}  # the unablated baseline row
+        for rec, values in zip(frame.iloc[1:].to_dict("records"), measured[1:]):
+            name = _component_name(rec)
+            if rec["component"] != "heads" or name in selected:
+                rows.setdefault(name, {"component": name}).update({f"{m}_{kind}": v for m, v in values.items()})
     table = [{**row, **clean} for row in rows.values()]
     sec = ins.section(
         "Ablations",
@@ -388,6 +409,9 @@ def ablations(ins: Inspection) -> dict:
     columns.update({f"loss_{k}": f"loss, {k}" for k in KINDS})
     columns["accuracy_clean"] = "accuracy, clean"
     columns.update({f"accuracy_{k}": f"accuracy, {k}" for k in KINDS})
+    if ins.metric is not None:
+        columns["metric_clean"] = "your metric, clean"
+        columns.update({f"metric_{k}": f"your metric, {k}" for k in KINDS})
     sec.table(table, columns, caption="Loss and accuracy with one component ablated (clean: nothing ablated).")
     ins.figure(
         sec,
@@ -567,6 +591,82 @@ def _patch_examples(ins: Inspection, sec: Section, shown: list[tuple[int, int]])
     return results
 
 
+# ----------------------------------------------------------------------------- memory map
+
+#: the memory map reads at most this many examples (its null draws scale with read-out rows x positions)
+MEMORY_MAP_EXAMPLES = 32
+
+
+def memory_map_section(ins: Inspection) -> dict:
+    """Which heads gather the answer and which OV circuits / MLPs store the task's associations
+    (:mod:`hooks.gather_store`), with enough null draws for the Bonferroni bound of the map's readings."""
+    from hooks.gather_store import above_null, memory_map, plot_memory_map
+
+    batch = select(ins.examples.full, torch.arange(min(MEMORY_MAP_EXAMPLES, ins.examples.full.tokens.shape[0])))
+    answer, table = ins.task.answer_positions(batch), ins.task.associations()
+    sec = ins.section(
+        "Memory map",
+        (
+            "Gather vs store, per head and MLP layer (`hooks.gather_store`). Gather: attention from the read-out "
+            "positions onto the positions that carry the answer, against uniform attention. Store: how many keys of "
+            "the association table the component's map (a head's OV circuit `x W_V W_O W_U` on the key's embedding, "
+            "an MLP's `MLP(ln2(x)) W_U`) sends to their value, against the same reading with the values permuted. "
+            "Causal: the change of the metric when the component is mean-ablated, or a head's OV circuit set to the "
+            "identity or zero."
+        ),
+    )
+    if answer is None or table is None:
+        missing = (
+            "where its answers' information sits (Task.answer_positions)"
+            if answer is None
+            else ("its key -> value table (Task.associations)")
+        )
+        sec.note(f"No memory map: the task does not say {missing}.")
+        return {"skipped": missing}
+    if table.candidates is None and len(torch.unique(table.values)) < 2:
+        sec.note("No memory map: the association table has fewer than two distinct values.")
+        return {"skipped": "table"}
+    readings = 2 * len(ins.heads) + (0 if ins.model.cfg.attn_only else ins.model.cfg.n_layers)
+    n_null = max(1000, int(1.5 * readings / 0.01))
+    metric = ins.metric if ins.metric is not None else (lambda logits: -task_loss(logits, batch))
+    try:
+        df = memory_map(
+            ins.model, batch.tokens, batch.mask, answer, table, metric=metric, heads=ins.heads, n_null=n_null,
+            seed=ins.options.seed,
+        )  # fmt: skip
+    except ValueError as err:  # e.g. no answer position in view of a read-out position in these examples
+        sec.note(f"No memory map on these examples: {err}")
+        return {"skipped": str(err)}
+    listed = above_null(df)
+    ins.figure(
+        sec,
+        "memory_map",
+        plot_memory_map(df),
+        "Heads placed by gather score (0: uniform attention, 1: all attention on answer positions) and store score "
+        "(0: the permuted-table null, 1: every key recalled); MLP layers by store score. Colour: change of the "
+        f"metric when the component is mean-ablated. Above their null (Bonferroni over the map): "
+        f"{', '.join(listed) or 'none'}.",
+        data={"rows": df.to_dict("records"), "attrs": df.attrs, "above_null": listed},
+    )
+    columns = {
+        "component": "component",
+        "gather": "gather",
+        "gather_null": "gather, uniform",
+        "gather_p": "gather p",
+        "store_recall": "store recall",
+        "store_recall_null": "store recall, null",
+        "store_p": "store p",
+        "causal_ablate": "metric change, ablated",
+    }
+    columns |= {c: f"metric change, OV {c.rsplit('_', 1)[1]}" for c in df.columns if c.startswith("causal_ov_")}
+    sec.table(
+        df.to_dict("records"),
+        columns,
+        caption=f"{len(table.values)} associations, {df.attrs['n_readout']} read-out positions, {n_null} null draws.",
+    )
+    return {"rows": df.to_dict("records"), "attrs": dict(df.attrs), "above_null": listed}
+
+
 # ----------------------------------------------------------------------------- provenance
 
 
@@ -581,13 +681,20 @@ def _version(package: str) -> str:
 
 def provenance(ins: Inspection, timings: dict[str, float]) -> dict:
     cfg = ins.config
-    model_file = ins.run.path / "model.safetensors"
     info = {
         "command": ins.command,
         "made": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "run folder": str(ins.run.path),
-        "model file (sha256)": f"model.safetensors ({hashlib.sha256(model_file.read_bytes()).hexdigest()[:16]}...)",
-        "training seed / model seed": f"{cfg.get('train', {}).get('seed')} / {cfg.get('model', {}).get('seed')}",
+    }
+    if ins.run is not None:
+        model_file = ins.run.path / "model.safetensors"
+        info |= {
+            "run folder": str(ins.run.path),
+            "model file (sha256)": f"model.safetensors ({hashlib.sha256(model_file.read_bytes()).hexdigest()[:16]}...)",
+            "training seed / model seed": f"{cfg.get('train', {}).get('seed')} / {cfg.get('model', {}).get('seed')}",
+        }
+    else:
+        info |= {"model": model_kind(ins.model), "examples": f"{tuple(ins.examples.full.tokens.shape)} token ids"}
+    info |= {
         "inspect seed": ins.options.seed,
         "device": str(next(ins.model.parameters()).device),
         "mechmem": _version("mechmem"),
@@ -605,7 +712,8 @@ def provenance(ins: Inspection, timings: dict[str, float]) -> dict:
         caption="Time each part of this page took.",
         formats={"seconds": "{:.2f}"},
     )
-    sec.code(json.dumps(cfg, indent=2), summary="The run's config (config.json)")
+    if ins.run is not None:
+        sec.code(json.dumps(cfg, indent=2), summary="The run's config (config.json)")
     return {
         **info,
         "timings": timings,
@@ -625,6 +733,7 @@ def build_sections(ins: Inspection) -> dict:
     stages = [("overview", overview), ("attention", attention), ("circuits", circuits), ("ablations", ablations)]
     if ins.options.patching:
         stages.append(("patching", patching))
+    stages.append(("memory_map", memory_map_section))
     timings: dict[str, float] = {}
     with tqdm(stages, desc="inspect", disable=not ins.options.progress, file=sys.stderr) as bar:
         for name, make in bar:

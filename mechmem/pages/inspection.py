@@ -135,6 +135,13 @@ def run_task(config: dict) -> Task:
 
     fields = dict(config.get("task", {}))
     name = fields.pop("name", None)
+    if name is None:
+        raise ValueError(
+            "the run records no task (its config.json has no 'task' section), so inspect cannot draw examples: "
+            "mechmem.train(model, task, cfg, run=run) records it; for a run trained before that, add it with "
+            "mechmem.Run(path).record_training(task, train_cfg); for a model without a run, use "
+            "mechmem.inspect_model(model, examples, out=...)"
+        )
     known = tasks()
     if name not in known:
         raise ValueError(

@@ -127,6 +127,26 @@ class Run:
     def config(self) -> dict[str, Any]:
         return _parse_json(self.path / "config.json", (self.path / "config.json").read_bytes())
 
+    def record_training(self, task, train_cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> None:
+        """Record in ``config.json`` what ``mechmem inspect`` and ``--resume`` need to rebuild the run: the
+        task (``{"name": ..., **fields}``), the training config and, when known, the model config, each
+        section only where it is missing (as ``mechmem train`` writes them). A recorded task that differs
+        from ``task`` is refused before anything is written."""
+        config = self.config
+        entry = json.loads(_json_bytes({"name": task.name, **task.to_dict()}))
+        recorded = config.get("task")
+        if recorded is not None and recorded != entry:
+            raise ValueError(
+                f"run {self.path} records task {recorded.get('name')!r} with other fields than the task being "
+                f"trained ({task.name!r}): train it on the task it was made for, or create a new run"
+            )
+        sections = {"task": entry, "train": train_cfg.to_dict()}
+        if model_cfg is not None:
+            sections["model"] = model_cfg.to_dict()
+        missing = {name: value for name, value in sections.items() if name not in config}
+        if missing:
+            self._write("config.json", _json_bytes({**config, **missing}))
+
     def log(self, record: dict) -> None:
         """Append one record to ``metrics.jsonl``."""
         file = self.path / "metrics.jsonl"

@@ -105,6 +105,20 @@ class Task:
             )
         return fresh.to(batch.tokens.device)
 
+    def answer_positions(self, batch: Batch) -> Bool[Tensor, "batch q k"] | Bool[Tensor, "batch pos"] | None:
+        """Where the information of each scored answer sits, for the gather reading of the memory map
+        (``hooks.gather_store``): ``[batch, pos]`` (the same positions for every scored position) or
+        ``[batch, q, k]`` (per scored position ``q``). The default, for tasks whose outputs are input
+        tokens: the earlier positions holding the answer token. ``None``: the task cannot say."""
+        if self.d_vocab_out != self.d_vocab:
+            return None
+        return batch.tokens[:, None, :] == batch.targets[:, :, None]
+
+    def associations(self):
+        """The key -> value table the task's answers come from, as a ``hooks.gather_store.Associations``
+        (for the store reading of the memory map); ``None`` (the default) when there is none."""
+        return None
+
     def batch_labels(self, batch: Batch, *names: str) -> list[Tensor]:
         """``batch.labels[name]`` for each name; a clear ``ValueError`` when a batch lacks one."""
         missing = [n for n in names if batch.labels is None or n not in batch.labels]

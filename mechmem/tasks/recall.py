@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from jaxtyping import Bool
+from torch import Tensor
 
 from mechmem.core.config import ModelConfig, TrainConfig, check_seed
 from mechmem.tasks.base import Batch, Task
@@ -86,6 +88,19 @@ class RecallTask(Task):
         tokens[torch.arange(len(keys), device=device), where] = new_keys.to(device)
         targets[:, -1] = self.values[new_keys].to(device)
         return Batch(tokens, targets, batch.mask.clone(), {**batch.labels, "key": new_keys.to(device)})
+
+    def answer_positions(self, batch: Batch) -> Bool[Tensor, "batch pos"]:
+        """The key's position: the only token the answer depends on."""
+        (where,) = self.batch_labels(batch, "key_position")
+        positions = torch.zeros_like(batch.mask)
+        positions[torch.arange(len(where), device=where.device), where] = True
+        return positions
+
+    def associations(self):
+        """Every key -> its value (the table the model must store), over the ``n_values`` outputs."""
+        from hooks.gather_store import Associations
+
+        return Associations(torch.arange(self.n_keys), self.values.clone(), torch.arange(self.n_values))
 
     def token_labels(self) -> list[str]:
         """``k0..`` keys, ``n0..`` noise, ``?`` the query."""

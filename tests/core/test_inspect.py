@@ -41,7 +41,7 @@ def _summary(page: Path) -> dict:
 
 def test_page_has_every_section_and_opens_offline(recall_page):
     html = recall_page.read_text()
-    for title in ("Overview", "Attention", "Circuits", "Ablations", "Activation patching", "Provenance"):
+    for title in ("Overview", "Attention", "Circuits", "Ablations", "Activation patching", "Memory map", "Provenance"):
         assert f">{title}</h2>" in html, f"section {title} missing"
     assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html), "the page must not load from the network"
     assert html.count("var CircuitsVis") == 1, "the CircuitsVis bundle must be inlined exactly once"
@@ -53,6 +53,7 @@ def test_page_has_every_section_and_opens_offline(recall_page):
         "ablations",
         "patching_heads",
         "patching_resid_pre",
+        "memory_map",
     ):
         assert (recall_page.parent / f"{name}.png").is_file(), f"{name}.png missing"
     assert (recall_page.parent / "ov_layer0.json").is_file(), "the numbers of a figure go next to it"
@@ -63,7 +64,7 @@ def test_provenance_records_command_seeds_and_versions(recall_page):
     assert prov["command"] == "mechmem inspect test"
     assert prov["torch"] == torch.__version__ and prov["transformer_lens"] != "not installed"
     assert prov["config"]["task"]["name"] == "recall" and prov["inspect seed"] == 0
-    assert set(prov["timings"]) == {"overview", "attention", "circuits", "ablations", "patching"}
+    assert set(prov["timings"]) == {"overview", "attention", "circuits", "ablations", "patching", "memory_map"}
 
 
 def test_patching_finds_the_key_and_the_head_on_the_recall_task(recall_page):
@@ -113,7 +114,7 @@ def test_every_paper_task_gets_a_page(name, tmp_path):
     run = _train(tmp_path, task, 2, "batch_size=8", *overrides)
     page = inspect_run(run, InspectOptions(batch_size=16, n_examples=1, progress=False))
     summary = _summary(page)
-    assert set(summary) == {"overview", "attention", "circuits", "ablations", "patching", "provenance"}
+    assert set(summary) == {"overview", "attention", "circuits", "ablations", "patching", "memory_map", "provenance"}
     assert summary["patching"]["heads"]["examples"] >= 1
 
 

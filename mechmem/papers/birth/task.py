@@ -89,6 +89,13 @@ class BigramTask(BigramOptions, Task):
         sample = BigramSample(tokens=tokens, targets=after, counts=counts, triggers=triggers, outputs=new)
         return to_batch(sample, self.loss_head_only).to(device)
 
+    def associations(self):
+        """Every token -> itself: the induction head's output memory ``W_O^2`` maps the attended token's
+        embedding to its own unembedding (the paper's ``wo1`` probe), over all N tokens."""
+        from hooks.gather_store import Associations
+
+        return Associations(torch.arange(N_CHARS), torch.arange(N_CHARS))
+
     def token_labels(self) -> list[str]:
         """The characters, with space, newline and tab shown as ``␣``, ``↵``, ``⇥``."""
         shown = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}

@@ -189,6 +189,23 @@ class FactualRecallTask(Task):
         labels = {**batch.labels, "subject": s, "relation": r}
         return Batch(tokens, targets, batch.mask, labels)
 
+    def answer_positions(self, batch: Batch) -> Tensor:
+        """The subject's and the relation's positions: the answer ``a*(s, r)`` depends on these two tokens."""
+        s_pos, r_pos = self.batch_labels(batch, "subject_pos", "relation_pos")
+        positions, rows = torch.zeros_like(batch.mask), torch.arange(len(s_pos), device=s_pos.device)
+        positions[rows, s_pos] = True
+        positions[rows, r_pos] = True
+        return positions
+
+    def associations(self):
+        """Every fact: the key ``(s, S + r)`` (subject and relation tokens, embeddings summed) -> ``a*(s, r)``,
+        over all ``R D`` answers."""
+        from hooks.gather_store import Associations
+
+        s = torch.arange(self.S).repeat_interleave(self.R)
+        r = torch.arange(self.R).repeat(self.S)
+        return Associations(torch.stack([s, self.S + r], 1), self.answer(s, r), torch.arange(self.d_vocab_out))
+
     def corrupt(self, batch: Batch, generator: torch.Generator) -> Batch:
         """Swap each example's subject for one with a different answer ``a*(s', r) != a*(s, r)``."""
         s, r, where = self.batch_labels(batch, "subject", "relation", "subject_pos")
